@@ -1,0 +1,263 @@
+"""The headless command line: ``alignstudio train``, ``alignstudio data inspect``, ``alignstudio runs``.
+
+It drives the same worker process as the window, through ``TrainingRun``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from backend.events import (CheckpointSaved, EvalLog, PhaseChanged, RunFailed, RunFinished, RunStarted,
+                            TrainLog, WorkerWarning)
+from backend.run_config import (METHODS, ConfigError, check, default_config, load_yaml, replace_values,
+                                user_fields)
+
+DEMO_DATA = Path(__file__).resolve().parent.parent / "resources" / "demo" / "demo_preferences.jsonl"
+
+# Metrics shown on the per-step line, by method; every metric still lands in metrics.jsonl.
+_KEY_METRICS = {
+    "dpo": ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"),
+    "orpo": ("loss", "nll_loss", "log_odds_ratio", "rewards/margins", "rewards/accuracies"),
+    "sft": ("loss", "mean_token_accuracy", "grad_norm"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignstudio", description="Fine-tune and preference-align language models.")
+    sub = parser.add_subparsers(dest="command")
+
+    train = sub.add_parser("train", help="train headless (same worker as the studio window)")
+    train.add_argument("--method", choices=METHODS, help="sft, dpo or orpo (default: from --config, else dpo)")
+    train.add_argument("--data", help="dataset file or folder (default: the demo preference set)")
+    train.add_argument("--model", help="hub id, model folder or .gguf file (default: embedded Gemma 3 270M)")
+    train.add_argument("--config", help="a config.yaml (e.g. from an earlier run folder)")
+    train.add_argument("--steps", type=int, help="max optimizer steps")
+    train.add_argument("--epochs", type=float, help="epochs (when --steps is not given)")
+    train.add_argument("--lr", type=float, help="learning rate")
+    train.add_argument("--batch-size", type=int, help="examples per forward pass")
+    train.add_argument("--max-length", type=int, help="max tokens per example")
+    train.add_argument("--quantization", choices=("4bit", "8bit", "none"))
+    train.add_argument("--runs-dir", help="folder for run folders (default ~/AlignStudio/runs)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other setting, e.g. --set beta=0.2 (repeatable); see `alignstudio settings`")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or crashed run from its last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="only the final summary")
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command")
+    inspect = data_sub.add_parser("inspect", help="detect the format and report on a dataset")
+    inspect.add_argument("path")
+    inspect.add_argument("--format", help="force a format instead of detecting it")
+    inspect.add_argument("--tokenizer", help="tokenizer folder for token counts (default: the embedded model's)")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    runs = sub.add_parser("runs", help="list run folders")
+    runs.add_argument("--runs-dir")
+
+    settings = sub.add_parser("settings", help="list every setting of a method with its default and help")
+    settings.add_argument("method", choices=METHODS)
+    return parser
+
+
+def config_from_args(args) -> "object":
+    if args.config:
+        cfg = load_yaml(args.config)
+        if args.method and args.method != cfg.method:
+            cfg = replace_values(default_config(args.method), {
+                k: v for k, v in cfg.__dict__.items() if k in {f.name for f in user_fields(default_config(args.method))}
+            })
+    else:
+        cfg = default_config(args.method or "dpo")
+    values: dict[str, object] = {}
+    if args.data:
+        values["data_path"] = str(Path(args.data).expanduser().resolve())
+    elif not cfg.data_path:
+        values["data_path"] = str(DEMO_DATA)
+    if args.model is not None:
+        model = args.model
+        values["model"] = str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else model
+    for name, key in (("steps", "max_steps"), ("epochs", "num_train_epochs"), ("lr", "learning_rate"),
+                      ("batch_size", "per_device_train_batch_size"), ("max_length", "max_length"),
+                      ("quantization", "quantization")):
+        if getattr(args, name) is not None:
+            values[key] = getattr(args, name)
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError([(item, "expected KEY=VALUE")])
+        key, value = item.split("=", 1)
+        values[key.strip().replace("-", "_")] = value.strip()
+    return check(replace_values(cfg, values))
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "--:--"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def _bar(step: int, total: int, width: int = 24) -> str:
+    frac = min(1.0, step / total) if total else 0.0
+    filled = int(frac * width)
+    return "[" + "#" * filled + "." * (width - filled) + f"] {step}/{total}"
+
+
+def cmd_train(args) -> int:
+    from backend.training_run import TrainingRun
+
+    try:
+        if args.resume:
+            run = TrainingRun.resume(args.resume)
+            method = load_yaml(Path(args.resume) / "config.yaml").method
+        else:
+            cfg = config_from_args(args)
+            method = cfg.method
+            run = TrainingRun.start(cfg, args.runs_dir)
+    except ConfigError as exc:
+        for name, msg in exc.problems:
+            print(f"error: setting '{name}': {msg}", file=sys.stderr)
+        return 2
+    print(f"Run folder: {run.run_dir}")
+    print(f"Worker log: {run.log_path}")
+
+    interrupted = {"count": 0}
+
+    def on_sigint(signum, frame):
+        interrupted["count"] += 1
+        if interrupted["count"] == 1:
+            print("\nStopping after the current step and saving the adapter (Ctrl-C again to abort)...",
+                  file=sys.stderr)
+            run.request_stop()
+        else:
+            run.kill()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    keys = _KEY_METRICS.get(method, ("loss",))
+    code = 1
+    try:
+        for event in run.events():
+            if isinstance(event, PhaseChanged) and not args.quiet:
+                print(f"... {event.message or event.phase}")
+            elif isinstance(event, RunStarted):
+                dev = event.device
+                print(f"Training {event.method.upper()} on {dev.get('name') or dev.get('kind')} "
+                      f"({dev.get('precision')}): {event.train_rows} rows, {event.eval_rows} held out, "
+                      f"{event.total_steps} steps, {event.trainable_params:,} of {event.total_params:,} "
+                      "parameters trainable")
+            elif isinstance(event, TrainLog) and not args.quiet:
+                metrics = "  ".join(f"{k}={_fmt(event.metrics[k])}" for k in keys if k in event.metrics)
+                tps = f"{event.tokens_per_second:.0f} tok/s" if event.tokens_per_second else ""
+                print(f"{_bar(event.step, event.total_steps)}  {metrics}  {tps}  "
+                      f"elapsed {_duration(event.elapsed_seconds)} eta {_duration(event.eta_seconds)}", flush=True)
+            elif isinstance(event, EvalLog) and not args.quiet:
+                metrics = "  ".join(f"{k}={_fmt(event.metrics[k])}" for k in keys if k in event.metrics)
+                print(f"  eval @ step {event.step}: {metrics}")
+            elif isinstance(event, CheckpointSaved) and not args.quiet:
+                print(f"  checkpoint saved: {event.path}")
+            elif isinstance(event, WorkerWarning):
+                print(f"warning: {event.message}", file=sys.stderr)
+            elif isinstance(event, RunFinished):
+                state = "Stopped" if event.stopped else "Finished"
+                print(f"{state} at step {event.step}/{event.total_steps} in {_duration(event.elapsed_seconds)}.")
+                shown = {k: event.summary[k] for k in keys if k in event.summary}
+                if shown:
+                    print("Final: " + "  ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
+                if event.adapter_path:
+                    print(f"Adapter: {event.adapter_path}")
+                code = 0
+            elif isinstance(event, RunFailed):
+                print(f"error ({event.kind}): {event.message}", file=sys.stderr)
+                if event.hint:
+                    print(f"hint: {event.hint}", file=sys.stderr)
+                if event.kind in ("crash", "killed") and event.traceback:
+                    print("--- end of worker log ---\n" + event.traceback, file=sys.stderr)
+                print(f"Details: {run.log_path}", file=sys.stderr)
+                code = 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        run.wait(timeout=30)
+        run.close()
+    return code
+
+
+def cmd_data_inspect(args) -> int:
+    from backend.dataset_loading import DatasetError, load_dataset_file
+    from backend.dataset_report import build_report, format_report_text
+
+    try:
+        loaded = load_dataset_file(args.path, format=args.format or None)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    tokenizer = args.tokenizer
+    if tokenizer is None:
+        from backend.embedded_model import embedded_model_folder
+
+        folder = embedded_model_folder()
+        tokenizer = str(folder) if (folder / "tokenizer.json").exists() else None
+    report = build_report(loaded, tokenizer_path=tokenizer)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(format_report_text(report))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from backend.run_folder import list_runs
+
+    runs = list_runs(args.runs_dir)
+    if not runs:
+        print("No runs yet.")
+        return 0
+    for r in runs:
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)) if r.started_at else "-"
+        loss = r.final_metrics.get("loss")
+        print(f"{started}  {r.method.upper():4}  {r.status:11}  step {r.step}/{r.total_steps}  "
+              f"loss {_fmt(loss)}  {r.run_dir}")
+    return 0
+
+
+def cmd_settings(args) -> int:
+    cfg = default_config(args.method)
+    for f in user_fields(cfg):
+        meta = f.metadata
+        extra = f" choices: {', '.join(meta['choices'])}" if meta.get("choices") else ""
+        print(f"{f.name} = {getattr(cfg, f.name)!r}\n    {meta.get('help', '')}{extra}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        return cmd_train(args)
+    if args.command == "data" and args.data_command == "inspect":
+        return cmd_data_inspect(args)
+    if args.command == "runs":
+        return cmd_runs(args)
+    if args.command == "settings":
+        return cmd_settings(args)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

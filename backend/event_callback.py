@@ -1,0 +1,146 @@
+"""A transformers TrainerCallback that turns the trainer's life into studio events.
+
+It forwards every logged metric under TRL's own key, adds throughput, ETA and
+peak memory, watches for NaN losses, and turns a stop request into
+``control.should_training_stop`` at the next step (Python threads cannot be
+killed; stopping is cooperative).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import threading
+import time
+from typing import Callable
+
+from transformers import TrainerCallback
+
+from backend.events import CheckpointSaved, EvalLog, Event, PhaseChanged, TrainLog, WorkerWarning
+
+# Keys the Trainer logs once at the end of train(); they go into the summary, not the plots.
+_END_OF_TRAINING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second",
+                         "total_flos", "train_loss"}
+
+
+def peak_memory_mb() -> tuple[float, str]:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_reserved() / 2**20, "gpu"
+    # ru_maxrss is in KiB on Linux and bytes on macOS.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (rss / 2**20 if sys.platform == "darwin" else rss / 1024), "rss"
+
+
+class EventCallback(TrainerCallback):
+    def __init__(self, emit: Callable[[Event], None], stop_requested: threading.Event,
+                 tokens_per_example: float | None = None, on_train_begin: Callable | None = None):
+        self.emit = emit
+        self.stop_requested = stop_requested
+        self.tokens_per_example = tokens_per_example
+        self._on_train_begin_hook = on_train_begin
+        self.start_time = 0.0
+        self.start_step = 0
+        self.last_metrics: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+        self.summary: dict[str, float] = {}
+        self.nan_step: int | None = None
+        self._last_log = (0.0, 0, None)  # time, step, num_tokens at the previous log
+        self._step_seconds_ema: float | None = None
+        self._last_step_time = 0.0
+
+    # -- lifecycle ---------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_time = self._last_step_time = time.time()
+        self.start_step = state.global_step
+        self._last_log = (self.start_time, state.global_step, None)
+        if self._on_train_begin_hook:
+            self._on_train_begin_hook(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.time()
+        dt = now - self._last_step_time
+        self._last_step_time = now
+        # An EMA follows speed changes (warm-up, evaluation pauses) without jitter.
+        self._step_seconds_ema = dt if self._step_seconds_ema is None else 0.8 * self._step_seconds_ema + 0.2 * dt
+        if self.stop_requested.is_set():
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        epoch = float(logs.pop("epoch", state.epoch or 0.0))
+        logs.pop("step", None)
+        if any(k.startswith("eval_") for k in logs):
+            # Eval keys drop their "eval_" prefix so a viewer overlays them on the train curve.
+            metrics = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and _is_number(v)}
+            self.last_eval = metrics
+            self.emit(EvalLog(step=state.global_step, epoch=epoch, metrics=metrics))
+            return
+        end = {k: v for k, v in logs.items() if k in _END_OF_TRAINING_KEYS}
+        if end:
+            self.summary.update({k: float(v) for k, v in end.items() if _is_number(v)})
+        metrics = {k: float(v) for k, v in logs.items() if k not in _END_OF_TRAINING_KEYS and _is_number(v)}
+        if not metrics:
+            return
+        self.last_metrics = metrics
+        self.emit(self._train_log(args, state, epoch, metrics))
+        loss = metrics.get("loss")
+        if loss is not None and not math.isfinite(loss) and self.nan_step is None:
+            self.nan_step = state.global_step
+            control.should_training_stop = True
+            self.emit(WorkerWarning(
+                message=f"The loss became {loss} at step {state.global_step}; training stops here.",
+                kind="nan_loss"))
+        return control
+
+    def _train_log(self, args, state, epoch, metrics) -> TrainLog:
+        now = time.time()
+        last_time, last_step, last_tokens = self._last_log
+        steps = state.global_step - last_step
+        tokens_per_second = None
+        num_tokens = metrics.get("num_tokens")
+        if num_tokens is not None and last_tokens is not None and now > last_time:
+            tokens_per_second = (num_tokens - last_tokens) / (now - last_time)
+        elif self.tokens_per_example and steps > 0 and now > last_time:
+            per_step = self.tokens_per_example * args.per_device_train_batch_size * args.gradient_accumulation_steps
+            tokens_per_second = per_step * steps / (now - last_time)
+        self._last_log = (now, state.global_step, num_tokens)
+        sec_per_step = self._step_seconds_ema
+        remaining = max(0, state.max_steps - state.global_step)
+        peak, kind = peak_memory_mb()
+        return TrainLog(
+            step=state.global_step,
+            epoch=epoch,
+            metrics=metrics,
+            total_steps=state.max_steps,
+            tokens_per_second=tokens_per_second,
+            seconds_per_step=sec_per_step,
+            eta_seconds=remaining * sec_per_step if sec_per_step is not None else None,
+            elapsed_seconds=now - self.start_time,
+            peak_memory_mb=peak,
+            memory_kind=kind,
+        )
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.stop_requested.is_set():
+            control.should_training_stop = True
+
+    def on_save(self, args, state, control, **kwargs):
+        from pathlib import Path
+
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.emit(CheckpointSaved(step=state.global_step, path=str(path)))
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        if self.stop_requested.is_set():
+            control.should_training_stop = True
+
+    def phase(self, phase: str, message: str = "") -> None:
+        self.emit(PhaseChanged(phase=phase, message=message))
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -1,0 +1,446 @@
+"""Run configuration: one dataclass per training method over a shared base.
+
+These dataclasses are the single source of truth for every setting: the CLI
+reads overrides into them, the window generates its settings form from their
+field metadata (label, help, range, choices, basic/advanced), and every run
+saves one as ``config.yaml`` so that the file alone reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("sft", "dpo", "orpo")
+METHOD_LABELS = {
+    "sft": "SFT (supervised fine-tuning)",
+    "dpo": "DPO (direct preference optimisation)",
+    "orpo": "ORPO (odds-ratio preference optimisation)",
+}
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    label: str | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    advanced: bool = False,
+    group: str = "Training",
+) -> Any:
+    """A dataclass field with the metadata the form builder and validator need."""
+    meta = {
+        "help": help,
+        "label": label,
+        "min": minimum,
+        "max": maximum,
+        "choices": choices,
+        "advanced": advanced,
+        "group": group,
+    }
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class BaseRunConfig:
+    """Settings shared by every method."""
+
+    method: str = field(default="", metadata={"help": "Training method", "internal": True})
+
+    # --- Model -------------------------------------------------------------
+    model: str = setting(
+        "",
+        "Base model: a Hugging Face model id, a local folder, or a .gguf file. "
+        "Empty uses the embedded Gemma 3 270M, which works offline.",
+        label="Model",
+        group="Model",
+    )
+    trust_remote_code: bool = setting(
+        False,
+        "Allow the model repository to run its own Python code. Only enable for models you trust.",
+        label="Trust remote code",
+        group="Model",
+        advanced=True,
+    )
+    quantization: str = setting(
+        "4bit",
+        "How the frozen base weights are stored: 4-bit NF4 (QLoRA, least memory), 8-bit, "
+        "or none (full precision, most memory, fastest on CPU).",
+        label="Quantization",
+        choices=("4bit", "8bit", "none"),
+        group="Model",
+    )
+
+    # --- Data --------------------------------------------------------------
+    data_path: str = setting("", "Dataset file or folder.", label="Dataset", group="Data")
+    data_format: str = setting(
+        "",
+        "Dataset format. Empty detects it from the columns.",
+        label="Format",
+        group="Data",
+        advanced=True,
+    )
+    column_map: dict = setting(
+        None,
+        "Manual column mapping, canonical field -> column in the file (e.g. prompt: question).",
+        label="Column mapping",
+        group="Data",
+        advanced=True,
+    )
+    eval_fraction: float = setting(
+        0.05,
+        "Fraction of the rows held out for evaluation and for the Compare tab. 0 disables evaluation.",
+        label="Held-out fraction",
+        minimum=0.0,
+        maximum=0.5,
+        group="Data",
+    )
+    max_length: int = setting(
+        512,
+        "Longest prompt + response in tokens; longer examples are truncated. "
+        "Memory grows with it; keep it as short as your data allows.",
+        label="Max length (tokens)",
+        minimum=16,
+        maximum=131072,
+        group="Data",
+    )
+
+    # --- LoRA --------------------------------------------------------------
+    lora_r: int = setting(
+        16,
+        "LoRA rank: size of the trainable update. 8-64 is typical; higher learns more and uses more memory.",
+        label="LoRA rank",
+        minimum=1,
+        maximum=1024,
+        group="LoRA",
+    )
+    lora_alpha: int = setting(
+        32,
+        "LoRA scaling; the update is scaled by alpha / rank. Usually twice the rank.",
+        label="LoRA alpha",
+        minimum=1,
+        maximum=4096,
+        group="LoRA",
+    )
+    lora_dropout: float = setting(
+        0.05, "Dropout on the LoRA path, against overfitting small datasets.",
+        label="LoRA dropout", minimum=0.0, maximum=0.9, group="LoRA", advanced=True,
+    )
+    lora_target_modules: str = setting(
+        "all-linear",
+        "Which layers get adapters: 'all-linear', or comma-separated module names such as 'q_proj,v_proj'.",
+        label="LoRA target modules",
+        group="LoRA",
+        advanced=True,
+    )
+
+    # --- Optimisation ------------------------------------------------------
+    learning_rate: float = setting(
+        2e-4, "Peak learning rate.", label="Learning rate", minimum=1e-9, maximum=1e-1
+    )
+    num_train_epochs: float = setting(
+        1.0, "Passes over the training data (ignored when Max steps is set).",
+        label="Epochs", minimum=0.01, maximum=100.0,
+    )
+    max_steps: int = setting(
+        0, "Stop after this many optimizer steps. 0 trains for the number of epochs.",
+        label="Max steps", minimum=0, maximum=10_000_000,
+    )
+    per_device_train_batch_size: int = setting(
+        4, "Examples per forward pass. Lower it first when memory runs out.",
+        label="Batch size", minimum=1, maximum=4096,
+    )
+    gradient_accumulation_steps: int = setting(
+        4, "Forward passes per optimizer step. Effective batch = batch size x this; "
+        "raise it to keep the effective batch when you lower the batch size.",
+        label="Gradient accumulation", minimum=1, maximum=4096,
+    )
+    warmup_ratio: float = setting(
+        0.1, "Fraction of the steps over which the learning rate ramps up from zero.",
+        label="Warm-up fraction", minimum=0.0, maximum=0.9, advanced=True,
+    )
+    lr_scheduler_type: str = setting(
+        "cosine", "How the learning rate decays after warm-up.",
+        label="LR schedule", choices=("cosine", "linear", "constant", "constant_with_warmup"), advanced=True,
+    )
+    weight_decay: float = setting(
+        0.0, "Weight decay on the LoRA weights.", label="Weight decay", minimum=0.0, maximum=1.0, advanced=True
+    )
+    max_grad_norm: float = setting(
+        1.0, "Gradients are clipped to this norm; guards against loss spikes.",
+        label="Max gradient norm", minimum=0.0, maximum=1000.0, advanced=True,
+    )
+    seed: int = setting(42, "Random seed for data order and initialisation.", label="Seed",
+                        minimum=0, maximum=2**31 - 1, advanced=True)
+    gradient_checkpointing: bool = setting(
+        True, "Recompute activations in the backward pass: much less memory, about 30% slower.",
+        label="Gradient checkpointing", advanced=True,
+    )
+
+    # --- Cadence and output -----------------------------------------------
+    logging_steps: int = setting(
+        1, "Log metrics every N optimizer steps.", label="Log every", minimum=1, maximum=100000,
+        group="Output", advanced=True,
+    )
+    eval_steps: int = setting(
+        50, "Evaluate on the held-out rows every N steps (0: only at the end).", label="Evaluate every",
+        minimum=0, maximum=1000000, group="Output", advanced=True,
+    )
+    save_steps: int = setting(
+        100, "Save a resumable checkpoint every N steps (0: only the final adapter).", label="Checkpoint every",
+        minimum=0, maximum=1000000, group="Output", advanced=True,
+    )
+    save_total_limit: int = setting(
+        2, "Keep at most this many checkpoints (older ones are deleted).", label="Checkpoints kept",
+        minimum=1, maximum=1000, group="Output", advanced=True,
+    )
+    output_dir: str = setting(
+        "", "Folder that holds the run folders. Empty uses ~/AlignStudio/runs.",
+        label="Runs folder", group="Output", advanced=True,
+    )
+    run_name: str = setting("", "Name of the run folder. Empty names it from the time and method.",
+                            label="Run name", group="Output", advanced=True)
+
+
+@dataclass
+class SFTRunConfig(BaseRunConfig):
+    """Supervised fine-tuning on demonstrations (or the chosen side of preference pairs)."""
+
+    method: str = field(default="sft", metadata={"help": "Training method", "internal": True})
+    max_length: int = setting(
+        1024, "Longest example in tokens; longer examples are truncated.",
+        label="Max length (tokens)", minimum=16, maximum=131072, group="Data",
+    )
+    learning_rate: float = setting(
+        2e-4, "Peak learning rate. 1e-4 to 3e-4 is typical for LoRA SFT.",
+        label="Learning rate", minimum=1e-9, maximum=1e-1,
+    )
+    completion_only_loss: bool = setting(
+        True, "Train only on the responses, not on the prompts.", label="Loss on responses only", advanced=True
+    )
+    packing: bool = setting(
+        False, "Pack several short examples into one sequence: faster on short data.", label="Packing",
+        advanced=True,
+    )
+
+
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "exo_pair",
+                  "apo_zero", "apo_down", "aot", "aot_unpaired", "discopop", "sigmoid_norm")
+
+
+@dataclass
+class DPORunConfig(BaseRunConfig):
+    """Direct Preference Optimisation on chosen/rejected pairs."""
+
+    method: str = field(default="dpo", metadata={"help": "Training method", "internal": True})
+    learning_rate: float = setting(
+        5e-6, "Peak learning rate. Preference tuning needs far less than SFT: 1e-6 to 5e-5 with LoRA.",
+        label="Learning rate", minimum=1e-9, maximum=1e-1,
+    )
+    beta: float = setting(
+        0.1, "How far the model may move from the reference (the base with the adapter off). "
+        "Higher keeps it closer; 0.01-0.5 is typical.",
+        label="Beta", minimum=1e-6, maximum=100.0, group="Preference",
+    )
+    loss_type: str = setting(
+        "sigmoid", "DPO loss: sigmoid is the original; ipo regularises harder against overfitting; "
+        "hinge is SLiC; robust tolerates noisy labels (with label smoothing).",
+        label="Loss type", choices=DPO_LOSS_TYPES, group="Preference",
+    )
+    label_smoothing: float = setting(
+        0.0, "Assumed fraction of flipped preference labels (robust DPO). 0 trusts every label.",
+        label="Label smoothing", minimum=0.0, maximum=0.49, group="Preference", advanced=True,
+    )
+    precompute_ref_log_probs: bool = setting(
+        False, "Compute the reference log-probs once before training: saves memory and time per step.",
+        label="Precompute reference", group="Preference", advanced=True,
+    )
+
+
+@dataclass
+class ORPORunConfig(BaseRunConfig):
+    """Odds-Ratio Preference Optimisation: SFT and preference in one loss, no reference model."""
+
+    method: str = field(default="orpo", metadata={"help": "Training method", "internal": True})
+    learning_rate: float = setting(
+        8e-6, "Peak learning rate. The ORPO paper uses 8e-6; with LoRA up to 5e-5.",
+        label="Learning rate", minimum=1e-9, maximum=1e-1,
+    )
+    beta: float = setting(
+        0.1, "Weight of the odds-ratio (preference) term against the NLL (SFT) term; lambda in the paper.",
+        label="Beta (lambda)", minimum=1e-6, maximum=100.0, group="Preference",
+    )
+
+
+CONFIG_CLASSES: dict[str, type[BaseRunConfig]] = {
+    "sft": SFTRunConfig,
+    "dpo": DPORunConfig,
+    "orpo": ORPORunConfig,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem. ``problems`` lists (field, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{name}: {msg}" for name, msg in problems))
+
+
+def config_class(method: str) -> type[BaseRunConfig]:
+    key = (method or "").lower()
+    if key not in CONFIG_CLASSES:
+        raise ConfigError([("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")])
+    return CONFIG_CLASSES[key]
+
+
+def default_config(method: str, **values: Any) -> BaseRunConfig:
+    cfg = config_class(method)()
+    return replace_values(cfg, values)
+
+
+def user_fields(cls_or_cfg) -> list[dataclasses.Field]:
+    """The fields a user can set, in declaration order (``method`` is implied by the class)."""
+    return [f for f in dataclasses.fields(cls_or_cfg) if not f.metadata.get("internal")]
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    # Annotations are strings (``from __future__ import annotations``); the default tells the type.
+    if f.default is None or f.default is dataclasses.MISSING:
+        return dict if "dict" in str(f.type) else str
+    return type(f.default)
+
+
+def coerce_value(f: dataclasses.Field, value: Any) -> Any:
+    """Turn a CLI/GUI/YAML value into the field's type, or raise ConfigError naming the field."""
+    kind = _field_type(f)
+    if value is None:
+        return None if kind is dict else f.default
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if isinstance(value, (bool, int)):
+                return bool(value)
+            raise ValueError
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if isinstance(value, bool):
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is dict:
+            if isinstance(value, str):
+                parsed = yaml.safe_load(value) if value.strip() else None
+                if parsed is not None and not isinstance(parsed, dict):
+                    raise ValueError
+                return parsed
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError([(f.name, f"expected {kind.__name__}, got {value!r}")]) from None
+
+
+def replace_values(cfg: BaseRunConfig, values: dict[str, Any]) -> BaseRunConfig:
+    """Return a copy of ``cfg`` with ``values`` applied (types coerced, unknown keys refused)."""
+    by_name = {f.name: f for f in user_fields(cfg)}
+    unknown = [k for k in values if k not in by_name and k != "method"]
+    if unknown:
+        raise ConfigError([(k, f"unknown setting for {cfg.method.upper()}") for k in unknown])
+    changes = {k: coerce_value(by_name[k], v) for k, v in values.items() if k != "method"}
+    return dataclasses.replace(cfg, **changes)
+
+
+def validate(cfg: BaseRunConfig) -> list[tuple[str, str]]:
+    """Every problem with ``cfg`` as (field, message); empty when the config can run."""
+    problems: list[tuple[str, str]] = []
+    for f in user_fields(cfg):
+        value = getattr(cfg, f.name)
+        meta = f.metadata
+        label = meta.get("label") or f.name
+        if meta.get("choices") and value not in meta["choices"]:
+            problems.append((f.name, f"{label} must be one of {', '.join(map(str, meta['choices']))}; got {value!r}"))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo, hi = meta.get("min"), meta.get("max")
+            if value != value:  # NaN
+                problems.append((f.name, f"{label} must be a number"))
+            elif lo is not None and value < lo or hi is not None and value > hi:
+                problems.append((f.name, f"{label} must be between {lo:g} and {hi:g}; got {value:g}"))
+    if cfg.lora_target_modules.strip() == "":
+        problems.append(("lora_target_modules", "LoRA target modules must not be empty (use 'all-linear')"))
+    if cfg.max_steps == 0 and cfg.num_train_epochs <= 0:
+        problems.append(("num_train_epochs", "set either Epochs above 0 or Max steps"))
+    if getattr(cfg, "loss_type", None) == "robust" and getattr(cfg, "label_smoothing", 0.0) <= 0.0:
+        problems.append(("label_smoothing", "the robust loss needs a label smoothing above 0 (0.1 is typical)"))
+    return problems
+
+
+def check(cfg: BaseRunConfig) -> BaseRunConfig:
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def to_dict(cfg: BaseRunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any]) -> BaseRunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError([("config", "expected a mapping of setting names to values")])
+    cls = config_class(str(data.get("method", "")))
+    return replace_values(cls(), {k: v for k, v in data.items() if k != "method"})
+
+
+def save_yaml(cfg: BaseRunConfig, path: str | Path) -> Path:
+    """Write atomically: a crash mid-write never leaves a truncated config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# AlignStudio run configuration; `alignstudio train --config` on this file repeats the run\n"
+    text += yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    write_text_atomic(path, text)
+    return path
+
+
+def load_yaml(path: str | Path) -> BaseRunConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([("config", f"{path} does not exist")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([("config", f"{path} is not valid YAML: {exc}")]) from None
+    return from_dict(data or {})
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,185 @@
+"""Builder functions that turn a run config into a tokenizer, a model, LoRA and a TRL trainer.
+
+Plain functions rather than config-aware classes: each takes the config and what
+it needs, so the worker, the benchmark and the tests compose them freely.
+Everything here imports torch/transformers/trl; the GUI process never imports
+this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from backend.run_config import BaseRunConfig, DPORunConfig, ORPORunConfig, SFTRunConfig
+
+
+@dataclass
+class Precision:
+    device: str  # "cuda" or "cpu"
+    compute_dtype: Any  # torch dtype
+    bf16: bool
+    fp16: bool
+
+    @property
+    def label(self) -> str:
+        return {True: "bf16"}.get(self.bf16) or ("fp16" if self.fp16 else "fp32")
+
+
+def choose_precision() -> Precision:
+    """bf16 where the GPU supports it, fp16 on older GPUs, fp32 on the CPU.
+
+    TRL's configs default to bf16=True, which raises on a CPU, so this is always
+    set explicitly.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return Precision("cuda", torch.bfloat16, bf16=True, fp16=False)
+        return Precision("cuda", torch.float16, bf16=False, fp16=True)
+    return Precision("cpu", torch.float32, bf16=False, fp16=False)
+
+
+def build_tokenizer(model_path: str, cfg: BaseRunConfig):
+    from transformers import AutoTokenizer
+
+    from backend.chat_templates import ensure_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
+    if tokenizer.pad_token is None:
+        # Padding positions are masked out, so reusing EOS as padding is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    ensure_chat_template(tokenizer)
+    return tokenizer
+
+
+def build_quantization_config(cfg: BaseRunConfig, precision: Precision):
+    if cfg.quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=precision.compute_dtype,
+    )
+
+
+def build_model(model_path: str, cfg: BaseRunConfig, precision: Precision):
+    from transformers import AutoModelForCausalLM
+
+    quant = build_quantization_config(cfg, precision)
+    device_map = {"": 0} if precision.device == "cuda" else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path,
+        dtype=precision.compute_dtype,
+        quantization_config=quant,
+        device_map=device_map,
+        trust_remote_code=cfg.trust_remote_code,
+    )
+    model.config.use_cache = False  # the KV cache only costs memory while training
+    return model
+
+
+def build_lora_config(cfg: BaseRunConfig):
+    from peft import LoraConfig
+
+    targets: str | list[str] = cfg.lora_target_modules.strip()
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _common_args(cfg: BaseRunConfig, precision: Precision, output_dir: str, has_eval: bool) -> dict[str, Any]:
+    evaluate_during = has_eval and cfg.eval_steps > 0
+    return dict(
+        output_dir=output_dir,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1,
+        warmup_steps=cfg.warmup_ratio,  # a value below 1 is read as a fraction of the steps
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=precision.bf16,
+        fp16=precision.fp16,
+        use_cpu=precision.device == "cpu",
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if evaluate_during else "no",
+        eval_steps=cfg.eval_steps if evaluate_during else None,
+        save_strategy="steps" if cfg.save_steps > 0 else "no",
+        save_steps=cfg.save_steps if cfg.save_steps > 0 else 500,
+        save_total_limit=cfg.save_total_limit,
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        max_length=cfg.max_length,
+    )
+
+
+def build_trl_args(cfg: BaseRunConfig, precision: Precision, output_dir: str, has_eval: bool):
+    args = _common_args(cfg, precision, output_dir, has_eval)
+    if isinstance(cfg, DPORunConfig):
+        from trl import DPOConfig
+
+        return DPOConfig(
+            **args,
+            beta=cfg.beta,
+            loss_type=[cfg.loss_type],
+            label_smoothing=cfg.label_smoothing,
+            precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+        )
+    if isinstance(cfg, ORPORunConfig):
+        from backend.trl_experimental import ORPOConfig
+
+        return ORPOConfig(**args, beta=cfg.beta)
+    if isinstance(cfg, SFTRunConfig):
+        from trl import SFTConfig
+
+        return SFTConfig(**args, completion_only_loss=cfg.completion_only_loss, packing=cfg.packing)
+    raise TypeError(f"no trainer for {type(cfg).__name__}")
+
+
+def build_trainer(cfg: BaseRunConfig, model, tokenizer, args, train_dataset, eval_dataset, callbacks):
+    """The TRL trainer for ``cfg.method``. DPO gets no ``ref_model``: with a PEFT
+    model TRL uses the policy with its adapter disabled as the reference, so no
+    second copy of the weights is ever loaded."""
+    common = dict(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=build_lora_config(cfg),
+        callbacks=callbacks,
+    )
+    if isinstance(cfg, DPORunConfig):
+        from trl import DPOTrainer
+
+        return DPOTrainer(ref_model=None, **common)
+    if isinstance(cfg, ORPORunConfig):
+        from backend.trl_experimental import ORPOTrainer
+
+        return ORPOTrainer(**common)
+    from trl import SFTTrainer
+
+    return SFTTrainer(**common)

@@ -1,0 +1,201 @@
+"""Start, follow and stop a training run from any process: the CLI, the window, tests.
+
+The worker is a child process started without a shell. Its stdout carries only
+events (JSON lines); its stderr goes straight to ``worker.log`` in the run
+folder, never to a pipe nobody reads (an unread stderr pipe fills up and hangs
+the child). Its stdin is our stop channel: "stop" asks for a cooperative stop,
+and when this process dies the pipe closes and the worker stops by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from backend.events import Event, RunFailed, TERMINAL_TYPES, event_from_json
+from backend.run_config import BaseRunConfig, check
+from backend.run_folder import LOG_FILE, append_event, create_run_dir
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+class TrainingRun:
+    """A running (or finished) worker process for one run folder."""
+
+    def __init__(self, run_dir: Path, process: subprocess.Popen):
+        self.run_dir = Path(run_dir)
+        self.process = process
+        self.log_path = self.run_dir / LOG_FILE
+        self.last_event: Event | None = None
+        self._stdin_lock = threading.Lock()
+        self._terminal_seen = False
+
+    # -- starting ----------------------------------------------------------
+    @classmethod
+    def start(cls, config: BaseRunConfig, runs_root: str | Path | None = None) -> "TrainingRun":
+        """Validate ``config``, create its run folder and launch the worker."""
+        check(config)
+        run_dir = create_run_dir(config, runs_root)
+        return cls._launch(run_dir, resume=False)
+
+    @classmethod
+    def resume(cls, run_dir: str | Path) -> "TrainingRun":
+        """Continue a stopped or crashed run from its last checkpoint, in the same folder."""
+        return cls._launch(Path(run_dir), resume=True)
+
+    @classmethod
+    def _launch(cls, run_dir: Path, resume: bool) -> "TrainingRun":
+        cmd = [sys.executable, "-m", "backend.training_worker", str(run_dir)]
+        if resume:
+            cmd.append("--resume")
+        env = dict(os.environ)
+        # The worker must find the backend package even when the studio runs from a checkout.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        log = (run_dir / LOG_FILE).open("ab")
+        try:
+            process = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=env,
+                cwd=str(run_dir),
+                start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we decide how to stop
+            )
+        finally:
+            log.close()
+        return cls(run_dir, process)
+
+    # -- following ---------------------------------------------------------
+    def events(self) -> Iterator[Event]:
+        """Yield events until the run ends. A worker that dies without saying why
+        yields a RunFailed with the end of its log, and that is recorded too."""
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                event = event_from_json(line)
+            except ValueError:
+                continue
+            self.last_event = event
+            yield event
+            if isinstance(event, TERMINAL_TYPES):
+                self._terminal_seen = True
+                break
+        code = self.process.wait()
+        if not self._terminal_seen:
+            failure = RunFailed(
+                kind="crash" if code not in (-9, 137) else "killed",
+                message=f"The training worker ended unexpectedly (exit code {code}).",
+                hint="The last lines of the worker log are below. If the machine ran out of memory, "
+                "lower the batch size or max length. Resume continues from the last checkpoint.",
+                traceback=log_tail(self.log_path),
+            )
+            append_event(self.run_dir, failure)
+            self.last_event = failure
+            self._terminal_seen = True
+            yield failure
+
+    # -- stopping ----------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the worker to stop at the next step and save its adapter."""
+        with self._stdin_lock:
+            try:
+                if self.process.stdin and not self.process.stdin.closed:
+                    self.process.stdin.write(b"stop\n")
+                    self.process.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+
+    def stop(self, grace_seconds: float = 120.0) -> int | None:
+        """Request a stop, wait for the worker to save and exit, terminate it if it does not."""
+        self.request_stop()
+        try:
+            return self.process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """Terminate the worker and its children, children first."""
+        kill_process_tree(self.process.pid)
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> None:
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass
+
+
+def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    children = parent.children(recursive=True)
+    for proc in reversed(children):  # deepest first
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        parent.terminate()
+    except psutil.NoSuchProcess:
+        pass
+    gone, alive = psutil.wait_procs(children + [parent], timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=timeout)
+
+
+def run_to_completion(config: BaseRunConfig, runs_root: str | Path | None = None,
+                      on_event=None, timeout: float | None = None) -> tuple["TrainingRun", list[Event]]:
+    """Convenience for scripts and tests: start, collect every event, return them."""
+    run = TrainingRun.start(config, runs_root)
+    events: list[Event] = []
+    deadline = time.time() + timeout if timeout else None
+    for event in run.events():
+        events.append(event)
+        if on_event:
+            on_event(run, event)
+        if deadline and time.time() > deadline:
+            run.stop(grace_seconds=30)
+    run.wait()
+    run.close()
+    return run, events

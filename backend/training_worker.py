@@ -1,0 +1,326 @@
+"""The training worker process: ``python -m backend.training_worker RUN_DIR [--resume]``.
+
+It reads ``config.yaml`` from the run folder, trains, and reports through events:
+one JSON object per line on the stdout it was started with (and appended to
+``metrics.jsonl``). Everything else the libraries print goes to the worker log,
+because the real stdout is moved onto the log at start; a stray ``print`` can
+never corrupt the event stream. A line "stop" on stdin, SIGTERM, or stdin
+closing (the studio went away) asks for a cooperative stop: the adapter is
+saved at the next step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from backend.events import (Event, PhaseChanged, RunFailed, RunFinished, RunStarted, WorkerWarning)
+from backend.run_folder import (ADAPTER_DIR, CHECKPOINTS_DIR, EVAL_SPLIT_FILE, METRICS_FILE, PID_FILE,
+                                latest_checkpoint, load_run_config)
+
+
+class EventChannel:
+    """Writes events to the supervisor's pipe and to ``metrics.jsonl``."""
+
+    def __init__(self, run_dir: Path, stream=None):
+        self.metrics = (run_dir / METRICS_FILE).open("a", encoding="utf-8")
+        self.stream = stream
+        self.lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        line = event.to_json() + "\n"
+        with self.lock:
+            self.metrics.write(line)
+            self.metrics.flush()
+            if self.stream is not None:
+                try:
+                    self.stream.write(line)
+                    self.stream.flush()
+                except (BrokenPipeError, ValueError, OSError):
+                    self.stream = None  # the supervisor is gone; the run folder still gets everything
+
+
+def take_over_stdout() -> object:
+    """Keep the original stdout for events only and point fd 1 at the log (fd 2)."""
+    event_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    return os.fdopen(event_fd, "w", buffering=1, encoding="utf-8")
+
+
+def watch_for_stop(stop: threading.Event) -> None:
+    def read_stdin():
+        try:
+            for line in sys.stdin:
+                if line.strip() == "stop":
+                    print("Stop requested.", flush=True)
+                    stop.set()
+        except (OSError, ValueError):
+            pass
+        # EOF: the supervisor closed our stdin or died. Finish cleanly rather than orphaned.
+        if not stop.is_set():
+            print("Supervisor went away; stopping.", flush=True)
+        stop.set()
+
+    threading.Thread(target=read_stdin, name="stop-watcher", daemon=True).start()
+
+    def on_sigterm(signum, frame):
+        if stop.is_set():
+            raise SystemExit(143)  # a second SIGTERM means now
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+class StoppedBeforeTraining(Exception):
+    pass
+
+
+def run_training(run_dir: Path, emit: Callable[[Event], None], stop: threading.Event, resume: bool = False) -> int:
+    """Train per ``run_dir/config.yaml``. Returns the process exit code. Never raises."""
+    started = time.time()
+    try:
+        return _train(run_dir, emit, stop, resume, started)
+    except StoppedBeforeTraining:
+        emit(RunFinished(adapter_path="", stopped=True, step=0, total_steps=0,
+                         elapsed_seconds=time.time() - started, summary={}))
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every failure must become an event
+        kind, message, hint = classify_failure(exc)
+        emit(RunFailed(kind=kind, message=message, hint=hint, traceback=traceback.format_exc()))
+        print(traceback.format_exc(), file=sys.stderr, flush=True)
+        return 1
+
+
+def _check_stop(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise StoppedBeforeTraining()
+
+
+def _train(run_dir: Path, emit, stop: threading.Event, resume: bool, started: float) -> int:
+    from backend.run_config import check
+
+    cfg = check(load_run_config(run_dir))
+    emit(PhaseChanged(phase="loading_model", message="Loading the model"))
+
+    from backend.model_source import local_model_folder, resolve_model_source
+
+    source = resolve_model_source(cfg.model)
+    model_path = local_model_folder(source, log=lambda m: print(m, flush=True))
+    _check_stop(stop)
+
+    import torch  # noqa: F401 - heavy imports happen after the cheap checks above
+
+    from backend.event_callback import EventCallback, peak_memory_mb
+    from backend.trainer_builders import build_model, build_tokenizer, build_trainer, build_trl_args, choose_precision
+
+    precision = choose_precision()
+    tokenizer = build_tokenizer(model_path, cfg)
+    model = build_model(model_path, cfg, precision)
+    _check_stop(stop)
+
+    emit(PhaseChanged(phase="preparing_data", message="Preparing the dataset"))
+    train_ds, eval_ds = prepare_datasets(cfg, run_dir)
+    _check_stop(stop)
+
+    device = describe_precision(precision)
+
+    def on_train_begin(state):
+        model_ = trainer.model
+        total = sum(p.numel() for p in model_.parameters())
+        trainable = sum(p.numel() for p in model_.parameters() if p.requires_grad)
+        emit(RunStarted(run_dir=str(run_dir), method=cfg.method, config=_config_dict(cfg), device=device,
+                        total_params=int(total), trainable_params=int(trainable), total_steps=int(state.max_steps),
+                        train_rows=len(train_ds), eval_rows=len(eval_ds) if eval_ds is not None else 0,
+                        resumed_from_step=int(state.global_step)))
+        emit(PhaseChanged(phase="training", message="Training"))
+
+    callback = EventCallback(emit, stop, on_train_begin=on_train_begin)
+    args = build_trl_args(cfg, precision, str(run_dir / CHECKPOINTS_DIR), has_eval=eval_ds is not None)
+    trainer = build_trainer(cfg, model, tokenizer, args, train_ds, eval_ds, [callback])
+    callback.tokens_per_example = tokens_per_example(trainer.train_dataset)
+    _check_stop(stop)
+
+    resume_from = None
+    if resume:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            emit(WorkerWarning(message="No checkpoint to resume from; training starts from the beginning.",
+                               kind="resume"))
+        else:
+            resume_from = str(checkpoint)
+            print(f"Resuming from {checkpoint}", flush=True)
+    trainer.train(resume_from_checkpoint=resume_from)
+    state = trainer.state
+
+    if callback.nan_step is not None:
+        raise NonFiniteLoss(callback.nan_step)
+
+    stopped = stop.is_set() and state.global_step < state.max_steps
+    if eval_ds is not None and not stopped:
+        emit(PhaseChanged(phase="evaluating", message="Final evaluation on the held-out rows"))
+        trainer.evaluate()
+    emit(PhaseChanged(phase="saving", message="Saving the adapter"))
+    adapter = save_adapter_atomically(trainer, run_dir / ADAPTER_DIR)
+    peak, kind = peak_memory_mb()
+    summary = dict(callback.summary)
+    summary.update({k: v for k, v in callback.last_metrics.items()})
+    summary.update({f"eval_{k}": v for k, v in callback.last_eval.items()})
+    emit(RunFinished(adapter_path=str(adapter), stopped=stopped, step=state.global_step,
+                     total_steps=state.max_steps, elapsed_seconds=time.time() - started,
+                     summary=summary, peak_memory_mb=peak))
+    return 0
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, step: int):
+        super().__init__(f"The loss became NaN or infinite at step {step}.")
+        self.step = step
+
+
+def _config_dict(cfg) -> dict:
+    from backend.run_config import to_dict
+
+    return to_dict(cfg)
+
+
+def describe_precision(precision) -> dict:
+    import torch
+
+    info = {"kind": precision.device, "precision": precision.label, "torch": torch.__version__}
+    if precision.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(name=props.name, memory_mb=props.total_memory / 2**20)
+    else:
+        import platform
+
+        info.update(name=platform.processor() or platform.machine(), threads=torch.get_num_threads())
+    return info
+
+
+def prepare_datasets(cfg, run_dir: Path):
+    """Load, normalise and split the data; the held-out rows are written to the run
+    folder so the Compare tab and later evaluations use exactly the same split."""
+    from backend.dataset_loading import dataset_for_method, load_dataset_file
+
+    if not cfg.data_path:
+        from backend.dataset_loading import DatasetError
+
+        raise DatasetError("No dataset was given. Choose a dataset file or folder.")
+    loaded = load_dataset_file(cfg.data_path, format=cfg.data_format or None, column_map=cfg.column_map or None)
+    for note in getattr(loaded, "notes", []) or []:
+        print(f"Data: {note}", flush=True)
+    if loaded.dropped:
+        print(f"Data: {len(loaded.dropped)} rows dropped (see `alignstudio data inspect`).", flush=True)
+    dataset = dataset_for_method(loaded, cfg.method)
+    eval_ds = None
+    n_eval = int(round(len(dataset) * cfg.eval_fraction))
+    if cfg.eval_fraction > 0 and n_eval >= 1 and len(dataset) - n_eval >= 1:
+        split = dataset.train_test_split(test_size=n_eval, seed=cfg.seed, shuffle=True)
+        dataset, eval_ds = split["train"], split["test"]
+        with (run_dir / EVAL_SPLIT_FILE).open("w", encoding="utf-8") as fh:
+            for row in eval_ds:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"Data: {len(dataset)} training rows, {0 if eval_ds is None else len(eval_ds)} held out.", flush=True)
+    return dataset, eval_ds
+
+
+def tokens_per_example(dataset) -> float | None:
+    """Mean tokens one example costs a forward pass; for trainers that do not log num_tokens."""
+    if dataset is None or len(dataset) == 0:
+        return None
+    cols = [c for c in dataset.column_names if c in ("chosen_input_ids", "rejected_input_ids")]
+    cols = cols or [c for c in dataset.column_names if c == "input_ids"]
+    if not cols:
+        return None
+    sample = dataset.select(range(min(len(dataset), 256)))
+    total = sum(len(ids) for c in cols for ids in sample[c])
+    return total / len(sample)
+
+
+def save_adapter_atomically(trainer, target: Path) -> Path:
+    import shutil
+
+    tmp = target.with_name(target.name + ".saving")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    if target.exists():
+        old = target.with_name(target.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+    return target
+
+
+def classify_failure(exc: BaseException) -> tuple[str, str, str]:
+    """(kind, message, hint) for a failure, in words a user can act on."""
+    from backend.run_config import ConfigError
+
+    text = str(exc) or type(exc).__name__
+    name = type(exc).__name__
+    if isinstance(exc, ConfigError):
+        return "bad_config", text, "Fix the setting named above and start again."
+    if name == "DatasetError":
+        return "bad_data", text, "Run `alignstudio data inspect` on the file to see every problem."
+    if name == "ModelSourceError":
+        return "bad_model", text, "Check the model name or path. Leave it empty for the embedded model."
+    if isinstance(exc, NonFiniteLoss):
+        return "nan_loss", text, (
+            "Usual causes: a learning rate that is too high, fp16 overflow, or empty responses in the data. "
+            "Lower the learning rate (e.g. by 10x) and check the data report. Checkpoints up to the last "
+            "good step are kept.")
+    if name == "OutOfMemoryError" or "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        return "out_of_memory", f"Out of memory: {text.splitlines()[0][:300]}", (
+            "Try a shorter max length, a smaller batch size with more gradient accumulation, "
+            "4-bit quantization, gradient checkpointing, or (DPO) precomputed reference log-probs.")
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return "interrupted", "The worker was interrupted.", "Resume the run from its last checkpoint."
+    if isinstance(exc, OSError) and ("does not appear to have" in text or "not a valid model" in text
+                                     or "Can't load" in text or "couldn't connect" in text.lower()
+                                     or "offline" in text.lower()):
+        return "bad_model", text.splitlines()[0][:500], (
+            "The model could not be loaded. For a hub id you need network access (or a copy in the "
+            "Hugging Face cache); otherwise pick a local folder or .gguf file.")
+    if isinstance(exc, ImportError) and "bitsandbytes" in text:
+        return "environment", text, "Install bitsandbytes, or set quantization to none."
+    return "crash", f"{name}: {text.splitlines()[0][:500] if text else name}", (
+        "This is unexpected. The worker log in the run folder has the details.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print("usage: python -m backend.training_worker RUN_DIR [--resume]", file=sys.stderr)
+        return 2
+    run_dir = Path(argv[0])
+    resume = "--resume" in argv
+    events_out = take_over_stdout()
+    (run_dir / PID_FILE).write_text(str(os.getpid()))
+    channel = EventChannel(run_dir, events_out)
+    stop = threading.Event()
+    watch_for_stop(stop)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return run_training(run_dir, channel.emit, stop, resume=resume)
+    finally:
+        try:
+            (run_dir / PID_FILE).unlink()
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    # Skip interpreter teardown: it can hang on CUDA/bitsandbytes threads after a stop.
+    os._exit(code)

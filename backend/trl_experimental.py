@@ -1,0 +1,9 @@
+"""The one place that imports TRL's experimental trainers.
+
+ORPO (and PPO, online DPO) live under ``trl.experimental`` in TRL 1.x and may
+move; when they do, only this file changes.
+"""
+
+from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # noqa: F401
+
+__all__ = ["ORPOConfig", "ORPOTrainer"]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install AlignStudio with its test extras into ./.venv and run the whole test suite.
+# CPU-only: takes the CPU build of torch so the install stays small (CI has no GPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# The CPU wheel first, so the unpinned torch requirement below is already satisfied.
+.venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+.venv/bin/python -m pip install -q -e ".[test]"
+# Debian's Qt runtime libraries, needed by PySide6 even offscreen, if missing.
+if ! .venv/bin/python -c "from PySide6 import QtWidgets" 2>/dev/null && command -v apt-get >/dev/null; then
+    (apt-get update -qq && apt-get install -y -qq libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 >/dev/null) || true
+fi
+export QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

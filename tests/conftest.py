@@ -1,0 +1,91 @@
+"""Shared fixtures: a tiny random-weight model built on the spot and easy preference data.
+
+No test downloads anything. Every test gets its own ALIGNSTUDIO_HOME, so runs and
+settings never leak between tests or into the user's home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def studio_home(tmp_path, monkeypatch):
+    home = tmp_path / "studio-home"
+    monkeypatch.setenv("ALIGNSTUDIO_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from backend.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model")
+
+
+POLITE = [
+    "Sure, happy to help with that question.",
+    "Thank you for asking! Here is a clear answer.",
+    "Please find a clear and helpful answer here.",
+]
+RUDE = [
+    "No. Figure it out yourself. Whatever.",
+    "Whatever. No. Do it yourself.",
+    "No. Figure it out. Whatever, really.",
+]
+
+
+def write_easy_preferences(path: Path, n: int = 64) -> Path:
+    """A preference set a tiny model learns in a few dozen steps: polite beats rude."""
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            fh.write(json.dumps({
+                "prompt": f"Question {i}: can you help me with task {i % 7}?",
+                "chosen": " " + POLITE[i % len(POLITE)],
+                "rejected": " " + RUDE[i % len(RUDE)],
+            }) + "\n")
+    return path
+
+
+@pytest.fixture
+def easy_preferences(tmp_path) -> Path:
+    return write_easy_preferences(tmp_path / "easy_prefs.jsonl")
+
+
+def tiny_run_config(method: str, model_dir: Path, data: Path, **overrides):
+    """Settings that make a tiny-model run take seconds."""
+    from backend.run_config import default_config
+
+    values = dict(
+        model=str(model_dir),
+        data_path=str(data),
+        quantization="4bit",
+        max_steps=6,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        gradient_checkpointing=False,
+        learning_rate=5e-3,
+        lora_r=8,
+        lora_alpha=16,
+        max_length=64,
+        eval_fraction=0.0,
+        save_steps=0,
+        warmup_ratio=0.0,
+        lr_scheduler_type="constant",
+    )
+    values.update(overrides)
+    return default_config(method, **values)
