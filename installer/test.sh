@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 # The CPU wheel first, so the unpinned torch requirement below is already satisfied.
-.venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+.venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test]"
 # Debian's Qt runtime libraries, needed by PySide6 even offscreen, if missing.
 if ! .venv/bin/python -c "from PySide6 import QtWidgets" 2>/dev/null && command -v apt-get >/dev/null; then
