@@ -17,7 +17,9 @@ from backend.events import (CheckpointSaved, EvalLog, PhaseChanged, RunFailed, R
 from backend.run_config import (METHODS, ConfigError, check, default_config, load_yaml, replace_values,
                                 user_fields)
 
-DEMO_DATA = Path(__file__).resolve().parent.parent / "resources" / "demo" / "demo_preferences.jsonl"
+DEMO_DIR = Path(__file__).resolve().parent.parent / "resources" / "demo"
+DEMO_DATA = DEMO_DIR / "demo_preferences.jsonl"
+DEMO_CONFIG = DEMO_DIR / "demo_dpo.yaml"
 
 # Metrics shown on the per-step line, by method; every metric still lands in metrics.jsonl.
 _KEY_METRICS = {
@@ -64,20 +66,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_config_file(path: str | Path):
+    """A config file whose data_path is relative is read relative to the file's folder."""
+    path = Path(path).expanduser()
+    cfg = load_yaml(path)
+    if cfg.data_path and not Path(cfg.data_path).expanduser().is_absolute():
+        cfg = replace_values(cfg, {"data_path": str((path.parent / cfg.data_path).resolve())})
+    return cfg
+
+
+def switch_method(cfg, method: str):
+    """Carry the shared settings over to another method's config; method-specific ones reset."""
+    if method == cfg.method:
+        return cfg
+    target = default_config(method)
+    shared = {f.name for f in user_fields(target)} & {f.name for f in user_fields(cfg)}
+    keep = {k: getattr(cfg, k) for k in shared if k not in ("learning_rate",)}
+    return replace_values(target, keep)
+
+
 def config_from_args(args) -> "object":
     if args.config:
-        cfg = load_yaml(args.config)
-        if args.method and args.method != cfg.method:
-            cfg = replace_values(default_config(args.method), {
-                k: v for k, v in cfg.__dict__.items() if k in {f.name for f in user_fields(default_config(args.method))}
-            })
+        cfg = load_config_file(args.config)
+    elif not args.data:
+        cfg = load_config_file(DEMO_CONFIG)  # no data named: the demo run, sized for a laptop
     else:
         cfg = default_config(args.method or "dpo")
+    if args.method:
+        cfg = switch_method(cfg, args.method)
     values: dict[str, object] = {}
     if args.data:
         values["data_path"] = str(Path(args.data).expanduser().resolve())
-    elif not cfg.data_path:
-        values["data_path"] = str(DEMO_DATA)
     if args.model is not None:
         model = args.model
         values["model"] = str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else model

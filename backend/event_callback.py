@@ -45,6 +45,7 @@ class EventCallback(TrainerCallback):
         self.start_step = 0
         self.last_metrics: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
+        self.last_eval_step: int | None = None
         self.summary: dict[str, float] = {}
         self.nan_step: int | None = None
         self._last_log = (0.0, 0, None)  # time, step, num_tokens at the previous log
@@ -76,7 +77,7 @@ class EventCallback(TrainerCallback):
         if any(k.startswith("eval_") for k in logs):
             # Eval keys drop their "eval_" prefix so a viewer overlays them on the train curve.
             metrics = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and _is_number(v)}
-            self.last_eval = metrics
+            self.last_eval, self.last_eval_step = metrics, state.global_step
             self.emit(EvalLog(step=state.global_step, epoch=epoch, metrics=metrics))
             return
         end = {k: v for k, v in logs.items() if k in _END_OF_TRAINING_KEYS}

@@ -117,6 +117,11 @@ def _train(run_dir: Path, emit, stop: threading.Event, resume: bool, started: fl
     _check_stop(stop)
 
     import torch  # noqa: F401 - heavy imports happen after the cheap checks above
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
 
     from backend.event_callback import EventCallback, peak_memory_mb
     from backend.trainer_builders import build_model, build_tokenizer, build_trainer, build_trl_args, choose_precision
@@ -164,7 +169,7 @@ def _train(run_dir: Path, emit, stop: threading.Event, resume: bool, started: fl
         raise NonFiniteLoss(callback.nan_step)
 
     stopped = stop.is_set() and state.global_step < state.max_steps
-    if eval_ds is not None and not stopped:
+    if eval_ds is not None and not stopped and callback.last_eval_step != state.global_step:
         emit(PhaseChanged(phase="evaluating", message="Final evaluation on the held-out rows"))
         trainer.evaluate()
     emit(PhaseChanged(phase="saving", message="Saving the adapter"))
@@ -310,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     watch_for_stop(stop)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Progress bars are for terminals; in the log they are walls of carriage returns.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_TQDM", "1")
     try:
         return run_training(run_dir, channel.emit, stop, resume=resume)
     finally:

@@ -1,0 +1,43 @@
+"""The ``alignstudio`` command.
+
+No argument (or ``studio``) opens the window; any other subcommand belongs to
+the headless CLI, which is handed the arguments before Qt is imported, so that
+``alignstudio train`` works on a server without a display or Qt libraries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+STUDIO_COMMAND = "studio"
+
+
+def studio_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alignstudio",
+        description="Open the AlignStudio window. Other commands (train, data, runs, settings) run headless; "
+                    "see `alignstudio train --help`.",
+    )
+    parser.add_argument("--data", metavar="FILE", help="dataset file or folder to load at start-up")
+    parser.add_argument("--model", metavar="MODEL", help="base model: a Hugging Face id, a folder or a .gguf file")
+    parser.add_argument("--method", choices=("sft", "dpo", "orpo"), help="training method to select")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == STUDIO_COMMAND:
+        argv = argv[1:]
+    elif argv and not argv[0].startswith("-"):
+        from backend.cli import main as cli_main
+
+        return cli_main(argv)
+    args = studio_parser().parse_args(argv)
+    from app.studio_app import run_studio
+
+    return run_studio(data=args.data, model=args.model, method=args.method)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,774 @@
+"""The dataset formats AlignStudio understands, how each is recognised, and
+how one row of it becomes a row of TRL's dataset formats.
+
+Everything here works on plain Python rows (dicts), so the same rules apply
+whether a row came from JSON Lines, CSV, Parquet or a saved Arrow folder.
+The loader (``dataset_loading``) feeds rows in; this module never reads files.
+
+``datasets`` is imported only where a dataset is built: it costs about 1.5 s,
+and the GUI imports these modules at start-up for the enum and the errors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datasets import Features
+
+ALL_METHODS = ("sft", "dpo", "orpo", "kto", "reward")
+
+METHOD_NAMES = {
+    "sft": "SFT",
+    "dpo": "DPO",
+    "orpo": "ORPO",
+    "kto": "KTO",
+    "reward": "Reward-model training",
+}
+
+
+class DatasetError(Exception):
+    """A dataset problem explained for the person who made the file.
+
+    ``str(error)`` leads with where the problem is (file, line, field) so a
+    dialog or the CLI can show it as is; the parts stay available for a GUI
+    that wants to highlight the line or offer a column mapping (``columns``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        columns: list[str] | None = None,
+    ) -> None:
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.field = field
+        self.columns = columns
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = []
+        if self.path:
+            where.append(os.path.basename(self.path.rstrip("/\\")) or self.path)
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.field:
+            where.append(f"field '{self.field}'")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+class DataFormat(Enum):
+    """Source formats; ``.label`` is what a person sees in the GUI and CLI."""
+
+    PREFERENCE = "preference"
+    PREFERENCE_CONVERSATIONAL = "preference_conversational"
+    PREFERENCE_IMPLICIT_PROMPT = "preference_implicit_prompt"
+    SHAREGPT_PREFERENCE = "sharegpt_preference"
+    UNPAIRED_PREFERENCE = "unpaired_preference"
+    SHAREGPT = "sharegpt"
+    MESSAGES = "messages"
+    ALPACA = "alpaca"
+    PROMPT_COMPLETION = "prompt_completion"
+    TEXT = "text"
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+    @property
+    def is_paired_preference(self) -> bool:
+        return self in _PAIRED_PREFERENCE
+
+
+_LABELS = {
+    DataFormat.PREFERENCE: "Preference pairs (prompt, chosen, rejected)",
+    DataFormat.PREFERENCE_CONVERSATIONAL: "Preference pairs as chat messages",
+    DataFormat.PREFERENCE_IMPLICIT_PROMPT: "Preference pairs with the prompt inside chosen/rejected",
+    DataFormat.SHAREGPT_PREFERENCE: "ShareGPT preference pairs (conversations, chosen, rejected)",
+    DataFormat.UNPAIRED_PREFERENCE: "Unpaired preference (prompt, completion, good/bad label)",
+    DataFormat.SHAREGPT: "ShareGPT conversations (from, value)",
+    DataFormat.MESSAGES: "Chat messages (role, content)",
+    DataFormat.ALPACA: "Alpaca instructions (instruction, input, output)",
+    DataFormat.PROMPT_COMPLETION: "Prompt and completion",
+    DataFormat.TEXT: "Plain text",
+}
+
+_PAIRED_PREFERENCE = {
+    DataFormat.PREFERENCE,
+    DataFormat.PREFERENCE_CONVERSATIONAL,
+    DataFormat.PREFERENCE_IMPLICIT_PROMPT,
+    DataFormat.SHAREGPT_PREFERENCE,
+}
+
+
+def supported_methods(fmt: DataFormat) -> list[str]:
+    """Training methods a dataset in ``fmt`` can feed.
+
+    Pairs serve SFT (on prompt + chosen) and KTO (each pair unpaired into a
+    good and a bad example) as well as the pairwise methods.
+    """
+    if fmt.is_paired_preference:
+        return ["sft", "dpo", "orpo", "kto", "reward"]
+    if fmt is DataFormat.UNPAIRED_PREFERENCE:
+        return ["kto"]
+    return ["sft"]
+
+
+# Canonical fields each format needs (required, optional). A column map from
+# the GUI uses these names as keys.
+FORMAT_FIELDS: dict[DataFormat, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    DataFormat.PREFERENCE: (("prompt", "chosen", "rejected"), ()),
+    DataFormat.PREFERENCE_CONVERSATIONAL: (("chosen", "rejected"), ("prompt",)),
+    DataFormat.PREFERENCE_IMPLICIT_PROMPT: (("chosen", "rejected"), ()),
+    DataFormat.SHAREGPT_PREFERENCE: (("conversations", "chosen", "rejected"), ()),
+    DataFormat.UNPAIRED_PREFERENCE: (("prompt", "completion", "label"), ()),
+    DataFormat.SHAREGPT: (("conversations",), ()),
+    DataFormat.MESSAGES: (("messages",), ()),
+    DataFormat.ALPACA: (("instruction", "output"), ("input",)),
+    DataFormat.PROMPT_COMPLETION: (("prompt", "completion"), ()),
+    DataFormat.TEXT: (("text",), ()),
+}
+
+CANONICAL_FIELDS = sorted({f for req, opt in FORMAT_FIELDS.values() for f in req + opt})
+
+# Column names seen in public datasets, best match first. Compared after
+# lower-casing and turning spaces and hyphens into underscores.
+_CONVERSATION_ALIASES = ("messages", "conversations", "conversation", "chat", "dialog", "dialogue")
+FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "prompt": ("prompt", "question", "query", "instruction", "input", "user_prompt", "user"),
+    "chosen": (
+        "chosen",
+        "chosen_response",
+        "response_chosen",
+        "chosen_answer",
+        "chosen_text",
+        "preferred",
+        "preferred_response",
+        "accepted",
+        "positive",
+        "good",
+    ),
+    "rejected": (
+        "rejected",
+        "rejected_response",
+        "response_rejected",
+        "rejected_answer",
+        "rejected_text",
+        "dispreferred",
+        "dispreferred_response",
+        "negative",
+        "bad",
+    ),
+    "completion": ("completion", "response", "answer", "output", "reply", "target", "assistant"),
+    "label": ("label", "labels", "is_good", "good_or_bad", "kto_label"),
+    "instruction": ("instruction", "instructions"),
+    "input": ("input", "context"),
+    "output": ("output", "response"),
+    "text": ("text", "content", "document", "body"),
+    "messages": _CONVERSATION_ALIASES,
+    "conversations": ("conversations",) + tuple(a for a in _CONVERSATION_ALIASES if a != "conversations"),
+}
+
+_ROLE_ALIASES = {
+    "user": "user",
+    "human": "user",
+    "prompter": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "tool",
+    "observation": "tool",
+    "ipython": "tool",
+}
+
+# Reason codes (stable, for counting) and their wording in reports.
+REASON_LABELS = {
+    "invalid_json": "not valid JSON",
+    "not_object": "not a JSON object",
+    "missing": "missing or empty value",
+    "not_text": "not text",
+    "empty": "empty text",
+    "bad_messages": "malformed chat messages",
+    "no_shared_prompt": "no prompt could be found",
+    "bad_label": "label is not good/bad",
+    "identical_pair": "chosen identical to rejected",
+    "duplicate": "duplicate row",
+}
+
+
+class RowProblem(Exception):
+    """Why one row cannot be used; the loader turns it into a DroppedRow."""
+
+    def __init__(self, field: str | None, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+        self.code = code
+
+
+@dataclass
+class FormatDetection:
+    """What was recognised in a file and how to read its rows.
+
+    ``conversational``: the normalised rows hold message lists rather than
+    strings (decided once per file, because a dataset column has one type).
+    ``hh_transcripts``: implicit-prompt rows are Anthropic HH transcripts.
+    """
+
+    format: DataFormat
+    column_mapping: dict[str, str]
+    conversational: bool = False
+    hh_transcripts: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def output_columns(self) -> list[str]:
+        return list(output_features(self).keys())
+
+
+def _norm_name(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+
+
+# ---------------------------------------------------------------- detection
+
+
+def detect_format(
+    columns: list[str],
+    sample: list[dict[str, Any]],
+    *,
+    forced: DataFormat | None = None,
+    column_map: dict[str, str] | None = None,
+    path: str | os.PathLike | None = None,
+) -> FormatDetection:
+    """Recognise the format from column names and the values of ``sample``.
+
+    ``forced`` skips recognition (the user picked the format); ``column_map``
+    (canonical field -> source column) wins over the aliases.
+    """
+    # An empty choice in the GUI's mapping means "work it out", not "no column".
+    column_map = {fld: col for fld, col in (column_map or {}).items() if col}
+    by_name = {}
+    for col in columns:
+        by_name.setdefault(_norm_name(col), col)
+    _check_column_map(column_map, columns, by_name, path)
+
+    def resolve(fld: str, taken: set[str]) -> str | None:
+        if fld in column_map:
+            wanted = column_map[fld]
+            return wanted if wanted in columns else by_name.get(_norm_name(wanted))
+        for alias in FIELD_ALIASES.get(fld, (fld,)):
+            col = by_name.get(alias)
+            if col is not None and col not in taken:
+                return col
+        return None
+
+    def mapping_for(fmt: DataFormat) -> tuple[dict[str, str], list[str]]:
+        required, optional = FORMAT_FIELDS[fmt]
+        mapping: dict[str, str] = {}
+        missing = []
+        for fld in required + optional:
+            col = resolve(fld, set(mapping.values()))
+            if col is not None:
+                mapping[fld] = col
+            elif fld in required:
+                missing.append(fld)
+        return mapping, missing
+
+    kinds = _ValueKinds(sample)
+
+    if forced is not None:
+        mapping, missing = mapping_for(forced)
+        if missing:
+            raise _missing_fields_error(forced, missing, columns, path)
+        detection = _with_style(forced, mapping, kinds)
+    else:
+        detection = _recognise(mapping_for, kinds, columns, path)
+
+    detection.notes[:0] = _mapping_notes(detection.column_mapping, columns)
+    return detection
+
+
+def _check_column_map(column_map, columns, by_name, path) -> None:
+    for fld, col in column_map.items():
+        if fld not in CANONICAL_FIELDS:
+            raise DatasetError(
+                f"'{fld}' is not a field AlignStudio knows; use one of {', '.join(CANONICAL_FIELDS)}.",
+                path=path,
+                columns=list(columns),
+            )
+        if col not in columns and _norm_name(col) not in by_name:
+            raise DatasetError(
+                f"The column '{col}' chosen for '{fld}' is not in this file. "
+                f"Its columns are: {', '.join(map(str, columns)) or 'none'}.",
+                path=path,
+                field=fld,
+                columns=list(columns),
+            )
+
+
+def _recognise(mapping_for, kinds: "_ValueKinds", columns, path) -> FormatDetection:
+    pref, pref_missing = mapping_for(DataFormat.PREFERENCE)
+    has_pair = "chosen" in pref and "rejected" in pref
+    if has_pair:
+        share, share_missing = mapping_for(DataFormat.SHAREGPT_PREFERENCE)
+        if not share_missing and kinds.of(share["conversations"]) == "messages":
+            return _with_style(DataFormat.SHAREGPT_PREFERENCE, share, kinds)
+        if "prompt" in pref:
+            return _with_style(DataFormat.PREFERENCE, pref, kinds)
+        pair = {"chosen": pref["chosen"], "rejected": pref["rejected"]}
+        if kinds.of(pair["chosen"]) == "messages":
+            return _with_style(DataFormat.PREFERENCE_CONVERSATIONAL, pair, kinds)
+        return _with_style(DataFormat.PREFERENCE_IMPLICIT_PROMPT, pair, kinds)
+
+    chat, missing = mapping_for(DataFormat.MESSAGES)
+    if not missing and kinds.of(chat["messages"]) == "messages":
+        # One column name is used both ways in the wild, so the message keys decide.
+        if kinds.uses_sharegpt_keys(chat["messages"]):
+            return _with_style(DataFormat.SHAREGPT, {"conversations": chat["messages"]}, kinds)
+        return _with_style(DataFormat.MESSAGES, chat, kinds)
+
+    unpaired, missing = mapping_for(DataFormat.UNPAIRED_PREFERENCE)
+    if not missing and kinds.of(unpaired["label"]) == "label":
+        return _with_style(DataFormat.UNPAIRED_PREFERENCE, unpaired, kinds)
+
+    for fmt in (DataFormat.ALPACA, DataFormat.PROMPT_COMPLETION, DataFormat.TEXT):
+        mapping, missing = mapping_for(fmt)
+        if not missing:
+            return _with_style(fmt, mapping, kinds)
+
+    # Nothing complete: name what the closest format lacks, so the person can
+    # rename a column or map it by hand.
+    best = None
+    for rank, fmt in enumerate(DataFormat):
+        if fmt is DataFormat.UNPAIRED_PREFERENCE:
+            continue
+        mapping, missing = mapping_for(fmt)
+        distinctive = [f for f in mapping if f != "input"]
+        if distinctive:
+            key = (-len(distinctive), len(missing), rank)
+            if best is None or key < best[0]:
+                best = (key, fmt, missing)
+    if best is not None:
+        raise _missing_fields_error(best[1], best[2], columns, path)
+    raise DatasetError(
+        "AlignStudio could not tell what kind of data this is. "
+        f"Columns found: {', '.join(map(str, columns)) or 'none'}. "
+        "Expected for example prompt/chosen/rejected (preference pairs), "
+        "prompt/completion, instruction/output (Alpaca), messages or conversations "
+        "(chat), or text. Rename the columns, or choose the format and map the columns by hand.",
+        path=path,
+        columns=list(columns),
+    )
+
+
+def _missing_fields_error(fmt, missing, columns, path) -> DatasetError:
+    names = " and ".join(f"'{m}'" for m in missing)
+    plural = "columns" if len(missing) > 1 else "a column"
+    return DatasetError(
+        f"This looks like {fmt.label}, which needs {plural} {names}, but the file has none. "
+        f"Columns found: {', '.join(map(str, columns)) or 'none'}. "
+        f"Rename a column to {names} or map it by hand.",
+        path=path,
+        field=missing[0],
+        columns=list(columns),
+    )
+
+
+def _with_style(fmt: DataFormat, mapping: dict[str, str], kinds: "_ValueKinds") -> FormatDetection:
+    det = FormatDetection(fmt, mapping)
+    if fmt in (DataFormat.PREFERENCE_CONVERSATIONAL, DataFormat.SHAREGPT_PREFERENCE):
+        det.conversational = True
+    elif fmt in (DataFormat.PREFERENCE, DataFormat.PROMPT_COMPLETION, DataFormat.UNPAIRED_PREFERENCE):
+        fields = [f for f in ("prompt", "chosen", "rejected", "completion") if f in mapping]
+        if any(kinds.of(mapping[f]) == "messages" for f in fields):
+            det.conversational = True
+            if fmt is DataFormat.PREFERENCE:
+                det.format = DataFormat.PREFERENCE_CONVERSATIONAL
+            det.notes.append("Values are chat messages, so the conversational form is kept.")
+    elif fmt is DataFormat.PREFERENCE_IMPLICIT_PROMPT:
+        det.hh_transcripts = kinds.looks_like_hh(mapping["chosen"])
+        det.conversational = det.hh_transcripts
+        if det.hh_transcripts:
+            det.notes.append(
+                "Chosen and rejected are Human/Assistant transcripts: the shared conversation "
+                "became the prompt (as chat messages) and the final replies became chosen and rejected."
+            )
+        else:
+            det.notes.append(
+                "There is no prompt column: the shared beginning of chosen and rejected became the prompt."
+            )
+    if fmt is DataFormat.SHAREGPT:
+        det.notes.append("ShareGPT 'from'/'value' turns were converted to 'role'/'content' messages.")
+    if fmt is DataFormat.ALPACA:
+        det.notes.append("The prompt is the instruction, followed by the input when there is one.")
+    return det
+
+
+def _mapping_notes(mapping: dict[str, str], columns: list[str]) -> list[str]:
+    notes = [f"Column '{src}' is used as '{fld}'." for fld, src in mapping.items() if src != fld]
+    unused = [c for c in columns if c not in mapping.values()]
+    if unused:
+        notes.append(f"Ignored columns: {', '.join(map(str, unused))}.")
+    return notes
+
+
+class _ValueKinds:
+    """What the first rows hold in each column: text, messages, a label..."""
+
+    def __init__(self, sample: list[dict[str, Any]]) -> None:
+        self._sample = sample
+
+    def _values(self, col: str, limit: int = 20) -> list[Any]:
+        values = []
+        for row in self._sample:
+            value = row.get(col)
+            if value is not None and not _is_nan(value):
+                values.append(_maybe_json_list(value))
+                if len(values) >= limit:
+                    break
+        return values
+
+    def of(self, col: str) -> str:
+        votes: dict[str, int] = {}
+        for value in self._values(col):
+            if isinstance(value, bool):
+                kind = "label"
+            elif isinstance(value, str):
+                kind = "label" if value.strip().lower() in _LABEL_WORDS else "text"
+            elif isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+                kind = "messages"
+            elif isinstance(value, dict):
+                kind = "message"
+            elif isinstance(value, (int, float)) and value in (0, 1):
+                kind = "label"
+            else:
+                kind = "other"
+            votes[kind] = votes.get(kind, 0) + 1
+        return max(votes, key=votes.get) if votes else "none"
+
+    def uses_sharegpt_keys(self, col: str) -> bool:
+        for value in self._values(col):
+            if isinstance(value, list):
+                for msg in value:
+                    if isinstance(msg, dict):
+                        return "from" in msg or "value" in msg
+        return False
+
+    def looks_like_hh(self, col: str) -> bool:
+        texts = [v for v in self._values(col) if isinstance(v, str)]
+        hits = sum(1 for t in texts if "Human:" in t and "Assistant:" in t)
+        return bool(texts) and hits * 2 >= len(texts)
+
+
+_LABEL_WORDS = {"true", "false", "good", "bad", "yes", "no", "desirable", "undesirable"}
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _maybe_json_list(value: Any) -> Any:
+    # CSV cells can only hold text, so chat messages arrive there as JSON.
+    if isinstance(value, str) and value.lstrip().startswith("[") and value.rstrip().endswith("]"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+# ------------------------------------------------------------ normalisation
+
+
+def output_features(detection: FormatDetection) -> Features:
+    """Column types of the normalised dataset (TRL's naming)."""
+    from datasets import Features, Value
+
+    message = [{"role": Value("string"), "content": Value("string")}]
+    fmt = detection.format
+    text_or_messages = message if detection.conversational else Value("string")
+    if fmt.is_paired_preference:
+        return Features(
+            {"prompt": text_or_messages, "chosen": text_or_messages, "rejected": text_or_messages}
+        )
+    if fmt is DataFormat.UNPAIRED_PREFERENCE:
+        return Features({"prompt": text_or_messages, "completion": text_or_messages, "label": Value("bool")})
+    if fmt in (DataFormat.SHAREGPT, DataFormat.MESSAGES):
+        return Features({"messages": message})
+    if fmt in (DataFormat.ALPACA, DataFormat.PROMPT_COMPLETION):
+        return Features({"prompt": text_or_messages, "completion": text_or_messages})
+    return Features({"text": Value("string")})
+
+
+def normalise_row(detection: FormatDetection, row: dict[str, Any]) -> dict[str, Any]:
+    """One source row in TRL's shape, or RowProblem saying why it can't be."""
+    fmt = detection.format
+    m = detection.column_mapping
+    if fmt is DataFormat.PREFERENCE:
+        out = {k: _text(row, m[k]) for k in ("prompt", "chosen", "rejected")}
+        _check_not_identical(out["chosen"], out["rejected"], m)
+        return out
+    if fmt is DataFormat.PREFERENCE_CONVERSATIONAL:
+        return _conversational_pair(row, m)
+    if fmt is DataFormat.PREFERENCE_IMPLICIT_PROMPT:
+        chosen, rejected = _text(row, m["chosen"]), _text(row, m["rejected"])
+        _check_not_identical(chosen, rejected, m)
+        if detection.hh_transcripts:
+            return _split_hh(chosen, rejected, m)
+        return _split_plain(chosen, rejected, m)
+    if fmt is DataFormat.SHAREGPT_PREFERENCE:
+        prompt = _messages(row, m["conversations"])
+        chosen = _reply(row, m["chosen"])
+        rejected = _reply(row, m["rejected"])
+        if chosen == rejected:
+            raise _identical(m)
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    if fmt is DataFormat.UNPAIRED_PREFERENCE:
+        out = _prompt_and_completion(row, m["prompt"], m["completion"], detection.conversational)
+        out["label"] = _label(row, m["label"])
+        return out
+    if fmt in (DataFormat.SHAREGPT, DataFormat.MESSAGES):
+        col = m["conversations"] if fmt is DataFormat.SHAREGPT else m["messages"]
+        messages = _messages(row, col)
+        if not any(msg["role"] == "assistant" for msg in messages):
+            raise RowProblem(col, "has no assistant reply to learn from", "bad_messages")
+        return {"messages": messages}
+    if fmt is DataFormat.ALPACA:
+        instruction = _text(row, m["instruction"])
+        extra = _optional_text(row, m.get("input"))
+        output = _text(row, m["output"])
+        prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        return {"prompt": prompt, "completion": output}
+    if fmt is DataFormat.PROMPT_COMPLETION:
+        return _prompt_and_completion(row, m["prompt"], m["completion"], detection.conversational)
+    return {"text": _text(row, m["text"])}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"is true/false ({value})"
+    if isinstance(value, (int, float)):
+        return f"is a number ({value})"
+    if isinstance(value, dict):
+        return "is an object ({...})"
+    if isinstance(value, list):
+        return "is a list ([...])"
+    return f"is of type {type(value).__name__}"
+
+
+def _text(row: dict[str, Any], col: str) -> str:
+    if col not in row:
+        raise RowProblem(col, "is missing", "missing")
+    value = row[col]
+    if value is None or _is_nan(value):
+        raise RowProblem(col, "is empty (null)", "missing")
+    if not isinstance(value, str):
+        raise RowProblem(col, f"{_describe(value)}, but text was expected", "not_text")
+    if not value.strip():
+        raise RowProblem(col, "is empty", "empty")
+    return value
+
+
+def _optional_text(row: dict[str, Any], col: str | None) -> str:
+    if col is None or row.get(col) is None or _is_nan(row.get(col)):
+        return ""
+    value = row[col]
+    if not isinstance(value, str):
+        raise RowProblem(col, f"{_describe(value)}, but text was expected", "not_text")
+    return value
+
+
+def _label(row: dict[str, Any], col: str) -> bool:
+    value = row.get(col)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("true", "good", "yes", "1", "desirable"):
+            return True
+        if word in ("false", "bad", "no", "0", "undesirable"):
+            return False
+    raise RowProblem(col, f"should be true/false (good/bad), found {value!r}", "bad_label")
+
+
+def _check_not_identical(chosen: Any, rejected: Any, m: dict[str, str]) -> None:
+    same = chosen.strip() == rejected.strip() if isinstance(chosen, str) else chosen == rejected
+    if same:
+        raise _identical(m)
+
+
+def _identical(m: dict[str, str]) -> RowProblem:
+    return RowProblem(
+        m.get("rejected"), "chosen and rejected are identical, so the pair teaches nothing", "identical_pair"
+    )
+
+
+def _content_text(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    # Multimodal-style content: a list of typed parts, of which text is kept.
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        if parts:
+            return "\n".join(parts)
+    return None
+
+
+def _message(item: Any, col: str, position: int, default_role: str | None = None) -> dict[str, str]:
+    where = f"message {position}"
+    if isinstance(item, str) and default_role:
+        if not item.strip():
+            raise RowProblem(col, f"{where} is empty", "empty")
+        return {"role": default_role, "content": item}
+    if not isinstance(item, dict):
+        raise RowProblem(col, f"{where} {_describe(item)}, but a message object was expected", "bad_messages")
+    raw_role = item.get("role", item.get("from", default_role))
+    if not isinstance(raw_role, str):
+        raise RowProblem(col, f"{where} has no 'role' (or 'from')", "bad_messages")
+    role = _ROLE_ALIASES.get(raw_role.strip().lower())
+    if role is None:
+        raise RowProblem(col, f"{where} has an unknown speaker '{raw_role}'", "bad_messages")
+    raw_content = item.get("content", item.get("value", item.get("text")))
+    content = _content_text(raw_content)
+    if content is None:
+        raise RowProblem(col, f"{where} has no text ('content' or 'value')", "bad_messages")
+    if not content.strip():
+        raise RowProblem(col, f"{where} is empty", "empty")
+    return {"role": role, "content": content}
+
+
+def _messages(row: dict[str, Any], col: str, default_role: str | None = None) -> list[dict[str, str]]:
+    if col not in row or row[col] is None:
+        raise RowProblem(col, "is missing", "missing")
+    value = _maybe_json_list(row[col])
+    if isinstance(value, str) and default_role:
+        return [_message(value, col, 1, default_role)]
+    if not isinstance(value, list):
+        raise RowProblem(col, f"{_describe(value)}, but a list of chat messages was expected", "bad_messages")
+    if not value:
+        raise RowProblem(col, "is an empty list of messages", "empty")
+    return [_message(item, col, i, None) for i, item in enumerate(value, 1)]
+
+
+def _reply(row: dict[str, Any], col: str) -> list[dict[str, str]]:
+    """A chosen/rejected answer: one message object, text, or a message list."""
+    if col not in row or row[col] is None:
+        raise RowProblem(col, "is missing", "missing")
+    value = _maybe_json_list(row[col])
+    if isinstance(value, dict):
+        return [_message(value, col, 1, "assistant")]
+    return _messages(row, col, default_role="assistant")
+
+
+def _prompt_and_completion(row, prompt_col: str, completion_col: str, conversational: bool) -> dict[str, Any]:
+    if conversational:
+        return {
+            "prompt": _messages(row, prompt_col, default_role="user"),
+            "completion": _messages(row, completion_col, default_role="assistant"),
+        }
+    return {"prompt": _text(row, prompt_col), "completion": _text(row, completion_col)}
+
+
+def _conversational_pair(row: dict[str, Any], m: dict[str, str]) -> dict[str, Any]:
+    chosen = _reply(row, m["chosen"])
+    rejected = _reply(row, m["rejected"])
+    if chosen == rejected:
+        raise _identical(m)
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    if shared:
+        # Whole conversations: what both share is the prompt, so an extra
+        # prompt column (often a copy of the first user turn) is not needed.
+        prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+        if not chosen or not rejected:
+            col = m["chosen"] if not chosen else m["rejected"]
+            raise RowProblem(
+                col, "has no reply after the conversation it shares with the other answer", "empty"
+            )
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    if "prompt" not in m:
+        raise RowProblem(
+            m["chosen"],
+            "chosen and rejected share no opening messages and there is no prompt column",
+            "no_shared_prompt",
+        )
+    return {
+        "prompt": _messages(row, m["prompt"], default_role="user"),
+        "chosen": chosen,
+        "rejected": rejected,
+    }
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+_HH_ASSISTANT = "\n\nAssistant:"
+
+
+def _hh_turns(text: str, first_role: str | None = None) -> list[dict[str, str]]:
+    parts = _HH_TURN.split(text)
+    turns = []
+    lead = parts[0].strip()
+    if lead:
+        turns.append({"role": first_role or "system", "content": lead})
+    for speaker, content in zip(parts[1::2], parts[2::2]):
+        turns.append({"role": "user" if speaker == "Human" else "assistant", "content": content.strip()})
+    return turns
+
+
+def _split_hh(chosen: str, rejected: str, m: dict[str, str]) -> dict[str, Any]:
+    chosen, rejected = (t if t.startswith("\n\n") else "\n\n" + t.lstrip() for t in (chosen, rejected))
+    common = os.path.commonprefix([chosen, rejected])
+    cut = common.rfind(_HH_ASSISTANT)
+    if cut < 0:
+        raise RowProblem(
+            m["chosen"],
+            "chosen and rejected do not share a conversation ending in an 'Assistant:' turn",
+            "no_shared_prompt",
+        )
+    prompt = _hh_turns(chosen[:cut])
+    if not prompt:
+        raise RowProblem(
+            m["chosen"], "there is no Human turn before the assistant's reply", "no_shared_prompt"
+        )
+    out = {"prompt": prompt}
+    for name, text in (("chosen", chosen), ("rejected", rejected)):
+        reply = _hh_turns(text[cut + len(_HH_ASSISTANT) :], first_role="assistant")
+        if not reply or any(not t["content"] for t in reply):
+            raise RowProblem(m[name], "the assistant's reply is empty", "empty")
+        out[name] = reply
+    return out
+
+
+def _split_plain(chosen: str, rejected: str, m: dict[str, str]) -> dict[str, Any]:
+    common = os.path.commonprefix([chosen, rejected])
+    # Cut after the last whitespace so no word is split between prompt and answer.
+    cut = max((i + 1 for i, ch in enumerate(common) if ch.isspace()), default=0)
+    if not common[:cut].strip():
+        raise RowProblem(
+            m["chosen"], "chosen and rejected do not begin with a shared prompt", "no_shared_prompt"
+        )
+    out = {"prompt": chosen[:cut], "chosen": chosen[cut:], "rejected": rejected[cut:]}
+    for name in ("chosen", "rejected"):
+        if not out[name].strip():
+            raise RowProblem(m[name], "nothing is left of the answer after the shared prompt", "empty")
+    return out

@@ -1,0 +1,322 @@
+"""Statistics about a loaded dataset, and their rendering for a terminal.
+
+Lengths are counted in tokens when a ``tokenizer.json`` is given. Without
+one they are estimated as ``ceil(characters / 4)``, the usual rule of thumb
+for English text under BPE tokenizers; the report labels that unit
+"approx. tokens" so nobody mistakes the estimate for a count. Chat messages
+are measured as their contents joined by newlines: the chat template adds a
+few tokens per turn that neither method sees.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from backend.dataset_formats import METHOD_NAMES, REASON_LABELS
+from backend.dataset_loading import LoadedDataset
+
+# The verbosity check: a preference learner rewarded for length learns
+# "longer is better" instead of the preference the data was meant to carry.
+VERBOSITY_FRACTION = 0.65
+VERBOSITY_RATIO = 1.2
+SMALL_DATASET_ROWS = 100
+MAX_DROPPED_EXAMPLES = 20
+_ENCODE_BATCH = 512
+
+
+@dataclass
+class LengthStats:
+    count: int
+    min: int
+    mean: float
+    median: float
+    p95: float
+    max: int
+
+
+@dataclass
+class DataReport:
+    path: str
+    format: str
+    format_label: str
+    source_kind: str
+    conversational: bool
+    rows_total: int
+    rows_kept: int
+    rows_dropped: int
+    position_unit: str
+    drop_reasons: dict[str, int]
+    dropped_examples: list[dict[str, Any]]
+    supported_methods: list[str]
+    column_mapping: dict[str, str]
+    notes: list[str]
+    length_unit: str
+    tokenizer: str | None
+    rows_measured: int
+    lengths: dict[str, LengthStats]
+    suggested_max_length: int | None
+    chosen_longer_fraction: float | None
+    mean_length_ratio: float | None
+    duplicates: int
+    identical_pairs: int
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_report(
+    loaded: LoadedDataset, tokenizer_path: str | None = None, max_rows: int = 20000
+) -> DataReport:
+    """Measure ``loaded``; lengths come from at most ``max_rows`` evenly
+    spaced rows so a huge file still reports in seconds."""
+    warnings: list[str] = []
+    measure, unit, tokenizer_name = _length_function(tokenizer_path, warnings)
+
+    ds = loaded.dataset
+    n = len(ds)
+    if n > max_rows:
+        ds = ds.select([i * n // max_rows for i in range(max_rows)])
+    parts = _parts(ds.to_list())
+    lengths_by_part = {name: measure(texts) for name, texts in parts.items()}
+    lengths = {name: _stats(values) for name, values in lengths_by_part.items() if values}
+
+    total = _total_lengths(lengths_by_part)
+    suggested = _round_up(max(_percentile(sorted(total), 0.95), 1), 64) if total else None
+
+    fraction = ratio = None
+    if "chosen" in lengths_by_part and "rejected" in lengths_by_part:
+        chosen, rejected = lengths_by_part["chosen"], lengths_by_part["rejected"]
+        ratios = [max(c, 1) / max(r, 1) for c, r in zip(chosen, rejected)]
+        ratio = statistics.fmean(ratios)
+        fraction = sum(c > r for c, r in zip(chosen, rejected)) / len(ratios)
+        rejected_longer = sum(r > c for c, r in zip(chosen, rejected)) / len(ratios)
+        if fraction >= VERBOSITY_FRACTION and ratio > VERBOSITY_RATIO:
+            warnings.append(
+                f"Verbosity bias: the chosen answer is longer in {fraction:.0%} of pairs "
+                f"(on average {ratio:.2f}× the rejected one), so the model may learn that "
+                "longer = better rather than the preference you meant."
+            )
+        elif rejected_longer >= VERBOSITY_FRACTION and ratio < 1 / VERBOSITY_RATIO:
+            warnings.append(
+                f"Brevity bias: the chosen answer is shorter in {rejected_longer:.0%} of pairs "
+                f"(on average {ratio:.2f}× the rejected one), so the model may learn that "
+                "shorter = better rather than the preference you meant."
+            )
+
+    warnings.extend(_data_warnings(loaded))
+    if n > max_rows:
+        loaded_note = f"Lengths were measured on {max_rows} evenly spaced rows of {n}."
+    else:
+        loaded_note = None
+
+    return DataReport(
+        path=loaded.path,
+        format=loaded.format.value,
+        format_label=loaded.format.label,
+        source_kind=loaded.source_kind,
+        conversational=loaded.conversational,
+        rows_total=loaded.rows_total,
+        rows_kept=loaded.rows_kept,
+        rows_dropped=loaded.rows_dropped,
+        position_unit=loaded.position_unit,
+        drop_reasons=_reason_counts(loaded),
+        dropped_examples=[
+            {"line": d.line, "field": d.field, "reason": d.reason}
+            for d in loaded.dropped[:MAX_DROPPED_EXAMPLES]
+        ],
+        supported_methods=list(loaded.supported_methods),
+        column_mapping=dict(loaded.column_mapping),
+        notes=list(loaded.notes) + ([loaded_note] if loaded_note else []),
+        length_unit=unit,
+        tokenizer=tokenizer_name,
+        rows_measured=len(ds),
+        lengths=lengths,
+        suggested_max_length=suggested,
+        chosen_longer_fraction=fraction,
+        mean_length_ratio=ratio,
+        duplicates=loaded.duplicates,
+        identical_pairs=loaded.identical_pairs,
+        warnings=warnings,
+    )
+
+
+def approx_tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def _length_function(
+    tokenizer_path: str | None, warnings: list[str]
+) -> tuple[Callable[[list[str]], list[int]], str, str | None]:
+    heuristic = (lambda texts: [approx_tokens(t) for t in texts], "approx. tokens", None)
+    if not tokenizer_path:
+        return heuristic
+    file = Path(tokenizer_path).expanduser()
+    if file.is_dir():
+        file = file / "tokenizer.json"
+    try:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(file))
+    except Exception as err:  # a missing or foreign file must not sink the report
+        warnings.append(
+            f"The tokenizer at {tokenizer_path} could not be loaded ({str(err) or type(err).__name__}); "
+            "lengths are estimated from characters instead."
+        )
+        return heuristic
+
+    def measure(texts: list[str]) -> list[int]:
+        counts = []
+        for start in range(0, len(texts), _ENCODE_BATCH):
+            batch = tokenizer.encode_batch(texts[start : start + _ENCODE_BATCH], add_special_tokens=False)
+            counts.extend(len(enc.ids) for enc in batch)
+        return counts
+
+    name = file.parent.name if file.name == "tokenizer.json" else file.name
+    return measure, "tokens", name
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, list):
+        return "\n".join(str(m.get("content", "")) for m in value if isinstance(m, dict))
+    return "" if value is None else str(value)
+
+
+def _parts(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The texts to measure, by role: prompt and the answer(s)."""
+    if not rows:
+        return {}
+    columns = rows[0].keys()
+    if "messages" in columns:
+        prompts, responses = [], []
+        for row in rows:
+            messages = row["messages"]
+            last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
+            prompts.append(_as_text(messages[:last]))
+            responses.append(_as_text(messages[last : last + 1]))
+        return {"prompt": prompts, "response": responses}
+    names = [c for c in ("prompt", "chosen", "rejected", "completion", "text") if c in columns]
+    return {name: [_as_text(row[name]) for row in rows] for name in names}
+
+
+def _total_lengths(by_part: dict[str, list[int]]) -> list[int]:
+    if not by_part:
+        return []
+    prompt = by_part.get("prompt", [0] * len(next(iter(by_part.values()))))
+    answers = [by_part[k] for k in ("chosen", "rejected", "completion", "response", "text") if k in by_part]
+    return [p + max(a) for p, *a in zip(prompt, *answers)] if answers else list(prompt)
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not ordered:
+        return 0.0
+    pos = q * (len(ordered) - 1)
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def _stats(values: list[int]) -> LengthStats:
+    ordered = sorted(values)
+    return LengthStats(
+        count=len(ordered),
+        min=ordered[0],
+        mean=round(statistics.fmean(ordered), 2),
+        median=float(statistics.median(ordered)),
+        p95=round(_percentile(ordered, 0.95), 2),
+        max=ordered[-1],
+    )
+
+
+def _round_up(value: float, step: int) -> int:
+    return int(math.ceil(value / step) * step)
+
+
+def _reason_counts(loaded: LoadedDataset) -> dict[str, int]:
+    counts = Counter(REASON_LABELS.get(d.code, d.code) for d in loaded.dropped)
+    return dict(counts.most_common())
+
+
+def _data_warnings(loaded: LoadedDataset) -> list[str]:
+    warnings = []
+    other_drops = loaded.rows_dropped - loaded.duplicates - loaded.identical_pairs
+    if other_drops:
+        share = other_drops / max(loaded.rows_total, 1)
+        warnings.append(
+            f"{other_drops} of {loaded.rows_total} rows ({share:.1%}) could not be used; "
+            "see the dropped rows below."
+        )
+    if loaded.identical_pairs:
+        warnings.append(
+            f"{loaded.identical_pairs} pairs had the same chosen and rejected answer and were "
+            "removed: they carry no preference signal."
+        )
+    if loaded.duplicates:
+        warnings.append(f"{loaded.duplicates} duplicate rows were removed (the first copy of each was kept).")
+    if loaded.rows_kept < SMALL_DATASET_ROWS:
+        warnings.append(
+            f"Only {loaded.rows_kept} usable rows: expect the model to memorise them rather than "
+            "generalise. A few hundred or more work better."
+        )
+    return warnings
+
+
+# --------------------------------------------------------------- rendering
+
+
+def format_report_text(report: DataReport) -> str:
+    """The report as plain text for a terminal (about 80 columns)."""
+    lines = [
+        f"Dataset   {report.path}",
+        f"Format    {report.format_label}" + (f"  [{report.source_kind}]" if report.source_kind else ""),
+    ]
+    mapped = [f"{src} → {fld}" for fld, src in report.column_mapping.items() if src != fld]
+    if mapped:
+        lines.append(f"Columns   {', '.join(mapped)}")
+    lines.append(
+        f"Rows      {report.rows_total} read, {report.rows_kept} kept, {report.rows_dropped} dropped"
+    )
+    methods = ", ".join(METHOD_NAMES.get(m, m) for m in report.supported_methods)
+    lines.append(f"Use for   {methods}")
+
+    if report.lengths:
+        unit = report.length_unit + (f", {report.tokenizer}" if report.tokenizer else ", characters ÷ 4")
+        lines += ["", f"Lengths ({unit}; {report.rows_measured} rows)"]
+        lines.append(f"  {'':<11}{'min':>7}{'mean':>9}{'median':>9}{'p95':>9}{'max':>8}")
+        for name, s in report.lengths.items():
+            lines.append(f"  {name:<11}{s.min:>7}{s.mean:>9.1f}{s.median:>9.1f}{s.p95:>9.1f}{s.max:>8}")
+        if report.suggested_max_length:
+            lines.append(
+                f"  95% of examples fit in {report.suggested_max_length} {report.length_unit} "
+                "(suggested max length)."
+            )
+    if report.chosen_longer_fraction is not None:
+        lines.append(
+            f"  Chosen is longer than rejected in {report.chosen_longer_fraction:.0%} of pairs; "
+            f"mean length ratio {report.mean_length_ratio:.2f}."
+        )
+
+    if report.drop_reasons:
+        lines += ["", "Dropped rows"]
+        lines += [f"  {count:>6}  {reason}" for reason, count in report.drop_reasons.items()]
+        for d in report.dropped_examples:
+            where = f"{report.position_unit} {d['line']}"
+            fld = f" [{d['field']}]" if d["field"] else ""
+            lines.append(f"  {where:>12}{fld}: {d['reason']}")
+        hidden = report.rows_dropped - len(report.dropped_examples)
+        if hidden > 0:
+            lines.append(f"  … and {hidden} more")
+
+    if report.warnings:
+        lines += ["", "Warnings"]
+        lines += [f"  ! {w}" for w in report.warnings]
+    if report.notes:
+        lines += ["", "Notes"]
+        lines += [f"  - {n}" for n in report.notes]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,82 @@
+"""The headless CLI, run as a user would run it: a subprocess with arguments."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "resources" / "demo" / "demo_preferences.jsonl"
+
+
+def cli(*args, env_home: Path, timeout=300):
+    import os
+
+    env = dict(os.environ, ALIGNSTUDIO_HOME=str(env_home))
+    return subprocess.run([sys.executable, "-m", "app.launcher", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_train_prints_progress_and_saves_adapter(tiny_model_dir, easy_preferences, studio_home):
+    out = cli("train", "--method", "orpo", "--data", str(easy_preferences), "--model", str(tiny_model_dir),
+              "--steps", "3", "--batch-size", "4", "--max-length", "64", "--lr", "1e-3",
+              "--set", "gradient_accumulation_steps=1", "--set", "gradient_checkpointing=false",
+              "--set", "eval_fraction=0", "--set", "save_steps=0", env_home=studio_home)
+    assert out.returncode == 0, out.stderr
+    assert "3/3" in out.stdout and "log_odds_ratio=" in out.stdout
+    assert "Finished at step 3/3" in out.stdout
+    adapter = Path(out.stdout.split("Adapter: ")[1].split()[0])
+    assert (adapter / "adapter_config.json").exists()
+    # The saved config reproduces the run.
+    from backend.run_config import load_yaml
+
+    cfg = load_yaml(adapter.parent / "config.yaml")
+    assert cfg.method == "orpo" and cfg.max_steps == 3 and cfg.learning_rate == 1e-3
+
+    listing = cli("runs", env_home=studio_home)
+    assert "ORPO" in listing.stdout and "completed" in listing.stdout
+
+
+def test_bad_setting_exits_nonzero_naming_the_field(studio_home):
+    out = cli("train", "--data", str(DEMO), "--set", "beta=-1", env_home=studio_home, timeout=60)
+    assert out.returncode == 2
+    assert "beta" in out.stderr and "between" in out.stderr
+    out = cli("train", "--data", str(DEMO), "--set", "no_such_thing=1", env_home=studio_home, timeout=60)
+    assert out.returncode == 2 and "no_such_thing" in out.stderr
+
+
+def test_train_with_unusable_data_fails_with_message(tmp_path, studio_home, tiny_model_dir):
+    bad = tmp_path / "empty.jsonl"
+    bad.write_text("")
+    out = cli("train", "--data", str(bad), "--model", str(tiny_model_dir), "--steps", "1",
+              env_home=studio_home, timeout=120)
+    assert out.returncode == 1
+    assert "bad_data" in out.stderr and "empty.jsonl" in out.stderr
+
+
+def test_data_inspect_reports_format_and_lengths(studio_home):
+    out = cli("data", "inspect", str(DEMO), "--json", env_home=studio_home, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["format"] == "preference" and report["rows_kept"] == 400
+    assert "dpo" in report["supported_methods"]
+    text = cli("data", "inspect", str(DEMO), env_home=studio_home, timeout=120)
+    assert text.returncode == 0 and "400" in text.stdout
+
+
+def test_data_inspect_on_missing_file_is_an_error(tmp_path, studio_home):
+    out = cli("data", "inspect", str(tmp_path / "nope.jsonl"), env_home=studio_home, timeout=60)
+    assert out.returncode == 1 and "nope.jsonl" in out.stderr
+
+
+def test_headless_commands_never_import_qt():
+    code = ("import sys; from app.launcher import main; main(['settings', 'dpo']);"
+            "assert 'PySide6' not in sys.modules and 'torch' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "beta = 0.1" in out.stdout

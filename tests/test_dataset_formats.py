@@ -1,0 +1,559 @@
+"""Loading, format recognition and normalisation of dataset files.
+
+Fixtures live in tests/fixtures/datasets (one small file per format and some
+broken ones); binary variants (Parquet, saved Arrow folders, bad encodings)
+are written to tmp_path from those.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import Dataset, DatasetDict
+
+from backend.dataset_formats import DataFormat, DatasetError, supported_methods
+from backend.dataset_loading import dataset_for_method, load_dataset_file, preview_rows, unsupported_reason
+
+FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fixture(name: str) -> Path:
+    return FIXTURES / name
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def assistant(text):
+    return {"role": "assistant", "content": text}
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- detection
+
+
+@pytest.mark.parametrize(
+    "name, fmt, columns, kept",
+    [
+        ("preference.jsonl", DataFormat.PREFERENCE, ["prompt", "chosen", "rejected"], 4),
+        (
+            "preference_conversational.jsonl",
+            DataFormat.PREFERENCE_CONVERSATIONAL,
+            ["prompt", "chosen", "rejected"],
+            3,
+        ),
+        (
+            "preference_full_conversations.jsonl",
+            DataFormat.PREFERENCE_CONVERSATIONAL,
+            ["prompt", "chosen", "rejected"],
+            3,
+        ),
+        ("hh_transcripts.jsonl", DataFormat.PREFERENCE_IMPLICIT_PROMPT, ["prompt", "chosen", "rejected"], 3),
+        ("implicit_plain.jsonl", DataFormat.PREFERENCE_IMPLICIT_PROMPT, ["prompt", "chosen", "rejected"], 2),
+        ("sharegpt.json", DataFormat.SHAREGPT, ["messages"], 2),
+        ("sharegpt_preference.json", DataFormat.SHAREGPT_PREFERENCE, ["prompt", "chosen", "rejected"], 2),
+        ("alpaca.json", DataFormat.ALPACA, ["prompt", "completion"], 4),
+        ("prompt_completion.csv", DataFormat.PROMPT_COMPLETION, ["prompt", "completion"], 3),
+        ("messages.jsonl", DataFormat.MESSAGES, ["messages"], 2),
+        ("text.jsonl", DataFormat.TEXT, ["text"], 2),
+        ("unpaired.jsonl", DataFormat.UNPAIRED_PREFERENCE, ["prompt", "completion", "label"], 3),
+    ],
+)
+def test_each_format_is_recognised_and_normalised(name, fmt, columns, kept):
+    loaded = load_dataset_file(fixture(name))
+    assert loaded.format is fmt
+    assert loaded.dataset.column_names == columns
+    assert loaded.rows_kept == len(loaded.dataset) == kept
+    assert loaded.supported_methods == supported_methods(fmt)
+
+
+def test_standard_preference_keeps_strings():
+    loaded = load_dataset_file(fixture("preference.jsonl"))
+    assert loaded.dataset[2] == {
+        "prompt": "What is the capital of France?",
+        "chosen": "The capital of France is Paris.",
+        "rejected": "The capital of France is Lyon.",
+    }
+    assert not loaded.conversational
+    assert loaded.column_mapping == {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}
+    assert loaded.dropped == [] and loaded.rows_total == 4
+
+
+def test_conversational_preference_takes_string_prompts_as_user_turns():
+    ds = load_dataset_file(fixture("preference_conversational.jsonl")).dataset
+    assert ds[0]["prompt"] == [{"role": "system", "content": "Be brief."}, user("Name a primary colour.")]
+    assert ds[0]["chosen"] == [assistant("Red.")]
+    assert ds[2]["prompt"] == [user("Say hello in French.")]
+    assert ds[2]["rejected"] == [assistant("Hola.")]
+
+
+def test_full_conversations_have_their_shared_beginning_split_off_as_prompt():
+    ds = load_dataset_file(fixture("preference_full_conversations.jsonl")).dataset
+    assert ds[0] == {
+        "prompt": [user("What is 3 + 3?")],
+        "chosen": [assistant("6")],
+        "rejected": [assistant("7")],
+    }
+    assert ds[2]["prompt"] == [user("Hi"), assistant("Hello!"), user("Capital of Italy?")]
+    assert ds[2]["chosen"] == [assistant("Rome.")]
+
+
+def test_hh_transcripts_become_messages_with_the_final_replies_as_answers():
+    loaded = load_dataset_file(fixture("hh_transcripts.jsonl"))
+    ds = loaded.dataset
+    assert loaded.conversational
+    assert ds[0] == {
+        "prompt": [user("What do bees make?")],
+        "chosen": [assistant("Bees make honey.")],
+        "rejected": [assistant("Bees make milk.")],
+    }
+    assert ds[1]["prompt"] == [
+        user("Hi there"),
+        assistant("Hello! How can I help?"),
+        user("What is ice made of?"),
+    ]
+    assert ds[1]["chosen"] == [assistant("Frozen water.")] and ds[1]["rejected"] == [assistant("Sand.")]
+    # no leading blank lines before "Human:" in the third row
+    assert ds[2]["prompt"] == [user("Is the sun a star?")]
+
+
+def test_implicit_prompt_without_markers_splits_at_a_word_boundary():
+    ds = load_dataset_file(fixture("implicit_plain.jsonl")).dataset
+    assert ds[0]["prompt"] == "Q: What is the boiling point of water at sea level? A: "
+    assert (ds[0]["chosen"], ds[0]["rejected"]) == ("100 degrees Celsius.", "50 degrees Celsius.")
+    assert ds[1] == {"prompt": "Translate 'cat' to German: ", "chosen": "Katze", "rejected": "Hund"}
+
+
+def test_sharegpt_turns_become_role_content_and_unknown_speakers_are_dropped():
+    loaded = load_dataset_file(fixture("sharegpt.json"))
+    assert loaded.dataset[0]["messages"] == [
+        {"role": "system", "content": "You are helpful."},
+        user("Name a fruit."),
+        assistant("An apple."),
+    ]
+    assert loaded.position_unit == "row"
+    [dropped] = loaded.dropped
+    assert (dropped.line, dropped.field) == (3, "conversations")
+    assert "narrator" in dropped.reason
+
+
+def test_sharegpt_preference_becomes_conversational_pairs():
+    ds = load_dataset_file(fixture("sharegpt_preference.json")).dataset
+    assert ds[1] == {
+        "prompt": [{"role": "system", "content": "Answer in one word."}, user("Colour of grass?")],
+        "chosen": [assistant("Green.")],
+        "rejected": [assistant("Blue.")],
+    }
+
+
+def test_alpaca_joins_instruction_and_input():
+    loaded = load_dataset_file(fixture("alpaca.json"))
+    assert [r["prompt"] for r in loaded.dataset] == [
+        "Give a synonym for happy.",
+        "Translate to Spanish.\n\nGood morning",
+        "Add the numbers.\n\n3 and 4",
+        "Summarise in one word.",
+    ]
+    assert loaded.dataset[1]["completion"] == "Buenos días."
+    assert any('"data"' in note for note in loaded.notes)
+
+
+def test_csv_keeps_quoted_newlines_and_words_pandas_would_null():
+    loaded = load_dataset_file(fixture("prompt_completion.csv"))
+    ds = loaded.dataset
+    assert ds[0]["completion"].count("\n") == 2
+    assert ds[1] == {"prompt": "What is NA?", "completion": "NA"}
+    assert ds[2]["completion"] == "1, 2, 3"
+    [dropped] = loaded.dropped
+    # header is line 1, the haiku spans lines 2-4
+    assert (dropped.line, dropped.field, dropped.code) == (6, "completion", "empty")
+
+
+def test_column_aliases_are_case_insensitive_and_reported():
+    loaded = load_dataset_file(fixture("question_answer_aliases.csv"))
+    assert loaded.format is DataFormat.PROMPT_COMPLETION
+    assert loaded.column_mapping == {"prompt": "Question", "completion": "Answer"}
+    assert loaded.source_columns == ["ID", "Question", "Answer"]
+    assert "Column 'Question' is used as 'prompt'." in loaded.notes
+    assert any("ID" in note and "Ignored" in note for note in loaded.notes)
+
+    loaded = load_dataset_file(fixture("preference_aliases.jsonl"))
+    assert loaded.format is DataFormat.PREFERENCE
+    assert loaded.column_mapping == {
+        "prompt": "Query",
+        "chosen": "Chosen_Response",
+        "rejected": "Rejected Response",
+    }
+    assert loaded.dataset[0]["rejected"] == "No, fire is cold."
+
+
+# ----------------------------------------------------------------- overrides
+
+
+def test_column_map_assigns_columns_by_hand():
+    path = fixture("custom_columns.jsonl")
+    with pytest.raises(DatasetError) as err:
+        load_dataset_file(path)  # "good"/"bad" are aliases, but the prompt column "ask" is not
+    assert "ask" in str(err.value)
+
+    loaded = load_dataset_file(path, column_map={"prompt": "ask"})
+    assert loaded.format is DataFormat.PREFERENCE
+    assert loaded.column_mapping == {"prompt": "ask", "chosen": "good", "rejected": "bad"}
+    assert loaded.dataset[0] == {
+        "prompt": "Is snow cold?",
+        "chosen": "Yes, snow is cold.",
+        "rejected": "No, snow is warm.",
+    }
+
+
+def test_forced_format_overrides_recognition():
+    loaded = load_dataset_file(fixture("preference.jsonl"), format=DataFormat.PREFERENCE_IMPLICIT_PROMPT)
+    assert loaded.format is DataFormat.PREFERENCE_IMPLICIT_PROMPT
+    assert loaded.dataset[0] == {"prompt": "It is ", "chosen": "blue.", "rejected": "green."}
+
+    loaded = load_dataset_file(
+        fixture("question_answer_aliases.csv"), format="text", column_map={"text": "Answer"}
+    )
+    assert loaded.format is DataFormat.TEXT and list(loaded.dataset["text"]) == [
+        "William Shakespeare.",
+        "Water.",
+    ]
+
+
+def test_forced_format_names_the_field_it_cannot_find():
+    with pytest.raises(DatasetError) as err:
+        load_dataset_file(fixture("text.jsonl"), format=DataFormat.PREFERENCE)
+    assert err.value.field == "prompt"
+    assert "'prompt'" in str(err.value) and "'chosen'" in str(err.value)
+    assert err.value.columns == ["text"]
+
+
+def test_bad_column_map_is_explained():
+    with pytest.raises(DatasetError, match="'nope'.*not in this file"):
+        load_dataset_file(fixture("preference.jsonl"), column_map={"prompt": "nope"})
+    with pytest.raises(DatasetError, match="'answerz' is not a field"):
+        load_dataset_file(fixture("preference.jsonl"), column_map={"answerz": "prompt"})
+    with pytest.raises(DatasetError, match="Unknown format"):
+        load_dataset_file(fixture("preference.jsonl"), format="dpo-ish")
+
+
+# ------------------------------------------------------- file type variants
+
+PAIRS = [
+    {"prompt": "One?", "chosen": "Yes, one.", "rejected": "No."},
+    {"prompt": "Two?", "chosen": "Yes, two.", "rejected": "No."},
+    {"prompt": "Three?", "chosen": "Yes, three.", "rejected": "No."},
+]
+
+
+def assert_pairs(loaded, kind):
+    assert loaded.format is DataFormat.PREFERENCE
+    assert loaded.source_kind == kind
+    assert loaded.dataset.to_list() == PAIRS
+
+
+def test_json_list_object_with_splits_and_columnar_json(tmp_path):
+    (tmp_path / "list.json").write_text(json.dumps(PAIRS))
+    assert_pairs(load_dataset_file(tmp_path / "list.json"), "JSON")
+
+    (tmp_path / "splits.json").write_text(json.dumps({"train": PAIRS, "test": PAIRS[:1]}))
+    loaded = load_dataset_file(tmp_path / "splits.json")
+    assert_pairs(loaded, "JSON")
+    assert any("train split" in note for note in loaded.notes)
+
+    columnar = {k: [row[k] for row in PAIRS] for k in PAIRS[0]}
+    (tmp_path / "columns.json").write_text(json.dumps(columnar))
+    assert_pairs(load_dataset_file(tmp_path / "columns.json"), "JSON")
+
+
+def test_json_lines_named_json_is_read_line_by_line(tmp_path):
+    path = write_jsonl(tmp_path / "actually_lines.json", PAIRS)
+    loaded = load_dataset_file(path)
+    assert_pairs(loaded, "JSON Lines")
+    assert "one JSON object per line" in loaded.notes[0]
+
+
+def test_csv_parquet_and_saved_folders(tmp_path):
+    Dataset.from_list(PAIRS).to_csv(str(tmp_path / "pairs.csv"), index=False)
+    assert_pairs(load_dataset_file(tmp_path / "pairs.csv"), "CSV")
+
+    Dataset.from_list(PAIRS).to_parquet(str(tmp_path / "pairs.parquet"))
+    assert_pairs(load_dataset_file(tmp_path / "pairs.parquet"), "Parquet")
+
+    Dataset.from_list(PAIRS).save_to_disk(str(tmp_path / "saved"))
+    loaded = load_dataset_file(tmp_path / "saved")
+    assert_pairs(loaded, "saved dataset (Arrow)")
+    assert loaded.position_unit == "row"
+
+    DatasetDict({"train": Dataset.from_list(PAIRS), "test": Dataset.from_list(PAIRS[:1])}).save_to_disk(
+        str(tmp_path / "saved_dict")
+    )
+    loaded = load_dataset_file(tmp_path / "saved_dict")
+    assert_pairs(loaded, "saved dataset (Arrow)")
+    assert any("train split was used" in note for note in loaded.notes)
+
+
+def test_conversational_parquet_keeps_messages(tmp_path):
+    rows = load_dataset_file(fixture("preference_conversational.jsonl")).dataset
+    rows.to_parquet(str(tmp_path / "conv.parquet"))
+    loaded = load_dataset_file(tmp_path / "conv.parquet")
+    assert loaded.format is DataFormat.PREFERENCE_CONVERSATIONAL
+    assert loaded.dataset.to_list() == rows.to_list()
+
+
+def test_folder_with_a_single_data_file_loads_it(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", PAIRS)
+    (tmp_path / "README.md").write_text("about the data")
+    loaded = load_dataset_file(tmp_path)
+    assert_pairs(loaded, "JSON Lines")
+    assert "train.jsonl" in loaded.notes[0]
+
+
+# ------------------------------------------------------------- bad input
+
+
+def test_invalid_json_line_mid_file_drops_only_that_line():
+    loaded = load_dataset_file(fixture("broken_lines.jsonl"))
+    assert [r["prompt"] for r in loaded.dataset] == ["Row on line 1?", "Row on line 2?", "Row on line 6?"]
+    assert loaded.rows_total == 5  # the blank line 4 is not a row
+    assert [(d.line, d.code) for d in loaded.dropped] == [(3, "invalid_json"), (5, "not_object")]
+    assert "not valid JSON" in loaded.dropped[0].reason
+
+
+def test_null_numbers_objects_and_blank_text_are_dropped_with_line_and_field():
+    loaded = load_dataset_file(fixture("bad_values.jsonl"))
+    assert loaded.rows_kept == 2
+    got = [(d.line, d.field, d.code) for d in loaded.dropped]
+    assert got == [
+        (2, "chosen", "missing"),
+        (3, "rejected", "not_text"),
+        (4, "prompt", "empty"),
+        (5, "chosen", "not_text"),
+        (6, "rejected", "missing"),
+    ]
+    assert "number (42)" in loaded.dropped[1].reason
+
+
+def test_identical_pairs_and_duplicates_are_removed_and_counted():
+    loaded = load_dataset_file(fixture("identical_and_duplicates.jsonl"))
+    assert [r["prompt"] for r in loaded.dataset] == ["A?", "C?"]
+    assert loaded.identical_pairs == 2  # "Left " vs "Left" differ only in whitespace
+    assert loaded.duplicates == 2
+    assert [(d.line, d.code) for d in loaded.dropped] == [
+        (2, "identical_pair"),
+        (3, "duplicate"),
+        (5, "duplicate"),
+        (6, "identical_pair"),
+    ]
+    assert loaded.dropped[1].reason == "duplicate of line 1"
+    assert loaded.rows_dropped == 4
+
+
+def test_bom_and_windows_line_endings():
+    loaded = load_dataset_file(fixture("bom.jsonl"))
+    assert loaded.dataset.column_names == ["prompt", "chosen", "rejected"]
+    assert loaded.dataset[1]["rejected"] == "Broken."
+
+
+def test_bom_in_csv_header(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfprompt,completion\nHi?,Hello.\n")
+    loaded = load_dataset_file(path)
+    assert loaded.format is DataFormat.PROMPT_COMPLETION
+    assert loaded.column_mapping == {"prompt": "prompt", "completion": "completion"}
+
+
+def test_missing_column_names_the_field():
+    with pytest.raises(DatasetError) as err:
+        load_dataset_file(fixture("missing_rejected.jsonl"))
+    assert err.value.field == "rejected"
+    assert "'rejected'" in str(err.value)
+    assert str(err.value).startswith("missing_rejected.jsonl")
+
+
+def test_unknown_columns_are_listed():
+    with pytest.raises(DatasetError, match="could not tell.*foo, bar"):
+        load_dataset_file(fixture("unknown_columns.jsonl"))
+
+
+def test_every_row_dropped_summarises_the_reasons(tmp_path):
+    path = write_jsonl(tmp_path / "all_bad.jsonl", [{"prompt": "x", "chosen": None, "rejected": "y"}] * 3)
+    with pytest.raises(DatasetError) as err:
+        load_dataset_file(path)
+    assert "None of the 3 rows" in str(err.value)
+    assert "missing or empty value: 3" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty"),
+        (b"\n\n  \n", "empty"),
+        (b"[]", "no rows"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "binary"),
+        ("\ufeff{}".encode("utf-16"), "UTF-16"),
+    ],
+)
+def test_unusable_files_raise_clear_errors(tmp_path, content, message):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match=message) as err:
+        load_dataset_file(path)
+    assert "data.jsonl" in str(err.value)
+    assert "Traceback" not in str(err.value)
+
+
+def test_empty_fixture_file():
+    with pytest.raises(DatasetError, match="empty"):
+        load_dataset_file(fixture("empty.jsonl"))
+
+
+def test_non_utf8_names_the_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(
+        json.dumps(PAIRS[0]).encode()
+        + b"\n"
+        + '{"prompt": "Café?", "chosen": "Oui.", "rejected": "Non."}\n'.encode("latin-1")
+    )
+    with pytest.raises(DatasetError) as err:
+        load_dataset_file(path)
+    assert err.value.line == 2
+    assert "not UTF-8" in str(err.value) and "0xe9" in str(err.value)
+
+
+def test_broken_json_document_names_line_and_column(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text(
+        '[\n  {"prompt": "a", "chosen": "b", "rejected": "c"},\n  {"prompt": "a" "chosen": "b"}\n]\n'
+    )
+    with pytest.raises(DatasetError, match="not valid JSON") as err:
+        load_dataset_file(path)
+    assert err.value.line == 3
+
+
+def test_missing_path_empty_folder_and_unknown_suffix(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_dataset_file(tmp_path / "nothing.jsonl")
+    with pytest.raises(DatasetError, match="holds no dataset"):
+        load_dataset_file(tmp_path)
+    (tmp_path / "notes.txt").write_text("just some words")
+    with pytest.raises(DatasetError, match="cannot read '.txt'"):
+        load_dataset_file(tmp_path / "notes.txt")
+
+
+def test_corrupt_parquet_is_a_dataset_error(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"PAR1 this is not really parquet PAR1")
+    with pytest.raises(DatasetError, match="could not be read as Parquet"):
+        load_dataset_file(path)
+
+
+# -------------------------------------------------------- per-method shapes
+
+
+def test_dataset_for_method_gives_trl_columns():
+    pairs = load_dataset_file(fixture("preference.jsonl"))
+    for method in ("dpo", "orpo", "reward"):
+        assert dataset_for_method(pairs, method).column_names == ["prompt", "chosen", "rejected"]
+
+    sft = dataset_for_method(pairs, "sft")
+    assert sft.column_names == ["prompt", "completion"]
+    assert list(sft["completion"]) == list(pairs.dataset["chosen"])
+
+    kto = dataset_for_method(pairs, "kto")
+    assert kto.column_names == ["prompt", "completion", "label"]
+    assert len(kto) == 2 * len(pairs.dataset)
+    assert kto[:2] == {
+        "prompt": [pairs.dataset[0]["prompt"]] * 2,
+        "completion": ["It is blue.", "It is green."],
+        "label": [True, False],
+    }
+
+
+def test_dataset_for_method_on_conversational_and_sft_formats():
+    conv = load_dataset_file(fixture("preference_conversational.jsonl"))
+    sft = dataset_for_method(conv, "sft")
+    assert sft[1] == {"prompt": [user("What is 2 + 2?")], "completion": [assistant("4")]}
+    assert dataset_for_method(conv, "kto")[3]["completion"] == [assistant("5")]
+
+    assert dataset_for_method(load_dataset_file(fixture("sharegpt.json")), "sft").column_names == ["messages"]
+    assert dataset_for_method(load_dataset_file(fixture("text.jsonl")), "sft").column_names == ["text"]
+    assert dataset_for_method(load_dataset_file(fixture("alpaca.json")), "SFT").column_names == [
+        "prompt",
+        "completion",
+    ]
+    assert list(dataset_for_method(load_dataset_file(fixture("unpaired.jsonl")), "kto")["label"]) == [
+        True,
+        False,
+        True,
+    ]
+
+
+def test_unsupported_method_is_explained():
+    alpaca = load_dataset_file(fixture("alpaca.json"))
+    with pytest.raises(DatasetError) as err:
+        dataset_for_method(alpaca, "dpo")
+    assert "DPO needs pairs of a chosen and a rejected answer" in str(err.value)
+    assert "Alpaca" in str(err.value)
+    assert unsupported_reason("kto", DataFormat.TEXT).startswith("KTO needs answers marked good or bad")
+    with pytest.raises(DatasetError, match="KTO"):
+        dataset_for_method(load_dataset_file(fixture("unpaired.jsonl")), "orpo")
+    with pytest.raises(DatasetError, match="not a training method"):
+        dataset_for_method(alpaca, "ppo")
+
+
+def test_supported_methods():
+    assert supported_methods(DataFormat.PREFERENCE) == ["sft", "dpo", "orpo", "kto", "reward"]
+    for fmt in (
+        DataFormat.TEXT,
+        DataFormat.MESSAGES,
+        DataFormat.ALPACA,
+        DataFormat.SHAREGPT,
+        DataFormat.PROMPT_COMPLETION,
+    ):
+        assert supported_methods(fmt) == ["sft"]
+    assert all(fmt.label and fmt.label[0].isupper() for fmt in DataFormat)
+
+
+# ------------------------------------------------------------------ preview
+
+
+def test_preview_rows_flattens_messages():
+    rows = preview_rows(load_dataset_file(fixture("hh_transcripts.jsonl")), n=2)
+    assert len(rows) == 2
+    assert rows[1] == {
+        "prompt": "user: Hi there\nassistant: Hello! How can I help?\nuser: What is ice made of?",
+        "chosen": "assistant: Frozen water.",
+        "rejected": "assistant: Sand.",
+    }
+    text = preview_rows(load_dataset_file(fixture("text.jsonl")))
+    assert list(text[0]) == ["text"] and len(text) == 2
+    assert preview_rows(load_dataset_file(fixture("unpaired.jsonl")))[1]["label"] == "bad"
+
+
+def test_error_text_leads_with_file_line_and_field():
+    err = DatasetError("is empty", path="/data/pairs.jsonl", line=7, field="chosen")
+    assert str(err) == "pairs.jsonl, line 7, field 'chosen': is empty"
+    assert (err.path, err.line, err.field, err.message) == ("/data/pairs.jsonl", 7, "chosen", "is empty")
+
+
+def test_backend_stays_free_of_torch_and_qt():
+    code = (
+        "import sys, backend.dataset_loading, backend.dataset_report\n"
+        # the GUI imports these at start-up; `datasets` alone costs over a second
+        "assert 'datasets' not in sys.modules\n"
+        "loaded = backend.dataset_loading.load_dataset_file('tests/fixtures/datasets/preference.jsonl')\n"
+        "backend.dataset_report.build_report(loaded)\n"
+        "bad = [m for m in ('torch', 'transformers', 'PySide6') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
