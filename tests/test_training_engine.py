@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,39 @@ def test_killed_worker_is_reported_with_log_tail(tiny_model_dir, easy_preference
     assert isinstance(failed, RunFailed) and failed.kind == "killed"
     assert "exit code" in failed.message
     assert summarize_run(run.run_dir).status == "failed"
+
+
+def test_worker_stops_itself_when_its_supervisor_dies(tiny_model_dir, easy_preferences, tmp_path, studio_home):
+    """A studio killed with SIGKILL must not leave a worker training in the background."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from backend.run_config import save_yaml
+
+    cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences, max_steps=100000)
+    cfg_path = save_yaml(cfg, tmp_path / "cfg.yaml")
+    supervisor = (
+        "import sys, time\n"
+        "from backend.run_config import load_yaml\n"
+        "from backend.training_run import TrainingRun\n"
+        "from backend.events import TrainLog\n"
+        f"run = TrainingRun.start(load_yaml({str(cfg_path)!r}))\n"
+        "for e in run.events():\n"
+        "    if isinstance(e, TrainLog):\n"
+        "        print(run.process.pid, run.run_dir, flush=True)\n"
+        "        time.sleep(3600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", supervisor], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, ALIGNSTUDIO_HOME=str(studio_home)))
+    pid_text, run_dir = parent.stdout.readline().split()
+    worker = psutil.Process(int(pid_text))
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    worker.wait(timeout=60)  # raises TimeoutExpired if the worker keeps running
+    events = read_events(run_dir)
+    assert isinstance(events[-1], RunFinished) and events[-1].stopped
+    assert (Path(run_dir) / "adapter" / "adapter_config.json").exists()
