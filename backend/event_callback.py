@@ -79,6 +79,7 @@ class EventCallback(TrainerCallback):
             metrics = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and _is_number(v)}
             self.last_eval, self.last_eval_step = metrics, state.global_step
             self.emit(EvalLog(step=state.global_step, epoch=epoch, metrics=metrics))
+            print(f"eval @ step {state.global_step}  " + _readable(metrics), flush=True)
             return
         end = {k: v for k, v in logs.items() if k in _END_OF_TRAINING_KEYS}
         if end:
@@ -87,7 +88,9 @@ class EventCallback(TrainerCallback):
         if not metrics:
             return
         self.last_metrics = metrics
-        self.emit(self._train_log(args, state, epoch, metrics))
+        event = self._train_log(args, state, epoch, metrics)
+        self.emit(event)
+        print(f"step {state.global_step}/{state.max_steps}  " + _readable(metrics), flush=True)
         loss = metrics.get("loss")
         if loss is not None and not math.isfinite(loss) and self.nan_step is None:
             self.nan_step = state.global_step
@@ -141,6 +144,10 @@ class EventCallback(TrainerCallback):
 
     def phase(self, phase: str, message: str = "") -> None:
         self.emit(PhaseChanged(phase=phase, message=message))
+
+
+def _readable(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if not k.endswith(("runtime", "per_second")))
 
 
 def _is_number(v) -> bool:

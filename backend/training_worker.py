@@ -150,6 +150,10 @@ def _train(run_dir: Path, emit, stop: threading.Event, resume: bool, started: fl
     callback = EventCallback(emit, stop, on_train_begin=on_train_begin)
     args = build_trl_args(cfg, precision, str(run_dir / CHECKPOINTS_DIR), has_eval=eval_ds is not None)
     trainer = build_trainer(cfg, model, tokenizer, args, train_ds, eval_ds, [callback])
+    # The Trainer's own printer dumps raw dicts into the log; the callback writes readable lines instead.
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
     callback.tokens_per_example = tokens_per_example(trainer.train_dataset)
     _check_stop(stop)
 
