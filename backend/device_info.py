@@ -81,7 +81,7 @@ def describe_device() -> dict:
 def main() -> int:
     try:
         info = describe_device()
-    except Exception as exc:  # the window shows the reason instead of waiting forever
+    except Exception as exc:  # noqa: BLE001 - the window shows the reason instead of waiting forever
         info = {"error": f"{type(exc).__name__}: {exc}"}
     sys.stdout.write(json.dumps(info) + "\n")
     sys.stdout.flush()

@@ -48,6 +48,7 @@ class RunStarted(Event):
     train_rows: int
     eval_rows: int
     resumed_from_step: int = 0
+    memory_estimate_mb: float | None = None
 
 
 @dataclass

@@ -446,7 +446,7 @@ def model_shape(model_source: str) -> ModelShape | None:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(text, "config.json")
-    except Exception:  # a malformed id raises a validation error; either way, unknown
+    except Exception:  # noqa: BLE001 - a malformed id raises a validation error; either way, unknown
         return None
     if isinstance(cached, str) and os.path.exists(cached):
         return _shape_from_config_file(Path(cached))
@@ -726,8 +726,8 @@ def _estimate(config, device, shape, with_suggestions: bool) -> MemoryEstimate:
         return MemoryEstimate(
             total_mb=None, device_mb=dev.memory_mb, fits=None, device_kind=dev.kind,
             compute_dtype=dev.compute_dtype, model=getattr(config, "model", ""),
-            notes=["The model's size is unknown until it is downloaded or its config.json is in the "
-                   "local Hugging Face cache."],
+            notes=[("The model's size is unknown until it is downloaded or its config.json is in the "
+                    "local Hugging Face cache.")],
         )
     parts, notes = _parts(config, shape, dev)
     parts = {k: v for k, v in parts.items() if v > 0 or k in ("weights", "activations")}
@@ -857,6 +857,6 @@ def record_measured_peak(run_dir, estimate_dict: dict | None, measured_peak_mb: 
 
 
 __all__ = [
-    "GEMMA3_270M", "MemoryEstimate", "ModelShape", "PART_LABELS", "comparable_estimate_mb", "estimate_memory",
+    "GEMMA3_270M", "PART_LABELS", "MemoryEstimate", "ModelShape", "comparable_estimate_mb", "estimate_memory",
     "model_shape", "record_measured_peak", "shape_from_config", "shape_from_gguf",
 ]

@@ -136,6 +136,7 @@ def _train(run_dir: Path, emit, stop: threading.Event, resume: bool, started: fl
     _check_stop(stop)
 
     device = describe_precision(precision)
+    estimate = estimate_memory_quietly(cfg, model_path)
 
     def on_train_begin(state):
         model_ = trainer.model
@@ -144,7 +145,8 @@ def _train(run_dir: Path, emit, stop: threading.Event, resume: bool, started: fl
         emit(RunStarted(run_dir=str(run_dir), method=cfg.method, config=_config_dict(cfg), device=device,
                         total_params=int(total), trainable_params=int(trainable), total_steps=int(state.max_steps),
                         train_rows=len(train_ds), eval_rows=len(eval_ds) if eval_ds is not None else 0,
-                        resumed_from_step=int(state.global_step)))
+                        resumed_from_step=int(state.global_step),
+                        memory_estimate_mb=(estimate or {}).get("total_mb")))
         emit(PhaseChanged(phase="training", message="Training"))
 
     callback = EventCallback(emit, stop, on_train_begin=on_train_begin)
@@ -179,6 +181,7 @@ def _train(run_dir: Path, emit, stop: threading.Event, resume: bool, started: fl
     emit(PhaseChanged(phase="saving", message="Saving the adapter"))
     adapter = save_adapter_atomically(trainer, run_dir / ADAPTER_DIR)
     peak, kind = peak_memory_mb()
+    record_memory_quietly(run_dir, estimate, peak, kind)
     summary = dict(callback.summary)
     summary.update({k: v for k, v in callback.last_metrics.items()})
     summary.update({f"eval_{k}": v for k, v in callback.last_eval.items()})
@@ -186,6 +189,27 @@ def _train(run_dir: Path, emit, stop: threading.Event, resume: bool, started: fl
                      total_steps=state.max_steps, elapsed_seconds=time.time() - started,
                      summary=summary, peak_memory_mb=peak))
     return 0
+
+
+def estimate_memory_quietly(cfg, model_path: str) -> dict | None:
+    """The pre-training estimate, kept to compare with the measured peak. Never fails a run."""
+    try:
+        from backend.device_info import describe_device
+        from backend.memory_estimate import estimate_memory, model_shape
+
+        return estimate_memory(cfg, describe_device(), shape=model_shape(model_path)).to_dict()
+    except Exception as exc:  # noqa: BLE001 - an estimate is advice, not a requirement
+        print(f"Memory estimate unavailable: {exc}", flush=True)
+        return None
+
+
+def record_memory_quietly(run_dir: Path, estimate: dict | None, peak: float, kind: str) -> None:
+    try:
+        from backend.memory_estimate import record_measured_peak
+
+        record_measured_peak(run_dir, estimate, peak, kind)
+    except Exception as exc:  # noqa: BLE001
+        print(f"Could not record memory figures: {exc}", flush=True)
 
 
 class NonFiniteLoss(RuntimeError):

@@ -50,6 +50,7 @@ def test_dpo_end_to_end_margin_and_accuracy_rise(tiny_model_dir, easy_preference
     started = next(e for e in events if isinstance(e, RunStarted))
     assert started.total_steps == 24 and started.trainable_params < started.total_params
     assert started.train_rows == 56 and started.eval_rows == 8
+    assert started.memory_estimate_mb and started.memory_estimate_mb > 0
     assert any(isinstance(e, PhaseChanged) and e.phase == "loading_model" for e in events)
 
     logs = _logs(events)
@@ -76,6 +77,10 @@ def test_dpo_end_to_end_margin_and_accuracy_rise(tiny_model_dir, easy_preference
     summary = summarize_run(run.run_dir)
     assert summary.status == "completed" and summary.step == 24
     assert (run.run_dir / "eval_split.jsonl").read_text().count("\n") == 8
+    import json
+
+    memory = json.loads((run.run_dir / "memory.json").read_text())
+    assert memory["measured_peak_mb"] > 0 and memory["ratio_measured_to_estimated"] > 0
     assert [r.run_dir for r in list_runs()] == [run.run_dir]
     assert run.process.returncode == 0
 

@@ -1,0 +1,282 @@
+"""Calibrate ``backend.memory_estimate`` against the peak memory of real short runs.
+
+Each case runs in its own process (a fresh process is the only honest baseline
+for peak RSS: allocator pools and the mmap'd checkpoint survive inside one), trains
+a few steps with TRL + peft LoRA on a 4-bit bitsandbytes model on the CPU, and
+reports the process's peak RSS next to the estimate for the same settings.
+
+    python bench/bench_memory_estimate.py                 # tiny and Gemma, SFT and DPO
+    python bench/bench_memory_estimate.py --all           # also ORPO, precompute, no checkpointing, medium
+    python bench/bench_memory_estimate.py gemma-dpo tiny-sft --json out.json
+    BENCH_PROFILE=1 python bench/bench_memory_estimate.py --child gemma-sft   # one case, torch profile on stderr
+
+Batch 2, max length 128, LoRA r=16 all-linear, 4-bit NF4, 2 optimizer steps. On
+a 2-core machine a Gemma case takes 1.5-6 minutes: 4-bit Gemma training on the
+CPU measured 8-60 s per step here, the slow end while other processes shared
+the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+STEPS = 2
+BATCH = 2
+MAX_LENGTH = 128
+
+# name -> (model, method, overrides of the run config)
+CASES: dict[str, tuple[str, str, dict]] = {
+    "tiny-sft": ("tiny", "sft", {}),
+    "tiny-dpo": ("tiny", "dpo", {}),
+    "gemma-sft": ("gemma", "sft", {}),
+    "gemma-dpo": ("gemma", "dpo", {}),
+    "gemma-dpo-precompute": ("gemma", "dpo", {"precompute_ref_log_probs": True}),
+    "gemma-dpo-no-checkpointing": ("gemma", "dpo", {"gradient_checkpointing": False}),
+    "gemma-orpo": ("gemma", "orpo", {}),
+    # A different balance: most weights quantized, a small (32k) vocabulary.
+    "medium-sft": ("medium", "sft", {}),
+    "medium-dpo": ("medium", "dpo", {}),
+}
+DEFAULT_CASES = ["tiny-sft", "tiny-dpo", "gemma-sft", "gemma-dpo"]
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+class _PeakSampler:
+    """Polls RSS in a thread: ru_maxrss covers the whole process life (load spikes
+    included), this gives the peak of one phase."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_mb())
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.peak = _rss_mb()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+
+
+def _texts(n: int) -> list[dict]:
+    """Rows long enough that every sequence is cut at MAX_LENGTH: the estimate
+    assumes full-length sequences, so the measurement must too."""
+    filler = (
+        "The river runs past the old mill, turns west at the bridge and reaches the sea after "
+        "many quiet miles through fields, forests and small villages. "
+    )
+    rows = []
+    for i in range(n):
+        # Short prompts: DPO drops rows whose prompt alone reaches max_length.
+        prompt = f"Question {i}: describe the river."
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": " Gladly. " + filler * 6,
+                "rejected": " No. " + filler[::-1] * 6,
+                "completion": " Gladly. " + filler * 6,
+            }
+        )
+    return rows
+
+
+def _build_medium_model(folder: Path) -> Path:
+    """A random 8-layer, hidden-768 Llama with a 32k vocabulary, stored in bf16 like
+    published checkpoints. Its tokenizer is the tiny one: its ids fit the vocabulary."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from backend.chat_templates import ensure_chat_template
+    from backend.tiny_model import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    ensure_chat_template(tokenizer)
+    config = LlamaConfig(
+        vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=8,
+        num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _model_folder(which: str, work: Path) -> Path:
+    if which == "tiny":
+        from backend.tiny_model import build_tiny_model
+
+        return build_tiny_model(work / "tiny")
+    if which == "medium":
+        return _build_medium_model(work / "medium")
+    from backend.embedded_model import ensure_embedded_model
+
+    return ensure_embedded_model(log=lambda *_: None)
+
+
+def run_case(name: str) -> dict:
+    """Train one case in this process and return its memory figures.
+
+    It builds the run with ``backend.trainer_builders``, the functions the training
+    worker uses, so the measurement follows whatever the app really does.
+    """
+    which, method, overrides = CASES[name]
+    t0 = time.time()
+    baseline = _rss_mb()
+    from datasets import Dataset
+
+    from backend import trainer_builders as tb
+    from backend.run_config import default_config
+
+    cfg = default_config(
+        method,
+        per_device_train_batch_size=BATCH,
+        gradient_accumulation_steps=1,
+        max_length=MAX_LENGTH,
+        max_steps=STEPS,
+        quantization="4bit",
+        save_steps=0,
+        eval_fraction=0.0,
+        **overrides,
+    )
+    precision = tb.choose_precision()
+    before_torch = _rss_mb()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        folder = _model_folder(which, work)
+        tokenizer = tb.build_tokenizer(str(folder), cfg)
+        with _PeakSampler() as load_peak:
+            model = tb.build_model(str(folder), cfg, precision)
+        after_load = _rss_mb()
+        rows = _texts(BATCH * STEPS)
+        keys = ("prompt", "completion") if method == "sft" else ("prompt", "chosen", "rejected")
+        data = Dataset.from_list([{k: r[k] for k in keys} for r in rows])
+        args = tb.build_trl_args(cfg, precision, str(work / "out"), has_eval=False)
+        trainer = tb.build_trainer(cfg, model, tokenizer, args, data, None, callbacks=[])
+        after_init = _rss_mb()
+        with _PeakSampler() as train_peak:
+            t_train = time.time()
+            if os.environ.get("BENCH_PROFILE"):
+                import torch
+
+                with torch.profiler.profile() as prof:
+                    trainer.train()
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20), file=sys.stderr)
+            else:
+                trainer.train()
+            train_s = time.time() - t_train
+        batch = next(iter(trainer.get_train_dataloader()))
+        shapes = {k: list(v.shape) for k, v in batch.items() if hasattr(v, "shape")}
+        model_config = json.loads((folder / "config.json").read_text())
+    return {
+        "case": name,
+        "model": which,
+        "model_config": model_config,
+        "method": method,
+        "config": cfg.__dict__,
+        "rss_start_mb": baseline,
+        "rss_before_torch_mb": before_torch,
+        "load_peak_mb": load_peak.peak,
+        "rss_after_load_mb": after_load,
+        "rss_after_trainer_init_mb": after_init,
+        "train_peak_mb": train_peak.peak,
+        "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "train_s_per_step": train_s / STEPS,
+        "wall_s": time.time() - t0,
+        "batch_shapes": shapes,
+    }
+
+
+def _estimate_for(result: dict, device: dict) -> dict:
+    from backend.memory_estimate import estimate_memory, shape_from_config
+    from backend.run_config import from_dict
+
+    # The child's model folder is gone; its config.json came back with the result.
+    shape = shape_from_config(result["model_config"], source=result["model"])
+    return estimate_memory(from_dict(result["config"]), device, shape).to_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", nargs="*", help=f"cases to run (default: {' '.join(DEFAULT_CASES)})")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--all", action="store_true", help="run every case")
+    parser.add_argument("--json", help="write every result to this file")
+    opts = parser.parse_args(argv)
+
+    if opts.child:
+        print("RESULT " + json.dumps(run_case(opts.child)), flush=True)
+        return 0
+
+    from backend.device_info import describe_device
+
+    device = describe_device()
+    names = list(CASES) if opts.all else (opts.cases or DEFAULT_CASES)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; known: {', '.join(CASES)}")
+    print(f"device: {device['name']}, {device['memory_mb']:.0f} MB, torch {device['torch_version']}", flush=True)
+    results = []
+    for name in names:
+        proc = subprocess.run([sys.executable, __file__, "--child", name], capture_output=True, text=True,
+                              cwd=ROOT, check=False)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            print(f"{name}: failed (exit {proc.returncode})\n{proc.stderr[-3000:]}", file=sys.stderr)
+            continue
+        result = json.loads(lines[-1][len("RESULT "):])
+        result["estimate"] = _estimate_for(result, device)
+        results.append(result)
+        _print_row(result)
+    if results:
+        ratios = [r["estimate"]["total_mb"] / r["process_peak_mb"] for r in results]
+        print(f"estimate / measured: min {min(ratios):.2f}, max {max(ratios):.2f}", flush=True)
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _print_row(r: dict) -> None:
+    est = r.get("estimate")
+    measured = r["process_peak_mb"]
+    line = (
+        f"{r['case']:<22} measured peak {measured:5.0f} MB (loading {r['load_peak_mb']:.0f}, "
+        f"training {r['train_peak_mb']:.0f}), {r['train_s_per_step']:.1f} s/step"
+    )
+    if est:
+        line += f" | estimate {est['total_mb']:5.0f} MB, estimate/measured {est['total_mb'] / measured:.2f}"
+    print(line, flush=True)
+    if est:
+        print("    " + ", ".join(f"{k} {v:.0f}" for k, v in est["parts"].items()), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
