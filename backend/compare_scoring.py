@@ -274,8 +274,13 @@ class CompareSummary:
         """One or two sentences for the top of the batch view and the exports."""
         parts = []
         if self.n_pairs:
-            acc = f"On {self.n_pairs} held-out pair{'s' if self.n_pairs != 1 else ''}, the aligned model prefers " \
-                  f"the chosen response {_pct(self.aligned_accuracy)} of the time (base model: {_pct(self.base_accuracy)})"
+            kind = "held-out pair" if self.source == "heldout" else "preference pair"
+            where = f"On {self.n_pairs} {kind}{'s' if self.n_pairs != 1 else ''}"
+            if self.aligned_accuracy is None:
+                acc = f"{where}, the base model prefers the chosen response {_pct(self.base_accuracy)} of the time"
+            else:
+                acc = (f"{where}, the aligned model prefers the chosen response {_pct(self.aligned_accuracy)} "
+                       f"of the time (base model: {_pct(self.base_accuracy)})")
             if self.reward_accuracy is not None:
                 acc += f"; the implicit reward ranks chosen first in {_pct(self.reward_accuracy)}"
             parts.append(acc + ".")
@@ -316,7 +321,8 @@ def summarize(rows: list[CompareRow], beta: float = DEFAULT_BETA, **context: Any
         length_change_tokens=lengths.mean_change_tokens,
         base_answer_mean_reward=_mean(r.base_answer_reward for r in rows),
         aligned_answer_mean_reward=_mean(r.aligned_answer_reward for r in rows),
-        aligned_reward_win_rate=_fraction(_greater(r.aligned_answer_reward, r.base_answer_reward) for r in answered),
+        aligned_reward_win_rate=_fraction(_greater(r.aligned_answer_reward, r.base_answer_reward)
+                                          for r in answered),
         **context,
     )
 

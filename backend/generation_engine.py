@@ -210,7 +210,8 @@ class GenerationEngine:
                         layer.enable_adapters(True)
             else:
                 if side == "aligned" and not self.has_adapter:
-                    raise NoAdapterError("Only the base model is loaded; load a run or an adapter for the aligned side.")
+                    raise NoAdapterError(
+                        "Only the base model is loaded; load a run or an adapter for the aligned side.")
                 yield
 
     def sides(self, side: str) -> list[str]:

@@ -74,7 +74,8 @@ def as_assistant_messages(response: Any) -> list[dict[str, Any]]:
     return [{"role": "assistant", "content": display_text(response)}]
 
 
-def response_token_ids(tokenizer, prompt: Any, response: Any, add_eos: bool | None = None) -> tuple[list[int], list[int]]:
+def response_token_ids(tokenizer, prompt: Any, response: Any,
+                       add_eos: bool | None = None) -> tuple[list[int], list[int]]:
     """(prompt tokens, response tokens) for scoring ``response`` as an answer to ``prompt``."""
     check_prompt(prompt)
     if isinstance(prompt, str):
