@@ -1,0 +1,472 @@
+"""The right-hand side of the Train tab: Train/Stop, progress, live plots,
+plain-language diagnostics and the worker's log.
+
+It consumes the supervisor's typed events; it never talks to the worker
+itself. Plots are created lazily (pyqtgraph costs half a second to import,
+which the window's first paint should not wait for).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from PySide6.QtCore import QTimer, QUrl, Qt, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.log_tail import LogTailer
+from app.metric_catalog import points_from_event, style_for_key
+from app.training_diagnostics import TrainingDiagnostics
+from backend.events import TrainLog
+from widgets.log_console import LogConsole
+from widgets.notes_panel import NotesPanel
+from widgets.notice_banner import NoticeBanner
+
+PHASE_TEXT = {
+    "loading_model": "Loading the model…",
+    "preparing_data": "Preparing the data…",
+    "training": "Training",
+    "evaluating": "Evaluating on the held-out rows…",
+    "saving": "Saving the adapter…",
+}
+
+FAILURE_TITLES = {
+    "out_of_memory": "The run ran out of memory",
+    "bad_data": "The dataset could not be used for training",
+    "bad_config": "A setting is not valid",
+    "bad_model": "The model could not be loaded",
+    "nan_loss": "The loss became NaN",
+    "interrupted": "The run was interrupted",
+    "killed": "The training worker was killed",
+    "crash": "The training worker crashed",
+}
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_memory(mb: float | None, kind: str = "") -> str:
+    if mb is None:
+        return ""
+    where = {"gpu": " GPU", "rss": " RAM"}.get(kind, "")
+    return f"{mb / 1024:.2f} GB{where}" if mb >= 1024 else f"{mb:.0f} MB{where}"
+
+
+class LiveTrainingView(QWidget):
+    sig_train_requested = Signal()
+    """The Train button was pressed."""
+
+    sig_stop_requested = Signal()
+    """The Stop button was pressed."""
+
+    sig_stop_advised = Signal(str)
+    """A diagnostic says the run is beyond saving (NaN loss); carries the reason."""
+
+    def __init__(self, settings=None, parent=None):
+        super().__init__(parent)
+        self._settings = settings
+        self._grid = None
+        self._run_dir = ""
+        self._method = ""
+        self._running = False
+        self._can_train = (False, "")
+        self._pending_log = None
+        self._queue: deque = deque()
+        self._drain_timer = QTimer(self)
+        self._drain_timer.setSingleShot(True)
+        self._drain_timer.setInterval(0)
+        self._drain_timer.timeout.connect(self._drain)
+        self._text_timer = QTimer(self)
+        self._text_timer.setSingleShot(True)
+        self._text_timer.setInterval(100)
+        self._text_timer.timeout.connect(self._show_log_text)
+        self.diagnostics = TrainingDiagnostics()
+
+        self.train_button = QPushButton("Train")
+        self.train_button.setObjectName("primaryButton")
+        self.train_button.clicked.connect(self.sig_train_requested)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("stopButton")
+        self.stop_button.setEnabled(False)
+        self.stop_button.setToolTip("Stop after the current step and save the adapter trained so far.")
+        self.stop_button.clicked.connect(self.request_stop)
+        self.phase_label = QLabel("Ready when you are: load a dataset, pick a method, press Train.")
+        self.phase_label.setObjectName("phaseLabel")
+        self.phase_label.setWordWrap(True)
+        self.ready_hint = QLabel()
+        self.ready_hint.setObjectName("mutedText")
+        self.ready_hint.setWordWrap(True)
+        self.folder_button = QPushButton("Open run folder")
+        self.folder_button.setVisible(False)
+        self.folder_button.clicked.connect(self.open_run_folder)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("no run yet")
+        self.stats_label = QLabel()
+        self.stats_label.setObjectName("statLine")
+        self.banner = NoticeBanner()
+        self.banner.sig_action.connect(self.open_run_folder)
+
+        self.smoothing = QSlider(Qt.Orientation.Horizontal)
+        self.smoothing.setRange(0, 99)
+        self.smoothing.setFixedWidth(160)
+        self.smoothing.setToolTip("Exponential moving average of each curve. The raw points stay visible, faded.")
+        self.smoothing_value = QLabel()
+        self.smoothing_value.setMinimumWidth(34)
+        self.smoothing.valueChanged.connect(self._on_smoothing)
+        start = int(round(100 * float(settings.value("view/smoothing", 0.6)))) if settings else 60
+        self.smoothing.setValue(start)
+        self._on_smoothing(self.smoothing.value())
+        self.metric_count = QLabel()
+        self.metric_count.setObjectName("mutedText")
+        self.fit_button = QPushButton("Show all steps")
+        self.fit_button.setToolTip("Undo zooming and panning: every plot shows the whole run and follows new steps.")
+        self.fit_button.clicked.connect(lambda: self._grid.follow_all() if self._grid is not None else None)
+
+        self.plots_stack = QStackedWidget()
+        empty = QLabel("Live plots appear here when training starts: loss, reward margins, chosen vs rejected "
+                       "rewards and log-probs, accuracy, learning rate, gradient norm, memory — whatever the "
+                       "method logs.")
+        empty.setObjectName("emptyState")
+        empty.setWordWrap(True)
+        empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.plots_stack.addWidget(empty)
+
+        self.notes = NotesPanel("Diagnostics", "Nothing worrying so far. Notes about the run appear here "
+                                                "as the metrics come in, each with what to try.")
+        self.notes.setMinimumWidth(240)
+        self.notes.setMaximumWidth(340)
+
+        self.console = LogConsole()
+        self.tailer = LogTailer(self)
+        self.tailer.sig_text.connect(self.console.append_text)
+
+        # ---- layout
+        buttons = QHBoxLayout()
+        buttons.setSpacing(8)
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.stop_button)
+        buttons.addSpacing(8)
+        texts = QVBoxLayout()
+        texts.setSpacing(0)
+        texts.addWidget(self.phase_label)
+        texts.addWidget(self.ready_hint)
+        buttons.addLayout(texts, 1)
+        buttons.addWidget(self.folder_button)
+
+        plot_bar = QHBoxLayout()
+        title = QLabel("Metrics")
+        title.setObjectName("panelTitle")
+        plot_bar.addWidget(title)
+        plot_bar.addWidget(self.metric_count)
+        plot_bar.addStretch(1)
+        plot_bar.addWidget(self.fit_button)
+        plot_bar.addSpacing(12)
+        plot_bar.addWidget(QLabel("Smoothing"))
+        plot_bar.addWidget(self.smoothing)
+        plot_bar.addWidget(self.smoothing_value)
+        plots_side = QWidget()
+        pl = QVBoxLayout(plots_side)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.setSpacing(6)
+        pl.addLayout(plot_bar)
+        pl.addWidget(self.plots_stack, 1)
+
+        upper = QSplitter(Qt.Orientation.Horizontal)
+        upper.addWidget(plots_side)
+        upper.addWidget(self.notes)
+        upper.setStretchFactor(0, 1)
+        upper.setStretchFactor(1, 0)
+        upper.setChildrenCollapsible(False)
+
+        console_side = QWidget()
+        cl = QVBoxLayout(console_side)
+        cl.setContentsMargins(0, 4, 0, 0)
+        cl.setSpacing(4)
+        log_title = QLabel("Worker log")
+        log_title.setObjectName("panelTitle")
+        cl.addWidget(log_title)
+        cl.addWidget(self.console, 1)
+
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(upper)
+        self.splitter.addWidget(console_side)
+        self.splitter.setStretchFactor(0, 4)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([620, 170])
+        self.splitter.setChildrenCollapsible(False)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 12, 12, 12)
+        layout.setSpacing(8)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.stats_label)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.splitter, 1)
+
+    # ----------------------------------------------------------------- plots
+    def ensure_plots(self):
+        """The plot grid, created (and pyqtgraph imported) on first use."""
+        if self._grid is None:
+            from widgets.metric_plots import MetricPlotGrid
+
+            # A DPO run logs about a dozen plotted keys; their widgets are built while idle.
+            self._grid = MetricPlotGrid(style_for_key, empty_text="Waiting for the first logged step…",
+                                        follow_headroom=0.25, prebuild_plots=14)
+            self._grid.set_smoothing(self.smoothing.value() / 100)
+            self._grid.sig_plot_added.connect(self._on_plot_added)
+            self.plots_stack.addWidget(self._grid)
+        return self._grid
+
+    @property
+    def plots(self):
+        return self.ensure_plots()
+
+    def _on_plot_added(self, _plot_id: str) -> None:
+        self.metric_count.setText(f"· {len(self._grid.plot_ids())} plots")
+
+    def _on_smoothing(self, value: int) -> None:
+        self.smoothing_value.setText(f"{value / 100:.2f}")
+        if self._grid is not None:
+            self._grid.set_smoothing(value / 100)
+        if self._settings is not None:
+            self._settings.set_value("view/smoothing", value / 100)
+
+    # -------------------------------------------------------------- controls
+    def set_can_train(self, ok: bool, reason: str = "") -> None:
+        self._can_train = (ok, reason)
+        self._apply_train_state()
+
+    def show_ready(self, text: str) -> None:
+        """Say what Train would do, unless a run or its outcome is on screen."""
+        if not self._running and not self.banner.isVisible():
+            self.phase_label.setText(text)
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def _apply_train_state(self) -> None:
+        ok, reason = self._can_train
+        self.train_button.setEnabled(ok and not self._running)
+        self.train_button.setToolTip(reason if not ok else "Start training with these settings.")
+        self.ready_hint.setText(reason if not ok else "")
+        self.ready_hint.setVisible(bool(reason) and not ok and not self._running)
+
+    def request_stop(self) -> None:
+        """Behave as if Stop was pressed (also used by the window on close and on a NaN loss)."""
+        self.stop_button.setEnabled(False)
+        self.stop_button.setText("Stopping…")
+        self.phase_label.setText("Stopping after the current step; the adapter trained so far will be saved…")
+        self.sig_stop_requested.emit()
+
+    def open_run_folder(self) -> None:
+        if self._run_dir:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(self._run_dir))
+
+    def run_dir(self) -> str:
+        return self._run_dir
+
+    # ------------------------------------------------------------ run events
+    def begin_run(self, method: str, description: str = "") -> None:
+        """A run was requested: reset the view and show that it is starting."""
+        self._method = method
+        self._run_dir = ""
+        self._queue.clear()
+        self._drain_timer.stop()
+        self.diagnostics.reset(0, method)
+        self.notes.clear_notes()
+        self.banner.hide_notice()
+        self.console.clear_console()
+        grid = self.ensure_plots()
+        grid.clear()
+        grid.set_follow_headroom(0.25)
+        self.plots_stack.setCurrentWidget(grid)
+        self.metric_count.setText("")
+        self._running = True
+        self._apply_train_state()
+        self.stop_button.setEnabled(True)
+        self.stop_button.setText("Stop")
+        self.folder_button.setVisible(False)
+        self.progress.setRange(0, 0)  # busy until the worker knows the step count
+        self.progress.setFormat("starting…")
+        self.phase_label.setText("Starting the training worker…" + (f" {description}" if description else ""))
+        self.stats_label.setText("")
+
+    def on_launched(self, run_dir: str, log_path: str) -> None:
+        self._run_dir = run_dir
+        self.folder_button.setVisible(True)
+        self.tailer.follow(log_path)
+
+    def on_run_started(self, event) -> None:
+        self.diagnostics.reset(event.total_steps, event.method)
+        self.progress.setRange(0, max(1, event.total_steps))
+        self.progress.setValue(event.resumed_from_step)
+        self.progress.setFormat("step %v of %m")
+        device = event.device or {}
+        where = device.get("name", "GPU") if device.get("kind") == "cuda" else "CPU"
+        precision = device.get("precision", "")
+        self.phase_label.setText(
+            f"Training {event.method.upper()} on {event.train_rows:,} examples"
+            + (f" ({event.eval_rows:,} held out)" if event.eval_rows else "")
+            + f" · {event.trainable_params:,} trainable of {event.total_params:,} parameters"
+            + f" · {where}" + (f", {precision}" if precision else "")
+        )
+
+    def on_phase(self, event) -> None:
+        if self.stop_button.text() == "Stopping…" and event.phase != "saving":
+            return
+        text = PHASE_TEXT.get(event.phase, event.phase.replace("_", " ").capitalize())
+        if event.message:
+            text = f"{text} {event.message}" if event.phase != "training" else text
+        if event.phase != "training":
+            self.phase_label.setText(text)
+
+    def on_train_log(self, event) -> None:
+        """Queue a step's metrics; they are applied in slices of at most ~12 ms (see ``_drain``)."""
+        self._queue.append(event)
+        if not self._drain_timer.isActive():
+            self._drain_timer.start()
+
+    def on_eval_log(self, event) -> None:
+        self._queue.append(event)
+        if not self._drain_timer.isActive():
+            self._drain_timer.start()
+
+    def _drain(self, budget: float | None = 0.012) -> None:
+        # However fast a worker logs, the GUI thread takes the steps in bounded slices
+        # and lets painting and input in between.
+        start = time.perf_counter()
+        while self._queue:
+            event = self._queue.popleft()
+            if isinstance(event, TrainLog):
+                self._apply_train_log(event)
+            else:
+                self._apply_eval_log(event)
+            if budget is not None and self._queue and time.perf_counter() - start > budget:
+                self._drain_timer.start()
+                return
+
+    def flush(self) -> None:
+        """Apply every queued step now (at the end of a run, in tests)."""
+        self._drain_timer.stop()
+        self._drain(budget=None)
+        self._show_log_text()
+
+    def _apply_train_log(self, event) -> None:
+        self.ensure_plots().add_step(event.step, {key: value for key, _step, value in points_from_event(event)})
+        # Text and progress change at most ~10 times a second, however fast steps arrive.
+        self._pending_log = event
+        if not self._text_timer.isActive():
+            self._text_timer.start()
+        self._diagnose(event.step, event.metrics, evaluation=False)
+
+    def _show_log_text(self) -> None:
+        event, self._pending_log = self._pending_log, None
+        if event is None:
+            return
+        if event.total_steps:
+            if self.progress.maximum() != event.total_steps:
+                self.progress.setRange(0, event.total_steps)
+                self.progress.setFormat("step %v of %m")
+            self.progress.setValue(min(event.step, event.total_steps))
+        parts = [f"Elapsed {format_duration(event.elapsed_seconds)}"]
+        if event.eta_seconds is not None:
+            parts.append(f"ETA {format_duration(event.eta_seconds)}")
+        if event.tokens_per_second:
+            parts.append(f"{event.tokens_per_second:,.0f} tokens/s")
+        if event.seconds_per_step:
+            parts.append(f"{event.seconds_per_step:.2f} s/step")
+        if event.peak_memory_mb:
+            parts.append(f"peak {format_memory(event.peak_memory_mb, event.memory_kind)}")
+        loss = event.metrics.get("loss")
+        if loss is not None:
+            parts.append(f"loss {loss:.4g}")
+        self.stats_label.setText("  ·  ".join(parts))
+
+    def _apply_eval_log(self, event) -> None:
+        self.ensure_plots().add_step(event.step, {key: value for key, _step, value in points_from_event(event)})
+        self._diagnose(event.step, event.metrics, evaluation=True)
+
+    def _diagnose(self, step: int, metrics: dict, evaluation: bool) -> None:
+        raised, cleared = self.diagnostics.observe(step, metrics, evaluation=evaluation)
+        for code in cleared:
+            self.notes.remove_note(code)
+        for note in raised:
+            self.notes.add_note(note.code, note.severity, note.title, note.text, note.advice)
+            if note.stop_recommended and self.stop_button.isEnabled():
+                self.sig_stop_advised.emit(note.title)
+
+    def on_checkpoint(self, event) -> None:
+        self.console.append_line(f"[studio] checkpoint saved at step {event.step}: {event.path}")
+
+    def on_warning(self, event) -> None:
+        self.console.append_line(f"[studio] warning: {event.message}")
+        self.notes.add_note(f"worker:{event.kind or event.message[:40]}", "info", "Message from the worker",
+                            event.message)
+
+    def on_finished(self, event) -> None:
+        self.flush()
+        if self._grid is not None:
+            self._grid.set_follow_headroom(0.0)  # the run is complete: fit the steps it has
+        stopped = event.stopped
+        self.progress.setRange(0, max(1, event.total_steps or event.step))
+        self.progress.setValue(event.step)
+        title = (f"Stopped at step {event.step}: the adapter trained so far is saved" if stopped
+                 else f"Finished {event.step} steps in {format_duration(event.elapsed_seconds)}")
+        summary = []
+        for key, label in (("loss", "loss"), ("rewards/margins", "margin"), ("rewards/accuracies", "accuracy")):
+            x, y = self._grid.series_data(key) if self._grid else ((), ())
+            if len(y):
+                summary.append(f"{label} {y[-1]:.3g}")
+        text = f"Adapter: {event.adapter_path}"
+        if summary:
+            text = "Last values: " + ", ".join(summary) + "\n" + text
+        if event.peak_memory_mb:
+            text += f"\nPeak memory {format_memory(event.peak_memory_mb)}"
+        self.banner.show_notice("success" if not stopped else "info", title, text, action="Open folder")
+        self.phase_label.setText("Stopped." if stopped else "Done. The run is in the Runs tab.")
+
+    def on_failed(self, event) -> None:
+        self.flush()
+        if self._grid is not None:
+            self._grid.set_follow_headroom(0.0)
+        title = FAILURE_TITLES.get(event.kind, "The run failed")
+        text = event.message + (f"\n\nWhat to try: {event.hint}" if event.hint else "")
+        self.banner.show_notice("error", title, text, details=event.traceback,
+                                action="Open folder" if self._run_dir else "")
+        self.phase_label.setText("The run ended with an error (details below).")
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+            self.progress.setFormat("failed")
+
+    def on_idle(self) -> None:
+        """The worker exited: controls go back to their resting state."""
+        self.tailer.stop()
+        self.console.flush()
+        self.stop_button.setEnabled(False)
+        self.stop_button.setText("Stop")
+        self._running = False
+        self._apply_train_state()
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+            self.progress.setFormat("no run")

@@ -1,0 +1,492 @@
+"""The studio's main window: setup on the left, the live run on the right,
+past runs and the compare view in their own tabs.
+
+This module wires widgets to the engine and to each other; the widgets
+themselves know nothing about training. It must never import torch,
+transformers or trl: they stay in the worker processes.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.compare_tab import CompareTab
+from app.data_panel import DataPanel
+from app.device_probe import DeviceProbe, describe_device
+from app.live_training_view import LiveTrainingView
+from app.memory_panel import MemoryPanel
+from app.method_settings_panel import MethodSettingsPanel
+from app.model_panel import ModelPanel
+from app.runs_tab import RunsTab
+from app.studio_settings import StudioSettings
+from app.training_supervisor import TrainingController
+from backend.run_config import ConfigError, default_config, replace_values, to_dict, validate
+from widgets.card import Card
+from widgets.drop_zone import local_paths_from_mime
+
+class StudioWindow(QMainWindow):
+    sig_ready = Signal()
+    """The window has been shown and its background start-up work was launched."""
+
+    def __init__(self, settings: StudioSettings | None = None, data: str | None = None,
+                 model: str | None = None, method: str | None = None, probe_device: bool = True):
+        super().__init__()
+        self.setWindowTitle("AlignStudio")
+        self.setAcceptDrops(True)
+        self.settings = settings or StudioSettings()
+        self.device_info: dict | None = None
+        self._initial = {"data": data, "model": model, "method": method}
+        self._probe_device = probe_device
+        self._close_after_stop = False
+        self._run_estimate = None
+        self._memory_kind = ""
+        self._last_peak_mb: float | None = None
+        self._active_run_dir = ""
+        self._started = False
+
+        self.controller = TrainingController(parent=self)
+        self.device_probe = DeviceProbe(self)
+        self.device_probe.sig_device_found.connect(self._on_device)
+
+        # ---- left: the setup, as numbered steps
+        self.model_panel = ModelPanel(self.settings)
+        self.data_panel = DataPanel(self.settings, tokenizer_provider=self.model_panel.tokenizer_path)
+        self.method_panel = MethodSettingsPanel(self.settings)
+        self.memory_panel = MemoryPanel()
+        data_card = Card("Data", "1")
+        data_card.add(self.data_panel)
+        model_card = Card("Model", "2")
+        model_card.add(self.model_panel)
+        model_card.add(self.method_panel.model_form)
+        method_card = Card("Method and settings", "3", "Hover a setting for what it does.")
+        method_card.add(self.method_panel)
+        memory_card = Card("Memory", "4")
+        memory_card.add(self.memory_panel)
+        setup = QWidget()
+        setup.setObjectName("setupColumn")
+        sl = QVBoxLayout(setup)
+        sl.setContentsMargins(12, 12, 6, 12)
+        sl.setSpacing(12)
+        for card in (data_card, model_card, method_card, memory_card):
+            sl.addWidget(card)
+        sl.addStretch(1)
+        self.setup_scroll = QScrollArea()
+        self.setup_scroll.setWidgetResizable(True)
+        self.setup_scroll.setWidget(setup)
+        self.setup_scroll.setMinimumWidth(470)
+        self.setup_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+        # ---- right: the live run
+        self.live = LiveTrainingView(self.settings)
+        train_page = QSplitter(Qt.Orientation.Horizontal)
+        train_page.setObjectName("trainPage")
+        train_page.addWidget(self.setup_scroll)
+        train_page.addWidget(self.live)
+        train_page.setStretchFactor(0, 0)
+        train_page.setStretchFactor(1, 1)
+        train_page.setSizes([530, 950])
+        train_page.setChildrenCollapsible(False)
+        self.train_page = train_page
+
+        self.runs_tab = RunsTab(extra_roots=lambda: self.settings.value("runs/extra_roots", []))
+        self.compare_tab = CompareTab()
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(train_page, "Train")
+        self.tabs.addTab(self.runs_tab, "Runs")
+        self.tabs.addTab(self.compare_tab, "Compare")
+        self.setCentralWidget(self.tabs)
+
+        self.device_label = QLabel("Device: checking…")
+        self.device_label.setToolTip("The device the training worker will use.")
+        self.statusBar().addPermanentWidget(self.device_label)
+        self._build_menus()
+
+        # ---- wiring
+        self.data_panel.sig_dataset_changed.connect(self._on_dataset)
+        self.data_panel.loader.sig_busy.connect(lambda _busy: self._schedule_validation())
+        self.model_panel.sig_model_changed.connect(self._schedule_validation)
+        self._tokenizer_timer = QTimer(self)
+        self._tokenizer_timer.setSingleShot(True)
+        self._tokenizer_timer.setInterval(500)
+        self._tokenizer_timer.timeout.connect(self.data_panel.refresh_for_tokenizer)
+        self.model_panel.sig_model_changed.connect(self._tokenizer_timer.start)
+        self.method_panel.sig_values_changed.connect(self._schedule_validation)
+        self.live.sig_train_requested.connect(self.start_training)
+        self.live.sig_stop_requested.connect(self.stop_training)
+        self.live.sig_stop_advised.connect(self._on_stop_advised)
+        self.runs_tab.sig_use_settings.connect(self.use_run_settings)
+        self.runs_tab.sig_runs_listed.connect(self.compare_tab.set_runs)
+        self.runs_tab.sig_compare_requested.connect(self.compare_run)
+        self.data_panel.sig_dataset_changed.connect(self.compare_tab.set_loaded_dataset)
+        self.compare_tab.sig_worker_state_changed.connect(self._on_compare_worker)
+
+        sup = self.controller.supervisor
+        sup.sig_launched.connect(self._on_launched)
+        # Only bound methods of objects on the GUI thread here: a lambda would run on the
+        # supervisor's thread (Qt picks the thread of the sender when a slot has no object).
+        sup.sig_run_started.connect(self.live.on_run_started)
+        sup.sig_run_started.connect(self._on_run_started)
+        sup.sig_phase.connect(self.live.on_phase)
+        sup.sig_train_log.connect(self.live.on_train_log)
+        sup.sig_train_log.connect(self._remember_memory_kind)
+        sup.sig_eval_log.connect(self.live.on_eval_log)
+        sup.sig_checkpoint.connect(self.live.on_checkpoint)
+        sup.sig_warning.connect(self.live.on_warning)
+        sup.sig_finished.connect(self._on_finished)
+        sup.sig_failed.connect(self._on_failed)
+        sup.sig_idle.connect(self._on_idle)
+
+        self._validation_timer = QTimer(self)
+        self._validation_timer.setSingleShot(True)
+        self._validation_timer.setInterval(80)
+        self._validation_timer.timeout.connect(self.revalidate)
+
+        geometry, state = self.settings.window_state()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1480, 920)
+        if state is not None:
+            self.restoreState(state)
+
+        if method:
+            self.method_panel.set_method(method)
+        if model is not None:
+            self.model_panel.set_model(model)
+        self.revalidate()
+
+    # ------------------------------------------------------------ start-up
+    def showEvent(self, event):
+        super().showEvent(event)
+        if not self._started:
+            self._started = True
+            # After the first paint: nothing slow may delay the window appearing.
+            QTimer.singleShot(0, self._start_background_work)
+
+    @staticmethod
+    def freeze_heap() -> None:
+        """Move everything alive now out of the garbage collector's sight.
+
+        The GUI process holds ~150,000 long-lived objects (Qt wrappers, pyqtgraph,
+        the data layer's imports). A full collection walks them all and pauses every
+        thread, the GUI's included, for 20-70 ms, at random moments of a run; frozen,
+        they are skipped.
+        """
+        gc.collect()
+        gc.freeze()
+
+    def _start_background_work(self) -> None:
+        if self._probe_device:
+            self.device_probe.start()
+        self.data_panel.preload()
+        self.runs_tab.refresh()
+        if self._initial["data"]:
+            self.data_panel.load_path(self._initial["data"])
+        # pyqtgraph's import (~0.5 s) is paid while the user is still reading the window.
+        QTimer.singleShot(200, self.live.ensure_plots)
+        # Once the slow imports are done (the data layer signals its formats), freeze them.
+        self.data_panel.loader.sig_formats_ready.connect(lambda _formats: QTimer.singleShot(300, self.freeze_heap))
+        self.sig_ready.emit()
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        open_action = QAction("Open dataset…", self)
+        open_action.setShortcut(QKeySequence.StandardKey.Open)
+        open_action.triggered.connect(self.data_panel.drop_zone.file_button.click)
+        file_menu.addAction(open_action)
+        self.recent_menu = file_menu.addMenu("Open recent")
+        self.data_panel.sig_recent_changed.connect(self._fill_recent_menu)
+        self._fill_recent_menu(self.settings.recent_files())
+        file_menu.addSeparator()
+        quit_action = QAction("Quit", self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(quit_action)
+
+        run_menu = self.menuBar().addMenu("&Run")
+        self.train_action = QAction("Train", self)
+        self.train_action.setShortcut(QKeySequence("Ctrl+Return"))
+        self.train_action.triggered.connect(self.start_training)
+        self.stop_action = QAction("Stop", self)
+        self.stop_action.setShortcut(QKeySequence("Ctrl+."))
+        self.stop_action.triggered.connect(self.stop_training)
+        run_menu.addAction(self.train_action)
+        run_menu.addAction(self.stop_action)
+
+        help_menu = self.menuBar().addMenu("&Help")
+        about = QAction("About AlignStudio", self)
+        about.triggered.connect(lambda: QMessageBox.about(
+            self, "AlignStudio",
+            "AlignStudio fine-tunes and preference-aligns language models (SFT, DPO, ORPO with QLoRA) "
+            "without code. Training runs in a separate process; every run is a folder you can reopen."))
+        help_menu.addAction(about)
+
+    def _fill_recent_menu(self, files: list[str]) -> None:
+        self.recent_menu.clear()
+        for path in files:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _c=False, p=path: self.data_panel.load_path(p))
+        self.recent_menu.setEnabled(bool(files))
+
+    def _on_device(self, info: dict) -> None:
+        self.device_info = info if not info.get("error") else None
+        self.device_label.setText(describe_device(info))
+        if info.get("name"):
+            self.device_label.setToolTip(f"The training worker will use: {info['name']}")
+        if info.get("error"):
+            self.device_label.setToolTip(f"The device check failed: {info['error']}")
+        self._schedule_validation()
+
+    # ------------------------------------------------------------ drag/drop
+    def dragEnterEvent(self, event):
+        if local_paths_from_mime(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event):
+        if local_paths_from_mime(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event):
+        paths = local_paths_from_mime(event.mimeData())
+        if not paths:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.tabs.setCurrentWidget(self.train_page)
+        self.data_panel.load_path(paths[0])
+
+    # ------------------------------------------------------------ validation
+    def _on_dataset(self, result) -> None:
+        QTimer.singleShot(0, self.freeze_heap)  # the loaded dataset lives as long as the window shows it
+        if result is None:
+            self.method_panel.set_supported(None)
+        else:
+            self.method_panel.set_supported(result.supported_methods, result.unsupported_reasons)
+            suggested = getattr(result.report, "suggested_max_length", None)
+            if suggested:
+                self.statusBar().showMessage(
+                    f"Loaded {result.loaded.rows_kept:,} rows in {result.seconds:.1f} s; "
+                    f"95% of examples fit in {suggested} tokens (≈).", 8000)
+        self._schedule_validation()
+
+    def _schedule_validation(self) -> None:
+        self._validation_timer.start()
+
+    def build_config(self):
+        """The config the Train button would start, and every problem with it (field -> message)."""
+        method = self.method_panel.method()
+        problems = dict(self.method_panel.parse_problems())
+        values = {k: v for k, v in self.method_panel.values().items() if k not in problems}
+        result = self.data_panel.current()
+        override = self.data_panel.override()
+        values.update(
+            model=self.model_panel.model_value(),
+            data_path=result.path if result else self.data_panel.current_path(),
+            data_format=override.get("format") or "",
+            column_map=override.get("column_map") or None,
+        )
+        cfg = default_config(method)
+        for name, value in values.items():
+            try:
+                cfg = replace_values(cfg, {name: value})
+            except ConfigError as exc:
+                for field_name, message in exc.problems:
+                    problems.setdefault(field_name, message)
+        for field_name, message in validate(cfg):
+            problems.setdefault(field_name, message)
+        return cfg, problems
+
+    def revalidate(self) -> tuple[bool, str]:
+        cfg, problems = self.build_config()
+        self.method_panel.set_problems(problems)
+        reason = ""
+        if self.data_panel.is_reading():
+            reason = "Reading the dataset…"
+        elif self.data_panel.current() is None:
+            reason = ("The dataset cannot be used yet: see the message in step 1."
+                      if self.data_panel.failure() else "Load a dataset first: drop a file anywhere on the window.")
+        elif not self.method_panel.method_supported():
+            reason = "This dataset does not support the chosen method."
+        elif self.model_panel.problem():
+            reason = f"Model: {self.model_panel.problem()}"
+        elif problems:
+            count = len(problems)
+            reason = f"Fix the {count} setting{'s' if count > 1 else ''} marked in red."
+        ok = not reason
+        self.live.set_can_train(ok, reason)
+        result = self.data_panel.current()
+        if ok and result is not None:
+            self.live.show_ready(f"Ready to train {cfg.method.upper()} on {Path(result.path).name} "
+                                 f"({result.loaded.rows_kept:,} rows) with {self.model_panel.display_name()}.")
+        elif not self.controller.is_running():
+            self.live.show_ready("Load a dataset, pick a method, press Train.")
+        self.train_action.setEnabled(ok and not self.controller.is_running())
+        self.stop_action.setEnabled(self.controller.is_running())
+        if not problems and self.memory_panel.available():
+            self.memory_panel.request(cfg, self.device_info)
+        return ok, reason
+
+    # -------------------------------------------------------------- training
+    def start_training(self) -> bool:
+        if self.controller.is_running():
+            return False
+        ok, reason = self.revalidate()
+        if not ok:
+            self.statusBar().showMessage(reason, 6000)
+            return False
+        cfg, _problems = self.build_config()
+        self.method_panel.remember()
+        self.settings.sync()
+        self._run_estimate = self.memory_panel.estimate_now(cfg, self.device_info)
+        self._memory_kind = ""
+        self._last_peak_mb = None
+        if cfg.output_dir:
+            roots = [r for r in self.settings.value("runs/extra_roots", []) if r != cfg.output_dir]
+            self.settings.set_value("runs/extra_roots", [cfg.output_dir] + roots[:9])
+        # Training needs the memory a loaded compare model holds (GPU memory above all).
+        self.compare_tab.release_worker("training")
+        self.live.begin_run(cfg.method, f"({self.model_panel.display_name()})")
+        self.statusBar().showMessage("Starting the training worker…")
+        self.controller.start(cfg)
+        self.revalidate()
+        return True
+
+    def stop_training(self) -> None:
+        if self.controller.is_running():
+            self.statusBar().showMessage("Stopping after the current step; the adapter will be saved…")
+            self.controller.request_stop()
+
+    def _on_stop_advised(self, why: str) -> None:
+        self.statusBar().showMessage(f"Stopping the run: {why}.")
+        self.live.request_stop()
+
+    def _on_run_started(self, event) -> None:
+        self.statusBar().showMessage(f"Training {event.method.upper()}…")
+
+    def _remember_memory_kind(self, event) -> None:
+        self._memory_kind = event.memory_kind or self._memory_kind
+        if event.peak_memory_mb:
+            self._last_peak_mb = max(self._last_peak_mb or 0.0, event.peak_memory_mb)
+
+    def _on_launched(self, run_dir: str, log_path: str) -> None:
+        self._active_run_dir = run_dir
+        self.live.on_launched(run_dir, log_path)
+        self.runs_tab.refresh()
+
+    def _on_finished(self, event) -> None:
+        self.live.on_finished(event)
+        QTimer.singleShot(0, lambda: self._record_memory(event))  # its own turn: it writes and fsyncs
+        self.statusBar().showMessage("Run stopped; adapter saved." if event.stopped else "Run finished; adapter saved.",
+                                     10000)
+        self.runs_tab.refresh()
+
+    def _on_failed(self, event) -> None:
+        self.live.on_failed(event)
+        QTimer.singleShot(0, lambda: self._record_memory(None))
+        self.statusBar().showMessage(f"The run failed: {event.message[:120]}", 15000)
+        self.runs_tab.refresh()
+
+    def _on_idle(self) -> None:
+        self.live.on_idle()
+        if self._close_after_stop:
+            self.close()
+            return
+        self._schedule_validation()
+
+    def _record_memory(self, event) -> None:
+        """Keep the estimate next to the measured peak, so the estimator can be checked against reality."""
+        run_dir = Path(self._active_run_dir) if self._active_run_dir else None
+        if run_dir is None or not run_dir.is_dir() or self._run_estimate is None:
+            return
+        try:
+            from backend.memory_estimate import record_measured_peak
+        except ImportError:
+            return
+        # A failed run has no final figure; the highest peak its steps reported is the measurement.
+        peak = (event.peak_memory_mb if event is not None else None) or self._last_peak_mb
+        try:
+            record_measured_peak(run_dir, self._run_estimate.to_dict(), peak, self._memory_kind or "rss")
+        except OSError as exc:
+            self.live.console.append_line(f"[studio] could not record the memory estimate: {exc}")
+
+    def compare_run(self, run_dir: str) -> None:
+        """Open a run's adapter in the Compare tab, with the base model it was trained on."""
+        summary = next((r for r in self.runs_tab.summaries() if str(r.run_dir) == run_dir), None)
+        if summary is None or not summary.adapter_path:
+            self.statusBar().showMessage("This run has no saved adapter to compare.", 6000)
+            return
+        from backend.run_folder import load_run_config
+
+        try:
+            base = load_run_config(run_dir).model
+        except (ConfigError, OSError):
+            base = None
+        self.tabs.setCurrentWidget(self.compare_tab)
+        self.compare_tab.open_adapter_folder(summary.adapter_path, base)
+
+    def _on_compare_worker(self, state: str) -> None:
+        if state in ("loading", "ready"):
+            self.statusBar().showMessage(
+                "Compare: loading the model…" if state == "loading" else "Compare: model ready.", 5000)
+
+    def use_run_settings(self, run_dir: str) -> None:
+        """Load a past run's method, settings, model and data into the Train tab."""
+        from backend.run_folder import load_run_config
+
+        try:
+            cfg = load_run_config(run_dir)
+        except (ConfigError, OSError) as exc:
+            QMessageBox.warning(self, "Cannot read the run's settings", str(exc))
+            return
+        self.method_panel.set_method(cfg.method, values=to_dict(cfg))
+        self.model_panel.set_model(cfg.model)
+        if cfg.data_path and Path(cfg.data_path).exists():
+            self.data_panel.load_path(cfg.data_path, cfg.data_format or "", cfg.column_map or {})
+        self.tabs.setCurrentWidget(self.train_page)
+        self._schedule_validation()
+
+    # ---------------------------------------------------------------- closing
+    def ask_stop_on_close(self) -> bool:
+        answer = QMessageBox.question(
+            self, "A run is in progress",
+            "Stop the run and close AlignStudio?\n\nThe adapter trained so far is saved in the run folder; "
+            "the run can be resumed later.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event):
+        if self.controller.is_running():
+            if not self._close_after_stop:
+                if not self.ask_stop_on_close():
+                    event.ignore()
+                    return
+                self._close_after_stop = True
+                self.statusBar().showMessage("Stopping the run and saving the adapter before closing…")
+                self.live.request_stop()
+                # Cooperative first; the worker is terminated (children first) if it takes too long.
+                self.controller.stop(grace_seconds=60)
+            event.ignore()
+            return
+        self.method_panel.remember()
+        self.settings.set_window_state(self.saveGeometry(), self.saveState())
+        self.settings.sync()
+        self.device_probe.stop()
+        self.controller.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,174 @@
+"""Step 3 of the setup: the training method and its settings.
+
+The form is generated from the method's config dataclass (labels, help texts as
+tooltips, ranges, choices, basic/advanced); nothing about a setting is retyped
+here. Each method remembers the values the user changed from its defaults, so
+switching DPO -> SFT -> DPO does not lose a tuned beta, and a DPO learning rate
+never leaks into SFT.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QStandardItemModel
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from app.studio_settings import StudioSettings
+from backend.run_config import METHOD_LABELS, METHODS, default_config, to_dict, user_fields
+from widgets.config_form import ConfigForm
+
+# Set by the data and model panels, not by the form.
+PANEL_FIELDS = frozenset({"model", "data_path", "data_format", "column_map"})
+MODEL_GROUP = "Model"
+
+
+class MethodSettingsPanel(QWidget):
+    sig_method_changed = Signal(str)
+    """The user (or a reopened run) switched the method; carries its key (sft, dpo, orpo)."""
+
+    sig_values_changed = Signal()
+    """A setting changed in either form."""
+
+    def __init__(self, settings: StudioSettings, parent=None):
+        super().__init__(parent)
+        self._settings = settings
+        self._method = ""
+        self._supported: list[str] | None = None
+
+        self.method_combo = QComboBox()
+        for method in METHODS:
+            self.method_combo.addItem(METHOD_LABELS[method], method)
+        self.method_combo.currentIndexChanged.connect(self._on_method_picked)
+        self.reason_label = QLabel()
+        self.reason_label.setObjectName("mutedText")
+        self.reason_label.setWordWrap(True)
+        self.reason_label.setVisible(False)
+        self.description = QLabel()
+        self.description.setObjectName("mutedText")
+        self.description.setWordWrap(True)
+
+        # Quantization and friends sit in the model card; the window places this form there.
+        self.model_form = ConfigForm(advanced_title="More model options", group_titles=False)
+        self.model_form.sig_values_changed.connect(self._on_values)
+        self.form = ConfigForm()
+        self.form.sig_values_changed.connect(self._on_values)
+        self.reset_button = QPushButton("Reset to defaults")
+        self.reset_button.setToolTip("Put every setting of this method back to its default.")
+        self.reset_button.clicked.connect(self.reset_to_defaults)
+
+        top = QHBoxLayout()
+        top.addWidget(self.method_combo, 1)
+        top.addWidget(self.reset_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(8)
+        layout.addLayout(top)
+        layout.addWidget(self.reason_label)
+        layout.addWidget(self.description)
+        layout.addWidget(self.form)
+
+        method = settings.last_method("dpo")
+        self.set_method(method if method in METHODS else "dpo")
+
+    # ---------------------------------------------------------------- method
+    def method(self) -> str:
+        return self._method
+
+    def set_method(self, method: str, values: dict[str, Any] | None = None) -> None:
+        """Switch to ``method``; ``values`` (from a reopened run) replace the remembered ones."""
+        if self._method:
+            self.remember()
+        self._method = method
+        self.method_combo.blockSignals(True)
+        self.method_combo.setCurrentIndex(max(self.method_combo.findData(method), 0))
+        self.method_combo.blockSignals(False)
+        cfg = default_config(method)
+        self.description.setText((type(cfg).__doc__ or "").strip().splitlines()[0])
+        current = to_dict(cfg)
+        remembered = values if values is not None else self._settings.method_values(method)
+        current.update({k: v for k, v in remembered.items() if k in current and k not in PANEL_FIELDS})
+        fields = [f for f in user_fields(cfg) if f.name not in PANEL_FIELDS]
+        self.model_form.build([f for f in fields if f.metadata.get("group") == MODEL_GROUP], current)
+        self.form.build([f for f in fields if f.metadata.get("group") != MODEL_GROUP], current)
+        self._settings.set_last_method(method)
+        self.sig_method_changed.emit(method)
+        self.sig_values_changed.emit()
+
+    def _on_method_picked(self, _index: int) -> None:
+        method = self.method_combo.currentData()
+        if method and method != self._method:
+            self.set_method(method)
+
+    def set_supported(self, supported: list[str] | None, reasons: dict[str, str] | None = None) -> None:
+        """Disable the methods the loaded data cannot feed, saying why; None enables all."""
+        self._supported = supported
+        model: QStandardItemModel = self.method_combo.model()
+        notes = []
+        for i in range(self.method_combo.count()):
+            method = self.method_combo.itemData(i)
+            item = model.item(i)
+            ok = supported is None or method in supported
+            item.setEnabled(ok)
+            reason = (reasons or {}).get(method, "") if not ok else ""
+            item.setToolTip(reason)
+            label = METHOD_LABELS[method] + ("" if ok else "  — not for this data")
+            item.setText(label)
+            if reason:
+                notes.append(reason)
+        self.reason_label.setText("\n".join(notes))
+        self.reason_label.setVisible(bool(notes))
+        if supported is not None and self._method not in supported:
+            usable = [m for m in METHODS if m in supported]
+            if usable:
+                self.set_method(usable[0])
+
+    def method_supported(self) -> bool:
+        return self._supported is None or self._method in self._supported
+
+    # ---------------------------------------------------------------- values
+    def values(self) -> dict[str, Any]:
+        merged = self.model_form.values()
+        merged.update(self.form.values())
+        return merged
+
+    def parse_problems(self) -> dict[str, str]:
+        problems = self.model_form.parse_problems()
+        problems.update(self.form.parse_problems())
+        return problems
+
+    def set_problems(self, problems: dict[str, str]) -> None:
+        self.model_form.set_problems(problems)
+        self.form.set_problems(problems)
+
+    def shown_problems(self) -> dict[str, str]:
+        shown = self.model_form.shown_problems()
+        shown.update(self.form.shown_problems())
+        return shown
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        self.model_form.set_values(values)
+        self.form.set_values(values)
+        self.sig_values_changed.emit()
+
+    def editor(self, name: str):
+        for form in (self.form, self.model_form):
+            if name in form.field_names():
+                return form.editor(name)
+        raise KeyError(name)
+
+    def changed_from_defaults(self) -> dict[str, Any]:
+        defaults = to_dict(default_config(self._method))
+        return {k: v for k, v in self.values().items() if k in defaults and defaults[k] != v}
+
+    def remember(self) -> None:
+        if self._method:
+            self._settings.set_method_values(self._method, self.changed_from_defaults())
+
+    def reset_to_defaults(self) -> None:
+        self.set_values(to_dict(default_config(self._method)))
+        self.remember()
+
+    def _on_values(self) -> None:
+        self.sig_values_changed.emit()

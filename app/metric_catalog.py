@@ -1,0 +1,132 @@
+"""Which plot each training metric goes on, and in which colour.
+
+TRL's metric keys arrive unchanged, so this table is the one place that knows
+that ``rewards/chosen`` and ``rewards/rejected`` share a plot. A key it has
+never heard of still gets a plot of its own: plots follow the metrics a method
+actually logs, not a fixed list.
+
+Colours mean the same thing everywhere: chosen is green, rejected red, the
+training loss blue and evaluation amber.
+"""
+
+from __future__ import annotations
+
+import zlib
+from functools import lru_cache
+from typing import Iterable
+
+from backend.events import EvalLog, Event, TrainLog
+from widgets.series_style import SeriesStyle
+
+CHOSEN = "#16a34a"
+REJECTED = "#dc2626"
+TRAIN = "#2563eb"
+EVAL = "#d97706"
+MARGIN = "#7c3aed"
+ACCURACY = "#0891b2"
+NEUTRAL = "#475569"
+_OTHER_PALETTE = ("#0f766e", "#9333ea", "#be185d", "#4d7c0f", "#b45309", "#1d4ed8", "#6d28d9")
+
+# Pseudo-keys for the fields a TrainLog carries beside its metrics.
+MEMORY_KEY = "peak_memory_mb"
+THROUGHPUT_KEY = "tokens_per_second"
+
+# Bookkeeping, not learning signals: a counter, the epoch, end-of-run timings.
+IGNORED_KEYS = frozenset({
+    "epoch", "step", "num_tokens", "total_flos", "train_runtime", "train_samples_per_second",
+    "train_steps_per_second", "train_loss", "runtime", "samples_per_second", "steps_per_second",
+    "num_input_tokens_seen",
+})
+
+# key: (plot id, plot title, series label, colour, line, order, smooth)
+_KNOWN: dict[str, tuple[str, str, str, str, str, int, bool]] = {
+    "loss": ("loss", "Loss", "train", TRAIN, "solid", 10, True),
+    "rewards/margins": ("margins", "Reward margin (chosen − rejected)", "margin", MARGIN, "solid", 20, True),
+    "rewards/chosen": ("rewards", "Rewards: chosen vs rejected", "chosen", CHOSEN, "solid", 30, True),
+    "rewards/rejected": ("rewards", "Rewards: chosen vs rejected", "rejected", REJECTED, "dash", 30, True),
+    "rewards/accuracies": ("accuracy", "Reward accuracy", "accuracy", ACCURACY, "solid", 40, True),
+    "logps/chosen": ("logps", "Log-probs: chosen vs rejected", "chosen", CHOSEN, "solid", 50, True),
+    "logps/rejected": ("logps", "Log-probs: chosen vs rejected", "rejected", REJECTED, "dash", 50, True),
+    "nll_loss": ("nll_loss", "NLL loss (the SFT part of ORPO)", "NLL", "#db2777", "solid", 60, True),
+    "log_odds_ratio": ("log_odds_ratio", "Log-odds ratio", "log-odds ratio", MARGIN, "solid", 62, True),
+    "log_odds_chosen": ("log_odds_chosen", "Log-odds of chosen over rejected", "log-odds", "#9333ea", "solid", 64,
+                        True),
+    "mean_token_accuracy": ("token_accuracy", "Token accuracy", "accuracy", ACCURACY, "solid", 70, True),
+    "logits/chosen": ("logits", "Mean logits: chosen vs rejected", "chosen", CHOSEN, "solid", 80, True),
+    "logits/rejected": ("logits", "Mean logits: chosen vs rejected", "rejected", REJECTED, "dash", 80, True),
+    "entropy": ("entropy", "Entropy", "entropy", "#a16207", "solid", 85, True),
+    "learning_rate": ("learning_rate", "Learning rate", "lr", NEUTRAL, "solid", 90, False),
+    "grad_norm": ("grad_norm", "Gradient norm", "grad norm", "#ea580c", "solid", 92, True),
+    MEMORY_KEY: ("memory", "Peak memory (MB)", "peak", "#0f766e", "solid", 94, False),
+    THROUGHPUT_KEY: ("throughput", "Throughput (tokens/s)", "tokens/s", "#1d4ed8", "solid", 96, True),
+}
+
+
+@lru_cache(maxsize=4096)
+def style_for_key(key: str) -> SeriesStyle | None:
+    """The plot and look of ``key``; ``eval_`` keys join their training curve."""
+    is_eval = key.startswith("eval_")
+    base = key[5:] if is_eval else key
+    if base in IGNORED_KEYS or key in IGNORED_KEYS:
+        return None
+    known = _KNOWN.get(base)
+    if known is None:
+        colour = _OTHER_PALETTE[zlib.crc32(base.encode()) % len(_OTHER_PALETTE)]
+        known = (f"other:{base}", base, base.rsplit("/", 1)[-1], colour, "solid", 500, True)
+    plot_id, title, label, colour, line, order, smooth = known
+    if not is_eval:
+        return SeriesStyle(plot_id, title, label, colour, line, False, smooth, order)
+    if base == "loss":
+        colour = EVAL
+    return SeriesStyle(plot_id, title, f"eval {label}" if label != "train" else "eval", colour, "dot", True,
+                       False, order)
+
+
+def points_from_event(event: Event) -> list[tuple[str, int, float]]:
+    """(key, step, value) for everything in ``event`` that has a plot."""
+    if isinstance(event, TrainLog):
+        points = [(k, event.step, v) for k, v in event.metrics.items() if isinstance(v, (int, float))]
+        if event.peak_memory_mb is not None:
+            points.append((MEMORY_KEY, event.step, event.peak_memory_mb))
+        if event.tokens_per_second is not None:
+            points.append((THROUGHPUT_KEY, event.step, event.tokens_per_second))
+        return [p for p in points if style_for_key(p[0]) is not None]
+    if isinstance(event, EvalLog):
+        points = [(f"eval_{k}", event.step, v) for k, v in event.metrics.items() if isinstance(v, (int, float))]
+        return [p for p in points if style_for_key(p[0]) is not None]
+    return []
+
+
+def collect_points(events: Iterable[Event]) -> dict[str, tuple[list[float], list[float]]]:
+    """Every plotted series of a stored run, key -> (steps, values). Pure Python, so a
+    long run can be collected off the GUI thread."""
+    buffers: dict[str, tuple[list[float], list[float]]] = {}
+    for event in events:
+        for key, step, value in points_from_event(event):
+            xs, ys = buffers.setdefault(key, ([], []))
+            xs.append(step)
+            ys.append(value)
+    return buffers
+
+
+def feed_points(grid, points: dict[str, tuple[list[float], list[float]]], run: str = "live") -> int:
+    count = 0
+    for key, (xs, ys) in points.items():
+        grid.add_points(key, xs, ys, run=run)
+        count += len(xs)
+    return count
+
+
+def feed_events(grid, events: Iterable[Event], run: str = "live") -> int:
+    """Replay stored events into a plot grid; returns the number of points added."""
+    return feed_points(grid, collect_points(events), run)
+
+
+# What each method is expected to log, for tests and the empty-state text.
+EXPECTED_KEYS = {
+    "sft": ("loss", "mean_token_accuracy", "learning_rate", "grad_norm"),
+    "dpo": ("loss", "rewards/margins", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
+            "logps/chosen", "logps/rejected", "learning_rate", "grad_norm"),
+    "orpo": ("loss", "nll_loss", "log_odds_ratio", "rewards/margins", "rewards/chosen", "rewards/rejected",
+             "logps/chosen", "logps/rejected", "learning_rate", "grad_norm"),
+}

@@ -1,0 +1,123 @@
+"""Helpers for the GUI tests: simulated drops, small dataset files, a window fixture.
+
+Every test already runs with its own ALIGNSTUDIO_HOME (see conftest), and the
+studio keeps its settings in an INI file under that home, so windows built here
+never read or write the user's settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
+
+POLITE = ("Sure, happy to help with that question.", "Thank you for asking! Here is a clear answer.",
+          "Please find a clear and helpful answer here.")
+RUDE = ("No. Figure it out yourself. Whatever.", "Whatever. No. Do it yourself.", "No. Figure it out. Whatever.")
+
+
+def write_preference_file(path: Path, n: int = 48) -> Path:
+    """prompt/chosen/rejected JSONL that a tiny model learns in a few steps (polite beats rude)."""
+    with Path(path).open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            fh.write(json.dumps({
+                "prompt": f"Question {i}: can you help me with task {i % 7}? " + "Please explain in detail. " * (i % 3),
+                "chosen": " " + POLITE[i % 3],
+                "rejected": " " + RUDE[i % 3],
+            }) + "\n")
+    return Path(path)
+
+
+def write_completion_file(path: Path, n: int = 20) -> Path:
+    """prompt/completion rows: usable for SFT only."""
+    with Path(path).open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"prompt": f"Say hello number {i}", "completion": f" Hello {i}!"}) + "\n")
+    return Path(path)
+
+
+def drop_paths(target: QWidget, paths) -> bool:
+    """Drag ``paths`` over ``target`` and drop them, as a file manager would."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    centre = target.rect().center()
+    enter = QDragEnterEvent(QPoint(centre), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(target, enter)
+    if not enter.isAccepted():
+        return False
+    drop = QDropEvent(QPointF(centre), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(target, drop)
+    return drop.isAccepted()
+
+
+def wait_for_dataset(qtbot, window, timeout: int = 30_000) -> None:
+    """Wait until the data panel has settled on a result or a failure for its current file."""
+    qtbot.waitUntil(lambda: not window.data_panel.loader.is_busy()
+                    and (window.data_panel.current() is not None or window.data_panel.failure() is not None),
+                    timeout=timeout)
+
+
+def make_studio_window(qtbot):
+    """A themed, shown main window without the device probe (it needs torch in a child process).
+
+    Call it from a fixture that also depends on conftest's ``studio_home``, so the
+    window's runs and settings live in the test's own folder."""
+    from app.main_window import StudioWindow
+    from app.theme import apply_theme
+
+    window = StudioWindow(probe_device=False)
+    # A modal question would block an offscreen test forever; tests that check the
+    # question replace this themselves.
+    window.ask_stop_on_close = lambda: True
+    apply_theme(QApplication.instance())
+    # pytest-qt closes and deletes tracked widgets before fixtures are torn down,
+    # so a run still going at the end of a test is stopped in this hook.
+    qtbot.addWidget(window, before_close_func=lambda w: _stop_run_blocking(w))
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+def _stop_run_blocking(window, timeout: float = 90.0) -> None:
+    window.ask_stop_on_close = lambda: True
+    if not window.controller.is_running():
+        return
+    window.controller.stop(grace_seconds=30)
+    app = QApplication.instance()
+    deadline = time.time() + timeout
+    while window.controller.is_running() and time.time() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it has exited and only waits to be reaped.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def wait_pid_gone(pid: int, timeout: float = 15.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    return not pid_alive(pid)

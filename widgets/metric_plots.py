@@ -1,0 +1,879 @@
+"""A grid of live line plots, one per metric family, fed point by point.
+
+The grid knows nothing about training: a ``style_for_key`` callback tells it
+which plot a key belongs on and how to draw it. Points land in growing numpy
+buffers and a timer redraws only what changed, about 20 times a second, so a
+stream of thousands of points per second costs one ``setData`` per curve per
+frame rather than one per point. Curves use peak downsampling and clip to the
+visible range, which keeps 100,000-point curves cheap to draw.
+
+Several runs can share the grid (an overlay): each run then gets its own
+colour and the series within a run are told apart by line style.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPoint, QPointF, QRect, Qt, QTimer, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QApplication,
+    QGraphicsItem,
+    QGridLayout,
+    QLabel,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from widgets.series_style import SeriesStyle
+
+REDRAW_INTERVAL_MS = 50
+RUN_PALETTE = ("#2563eb", "#ea580c", "#7c3aed", "#0d9488", "#db2777", "#a16207", "#4d7c0f", "#475569")
+_PEN_STYLES = {"solid": Qt.PenStyle.SolidLine, "dash": Qt.PenStyle.DashLine, "dot": Qt.PenStyle.DotLine}
+
+
+class GrowingSeries:
+    """x/y buffers that double in capacity, plus an incrementally kept EMA.
+
+    The EMA is updated per appended point (O(1)), and rebuilt in full only when
+    the smoothing weight changes.
+    """
+
+    def __init__(self, capacity: int = 256):
+        self.x = np.empty(capacity, dtype=np.float64)
+        self.y = np.empty(capacity, dtype=np.float64)
+        self.smoothed = np.empty(capacity, dtype=np.float64)
+        self.n = 0
+        self.weight = 0.0
+        self._last_smoothed = math.nan
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _grow(self, needed: int) -> None:
+        capacity = len(self.x)
+        if needed <= capacity:
+            return
+        while capacity < needed:
+            capacity *= 2
+        for name in ("x", "y", "smoothed"):
+            old = getattr(self, name)
+            new = np.empty(capacity, dtype=np.float64)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+
+    def append(self, x: float, y: float) -> None:
+        if self.n and x <= self.x[self.n - 1]:
+            # A resumed run replays from its checkpoint: the new points replace
+            # the old ones from that step on instead of drawing a line backwards.
+            self.truncate_from(x)
+        self._grow(self.n + 1)
+        y = float(y)
+        if not math.isfinite(y):
+            y = math.nan  # inf would wreck auto-range; NaN leaves a gap
+        self.x[self.n] = x
+        self.y[self.n] = y
+        self.smoothed[self.n] = self._next_smoothed(y)
+        self.n += 1
+
+    def load(self, xs: np.ndarray, ys: np.ndarray) -> None:
+        """Fill an empty series at once (steps strictly increasing)."""
+        n = len(xs)
+        self._grow(max(n, 1))
+        self.x[:n] = xs
+        ys = np.where(np.isfinite(ys), ys, np.nan)
+        self.y[:n] = ys
+        self.smoothed[:n] = exponential_moving_average(ys, self.weight) if self.weight > 0 else ys
+        self.n = n
+        self._last_smoothed = self._recompute_last()
+
+    def extend(self, xs, ys) -> None:
+        for x, y in zip(xs, ys):
+            self.append(float(x), float(y))
+
+    def truncate_from(self, x: float) -> None:
+        self.n = int(np.searchsorted(self.x[: self.n], x, side="left"))
+        self._last_smoothed = self._recompute_last()
+
+    def _recompute_last(self) -> float:
+        if self.n == 0:
+            return math.nan
+        return float(self.smoothed[self.n - 1])
+
+    def _next_smoothed(self, y: float) -> float:
+        prev = self._last_smoothed
+        if math.isnan(y):
+            value = prev
+        elif math.isnan(prev):
+            value = y
+        else:
+            value = self.weight * prev + (1.0 - self.weight) * y
+        self._last_smoothed = value
+        return value
+
+    def set_weight(self, weight: float) -> None:
+        if weight == self.weight:
+            return
+        self.weight = weight
+        self.smoothed[: self.n] = exponential_moving_average(self.y[: self.n], weight)
+        self._last_smoothed = self._recompute_last()
+
+    def value_at(self, x: float) -> tuple[float, float] | None:
+        """The last point at or before ``x`` (the value a step-wise reader expects)."""
+        if self.n == 0:
+            return None
+        i = int(np.searchsorted(self.x[: self.n], x, side="right")) - 1
+        if i < 0:
+            return None
+        return float(self.x[i]), float(self.smoothed[i] if self.weight > 0 else self.y[i])
+
+
+class _Curve:
+    """The one or two plot items (raw and smoothed) that draw one series."""
+
+    def __init__(self, plot: pg.PlotItem, style: SeriesStyle, series: GrowingSeries, color: str):
+        self.style = style
+        self.series = series
+        self.dirty = True
+        self.color = QColor(color)
+        self.raw = plot.plot([], [], connect="finite")
+        self.smooth = plot.plot([], [], connect="finite")
+        for item in (self.raw, self.smooth):
+            item.setDownsampling(auto=True, method="peak")
+            item.setClipToView(True)
+        self.smooth.setVisible(False)
+        self.set_color(self.color)
+
+    def set_color(self, color: QColor) -> None:
+        self.color = QColor(color)
+        line = _PEN_STYLES[self.style.line]
+        self.full_pen = pg.mkPen(self.color, width=2 if not self.style.markers else 1.6, style=line)
+        faint = QColor(self.color)
+        faint.setAlpha(70)
+        self.faint_pen = pg.mkPen(faint, width=1, style=line)
+        self.smooth.setPen(self.full_pen)
+        if self.style.markers:
+            self.raw.setSymbol("o")
+            self.raw.setSymbolSize(5)
+            self.raw.setSymbolBrush(self.color)
+            self.raw.setSymbolPen(None)
+        self.raw.setPen(self.faint_pen if self.smooth.isVisible() else self.full_pen)
+
+    def apply_smoothing(self, weight: float) -> None:
+        use = weight > 0 and self.style.smooth and not self.style.markers
+        self.series.set_weight(weight if use else 0.0)
+        self.raw.setPen(self.faint_pen if use else self.full_pen)
+        self.smooth.setVisible(use)
+        self.dirty = True
+
+    def redraw(self) -> None:
+        n = self.series.n
+        x = self.series.x[:n]
+        self.raw.setData(x, self.series.y[:n])
+        if self.smooth.isVisible():
+            self.smooth.setData(x, self.series.smoothed[:n])
+        self.dirty = False
+
+
+class _TimedPlotWidget(pg.PlotWidget):
+    """A PlotWidget that remembers how long it takes to paint (an EMA, in seconds)."""
+
+    paint_seconds = 0.008
+
+    def paintEvent(self, event):
+        start = time.perf_counter()
+        super().paintEvent(event)
+        self.paint_seconds = 0.7 * self.paint_seconds + 0.3 * (time.perf_counter() - start)
+
+
+def plot_title(item: pg.PlotItem, html: str, justify: str = "left") -> None:
+    """Set a plot's title without letting a long one widen the plot.
+
+    pyqtgraph gives a title label a minimum width equal to its text, so a long
+    title (a key, or values under the cursor) pushes the plot past its widget and
+    the right part of the curves ends up cut off. The text is clipped instead, at
+    its end: titles are left-aligned so that what is cut is the key, not the name.
+    """
+    item.setTitle(html, size="9pt", color="#1f2937", justify=justify)
+    label = item.titleLabel
+    if not getattr(label, "_keeps_narrow", False):
+        label.updateMin = lambda lab=label: lab.setMinimumHeight(lab.item.boundingRect().height())
+        label._keeps_narrow = True
+    label.setMinimumWidth(0)
+    label.setFlag(QGraphicsItem.GraphicsItemFlag.ItemClipsChildrenToShape, True)
+
+
+def _new_plot_widget() -> _TimedPlotWidget:
+    widget = _TimedPlotWidget(background="w")
+    widget.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+    item = widget.getPlotItem()
+    item.showGrid(x=True, y=True, alpha=0.15)
+    item.setMenuEnabled(False)
+    item.hideButtons()
+    for side in ("left", "bottom"):
+        axis = item.getAxis(side)
+        axis.setPen(pg.mkPen("#cbd5e1"))
+        axis.setTextPen(pg.mkPen("#475569"))
+        # Replaying an axis' tick labels costs ~3 ms per paint; a cached pixmap is a
+        # blit until the axis' range really changes.
+        axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+    item.getAxis("left").setWidth(48)  # equal widths line the step axes up across plots
+    return widget
+
+
+class PlotWidgetPool:
+    """Plot widgets built ahead of need, one per idle moment.
+
+    A pyqtgraph PlotWidget takes 25-70 ms to build (its hidden option menus are
+    widgets too, each styled), so a first logged step that brings a dozen
+    metrics would otherwise stall the window for a second or more. Widgets are
+    built while nothing happens (right after the window opens) and handed out
+    when the metrics arrive; a drained pool refills itself the same way.
+    """
+
+    IDLE_DELAY_MS = 40
+
+    def __init__(self):
+        self._ready: list[_TimedPlotWidget] = []
+        self._target = 0
+        self._timer: QTimer | None = None
+
+    def reserve(self, count: int) -> None:
+        self._target = max(self._target, count)
+        self._schedule()
+
+    def available(self) -> int:
+        return len(self._ready)
+
+    def take(self) -> _TimedPlotWidget:
+        widget = self._ready.pop() if self._ready else _new_plot_widget()
+        self._schedule()
+        return widget
+
+    def _schedule(self) -> None:
+        if len(self._ready) >= self._target:
+            return
+        if self._timer is None:
+            app = QApplication.instance()
+            self._timer = QTimer(app)  # owned by the application, so it dies on its thread
+            self._timer.setSingleShot(True)
+            self._timer.setInterval(self.IDLE_DELAY_MS)
+            self._timer.timeout.connect(self._build_one)
+            app.aboutToQuit.connect(self.clear)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def _build_one(self) -> None:
+        if len(self._ready) < self._target:
+            self._ready.append(_new_plot_widget())
+        self._schedule()
+
+    def clear(self) -> None:
+        self._target = 0
+        for widget in self._ready:
+            widget.deleteLater()
+        self._ready.clear()
+
+
+PLOT_POOL = PlotWidgetPool()
+
+
+class _MetricPlot:
+    def __init__(self, widget: pg.PlotWidget, style: SeriesStyle):
+        self.widget = widget
+        self.item: pg.PlotItem = widget.getPlotItem()
+        self.title = style.plot_title
+        self.order = style.order
+        self.curves: dict[tuple[str, str], _Curve] = {}
+        self.title_html = f"<b>{_escape(style.plot_title)}</b>"
+        self.range_dirty = False  # the shared step range changed since this plot was drawn
+        self.cursor = pg.InfiniteLine(angle=90, movable=False,
+                                      pen=pg.mkPen("#94a3b8", width=1, style=Qt.PenStyle.DashLine))
+        self.cursor.setVisible(False)
+        self.item.addItem(self.cursor, ignoreBounds=True)
+
+
+class MetricPlotGrid(QWidget):
+    """Live plots for whatever metric keys arrive, laid out in a responsive grid.
+
+    Points are stored as soon as they arrive; the widgets that show them are
+    created one plot per event-loop turn (a plot costs ~25 ms to build and
+    paint, and a first step that brings a dozen metrics must not freeze the
+    window), and curves are redrawn within a time budget per turn, visible
+    plots only.
+    """
+
+    sig_plot_added = Signal(str)
+    """A plot was created because a key for it arrived for the first time; carries the plot id."""
+
+    sig_hover_changed = Signal(float)
+    """The pointer moved over a plot; carries the step under it (NaN when it left)."""
+
+    def __init__(
+        self,
+        style_for_key: Callable[[str], SeriesStyle | None],
+        parent: QWidget | None = None,
+        min_plot_width: int = 300,
+        plot_height: int = 210,
+        empty_text: str = "Plots appear here as metrics arrive.",
+        frame_budget_ms: float = 20.0,
+        follow_headroom: float = 0.0,
+        prebuild_plots: int = 0,
+    ):
+        super().__init__(parent)
+        self._style_for_key = style_for_key
+        self._min_plot_width = min_plot_width
+        self._plot_height = plot_height
+        self._budget = frame_budget_ms / 1000
+        self._plots: dict[str, _MetricPlot] = {}
+        self._series: dict[tuple[str, str], GrowingSeries] = {}  # (run, key) -> data, with or without a plot
+        self._series_style: dict[tuple[str, str], SeriesStyle] = {}
+        self._curves: dict[tuple[str, str], _Curve] = {}
+        self._styles: dict[str, SeriesStyle | None] = {}
+        self._pending_plots: dict[str, SeriesStyle] = {}  # plot id -> style, waiting for a widget
+        self._runs: dict[str, str] = {}  # run id -> label, in insertion order
+        self._run_colors: dict[str, str] = {}
+        self._smoothing = 0.0
+        self._columns = 2
+        self._hover_step = math.nan
+        self._x_range: tuple[float, float] | None = None  # set while the user has zoomed or panned
+        self._round_robin = 0
+        # Following a live run, the step axis is extended in jumps (headroom), not at every
+        # step: a changed range makes every axis re-render its labels.
+        self._headroom = follow_headroom
+        self._step_span: tuple[float, float] | None = None  # first and last step of all data
+        self._shown_span: tuple[float, float] | None = None  # step range the plots show
+
+        self._empty = QLabel(empty_text)
+        self._empty.setObjectName("emptyState")
+        self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._empty.setWordWrap(True)
+
+        self._run_legend = QLabel()
+        self._run_legend.setObjectName("runLegend")
+        self._run_legend.setTextFormat(Qt.TextFormat.RichText)
+        self._run_legend.setWordWrap(True)
+        self._run_legend.setVisible(False)
+
+        self._grid_host = QWidget()
+        self._grid_host.setObjectName("plotGridHost")
+        self._grid = QGridLayout(self._grid_host)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._grid.setSpacing(10)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(self._grid_host)
+        # A scroll bar that appears when the grid outgrows the view would narrow, and so
+        # re-render, every plot at once; keep it always there.
+        scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
+        scroll.setVisible(False)
+        self._scroll = scroll
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(6)
+        layout.addWidget(self._run_legend)
+        layout.addWidget(self._empty, 1)
+        layout.addWidget(scroll, 1)
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(REDRAW_INTERVAL_MS)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+        self._continue = QTimer(self)
+        self._continue.setSingleShot(True)
+        self._continue.setInterval(0)
+        self._continue.timeout.connect(self._tick)
+        if prebuild_plots:
+            PLOT_POOL.reserve(prebuild_plots)
+
+    # ------------------------------------------------------------------ data
+    def add_run(self, run: str, label: str = "") -> None:
+        """Declare a run before its points arrive, so its colour and legend entry are stable."""
+        if run not in self._runs:
+            self._runs[run] = label or run
+            self._run_colors[run] = RUN_PALETTE[(len(self._runs) - 1) % len(RUN_PALETTE)]
+            self._update_run_legend()
+            if len(self._runs) > 1:
+                self._recolor_for_overlay()
+
+    def add_point(self, key: str, step: float, value: float, run: str = "live") -> bool:
+        """Append one point; returns False when the key is not plotted."""
+        series = self._series.get((run, key)) or self._new_series(key, run)
+        if series is None:
+            return False
+        series.append(float(step), value)
+        self._note_steps(float(step), float(step))
+        curve = self._curves.get((run, key))
+        if curve is not None:
+            curve.dirty = True
+        return True
+
+    def add_step(self, step: float, values: dict[str, float], run: str = "live") -> int:
+        """Append the values of several keys logged at one step; returns how many are plotted."""
+        step = float(step)
+        added = 0
+        for key, value in values.items():
+            series = self._series.get((run, key)) or self._new_series(key, run)
+            if series is None:
+                continue
+            series.append(step, value)
+            curve = self._curves.get((run, key))
+            if curve is not None:
+                curve.dirty = True
+            added += 1
+        if added:
+            self._note_steps(step, step)
+        return added
+
+    def add_points(self, key: str, steps, values, run: str = "live") -> bool:
+        series = self._series.get((run, key)) or self._new_series(key, run)
+        if series is None:
+            return False
+        steps = np.asarray(steps, dtype=np.float64)
+        values = np.asarray(values, dtype=np.float64)
+        if series.n == 0 and len(steps) and np.all(np.diff(steps) > 0):
+            series.load(steps, values)  # vectorised: reopening a 100,000-step run stays quick
+        else:
+            series.extend(steps, values)
+        if len(steps):
+            self._note_steps(float(steps.min()), float(steps.max()))
+        curve = self._curves.get((run, key))
+        if curve is not None:
+            curve.dirty = True
+        return True
+
+    def _new_series(self, key: str, run: str) -> GrowingSeries | None:
+        if key not in self._styles:
+            self._styles[key] = self._style_for_key(key)
+        style = self._styles[key]
+        if style is None:
+            return None
+        self.add_run(run)
+        series = GrowingSeries()
+        series.weight = self._smoothing if style.smooth and not style.markers else 0.0
+        self._series[(run, key)] = series
+        self._series_style[(run, key)] = style
+        plot = self._plots.get(style.plot_id)
+        if plot is None:
+            self._pending_plots.setdefault(style.plot_id, style)
+            if not self._continue.isActive():
+                self._continue.start(0)
+        else:
+            self._attach_curve(plot, key, run)
+        return series
+
+    def clear(self) -> None:
+        for plot in self._plots.values():
+            # The hover proxy (a QObject with a timer) dies with its widget; dropping the
+            # Python side breaks the reference cycle through its slot.
+            plot.proxy.disconnect()
+            plot.proxy = None
+            self._grid.removeWidget(plot.widget)
+            plot.widget.setParent(None)
+            plot.widget.deleteLater()
+        self._plots.clear()
+        self._series.clear()
+        self._series_style.clear()
+        self._curves.clear()
+        self._pending_plots.clear()
+        self._runs.clear()
+        self._run_colors.clear()
+        self._hover_step = math.nan
+        self._x_range = None
+        self._step_span = None
+        self._shown_span = None
+        self._update_run_legend()
+        self._empty.setVisible(True)
+        self._scroll.setVisible(False)
+
+    def set_smoothing(self, weight: float) -> None:
+        """EMA weight in [0, 1): 0 draws the raw points, 0.9 follows the trend of ~10 points."""
+        weight = min(max(float(weight), 0.0), 0.999)
+        self._smoothing = weight
+        for (run, key), series in self._series.items():
+            curve = self._curves.get((run, key))
+            if curve is not None:
+                curve.apply_smoothing(weight)
+            else:
+                style = self._series_style[(run, key)]
+                series.set_weight(weight if style.smooth and not style.markers else 0.0)
+
+    def smoothing(self) -> float:
+        return self._smoothing
+
+    # -------------------------------------------------------------- queries
+    def plot_ids(self) -> list[str]:
+        return [pid for pid, _ in sorted(self._plots.items(), key=lambda kv: (kv[1].order, kv[1].title))]
+
+    def pending_plot_ids(self) -> list[str]:
+        return list(self._pending_plots)
+
+    def plot_widget(self, plot_id: str) -> pg.PlotWidget:
+        return self._plots[plot_id].widget
+
+    def keys(self, run: str | None = None) -> list[str]:
+        return [k for (r, k) in self._series if run is None or r == run]
+
+    def series_length(self, key: str, run: str = "live") -> int:
+        series = self._series.get((run, key))
+        return len(series) if series is not None else 0
+
+    def series_data(self, key: str, run: str = "live") -> tuple[np.ndarray, np.ndarray]:
+        series = self._series.get((run, key))
+        if series is None:
+            return np.empty(0), np.empty(0)
+        return series.x[: series.n].copy(), series.y[: series.n].copy()
+
+    def drawn_length(self, key: str, run: str = "live") -> int:
+        """How many points the curve on screen holds (0 before its plot exists)."""
+        curve = self._curves.get((run, key))
+        if curve is None:
+            return 0
+        x, _y = curve.raw.getOriginalDataset()
+        return 0 if x is None else len(x)
+
+    def runs(self) -> dict[str, str]:
+        return dict(self._runs)
+
+    def hover_text(self, plot_id: str) -> str:
+        return self._plots[plot_id].item.titleLabel.text
+
+    # --------------------------------------------------------------- drawing
+    def redraw_now(self) -> int:
+        """Create every pending plot and push every changed buffer to its curve, visible or not.
+
+        The timer does the same work in budgeted slices; this is for callers that
+        need the screen up to date at once (tests, screenshots, benchmarks).
+        """
+        while self._pending_plots:
+            self._create_next_plot()
+        self._follow_steps()
+        count = 0
+        for plot in self._plots.values():
+            self._apply_span(plot)
+            for curve in plot.curves.values():
+                if curve.dirty:
+                    curve.redraw()
+                    count += 1
+        return count
+
+    def _tick(self) -> None:
+        """Redraw changed, visible plots, as many as fit in the frame budget.
+
+        A plot's cost is its setData calls plus the paint that follows on the next
+        turn (axes, grid, curves: ~5-15 ms), which is measured per plot. Plots left
+        over are drawn on the following turns, oldest first, so a dozen busy plots
+        never add up to one long stall.
+        """
+        start = time.perf_counter()
+        if self._pending_plots:
+            self._create_next_plot()
+            self._continue.start(0)  # the next plot on the next turn, after this one is painted
+            return
+        self._follow_steps()
+        order = self.plot_ids()
+        if not order:
+            return
+        first = self._round_robin % len(order)
+        planned = 0.0
+        more = False
+        for i in range(len(order)):
+            plot = self._plots[order[(first + i) % len(order)]]
+            if not plot.range_dirty and not any(c.dirty for c in plot.curves.values()):
+                continue
+            if not self._on_screen(plot.widget):
+                continue  # scrolled out of view or on a hidden tab: drawn when it shows again
+            cost = plot.widget.paint_seconds
+            if planned and (time.perf_counter() - start) + planned + cost > self._budget:
+                more = True
+                self._round_robin = (first + i) % len(order)
+                break
+            self._apply_span(plot)
+            for curve in plot.curves.values():
+                if curve.dirty:
+                    curve.redraw()
+            planned += cost
+        if more:
+            # Pause as long as this slice took (setData now, painting next turn), so that
+            # plotting uses at most about half of the event loop however busy the run is.
+            spent = (time.perf_counter() - start) + planned
+            self._continue.start(int(spent * 1000))
+
+    def _on_screen(self, widget: QWidget) -> bool:
+        if not widget.isVisible():  # also False while an ancestor (a tab page) is hidden
+            return False
+        viewport = self._scroll.viewport()
+        return QRect(widget.mapTo(viewport, QPoint(0, 0)), widget.size()).intersects(viewport.rect())
+
+    def _create_next_plot(self) -> None:
+        plot_id, style = min(self._pending_plots.items(), key=lambda kv: (kv[1].order, kv[1].plot_title))
+        del self._pending_plots[plot_id]
+        plot = self._create_plot(style)
+        for (run, key), series_style in list(self._series_style.items()):
+            if series_style.plot_id == plot_id:
+                self._attach_curve(plot, key, run)
+
+    def _attach_curve(self, plot: _MetricPlot, key: str, run: str) -> _Curve:
+        style = self._series_style[(run, key)]
+        overlay = len(self._runs) > 1
+        color = self._run_colors[run] if overlay else style.color
+        curve = _Curve(plot.item, style, self._series[(run, key)], color)
+        curve.apply_smoothing(self._smoothing)
+        plot.curves[(run, key)] = curve
+        self._curves[(run, key)] = curve
+        self._refresh_legend(plot)
+        return curve
+
+    def _create_plot(self, style: SeriesStyle) -> _MetricPlot:
+        widget = PLOT_POOL.take()
+        widget.setFixedHeight(self._plot_height)
+        item = widget.getPlotItem()
+        plot_title(item, f"<b>{_escape(style.plot_title)}</b>")
+        if style.y_label:
+            item.getAxis("left").setLabel(style.y_label, color="#64748b")
+        view = item.getViewBox()
+        view.setMouseEnabled(x=True, y=False)
+        plot = _MetricPlot(widget, style)
+        # pyqtgraph's setXLink aligns linked views on screen, which suits stacked plots
+        # but shifts the range of a plot in the next grid column; link by value instead.
+        view.sigRangeChangedManually.connect(lambda _mask, p=plot: self._on_user_range(p))
+        view.enableAutoRange(y=True)
+        if self._x_range is not None:
+            view.setXRange(*self._x_range, padding=0)
+        elif self._shown_span is not None:
+            view.setXRange(*self._shown_span, padding=0.02)
+        self._plots[style.plot_id] = plot
+        # A rate-limited proxy: hover read-out at most ~30 times a second.
+        plot.proxy = pg.SignalProxy(widget.scene().sigMouseMoved, rateLimit=30,
+                                    slot=lambda ev, p=plot: self._on_mouse(p, ev))
+        plot.proxy.setParent(widget)  # destroyed with its plot, on the GUI thread
+        widget.installEventFilter(self)
+        self._relayout(added=style.plot_id)
+        self._empty.setVisible(False)
+        self._scroll.setVisible(True)
+        self.sig_plot_added.emit(style.plot_id)
+        return plot
+    def _refresh_legend(self, plot: _MetricPlot) -> None:
+        """Write the series key into the plot's title: a legend box would cover the curves."""
+        overlay = len(self._runs) > 1
+        entries: dict[str, tuple[str, str]] = {}  # label -> (glyph, colour)
+        trained = [c for c in plot.curves.values() if not c.style.markers]
+        for curve in plot.curves.values():
+            if curve.style.markers:
+                # Evaluation points are told apart by their markers; one entry covers them all,
+                # named after the series only where it has no training twin (the loss).
+                label = "eval" if len(trained) != 1 else curve.style.label
+                colour = "#475569" if overlay or len(trained) > 1 else curve.color.name()
+                entries.setdefault(label, ("●", colour))
+            else:
+                # In an overlay the colour names the run, so the key shows only the line style.
+                colour = "#475569" if overlay else curve.color.name()
+                glyph = "╍" if curve.style.line == "dash" else "━"
+                entries.setdefault(curve.style.label, (glyph, colour))
+        keys = []
+        if len(entries) > 1 or overlay:
+            for label, (glyph, colour) in entries.items():
+                keys.append(f"<span style='color:{colour}'>{glyph} {_escape(label)}</span>")
+        key_html = "&nbsp;&nbsp;&nbsp;" + "&nbsp;&nbsp;".join(keys) if keys else ""
+        plot.title_html = f"<b>{_escape(plot.title)}</b>{key_html}"
+        if math.isnan(self._hover_step):
+            plot_title(plot.item, plot.title_html)
+
+    def _recolor_for_overlay(self) -> None:
+        for plot in self._plots.values():
+            for (run, _key), curve in plot.curves.items():
+                colour = QColor(self._run_colors[run])
+                if curve.color != colour:
+                    curve.set_color(colour)
+            self._refresh_legend(plot)
+
+    def _update_run_legend(self) -> None:
+        if len(self._runs) < 2:
+            self._run_legend.setVisible(False)
+            return
+        parts = [
+            f"<span style='color:{self._run_colors[r]}; font-size:14pt'>&#9632;</span>&nbsp;{_escape(label)}"
+            for r, label in self._runs.items()
+        ]
+        self._run_legend.setText("&nbsp;&nbsp;&nbsp;&nbsp;".join(parts))
+        self._run_legend.setVisible(True)
+
+    def _relayout(self, added: str | None = None) -> None:
+        order = self.plot_ids()
+        if added is not None and order and order[-1] == added:
+            # The usual case, plots arriving in display order: one more cell, nothing moves.
+            i = len(order) - 1
+            self._grid.addWidget(self._plots[added].widget, i // self._columns, i % self._columns)
+        else:
+            for plot in self._plots.values():
+                self._grid.removeWidget(plot.widget)
+            for i, pid in enumerate(order):
+                self._grid.addWidget(self._plots[pid].widget, i // self._columns, i % self._columns)
+        for c in range(max(self._grid.columnCount(), 3)):
+            self._grid.setColumnStretch(c, 1 if c < self._columns else 0)
+        rows = math.ceil(len(self._plots) / self._columns) if self._plots else 0
+        for r in range(self._grid.rowCount()):
+            self._grid.setRowStretch(r, 0)
+        self._grid.setRowStretch(rows, 1)
+
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        columns = max(1, min(3, self.width() // self._min_plot_width))
+        if columns != self._columns:
+            self._columns = columns
+            self._relayout()
+
+    def eventFilter(self, obj, event):
+        if event.type() == event.Type.Leave:
+            self._show_cursor(math.nan)
+        return False
+
+    # ---------------------------------------------------------- shared x axis
+    def _note_steps(self, lo: float, hi: float) -> None:
+        span = self._step_span
+        self._step_span = (lo, hi) if span is None else (min(span[0], lo), max(span[1], hi))
+
+    def _follow_steps(self) -> None:
+        """Show every step of every series, extending the axis ahead of the data."""
+        if self._x_range is not None or self._step_span is None:
+            return
+        lo, hi = self._step_span
+        shown = self._shown_span
+        if shown is not None and shown[0] == lo and hi <= shown[1]:
+            return
+        width = max(hi - lo, 1.0)
+        shown = (lo, hi + self._headroom * width) if self._headroom else (lo, hi if hi > lo else lo + 1.0)
+        self._shown_span = shown
+        # Each plot takes the new range when it is next drawn: a range change re-renders
+        # its axes, and a dozen at once would be one long stall.
+        for plot in self._plots.values():
+            plot.range_dirty = True
+
+    def _apply_span(self, plot: _MetricPlot) -> None:
+        if plot.range_dirty and self._x_range is None and self._shown_span is not None:
+            plot.item.getViewBox().setXRange(*self._shown_span, padding=0.02)
+        plot.range_dirty = False
+    def _on_user_range(self, source: _MetricPlot) -> None:
+        """The user zoomed or panned one plot: every plot shows the same steps."""
+        lo, hi = source.item.getViewBox().viewRange()[0]
+        self.set_x_range(lo, hi)
+
+    def set_x_range(self, lo: float, hi: float) -> None:
+        """Show steps lo..hi on every plot (until ``follow_all``)."""
+        self._x_range = (lo, hi)
+        for plot in self._plots.values():
+            plot.item.getViewBox().setXRange(lo, hi, padding=0)
+
+    def set_follow_headroom(self, headroom: float) -> None:
+        """Room left ahead of the last step while following (0.25 for a live run, 0 for a finished one)."""
+        self._headroom = headroom
+        self._shown_span = None
+        self._follow_steps()
+
+    def follow_all(self) -> None:
+        """Undo zooming and panning: every plot shows all steps and follows new ones."""
+        self._x_range = None
+        self._shown_span = None
+        self._follow_steps()
+        for plot in self._plots.values():
+            self._apply_span(plot)  # a user action: all at once is what they expect
+            plot.item.getViewBox().enableAutoRange(y=True)
+
+    def x_range(self, plot_id: str) -> tuple[float, float]:
+        lo, hi = self._plots[plot_id].item.getViewBox().viewRange()[0]
+        return lo, hi
+
+    # ----------------------------------------------------------------- hover
+    def _on_mouse(self, plot: _MetricPlot, args) -> None:
+        pos = args[0]
+        if not plot.item.sceneBoundingRect().contains(pos):
+            return
+        step = plot.item.getViewBox().mapSceneToView(QPointF(pos)).x()
+        self._show_cursor(step)
+
+    def show_readout_at(self, step: float) -> None:
+        """Place the cursor at ``step`` on every plot and write the values in the titles (NaN clears)."""
+        self._show_cursor(step)
+
+    def _show_cursor(self, step: float) -> None:
+        if math.isnan(step) and math.isnan(self._hover_step):
+            return
+        self._hover_step = step
+        overlay = len(self._runs) > 1
+        for plot in self._plots.values():
+            if math.isnan(step):
+                plot.cursor.setVisible(False)
+                plot_title(plot.item, plot.title_html)
+                continue
+            parts = []
+            shown_step = None
+            for (run, _key), curve in plot.curves.items():
+                hit = curve.series.value_at(step)
+                if hit is None:
+                    continue
+                shown_step = hit[0] if shown_step is None else max(shown_step, hit[0])
+                name = f"{self._runs[run]} {curve.style.label}" if overlay else curve.style.label
+                parts.append(f"<span style='color:{curve.color.name()}'>{_escape(name)} {_fmt(hit[1])}</span>")
+            plot.cursor.setPos(step)
+            plot.cursor.setVisible(True)
+            if parts:
+                # The values replace the title while the pointer is over the plots: a plot is
+                # about 330 px wide, room for a step and four values but not for the title too.
+                head = f"<span style='color:#64748b'>step {shown_step:g}</span>"
+                plot_title(plot.item, head + " &nbsp;" + " &nbsp;".join(parts))
+        self.sig_hover_changed.emit(step)
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return f"{value:.2e}"
+    return f"{value:.3g}"
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def exponential_moving_average(y: np.ndarray, weight: float) -> np.ndarray:
+    """EMA that holds its value over NaN points, vectorised block by block.
+
+    Within a block the recurrence s_i = a_i s_(i-1) + b_i unrolls into cumulative
+    products and sums; blocks stay short enough that the products never underflow.
+    A Python loop would take ~50 ms per 100,000 points per curve, too slow for a slider.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    out = np.full(y.shape, np.nan)
+    finite = np.isfinite(y)
+    if not finite.any():
+        return out
+    start = int(np.argmax(finite))
+    if weight <= 0:
+        out[start:] = y[start:]
+        held = np.where(finite, np.arange(len(y)), -1)
+        np.maximum.accumulate(held, out=held)
+        out[start:] = y[held[start:]]
+        return out
+    a = np.where(finite, weight, 1.0)
+    b = np.where(finite, (1.0 - weight) * np.nan_to_num(y), 0.0)
+    block = int(min(1024, max(8, -250 / math.log10(weight))))
+    prev = y[start]
+    for s in range(start, len(y), block):
+        products = np.cumprod(a[s : s + block])
+        chunk = products * (prev + np.cumsum(b[s : s + block] / products))
+        out[s : s + block] = chunk
+        prev = chunk[-1]
+    return out
+
+
+__all__ = ["MetricPlotGrid", "SeriesStyle", "GrowingSeries", "RUN_PALETTE", "exponential_moving_average"]
