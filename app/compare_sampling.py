@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QSpinBox, QVBoxLayout, QWidget
 
 from backend.generation_protocol import SamplingSettings
 from widgets.config_form import ConfigForm
@@ -29,6 +29,10 @@ class SamplingPanel(QWidget):
         self.form = ConfigForm(advanced_title="More sampling settings", group_titles=False)
         self.form.build(dataclasses.fields(SamplingSettings), SamplingSettings().to_dict())
         self.form.editor("seed").setPlaceholderText("random")
+        for name in self.form.field_names():
+            editor = self.form.editor(name)
+            if isinstance(editor, QSpinBox):
+                _keep_text_visible(editor)
         self.form.sig_values_changed.connect(self._on_edit)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -83,3 +87,13 @@ class SamplingPanel(QWidget):
         if problems:
             return None
         return SamplingSettings.from_dict(values).to_dict()
+
+
+def _keep_text_visible(spin: QSpinBox) -> None:
+    """Hide a spin box's step buttons without hiding its number.
+
+    Under a style sheet, Qt 6.12 gives a spin box with ``NoButtons`` an edit
+    field one pixel wide, so the value vanishes; buttons of zero width keep the
+    field its full width and still draw no stray arrows."""
+    spin.setButtonSymbols(QSpinBox.ButtonSymbols.UpDownArrows)
+    spin.setStyleSheet("QSpinBox::up-button, QSpinBox::down-button { width: 0px; border: none; }")

@@ -22,6 +22,9 @@ def studio_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", metavar="FILE", help="dataset file or folder to load at start-up")
     parser.add_argument("--model", metavar="MODEL", help="base model: a Hugging Face id, a folder or a .gguf file")
     parser.add_argument("--method", choices=("sft", "dpo", "orpo"), help="training method to select")
+    parser.add_argument("--config", metavar="YAML", help="settings to load: a run's config.yaml, or your own")
+    parser.add_argument("--demo", action="store_true",
+                        help="open with the demo run: DPO on the embedded Gemma 3 270M and the demo data")
     return parser
 
 
@@ -34,9 +37,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return cli_main(argv)
     args = studio_parser().parse_args(argv)
+    config = args.config
+    if args.demo and not config:
+        from backend.cli import DEMO_CONFIG
+
+        config = str(DEMO_CONFIG)
     from app.studio_app import run_studio
 
-    return run_studio(data=args.data, model=args.model, method=args.method)
+    return run_studio(data=args.data, model=args.model, method=args.method, config=config)
 
 
 if __name__ == "__main__":

@@ -43,13 +43,14 @@ class StudioWindow(QMainWindow):
     """The window has been shown and its background start-up work was launched."""
 
     def __init__(self, settings: StudioSettings | None = None, data: str | None = None,
-                 model: str | None = None, method: str | None = None, probe_device: bool = True):
+                 model: str | None = None, method: str | None = None, probe_device: bool = True,
+                 config: str | None = None):
         super().__init__()
         self.setWindowTitle("AlignStudio")
         self.setAcceptDrops(True)
         self.settings = settings or StudioSettings()
         self.device_info: dict | None = None
-        self._initial = {"data": data, "model": model, "method": method}
+        self._initial = {"data": data, "model": model, "method": method, "config": config}
         self._probe_device = probe_device
         self._close_after_stop = False
         self._run_estimate = None
@@ -195,7 +196,9 @@ class StudioWindow(QMainWindow):
             self.device_probe.start()
         self.data_panel.preload()
         self.runs_tab.refresh()
-        if self._initial["data"]:
+        if self._initial["config"]:
+            self.open_config_file(self._initial["config"])
+        elif self._initial["data"]:
             self.data_panel.load_path(self._initial["data"])
         # pyqtgraph's import (~0.5 s) is paid while the user is still reading the window.
         QTimer.singleShot(200, self.live.ensure_plots)
@@ -455,6 +458,21 @@ class StudioWindow(QMainWindow):
         except (ConfigError, OSError) as exc:
             QMessageBox.warning(self, "Cannot read the run's settings", str(exc))
             return
+        self.apply_config(cfg)
+
+    def open_config_file(self, path: str) -> None:
+        """Load a config.yaml (the demo's, or one saved with any run) into the Train tab."""
+        from backend.cli import load_config_file
+
+        try:
+            cfg = load_config_file(path)
+        except (ConfigError, OSError) as exc:
+            QMessageBox.warning(self, "Cannot read the settings file", f"{path}: {exc}")
+            return
+        self.apply_config(cfg)
+
+    def apply_config(self, cfg) -> None:
+        """Put a config's method, settings, model and data into the Train tab."""
         self.method_panel.set_method(cfg.method, values=to_dict(cfg))
         self.model_panel.set_model(cfg.model)
         if cfg.data_path and Path(cfg.data_path).exists():

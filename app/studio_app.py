@@ -34,9 +34,10 @@ def open_window(data: str | None = None, model: str | None = None, method: str |
     return window
 
 
-def run_studio(data: str | None = None, model: str | None = None, method: str | None = None) -> int:
+def run_studio(data: str | None = None, model: str | None = None, method: str | None = None,
+               config: str | None = None) -> int:
     app = create_application()
-    window = open_window(data=data, model=model, method=method)
+    window = open_window(data=data, model=model, method=method, config=config)
     code = app.exec()
     del window
     return code

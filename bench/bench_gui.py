@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -308,6 +309,7 @@ def main() -> int:
           f"on {os.cpu_count()} cores")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
+    shutil.rmtree(home, ignore_errors=True)
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -139,8 +140,9 @@ def main() -> int:
     _wait(app, lambda: sorted(tab.shown_runs()) == sorted([first_run, second_run]), 30, "the overlay")
     _settle(app, 1.5)
     _save(window, out, "06-overlay")
-
     window.close()
+    shutil.rmtree(work, ignore_errors=True)  # the temporary home: two runs, their adapters, the tiny model
+
     return 0
 
 

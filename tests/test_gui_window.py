@@ -263,3 +263,28 @@ def test_reusing_a_runs_settings_fills_the_train_tab(qtbot, window, tmp_path):
     values = window.method_panel.values()
     assert values["beta"] == pytest.approx(0.3) and values["max_steps"] == 12
     assert window.data_panel.current_path() == str(data)
+
+
+def test_demo_config_opens_with_demo_settings_and_data(qtbot, window):
+    """`alignstudio --demo` (the README's first command) loads the demo run's settings and data."""
+    from backend.cli import DEMO_CONFIG, load_config_file
+
+    window.open_config_file(str(DEMO_CONFIG))
+    wait_for_dataset(qtbot, window)
+    demo = load_config_file(DEMO_CONFIG)
+    assert window.method_panel.method() == "dpo"
+    values = window.method_panel.values()
+    assert values["max_steps"] == demo.max_steps and values["learning_rate"] == pytest.approx(demo.learning_rate)
+    assert window.data_panel.current_path() == str(DEMO)
+
+
+def test_unreadable_config_file_is_a_message_not_a_crash(qtbot, window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    shown = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: shown.append(a[2]))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: dpo\nbeta: [oops\n")
+    window.open_config_file(str(bad))
+    assert shown and "bad.yaml" in shown[0]
+    assert window.isVisible()
