@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.compare_sampling import keep_spin_text_visible
 from backend.compare_scoring import summarize
 from widgets.compare_format import FINISH_TEXT, signed
 from widgets.compare_summary import CompareSummaryPanel
@@ -72,6 +73,7 @@ class BatchCompareView(QWidget):
         self.count.setRange(1, 10_000)
         self.count.setValue(DEFAULT_PROMPTS)
         self.count.setToolTip("How many prompts to compare, from the top of the chosen source.")
+        keep_spin_text_visible(self.count)
         self.source = QComboBox()
         self.source.setToolTip("The run's held-out split is the honest test: the run never trained on it.")
         self.source.currentIndexChanged.connect(self._on_source_changed)

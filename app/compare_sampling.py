@@ -32,7 +32,7 @@ class SamplingPanel(QWidget):
         for name in self.form.field_names():
             editor = self.form.editor(name)
             if isinstance(editor, QSpinBox):
-                _keep_text_visible(editor)
+                keep_spin_text_visible(editor)
         self.form.sig_values_changed.connect(self._on_edit)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -89,7 +89,7 @@ class SamplingPanel(QWidget):
         return SamplingSettings.from_dict(values).to_dict()
 
 
-def _keep_text_visible(spin: QSpinBox) -> None:
+def keep_spin_text_visible(spin: QSpinBox) -> None:
     """Hide a spin box's step buttons without hiding its number.
 
     Under a style sheet, Qt 6.12 gives a spin box with ``NoButtons`` an edit

@@ -147,7 +147,10 @@ class CompareWorkerLink(QObject):
         reuses the running worker, which keeps the base weights when only the
         adapter changes."""
         key = load_key(spec)
-        if self._session is not None and self._session.is_running() and key == self._load_key \
+        if self._session is not None and not self._session.is_running():
+            # Died, and its exit not drained yet: settle its open requests before starting anew.
+            self.release()
+        if self._session is not None and key == self._load_key \
                 and self._state in ("loading", "ready"):
             return True
         from backend.adapter_loading import AdapterLoadError, resolve_load_spec

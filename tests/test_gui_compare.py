@@ -276,7 +276,7 @@ def test_batch_stop_keeps_and_summarises_the_finished_rows(qtbot, tab):
     _ready(qtbot, tab)
     batch = tab.batch
     tab.views.setCurrentWidget(batch)
-    tab.sampling_panel.set_values({"max_new_tokens": 48})
+    tab.sampling_panel.set_values({"max_new_tokens": 24})
     batch.count.setValue(16)
     batch.run_button.click()
     try:
