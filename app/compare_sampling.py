@@ -14,7 +14,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QSpinBox, QVBoxLayout, QWidget
 
 from backend.generation_protocol import SamplingSettings
-from widgets.config_form import ConfigForm
+from widgets.config_form import ConfigForm, keep_spin_text_visible
 
 # Ignored by greedy decoding; greyed out while it is on so the form says so.
 SAMPLING_ONLY = ("temperature", "top_p", "top_k")
@@ -89,11 +89,3 @@ class SamplingPanel(QWidget):
         return SamplingSettings.from_dict(values).to_dict()
 
 
-def keep_spin_text_visible(spin: QSpinBox) -> None:
-    """Hide a spin box's step buttons without hiding its number.
-
-    Under a style sheet, Qt 6.12 gives a spin box with ``NoButtons`` an edit
-    field one pixel wide, so the value vanishes; buttons of zero width keep the
-    field its full width and still draw no stray arrows."""
-    spin.setButtonSymbols(QSpinBox.ButtonSymbols.UpDownArrows)
-    spin.setStyleSheet("QSpinBox::up-button, QSpinBox::down-button { width: 0px; border: none; }")

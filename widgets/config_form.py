@@ -177,9 +177,7 @@ class ConfigForm(QWidget):
             spin.setRange(int(max(lo if lo is not None else -_INT_LIMIT, -_INT_LIMIT)),
                           int(min(hi if hi is not None else _INT_LIMIT, _INT_LIMIT)))
             spin.setGroupSeparatorShown(True)
-            # Step arrows drawn under a style sheet come out as stray dashes; typing and
-            # the mouse wheel remain, which is how such fields get edited anyway.
-            spin.setButtonSymbols(QSpinBox.ButtonSymbols.NoButtons)
+            keep_spin_text_visible(spin)
             spin.valueChanged.connect(self._on_edit)
             return spin
         line = QLineEdit()
@@ -292,3 +290,14 @@ def _dict_text(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
     return str(value)
+
+
+def keep_spin_text_visible(spin: QSpinBox) -> None:
+    """Hide a spin box's step buttons without hiding its number.
+
+    Step arrows drawn under a style sheet come out as stray dashes, but Qt 6.12
+    gives a spin box with ``NoButtons`` an edit field one pixel wide under a
+    style sheet, so the value vanishes; zero-width buttons keep the field its
+    full width. Typing and the mouse wheel still edit the value."""
+    spin.setButtonSymbols(QSpinBox.ButtonSymbols.UpDownArrows)
+    spin.setStyleSheet("QSpinBox::up-button, QSpinBox::down-button { width: 0px; border: none; }")
