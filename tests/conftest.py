@@ -89,3 +89,23 @@ def tiny_run_config(method: str, model_dir: Path, data: Path, **overrides):
     )
     values.update(overrides)
     return default_config(method, **values)
+
+
+@pytest.fixture(scope="session")
+def trained_dpo_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """One tiny DPO run with 16 held-out pairs, trained once for every compare test.
+
+    It lives in a home of its own, so the per-test homes never see it."""
+    from backend.training_run import run_to_completion
+
+    home = tmp_path_factory.mktemp("trained-dpo-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ALIGNSTUDIO_HOME", str(home))
+    try:
+        data = write_easy_preferences(home / "easy_prefs.jsonl")
+        cfg = tiny_run_config("dpo", tiny_model_dir, data, max_steps=20, eval_fraction=0.25)
+        run, events = run_to_completion(cfg, runs_root=home / "runs", timeout=300)
+    finally:
+        mp.undo()
+    assert type(events[-1]).__name__ == "RunFinished", events[-1]
+    return run.run_dir

@@ -22,8 +22,6 @@ from backend.generation_protocol import (BatchRowReady, BatchSummaryReady, Gener
                                          WorkerExited, WorkerStatus)
 from backend.prompt_rendering import read_heldout_rows
 from backend.run_folder import read_events
-from backend.training_run import run_to_completion
-from tests.conftest import tiny_run_config, write_easy_preferences
 
 pytestmark = pytest.mark.slow
 
@@ -31,17 +29,8 @@ PROMPT = "Question 3: can you help me with task 3?"
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, tiny_model_dir):
-    """A tiny DPO run with 16 held-out pairs; the module's own studio home."""
-    home = tmp_path_factory.mktemp("compare-home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ALIGNSTUDIO_HOME", str(home))
-    data = write_easy_preferences(home / "easy_prefs.jsonl")
-    cfg = tiny_run_config("dpo", tiny_model_dir, data, max_steps=20, eval_fraction=0.25)
-    run, events = run_to_completion(cfg, runs_root=home / "runs", timeout=300)
-    mp.undo()
-    assert type(events[-1]).__name__ == "RunFinished", events[-1]
-    return run.run_dir
+def trained_run(trained_dpo_run):
+    return trained_dpo_run
 
 
 class _SessionHolder:

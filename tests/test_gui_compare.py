@@ -24,8 +24,6 @@ import pytest  # noqa: E402
 
 from backend.compare_export import read_jsonl_export, summary_path_for  # noqa: E402
 from backend.run_folder import list_runs  # noqa: E402
-from backend.training_run import run_to_completion  # noqa: E402
-from tests.conftest import tiny_run_config, write_easy_preferences  # noqa: E402
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -35,17 +33,9 @@ FAST = {"greedy": True, "max_new_tokens": 10}
 
 
 @pytest.fixture(scope="module")
-def compare_run(tmp_path_factory, tiny_model_dir):
-    """A tiny DPO run with 16 held-out pairs, in a home of the module's own."""
-    home = tmp_path_factory.mktemp("gui-compare-home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ALIGNSTUDIO_HOME", str(home))
-    data = write_easy_preferences(home / "easy_prefs.jsonl")
-    cfg = tiny_run_config("dpo", tiny_model_dir, data, max_steps=20, eval_fraction=0.25)
-    run, events = run_to_completion(cfg, runs_root=home / "runs", timeout=300)
-    mp.undo()
-    assert type(events[-1]).__name__ == "RunFinished", events[-1]
-    return home / "runs", run.run_dir
+def compare_run(trained_dpo_run):
+    """The shared tiny DPO run: its runs folder and the run itself."""
+    return trained_dpo_run.parent, trained_dpo_run
 
 
 @pytest.fixture(scope="module")
