@@ -20,31 +20,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "docs"))
+
+from screenshot_timing import settle as _settle, wait_for as _wait  # noqa: E402
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 DEMO = ROOT / "resources" / "demo" / "demo_preferences.jsonl"
 SIZE = (1480, 920)
-
-
-def _wait(app, predicate, timeout: float, what: str) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return
-        app.processEvents()
-        time.sleep(0.01)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def _settle(app, seconds: float = 0.6) -> None:
-    end = time.time() + seconds
-    while time.time() < end:
-        app.processEvents()
-        time.sleep(0.01)
 
 
 def _save(window, out: Path, name: str) -> Path:
