@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 from app.log_tail import LogTailer
 from app.metric_catalog import points_from_event, style_for_key
 from app.training_diagnostics import TrainingDiagnostics
-from backend.events import TrainLog
+from backend.events import EvalLog, TrainLog
 from widgets.log_console import LogConsole
 from widgets.notes_panel import NotesPanel
 from widgets.notice_banner import NoticeBanner
@@ -40,6 +40,9 @@ PHASE_TEXT = {
     "evaluating": "Evaluating on the held-out rows…",
     "saving": "Saving the adapter…",
 }
+
+FORCE_STOP_AFTER_MS = 15000
+FORCE_STOP_TEXT = "Force stop"
 
 FAILURE_TITLES = {
     "out_of_memory": "The run ran out of memory",
@@ -79,6 +82,12 @@ class LiveTrainingView(QWidget):
     sig_stop_advised = Signal(str)
     """A diagnostic says the run is beyond saving (NaN loss); carries the reason."""
 
+    sig_force_stop_requested = Signal()
+    """Stop was pressed, the worker did not end in time, and the user chose to end it now."""
+
+    sig_resume_requested = Signal(str)
+    """Resume was pressed after a stopped or failed run; carries the run folder."""
+
     def __init__(self, settings=None, parent=None):
         super().__init__(parent)
         self._settings = settings
@@ -106,7 +115,15 @@ class LiveTrainingView(QWidget):
         self.stop_button.setObjectName("stopButton")
         self.stop_button.setEnabled(False)
         self.stop_button.setToolTip("Stop after the current step and save the adapter trained so far.")
-        self.stop_button.clicked.connect(self.request_stop)
+        self.stop_button.clicked.connect(self._on_stop_clicked)
+        self._force_timer = QTimer(self)
+        self._force_timer.setSingleShot(True)
+        self._force_timer.setInterval(FORCE_STOP_AFTER_MS)
+        self._force_timer.timeout.connect(self._offer_force_stop)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setVisible(False)
+        self.resume_button.clicked.connect(lambda: self.sig_resume_requested.emit(self._resumable_dir))
+        self._resumable_dir = ""
         self.phase_label = QLabel("Ready when you are: load a dataset, pick a method, press Train.")
         self.phase_label.setObjectName("phaseLabel")
         self.phase_label.setWordWrap(True)
@@ -165,6 +182,7 @@ class LiveTrainingView(QWidget):
         buttons.setSpacing(8)
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.resume_button)
         buttons.addSpacing(8)
         texts = QVBoxLayout()
         texts.setSpacing(0)
@@ -277,7 +295,34 @@ class LiveTrainingView(QWidget):
         self.stop_button.setEnabled(False)
         self.stop_button.setText("Stopping…")
         self.phase_label.setText("Stopping after the current step; the adapter trained so far will be saved…")
+        self._force_timer.start()
         self.sig_stop_requested.emit()
+
+    def _on_stop_clicked(self) -> None:
+        if self.stop_button.text() == FORCE_STOP_TEXT:
+            self.stop_button.setEnabled(False)
+            self.phase_label.setText("Ending the worker now; the run keeps its last checkpoint…")
+            self.sig_force_stop_requested.emit()
+        else:
+            self.request_stop()
+
+    def _offer_force_stop(self) -> None:
+        # A step on a CPU can take a minute; the cooperative stop waits for it. After a
+        # while the user may prefer to lose that step rather than wait.
+        if not self._running:
+            return
+        self.stop_button.setText(FORCE_STOP_TEXT)
+        self.stop_button.setEnabled(True)
+        self.stop_button.setToolTip("The worker has not stopped yet. Force stop ends it now; the metrics so far "
+                                    "and the last checkpoint stay in the run folder, and Resume continues from it.")
+
+    def set_resumable(self, run_dir: str, checkpoint_step: int | None) -> None:
+        """Offer Resume for a run that ended early with a checkpoint (hide it with an empty run_dir)."""
+        self._resumable_dir = run_dir if checkpoint_step is not None else ""
+        self.resume_button.setVisible(bool(self._resumable_dir) and not self._running)
+        if self._resumable_dir:
+            self.resume_button.setText(f"Resume from step {checkpoint_step}")
+            self.resume_button.setToolTip("Continue this run from its last checkpoint, in the same folder.")
 
     def open_run_folder(self) -> None:
         if self._run_dir:
@@ -287,8 +332,9 @@ class LiveTrainingView(QWidget):
         return self._run_dir
 
     # ------------------------------------------------------------ run events
-    def begin_run(self, method: str, description: str = "") -> None:
-        """A run was requested: reset the view and show that it is starting."""
+    def begin_run(self, method: str, description: str = "", history=()) -> None:
+        """A run was requested: reset the view and show that it is starting. A resumed
+        run passes the events it logged so far (``history``): its plots go on from them."""
         self._method = method
         self._run_dir = ""
         self._queue.clear()
@@ -302,10 +348,16 @@ class LiveTrainingView(QWidget):
         grid.set_follow_headroom(0.25)
         self.plots_stack.setCurrentWidget(grid)
         self.metric_count.setText("")
+        for event in history:
+            if isinstance(event, (TrainLog, EvalLog)):
+                grid.add_step(event.step, {key: value for key, _step, value in points_from_event(event)})
         self._running = True
         self._apply_train_state()
+        self._force_timer.stop()
+        self.resume_button.setVisible(False)
         self.stop_button.setEnabled(True)
         self.stop_button.setText("Stop")
+        self.stop_button.setToolTip("Stop after the current step and save the adapter trained so far.")
         self.folder_button.setVisible(False)
         self.progress.setRange(0, 0)  # busy until the worker knows the step count
         self.progress.setFormat("starting…")
@@ -452,8 +504,10 @@ class LiveTrainingView(QWidget):
             self._grid.set_follow_headroom(0.0)
         title = FAILURE_TITLES.get(event.kind, "The run failed")
         text = event.message + (f"\n\nWhat to try: {event.hint}" if event.hint else "")
+        # When the worker died without a word, the end of its log is the explanation.
         self.banner.show_notice("error", title, text, details=event.traceback,
-                                action="Open folder" if self._run_dir else "")
+                                action="Open folder" if self._run_dir else "",
+                                open_details=event.kind in ("crash", "killed", "interrupted"))
         self.phase_label.setText("The run ended with an error (details below).")
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
@@ -463,10 +517,13 @@ class LiveTrainingView(QWidget):
         """The worker exited: controls go back to their resting state."""
         self.tailer.stop()
         self.console.flush()
+        self._force_timer.stop()
         self.stop_button.setEnabled(False)
         self.stop_button.setText("Stop")
+        self.stop_button.setToolTip("Stop after the current step and save the adapter trained so far.")
         self._running = False
         self._apply_train_state()
+        self.resume_button.setVisible(bool(self._resumable_dir))
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
             self.progress.setFormat("no run")

@@ -79,7 +79,7 @@ def _load_runs(roots: list[str]):
 
 def _load_run_details(run_dirs: list[str]):
     """(run folder, plotted series, config text, number of events) for each run; on the pool."""
-    from backend.run_folder import CONFIG_FILE, read_events
+    from backend.run_folder import CONFIG_FILE, current_attempt_events, read_events
 
     details = []
     for run_dir in run_dirs:
@@ -87,7 +87,7 @@ def _load_run_details(run_dirs: list[str]):
             config_text = (Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8")
         except OSError as exc:
             config_text = f"# config.yaml cannot be read: {exc}"
-        events = read_events(run_dir)
+        events = current_attempt_events(read_events(run_dir))
         details.append((run_dir, collect_points(events), config_text, len(events)))
     return details
 
@@ -98,6 +98,9 @@ class RunsTab(QWidget):
 
     sig_compare_requested = Signal(str)
     """The user wants to compare a run's adapter with its base model; carries the run folder."""
+
+    sig_resume_requested = Signal(str)
+    """The user wants a stopped or crashed run to continue from its last checkpoint; carries the run folder."""
 
     sig_runs_listed = Signal(list)
     """The run list was (re)built; carries the RunSummary objects."""
@@ -125,6 +128,9 @@ class RunsTab(QWidget):
         self.compare_button = QPushButton("Compare…")
         self.compare_button.setToolTip("Open this run's adapter in the Compare tab, next to its base model.")
         self.compare_button.clicked.connect(self._compare)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setObjectName("primaryButton")
+        self.resume_button.clicked.connect(self._resume)
         self.reuse_button = QPushButton("Train again with these settings")
         self.reuse_button.clicked.connect(self._reuse)
         self.delete_button = QPushButton("Delete…")
@@ -170,8 +176,8 @@ class RunsTab(QWidget):
         self.detail_tabs.addTab(self.config_view, "Config")
 
         bar = QHBoxLayout()
-        for b in (self.refresh_button, self.overlay_button, self.folder_button, self.compare_button, self.reuse_button,
-                  self.delete_button):
+        for b in (self.refresh_button, self.overlay_button, self.folder_button, self.compare_button, self.resume_button,
+                  self.reuse_button, self.delete_button):
             bar.addWidget(b)
         bar.addStretch(1)
         bar.addWidget(self.count_label)
@@ -294,6 +300,7 @@ class RunsTab(QWidget):
         self.reuse_button.setEnabled(len(selected) == 1)
         adapter = len(selected) == 1 and bool(getattr(self._summaries.get(selected[0]), "adapter_path", ""))
         self.compare_button.setEnabled(adapter)
+        self._update_resume_button(selected)
         self.delete_button.setEnabled(bool(selected) and not running)
         self.delete_button.setToolTip("Stop the run before deleting it." if running
                                       else "Delete the selected run folders.")
@@ -380,6 +387,24 @@ class RunsTab(QWidget):
         selected = self.selected_run_dirs()
         if selected:
             self.sig_compare_requested.emit(selected[0])
+
+    def _update_resume_button(self, selected: list[str]) -> None:
+        summary = self._summaries.get(selected[0]) if len(selected) == 1 else None
+        resumable = bool(summary is not None and summary.resumable)
+        self.resume_button.setEnabled(resumable)
+        if resumable:
+            tip = (f"Continue this run from its checkpoint at step {summary.checkpoint_step} "
+                   f"of {summary.total_steps or '?'}, in the same folder; its plots go on where they stopped.")
+        elif summary is not None and summary.status in ("stopped", "failed", "interrupted"):
+            tip = "This run saved no checkpoint to continue from."
+        else:
+            tip = "Select one stopped or failed run to continue it from its last checkpoint."
+        self.resume_button.setToolTip(tip)
+
+    def _resume(self) -> None:
+        selected = self.selected_run_dirs()
+        if len(selected) == 1:
+            self.sig_resume_requested.emit(selected[0])
 
     def _reuse(self) -> None:
         selected = self.selected_run_dirs()

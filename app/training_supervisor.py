@@ -14,6 +14,7 @@ import os
 import threading
 import traceback
 import weakref
+from dataclasses import dataclass
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
@@ -31,6 +32,13 @@ from backend.run_config import ConfigError
 
 
 WORKER_NICENESS = 5
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    """Continue the run in ``run_dir`` from its last checkpoint (instead of starting a new run)."""
+
+    run_dir: str
 
 
 def lower_priority(pid: int, niceness: int = WORKER_NICENESS) -> None:
@@ -101,13 +109,17 @@ class TrainingSupervisor(QObject):
         self._stop_wanted = False
 
     @Slot(object)
-    def supervise(self, config) -> None:
-        """Start a run for ``config`` and follow it to the end (runs on the supervisor thread)."""
+    def supervise(self, request) -> None:
+        """Start a run for ``request`` (a config, or a ResumeRequest) and follow it to
+        the end (runs on the supervisor thread)."""
         from backend.training_run import TrainingRun
 
         try:
             try:
-                run = TrainingRun.start(config, runs_root=self._runs_root)
+                if isinstance(request, ResumeRequest):
+                    run = TrainingRun.resume(request.run_dir)
+                else:
+                    run = TrainingRun.start(request, runs_root=self._runs_root)
             except ConfigError as exc:
                 self.sig_failed.emit(RunFailed(kind="bad_config", message=str(exc),
                                                hint="Fix the settings marked in the form and press Train again."))
@@ -159,6 +171,14 @@ class TrainingSupervisor(QObject):
         threading.Thread(target=run.stop, kwargs={"grace_seconds": grace_seconds}, daemon=True,
                          name="alignstudio-stop").start()
 
+    def kill(self) -> None:
+        """End the worker now (children first). The run keeps its last checkpoint and metrics."""
+        with self._lock:
+            self._stop_wanted = True
+            run = self._run
+        if run is not None:
+            threading.Thread(target=run.kill, daemon=True, name="alignstudio-kill").start()
+
     def worker_pid(self) -> int | None:
         with self._lock:
             return self._run.process.pid if self._run is not None else None
@@ -199,11 +219,21 @@ class TrainingController(QObject):
         return self._busy
 
     def start(self, config) -> None:
+        self._launch(config)
+
+    def resume(self, run_dir: str) -> None:
+        """Continue a stopped or crashed run from its last checkpoint."""
+        self._launch(ResumeRequest(str(run_dir)))
+
+    def _launch(self, request) -> None:
         if self._busy:
             raise RuntimeError("a run is already in progress")
         self._busy = True
         self.sig_busy_changed.emit(True)
-        self._sig_start.emit(config)
+        self._sig_start.emit(request)
+
+    def kill(self) -> None:
+        self.supervisor.kill()
 
     def request_stop(self) -> None:
         self.supervisor.request_stop()

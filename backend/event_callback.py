@@ -24,6 +24,11 @@ _END_OF_TRAINING_KEYS = {"train_runtime", "train_samples_per_second", "train_ste
                          "total_flos", "train_loss"}
 
 
+class EvaluationStopped(Exception):
+    """Raised from inside an evaluation loop to end it early when a stop is requested:
+    the Trainer offers no other way out of an evaluation, which can take minutes."""
+
+
 def peak_memory_mb() -> tuple[float, str]:
     import torch
 
@@ -51,14 +56,20 @@ class EventCallback(TrainerCallback):
         self._last_log = (0.0, 0, None)  # time, step, num_tokens at the previous log
         self._step_seconds_ema: float | None = None
         self._last_step_time = 0.0
+        self._training = False
+        self._evaluating = False
 
     # -- lifecycle ---------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_time = self._last_step_time = time.time()
         self.start_step = state.global_step
         self._last_log = (self.start_time, state.global_step, None)
+        self._training = True
         if self._on_train_begin_hook:
             self._on_train_begin_hook(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._training = False
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.time()
@@ -68,6 +79,8 @@ class EventCallback(TrainerCallback):
         self._step_seconds_ema = dt if self._step_seconds_ema is None else 0.8 * self._step_seconds_ema + 0.2 * dt
         if self.stop_requested.is_set():
             control.should_training_stop = True
+            # A checkpoint at the stop step lets Resume continue exactly where the user stopped.
+            control.should_save = self.nan_step is None
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -95,6 +108,7 @@ class EventCallback(TrainerCallback):
         if loss is not None and not math.isfinite(loss) and self.nan_step is None:
             self.nan_step = state.global_step
             control.should_training_stop = True
+            control.should_save = False  # a checkpoint of diverged weights is worth nothing
             self.emit(WorkerWarning(
                 message=f"The loss became {loss} at step {state.global_step}; training stops here.",
                 kind="nan_loss"))
@@ -128,9 +142,20 @@ class EventCallback(TrainerCallback):
             memory_kind=kind,
         )
 
+    def on_prediction_step(self, args, state, control, **kwargs):
+        if self.stop_requested.is_set():
+            raise EvaluationStopped()
+        if not self._evaluating:
+            self._evaluating = True
+            if self._training:  # the final evaluation announces its own phase
+                self.phase("evaluating", f"Evaluating on the held-out rows at step {state.global_step}")
+
     def on_evaluate(self, args, state, control, **kwargs):
+        self._evaluating = False
         if self.stop_requested.is_set():
             control.should_training_stop = True
+        elif self._training:
+            self.phase("training", "Training")
 
     def on_save(self, args, state, control, **kwargs):
         from pathlib import Path

@@ -9,6 +9,7 @@ breaking the list.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.events import Event, EvalLog, RunFailed, RunFinished, RunStarted, TrainLog, event_from_dict
+from backend.events import (CheckpointSaved, Event, EvalLog, RunFailed, RunFinished, RunStarted, TrainLog,
+                            event_from_dict)
 from backend.paths import runs_dir
 from backend.run_config import BaseRunConfig, ConfigError, load_yaml, save_yaml
 
@@ -77,21 +79,59 @@ def read_events(run_dir: str | Path) -> list[Event]:
     return events
 
 
+def open_metrics_for_append(run_dir: str | Path):
+    """``metrics.jsonl`` opened for appending. A worker killed mid-write leaves a
+    torn last line; it is ended first, so the next event starts a line of its own
+    instead of being glued to the torn one (and lost with it)."""
+    path = Path(run_dir) / METRICS_FILE
+    fh = path.open("a+b")
+    if fh.tell() > 0:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) != b"\n":
+            fh.write(b"\n")
+    fh.seek(0, os.SEEK_END)
+    return io.TextIOWrapper(fh, encoding="utf-8", write_through=True)
+
+
 def append_event(run_dir: str | Path, event: Event) -> None:
-    with (Path(run_dir) / METRICS_FILE).open("a", encoding="utf-8") as fh:
+    with open_metrics_for_append(run_dir) as fh:
         fh.write(event.to_json() + "\n")
 
 
+def current_attempt_events(events: list[Event]) -> list[Event]:
+    """The events as one continuous run: a resumed run replays the steps after its
+    checkpoint, so the steps an earlier attempt logged past that point are
+    superseded, and each step appears once, without a gap.
+
+    Terminal events of earlier attempts (the crash that led to the resume) are
+    kept; a later RunStarted marks that the run went on after them."""
+    result: list[Event] = []
+    for event in events:
+        if isinstance(event, RunStarted):
+            cut = event.resumed_from_step
+            result = [e for e in result
+                      if not (isinstance(e, (TrainLog, EvalLog, CheckpointSaved)) and e.step > cut)]
+        result.append(event)
+    return result
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint the Trainer can resume from. A checkpoint whose save was
+    cut off has no readable ``trainer_state.json`` (the Trainer writes it last) and
+    is passed over."""
     folder = Path(run_dir) / CHECKPOINTS_DIR
-    best: tuple[int, Path] | None = None
+    found = []
     for child in folder.glob("checkpoint-*"):
         m = re.fullmatch(r"checkpoint-(\d+)", child.name)
-        if m and child.is_dir() and (child / "trainer_state.json").exists():
-            step = int(m.group(1))
-            if best is None or step > best[0]:
-                best = (step, child)
-    return best[1] if best else None
+        if m and child.is_dir():
+            found.append((int(m.group(1)), child))
+    for _step, child in sorted(found, reverse=True):
+        try:
+            json.loads((child / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return child
+    return None
 
 
 def worker_alive(run_dir: str | Path) -> bool:
@@ -125,6 +165,13 @@ class RunSummary:
     eval_metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
     adapter_path: str = ""
+    checkpoint_step: int | None = None
+
+    @property
+    def resumable(self) -> bool:
+        """Stopped or broken off before its last step, with a checkpoint to continue from."""
+        return (self.status in ("stopped", "failed", "interrupted") and self.checkpoint_step is not None
+                and (not self.total_steps or self.checkpoint_step < self.total_steps))
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -142,11 +189,12 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         summary.error = f"config.yaml cannot be read: {exc}"
         return summary
     summary.method, summary.model, summary.data_path = cfg.method, cfg.model or "embedded Gemma 3 270M", cfg.data_path
-    events = read_events(run_dir)
+    events = current_attempt_events(read_events(run_dir))
     for ev in events:
         if isinstance(ev, RunStarted):
             summary.started_at = summary.started_at or ev.time
             summary.total_steps = ev.total_steps
+            summary.status, summary.error = "unknown", ""  # a resumed run is judged by its latest attempt
         elif isinstance(ev, TrainLog):
             summary.step, summary.final_metrics = ev.step, ev.metrics
             summary.total_steps = ev.total_steps or summary.total_steps
@@ -163,6 +211,8 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         summary.duration_s = events[-1].time - summary.started_at
     if summary.status == "unknown":
         summary.status = "running" if worker_alive(run_dir) else ("interrupted" if events else "created")
+    checkpoint = latest_checkpoint(run_dir)
+    summary.checkpoint_step = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else None
     return summary
 
 

@@ -10,6 +10,7 @@ and when this process dies the pipe closes and the worker stops by itself.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +35,36 @@ def log_tail(path: Path, lines: int = 30) -> str:
     except OSError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
+
+
+_SIGNAL_MEANINGS = {
+    signal.SIGSEGV: "a segmentation fault: a crash inside native code such as a GPU kernel or bitsandbytes",
+    signal.SIGABRT: "an abort inside native code",
+    signal.SIGBUS: "a bus error: often a memory-mapped file that vanished or a full disk",
+    signal.SIGILL: "an illegal instruction: a library built for a newer CPU",
+    signal.SIGFPE: "an arithmetic fault inside native code",
+}
+
+
+def describe_exit(code: int, run_dir: Path) -> tuple[str, str, str]:
+    """(kind, message, hint) for a worker that exited without saying why."""
+    from backend.run_folder import latest_checkpoint
+
+    checkpoint = latest_checkpoint(run_dir)
+    resume = (f"Resume continues from the last checkpoint ({checkpoint.name})." if checkpoint
+              else "No checkpoint was saved yet, so a new run starts from the beginning.")
+    signum = -code if code < 0 else code - 128 if code > 128 else 0
+    if signum == signal.SIGKILL:
+        return "killed", "The training worker was killed (SIGKILL).", (
+            "Either it was stopped by force, or the system ran out of memory and killed it "
+            "(the Linux out-of-memory killer does this without a message). If memory is the cause, "
+            "lower the batch size or max length, or use 4-bit quantization. " + resume)
+    if signum in _SIGNAL_MEANINGS:
+        name = signal.Signals(signum).name
+        return "crash", f"The training worker crashed with {name}, {_SIGNAL_MEANINGS[signum]}.", (
+            "The last lines of its log are below. " + resume)
+    return "crash", f"The training worker ended unexpectedly (exit code {code}).", (
+        "The last lines of its log are below. " + resume)
 
 
 class TrainingRun:
@@ -104,13 +135,8 @@ class TrainingRun:
                 break
         code = self.process.wait()
         if not self._terminal_seen:
-            failure = RunFailed(
-                kind="crash" if code not in (-9, 137) else "killed",
-                message=f"The training worker ended unexpectedly (exit code {code}).",
-                hint="The last lines of the worker log are below. If the machine ran out of memory, "
-                "lower the batch size or max length. Resume continues from the last checkpoint.",
-                traceback=log_tail(self.log_path),
-            )
+            kind, message, hint = describe_exit(code, self.run_dir)
+            failure = RunFailed(kind=kind, message=message, hint=hint, traceback=log_tail(self.log_path))
             append_event(self.run_dir, failure)
             self.last_event = failure
             self._terminal_seen = True

@@ -22,15 +22,16 @@ from pathlib import Path
 from typing import Callable
 
 from backend.events import (Event, PhaseChanged, RunFailed, RunFinished, RunStarted, WorkerWarning)
-from backend.run_folder import (ADAPTER_DIR, CHECKPOINTS_DIR, EVAL_SPLIT_FILE, METRICS_FILE, PID_FILE,
-                                latest_checkpoint, load_run_config)
+from backend.fault_injection import hold_phase, planned_faults
+from backend.run_folder import (ADAPTER_DIR, CHECKPOINTS_DIR, EVAL_SPLIT_FILE, PID_FILE, latest_checkpoint,
+                                load_run_config, open_metrics_for_append)
 
 
 class EventChannel:
     """Writes events to the supervisor's pipe and to ``metrics.jsonl``."""
 
     def __init__(self, run_dir: Path, stream=None):
-        self.metrics = (run_dir / METRICS_FILE).open("a", encoding="utf-8")
+        self.metrics = open_metrics_for_append(run_dir)
         self.stream = stream
         self.lock = threading.Lock()
 
@@ -55,26 +56,75 @@ def take_over_stdout() -> object:
     return os.fdopen(event_fd, "w", buffering=1, encoding="utf-8")
 
 
-def watch_for_stop(stop: threading.Event) -> None:
+# Before training starts there is nothing to save, and the calls that take long
+# there (loading weights, converting a GGUF, tokenizing) never look at a stop
+# flag; so a stop in these phases ends the process at once. Every file those
+# phases write is written atomically, so nothing is left half-done.
+EXIT_AT_ONCE_PHASES = ("starting", "loading_model", "preparing_data")
+
+
+class WorkerState:
+    """What the main thread is doing, shared with the thread that hears stop requests."""
+
+    def __init__(self, run_dir: Path, resume: bool, emit: Callable[[Event], None] | None = None):
+        self.run_dir = run_dir
+        self.resume = resume
+        self.emit = emit
+        self.phase = "starting"
+        self.started = time.time()
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.faults = planned_faults()
+
+    def enter_phase(self, phase: str, message: str) -> None:
+        with self.lock:
+            if self.stop.is_set() and phase in EXIT_AT_ONCE_PHASES:
+                raise StoppedBeforeTraining()
+            self.phase = phase
+        if self.emit is not None:
+            self.emit(PhaseChanged(phase=phase, message=message))
+        hold_phase(self.faults, phase)
+
+    def request_stop(self, why: str) -> None:
+        print(why, flush=True)
+        with self.lock:
+            self.stop.set()
+            if self.phase in EXIT_AT_ONCE_PHASES and self.emit is not None:
+                self.emit(stopped_before_training(self))
+                # Holding the lock keeps the main thread from starting to train meanwhile.
+                _exit_now(0, self.run_dir)
+
+
+def _exit_now(code: int, run_dir: Path) -> None:
+    try:
+        (run_dir / PID_FILE).unlink()
+    except OSError:
+        pass
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def watch_for_stop(state: WorkerState) -> None:
     def read_stdin():
         try:
             for line in sys.stdin:
                 if line.strip() == "stop":
-                    print("Stop requested.", flush=True)
-                    stop.set()
+                    state.request_stop("Stop requested.")
         except (OSError, ValueError):
             pass
         # EOF: the supervisor closed our stdin or died. Finish cleanly rather than orphaned.
-        if not stop.is_set():
-            print("Supervisor went away; stopping.", flush=True)
-        stop.set()
+        if not state.stop.is_set():
+            state.request_stop("Supervisor went away; stopping.")
 
     threading.Thread(target=read_stdin, name="stop-watcher", daemon=True).start()
 
     def on_sigterm(signum, frame):
-        if stop.is_set():
+        if state.stop.is_set():
             raise SystemExit(143)  # a second SIGTERM means now
-        stop.set()
+        # Not state.request_stop: a signal handler must not wait for the lock the
+        # interrupted main thread may hold. The watcher thread is the one that exits.
+        state.stop.set()
+        threading.Thread(target=state.request_stop, args=("Terminate requested; stopping.",), daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -83,14 +133,23 @@ class StoppedBeforeTraining(Exception):
     pass
 
 
-def run_training(run_dir: Path, emit: Callable[[Event], None], stop: threading.Event, resume: bool = False) -> int:
+def stopped_before_training(state: WorkerState) -> RunFinished:
+    """A stop before the first step: the run folder is as it was (a resumed run keeps its checkpoint)."""
+    checkpoint = latest_checkpoint(state.run_dir) if state.resume else None
+    step = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
+    adapter = state.run_dir / ADAPTER_DIR
+    return RunFinished(adapter_path=str(adapter) if (adapter / "adapter_config.json").exists() else "",
+                       stopped=True, step=step, total_steps=0, elapsed_seconds=time.time() - state.started,
+                       summary={})
+
+
+def run_training(state: WorkerState) -> int:
     """Train per ``run_dir/config.yaml``. Returns the process exit code. Never raises."""
-    started = time.time()
+    emit = state.emit
     try:
-        return _train(run_dir, emit, stop, resume, started)
+        return _train(state)
     except StoppedBeforeTraining:
-        emit(RunFinished(adapter_path="", stopped=True, step=0, total_steps=0,
-                         elapsed_seconds=time.time() - started, summary={}))
+        emit(stopped_before_training(state))
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must become an event
         kind, message, hint = classify_failure(exc)
@@ -104,11 +163,12 @@ def _check_stop(stop: threading.Event) -> None:
         raise StoppedBeforeTraining()
 
 
-def _train(run_dir: Path, emit, stop: threading.Event, resume: bool, started: float) -> int:
+def _train(state: WorkerState) -> int:
     from backend.run_config import check
 
+    run_dir, emit, stop, resume, started = state.run_dir, state.emit, state.stop, state.resume, state.started
     cfg = check(load_run_config(run_dir))
-    emit(PhaseChanged(phase="loading_model", message="Loading the model"))
+    state.enter_phase("loading_model", "Loading the model")
 
     from backend.model_source import local_model_folder, resolve_model_source
 
@@ -123,7 +183,7 @@ def _train(run_dir: Path, emit, stop: threading.Event, resume: bool, started: fl
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
 
-    from backend.event_callback import EventCallback, peak_memory_mb
+    from backend.event_callback import EvaluationStopped, EventCallback, peak_memory_mb
     from backend.trainer_builders import build_model, build_tokenizer, build_trainer, build_trl_args, choose_precision
 
     precision = choose_precision()
@@ -131,27 +191,32 @@ def _train(run_dir: Path, emit, stop: threading.Event, resume: bool, started: fl
     model = build_model(model_path, cfg, precision)
     _check_stop(stop)
 
-    emit(PhaseChanged(phase="preparing_data", message="Preparing the dataset"))
+    state.enter_phase("preparing_data", "Preparing the dataset")
     train_ds, eval_ds = prepare_datasets(cfg, run_dir)
     _check_stop(stop)
 
     device = describe_precision(precision)
     estimate = estimate_memory_quietly(cfg, model_path)
 
-    def on_train_begin(state):
+    def on_train_begin(trainer_state):
         model_ = trainer.model
         total = sum(p.numel() for p in model_.parameters())
         trainable = sum(p.numel() for p in model_.parameters() if p.requires_grad)
         emit(RunStarted(run_dir=str(run_dir), method=cfg.method, config=_config_dict(cfg), device=device,
-                        total_params=int(total), trainable_params=int(trainable), total_steps=int(state.max_steps),
+                        total_params=int(total), trainable_params=int(trainable), total_steps=int(trainer_state.max_steps),
                         train_rows=len(train_ds), eval_rows=len(eval_ds) if eval_ds is not None else 0,
-                        resumed_from_step=int(state.global_step),
+                        resumed_from_step=int(trainer_state.global_step),
                         memory_estimate_mb=(estimate or {}).get("total_mb")))
-        emit(PhaseChanged(phase="training", message="Training"))
+        state.enter_phase("training", "Training")
 
     callback = EventCallback(emit, stop, on_train_begin=on_train_begin)
+    callbacks = [callback]
+    if state.faults:
+        from backend.fault_injection import fault_callback
+
+        callbacks.append(fault_callback(state.faults))
     args = build_trl_args(cfg, precision, str(run_dir / CHECKPOINTS_DIR), has_eval=eval_ds is not None)
-    trainer = build_trainer(cfg, model, tokenizer, args, train_ds, eval_ds, [callback])
+    trainer = build_trainer(cfg, model, tokenizer, args, train_ds, eval_ds, callbacks)
     # The Trainer's own printer dumps raw dicts into the log; the callback writes readable lines instead.
     from transformers.trainer_callback import PrinterCallback
 
@@ -168,25 +233,33 @@ def _train(run_dir: Path, emit, stop: threading.Event, resume: bool, started: fl
         else:
             resume_from = str(checkpoint)
             print(f"Resuming from {checkpoint}", flush=True)
-    trainer.train(resume_from_checkpoint=resume_from)
-    state = trainer.state
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except EvaluationStopped:
+        print("Evaluation cut short by the stop request.", flush=True)
+    progress = trainer.state
+    if stop.is_set() and callback.nan_step is None:
+        save_stop_checkpoint(trainer, run_dir)
 
     if callback.nan_step is not None:
-        raise NonFiniteLoss(callback.nan_step)
+        raise NonFiniteLoss(callback.nan_step, keep_last_good_adapter(run_dir, callback.nan_step))
 
-    stopped = stop.is_set() and state.global_step < state.max_steps
-    if eval_ds is not None and not stopped and callback.last_eval_step != state.global_step:
-        emit(PhaseChanged(phase="evaluating", message="Final evaluation on the held-out rows"))
-        trainer.evaluate()
-    emit(PhaseChanged(phase="saving", message="Saving the adapter"))
+    stopped = stop.is_set() and progress.global_step < progress.max_steps
+    if eval_ds is not None and not stop.is_set() and callback.last_eval_step != progress.global_step:
+        state.enter_phase("evaluating", "Final evaluation on the held-out rows")
+        try:
+            trainer.evaluate()
+        except EvaluationStopped:
+            stopped = True
+    state.enter_phase("saving", "Saving the adapter")
     adapter = save_adapter_atomically(trainer, run_dir / ADAPTER_DIR)
     peak, kind = peak_memory_mb()
     record_memory_quietly(run_dir, estimate, peak, kind)
     summary = dict(callback.summary)
     summary.update({k: v for k, v in callback.last_metrics.items()})
     summary.update({f"eval_{k}": v for k, v in callback.last_eval.items()})
-    emit(RunFinished(adapter_path=str(adapter), stopped=stopped, step=state.global_step,
-                     total_steps=state.max_steps, elapsed_seconds=time.time() - started,
+    emit(RunFinished(adapter_path=str(adapter), stopped=stopped, step=progress.global_step,
+                     total_steps=progress.max_steps, elapsed_seconds=time.time() - started,
                      summary=summary, peak_memory_mb=peak))
     return 0
 
@@ -213,9 +286,45 @@ def record_memory_quietly(run_dir: Path, estimate: dict | None, peak: float, kin
 
 
 class NonFiniteLoss(RuntimeError):
-    def __init__(self, step: int):
-        super().__init__(f"The loss became NaN or infinite at step {step}.")
+    def __init__(self, step: int, kept_step: int | None):
+        if kept_step is not None:
+            kept = (f"The adapter from step {kept_step}, the last checkpoint with finite weights, "
+                    f"was kept in {ADAPTER_DIR}/.")
+        else:
+            kept = "No checkpoint from before that step exists, so no adapter was kept."
+        super().__init__(f"The loss became NaN or infinite at step {step}; training stopped there. {kept}")
         self.step = step
+        self.kept_step = kept_step
+
+
+def keep_last_good_adapter(run_dir: Path, bad_step: int) -> int | None:
+    """Make the newest checkpoint from before ``bad_step`` whose weights are all
+    finite the run's adapter. Weights can turn NaN a few steps before the loss
+    shows it, so a checkpoint is trusted only after its tensors are checked."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    checkpoints = []
+    for folder in (run_dir / CHECKPOINTS_DIR).glob("checkpoint-*"):
+        step = folder.name.rsplit("-", 1)[1]
+        if step.isdigit() and int(step) < bad_step and (folder / "adapter_model.safetensors").exists():
+            checkpoints.append((int(step), folder))
+    for step, folder in sorted(checkpoints, reverse=True):
+        tensors = load_file(str(folder / "adapter_model.safetensors"))
+        if not all(torch.isfinite(t).all() for t in tensors.values()):
+            print(f"Checkpoint {folder.name} already has non-finite weights; not keeping it.", flush=True)
+            continue
+        tmp = run_dir / (ADAPTER_DIR + ".saving")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name in ("adapter_model.safetensors", "adapter_config.json", "README.md"):
+            if (folder / name).exists():
+                shutil.copy2(folder / name, tmp / name)
+        _replace_folder(tmp, run_dir / ADAPTER_DIR)
+        return step
+    return None
 
 
 def _config_dict(cfg) -> dict:
@@ -278,21 +387,46 @@ def tokens_per_example(dataset) -> float | None:
     return total / len(sample)
 
 
+def save_stop_checkpoint(trainer, run_dir: Path) -> None:
+    """A stop between optimizer steps (in gradient accumulation or an evaluation)
+    skips the Trainer's own save; without a checkpoint at the stop step, Resume
+    would repeat the steps since the last periodic one."""
+    step = trainer.state.global_step
+    checkpoint = latest_checkpoint(run_dir)
+    if step == 0 or (checkpoint is not None and checkpoint.name == f"checkpoint-{step}"):
+        return
+    try:
+        trainer._save_checkpoint(trainer.model, trial=None)  # the Trainer's own format, so resume reads it
+    except Exception as exc:  # noqa: BLE001 - the adapter is still saved; resume falls back a few steps
+        print(f"Could not save a checkpoint at the stop step: {exc}", flush=True)
+
+
 def save_adapter_atomically(trainer, target: Path) -> Path:
     import shutil
 
     tmp = target.with_name(target.name + ".saving")
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))
+    _replace_folder(tmp, target)
+    return target
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Put ``new`` in place of ``target``; at every moment one complete version exists."""
+    import shutil
+
     if target.exists():
         old = target.with_name(target.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
-        os.replace(tmp, target)
+        os.replace(new, target)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(tmp, target)
-    return target
+        os.replace(new, target)
+
+
+# How allocators word running out: CUDA, torch's CPU allocator, cuBLAS, C++.
+_OUT_OF_MEMORY_SIGNS = ("out of memory", "can't allocate memory", "cublas_status_alloc_failed", "std::bad_alloc")
 
 
 def classify_failure(exc: BaseException) -> tuple[str, str, str]:
@@ -312,7 +446,8 @@ def classify_failure(exc: BaseException) -> tuple[str, str, str]:
             "Usual causes: a learning rate that is too high, fp16 overflow, or empty responses in the data. "
             "Lower the learning rate (e.g. by 10x) and check the data report. Checkpoints up to the last "
             "good step are kept.")
-    if name == "OutOfMemoryError" or "out of memory" in text.lower() or isinstance(exc, MemoryError):
+    if name == "OutOfMemoryError" or isinstance(exc, MemoryError) or any(
+            sign in text.lower() for sign in _OUT_OF_MEMORY_SIGNS):
         return "out_of_memory", f"Out of memory: {text.splitlines()[0][:300]}", (
             "Try a shorter max length, a smaller batch size with more gradient accumulation, "
             "4-bit quantization, gradient checkpointing, or (DPO) precomputed reference log-probs.")
@@ -340,14 +475,14 @@ def main(argv: list[str] | None = None) -> int:
     events_out = take_over_stdout()
     (run_dir / PID_FILE).write_text(str(os.getpid()))
     channel = EventChannel(run_dir, events_out)
-    stop = threading.Event()
-    watch_for_stop(stop)
+    state = WorkerState(run_dir, resume, channel.emit)
+    watch_for_stop(state)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Progress bars are for terminals; in the log they are walls of carriage returns.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_TQDM", "1")
     try:
-        return run_training(run_dir, channel.emit, stop, resume=resume)
+        return run_training(state)
     finally:
         try:
             (run_dir / PID_FILE).unlink()

@@ -181,7 +181,7 @@ def test_killed_worker_is_reported_with_log_tail(tiny_model_dir, easy_preference
             os.kill(run.process.pid, signal.SIGKILL)
     failed = events[-1]
     assert isinstance(failed, RunFailed) and failed.kind == "killed"
-    assert "exit code" in failed.message
+    assert "SIGKILL" in failed.message and "checkpoint" in failed.hint
     assert summarize_run(run.run_dir).status == "failed"
 
 

@@ -68,7 +68,10 @@ class NoticeBanner(QFrame):
         layout.addWidget(self._details)
         self.setVisible(False)
 
-    def show_notice(self, severity: str, title: str, text: str = "", details: str = "", action: str = "") -> None:
+    def show_notice(self, severity: str, title: str, text: str = "", details: str = "", action: str = "",
+                    open_details: bool = False) -> None:
+        """``open_details`` unfolds the details at once, for when they are the message
+        (the last lines of a crashed worker's log)."""
         assert severity in SEVERITIES, severity
         self.setProperty("severity", severity)
         self.style().unpolish(self)
@@ -78,7 +81,9 @@ class NoticeBanner(QFrame):
         self._text.setVisible(bool(text))
         self._details.setPlainText(details)
         self._details_button.setVisible(bool(details))
-        self._details_button.setChecked(False)
+        self._details_button.setChecked(open_details and bool(details))
+        if open_details and details:
+            self._details.moveCursor(self._details.textCursor().MoveOperation.End)  # the last lines matter most
         self._action.setText(action)
         self._action.setVisible(bool(action))
         self.setVisible(True)
@@ -91,6 +96,12 @@ class NoticeBanner(QFrame):
 
     def text(self) -> str:
         return html.unescape(self._text.text().replace("<br>", "\n"))
+
+    def details(self) -> str:
+        return self._details.toPlainText()
+
+    def details_open(self) -> bool:
+        return self._details.isVisibleTo(self)
 
     def hide_notice(self) -> None:
         self.setVisible(False)

@@ -1,0 +1,264 @@
+"""Faults against the real worker process: crashes, out-of-memory, NaN losses, stops
+in every phase, torn files. Faults a CPU cannot produce on demand are injected
+inside the worker (``backend.fault_injection``); everything after the fault is
+the production path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from backend.events import (
+    CheckpointSaved,
+    EvalLog,
+    PhaseChanged,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    TrainLog,
+    WorkerWarning,
+)
+from backend.fault_injection import ENV_VAR, parse_faults
+from backend.run_config import load_yaml
+from backend.run_folder import (
+    append_event,
+    current_attempt_events,
+    latest_checkpoint,
+    read_events,
+    summarize_run,
+)
+from backend.training_run import TrainingRun, run_to_completion
+from tests.conftest import tiny_run_config
+
+pytestmark = pytest.mark.slow
+
+
+def _steps(events, cls=TrainLog) -> list[int]:
+    return [e.step for e in events if isinstance(e, cls)]
+
+
+def _assert_no_leftover(run: TrainingRun) -> None:
+    assert run.process.poll() is not None, "the worker is still running"
+    assert not [p for p in psutil.Process().children(recursive=True) if p.pid == run.process.pid]
+
+
+def _assert_folder_opens(run_dir: Path) -> None:
+    load_yaml(run_dir / "config.yaml")
+    summary = summarize_run(run_dir)
+    assert summary.status not in ("damaged", "running"), summary
+    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        json.loads(line)  # no torn or glued lines
+
+
+def test_sigkill_keeps_metrics_and_checkpoint_and_resume_continues_without_gap(
+        tiny_model_dir, easy_preferences, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "slow_step=0.2")  # time to kill it between two checkpoints
+    cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences, max_steps=10, save_steps=3)
+    run = TrainingRun.start(cfg)
+    seen = []
+    for event in run.events():
+        seen.append(event)
+        if isinstance(event, TrainLog) and event.step == 5:
+            os.kill(run.process.pid, signal.SIGKILL)
+    run.close()
+    failed = seen[-1]
+    assert isinstance(failed, RunFailed) and failed.kind == "killed", failed
+    assert "SIGKILL" in failed.message and "checkpoint-3" in failed.hint
+    assert "step 5/10" in failed.traceback  # the end of the worker log travels with the failure
+
+    on_disk = read_events(run.run_dir)
+    assert _steps(on_disk)[:5] == [1, 2, 3, 4, 5]  # every metric up to the crash
+    assert latest_checkpoint(run.run_dir).name == "checkpoint-3"
+    summary = summarize_run(run.run_dir)
+    assert summary.status == "failed" and summary.resumable and summary.checkpoint_step == 3
+
+    monkeypatch.delenv(ENV_VAR)
+    resumed = TrainingRun.resume(run.run_dir)
+    more = list(resumed.events())
+    resumed.close()
+    assert next(e for e in more if isinstance(e, RunStarted)).resumed_from_step == 3
+    assert isinstance(more[-1], RunFinished) and more[-1].step == 10
+
+    history = current_attempt_events(read_events(run.run_dir))
+    assert _steps(history) == list(range(1, 11))  # no gap, no step twice
+    assert summarize_run(run.run_dir).status == "completed"
+    _assert_folder_opens(run.run_dir)
+
+
+def test_segfault_is_reported_as_a_crash_with_the_log(tiny_model_dir, easy_preferences, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "segv@3")
+    cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences, max_steps=10, save_steps=2)
+    run, events = run_to_completion(cfg, timeout=120)
+    failed = events[-1]
+    assert isinstance(failed, RunFailed) and failed.kind == "crash", failed
+    assert "SIGSEGV" in failed.message and "segmentation fault" in failed.message
+    assert "checkpoint-2" in failed.hint
+    assert _steps(read_events(run.run_dir)) == [1, 2]
+    _assert_no_leftover(run)
+    _assert_folder_opens(run.run_dir)
+
+
+def test_nan_loss_stops_at_that_step_and_keeps_the_last_good_adapter(tiny_model_dir, easy_preferences,
+                                                                     monkeypatch):
+    # The weights turn NaN at the end of step 5; step 6 reports the NaN loss, and
+    # step 6 would also be a checkpoint step. Checkpoint 4 is the last good one.
+    monkeypatch.setenv(ENV_VAR, "nan@5")
+    cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences, max_steps=20, save_steps=2,
+                          save_total_limit=5)
+    run, events = run_to_completion(cfg, timeout=120)
+    failed = events[-1]
+    assert isinstance(failed, RunFailed) and failed.kind == "nan_loss", failed
+    assert "step 6" in failed.message and "step 4" in failed.message
+    for cause in ("learning rate", "fp16", "empty"):
+        assert cause in failed.hint
+    assert any(isinstance(e, WorkerWarning) and e.kind == "nan_loss" for e in events)
+    assert max(_steps(events)) == 6  # stopped at the NaN step
+
+    checkpoints = sorted(p.name for p in (run.run_dir / "checkpoints").glob("checkpoint-*"))
+    assert "checkpoint-6" not in checkpoints  # diverged weights are not checkpointed
+    import torch
+    from safetensors.torch import load_file
+
+    kept = load_file(str(run.run_dir / "adapter" / "adapter_model.safetensors"))
+    good = load_file(str(run.run_dir / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in kept.values())
+    assert all(torch.equal(kept[k], good[k]) for k in good)
+    _assert_folder_opens(run.run_dir)
+
+
+@pytest.mark.parametrize("fault", ["oom@3", "host_oom@3"])
+def test_out_of_memory_is_classified_with_suggestions_and_the_memory_is_freed(
+        tiny_model_dir, easy_preferences, monkeypatch, fault):
+    monkeypatch.setenv(ENV_VAR, fault)
+    cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences, max_steps=10)
+    run, events = run_to_completion(cfg, timeout=120)
+    failed = events[-1]
+    assert isinstance(failed, RunFailed) and failed.kind == "out_of_memory", failed
+    assert failed.message.startswith("Out of memory")
+    for suggestion in ("max length", "batch size", "gradient accumulation", "4-bit", "gradient checkpointing",
+                       "reference log-probs"):
+        assert suggestion in failed.hint
+    # The memory went with the process: nothing of the worker is left.
+    _assert_no_leftover(run)
+    assert not psutil.pid_exists(run.process.pid) or psutil.Process(run.process.pid).status() == "zombie"
+    _assert_folder_opens(run.run_dir)
+
+
+# Each case: the fault that holds the phase open, the phase to stop in, and whether
+# training had begun (then the adapter and a checkpoint at the stop step exist).
+STOP_CASES = {
+    "loading_model": ("slow_phase=loading_model:60", False),
+    "preparing_data": ("slow_phase=preparing_data:60", False),
+    "training": ("slow_step=1", True),
+    "evaluating": ("slow_eval=1", True),
+    "saving": ("slow_phase=saving:2", True),
+}
+
+
+@pytest.mark.parametrize("phase", list(STOP_CASES))
+def test_stop_in_every_phase_ends_in_bounded_time_with_a_consistent_folder(
+        tiny_model_dir, easy_preferences, monkeypatch, phase):
+    fault, trained = STOP_CASES[phase]
+    monkeypatch.setenv(ENV_VAR, fault)
+    overrides = dict(max_steps=6 if phase == "saving" else 1000, save_steps=0)
+    if phase == "evaluating":
+        overrides.update(eval_fraction=0.5, eval_steps=2)
+    cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences, **overrides)
+    run = TrainingRun.start(cfg)
+    events, asked = [], None
+    for event in run.events():
+        events.append(event)
+        if asked is None and isinstance(event, PhaseChanged) and event.phase == phase:
+            asked = time.monotonic()
+            run.request_stop()
+    took = time.monotonic() - asked
+    assert run.wait(timeout=30) == 0
+    run.close()
+    finished = events[-1]
+    assert isinstance(finished, RunFinished) and finished.stopped == (phase != "saving"), finished
+    # Bounded: the injected delays are 60 s per phase and 1 s per step or eval batch.
+    assert took < 20, f"stop in {phase} took {took:.1f} s"
+    _assert_folder_opens(run.run_dir)
+    assert summarize_run(run.run_dir).status == ("completed" if phase == "saving" else "stopped")
+    adapter = run.run_dir / "adapter" / "adapter_config.json"
+    assert adapter.exists() == trained
+    if trained and phase != "saving":
+        # A checkpoint at the stop step: Resume continues exactly where the user stopped.
+        assert latest_checkpoint(run.run_dir).name == f"checkpoint-{finished.step}"
+
+
+def test_a_hung_worker_is_ended_by_the_stop_deadline(tiny_model_dir, easy_preferences, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "hang@3")
+    cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences, max_steps=10, save_steps=1)
+    run = TrainingRun.start(cfg)
+    events = []
+    for event in run.events():
+        events.append(event)
+        if isinstance(event, CheckpointSaved) and event.step == 2:
+            t0 = time.monotonic()
+            threading_stop = __import__("threading").Thread(target=run.stop, kwargs={"grace_seconds": 3})
+            threading_stop.start()
+    threading_stop.join()
+    assert time.monotonic() - t0 < 15
+    run.close()
+    assert isinstance(events[-1], (RunFailed, RunFinished))
+    _assert_no_leftover(run)
+    _assert_folder_opens(run.run_dir)
+    assert summarize_run(run.run_dir).resumable
+
+
+def test_eval_during_training_is_announced_as_a_phase(tiny_model_dir, easy_preferences):
+    cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences, max_steps=4, eval_fraction=0.25, eval_steps=2)
+    _run, events = run_to_completion(cfg, timeout=120)
+    phases = [e.phase for e in events if isinstance(e, PhaseChanged)]
+    assert phases.count("evaluating") >= 2 and "training" in phases[phases.index("evaluating"):]
+    assert _steps(events, EvalLog) == [2, 4]
+
+
+# ---------------------------------------------------------------- no worker
+
+
+def test_a_torn_metrics_line_is_skipped_and_the_next_event_starts_a_new_line(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    good = TrainLog(step=1, epoch=0.1, metrics={"loss": 0.5}, total_steps=4)
+    (run_dir / "metrics.jsonl").write_text(good.to_json() + "\n" + '{"type":"log","step":2,"met')
+    append_event(run_dir, RunFailed(kind="killed", message="gone"))
+    events = read_events(run_dir)
+    assert [type(e) for e in events] == [TrainLog, RunFailed]
+
+
+def test_a_checkpoint_cut_off_while_saving_is_not_resumed_from(tmp_path):
+    for step, state in ((2, '{"global_step": 2}'), (4, '{"global_st')):
+        folder = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoints" / "checkpoint-6").mkdir()  # died before writing anything
+    assert latest_checkpoint(tmp_path).name == "checkpoint-2"
+
+
+def test_resumed_history_replaces_the_steps_after_the_checkpoint():
+    def log(step, loss):
+        return TrainLog(step=step, epoch=0.0, metrics={"loss": loss}, total_steps=6)
+
+    started = dict(run_dir="r", method="dpo", config={}, device={}, total_params=1, trainable_params=1,
+                   total_steps=6, train_rows=1, eval_rows=0)
+    events = [RunStarted(**started), log(1, 1.0), log(2, 0.9), log(3, 0.8), RunFailed(kind="killed", message=""),
+              RunStarted(**started, resumed_from_step=2), log(3, 0.7), log(4, 0.6)]
+    history = current_attempt_events(events)
+    assert [(e.step, e.metrics["loss"]) for e in history if isinstance(e, TrainLog)] == [
+        (1, 1.0), (2, 0.9), (3, 0.7), (4, 0.6)]
+
+
+def test_fault_plans_are_parsed_strictly():
+    plan = parse_faults("nan@5, slow_phase=saving:2,slow_step=0.5")
+    assert plan.at_step == {"nan": 5} and plan.slow_phase == {"saving": 2.0} and plan.slow_step == 0.5
+    assert not parse_faults("")
+    with pytest.raises(ValueError, match="unknown fault"):
+        parse_faults("explode@3")

@@ -1,0 +1,138 @@
+"""Faults seen through the window: a worker killed mid-run is shown with its log and
+resumed from its checkpoint with the plots going on where they stopped; an
+out-of-memory failure leaves the window usable and no worker behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+from backend.fault_injection import ENV_VAR  # noqa: E402
+from tests.gui_helpers import (  # noqa: E402
+    drop_paths,
+    make_studio_window,
+    wait_for_dataset,
+    wait_pid_gone,
+    write_preference_file,
+)
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+
+@pytest.fixture
+def window(qtbot, studio_home):
+    return make_studio_window(qtbot)
+
+
+def _prepare(qtbot, window, data: Path, model_dir: Path, **values) -> None:
+    assert drop_paths(window, [data])
+    wait_for_dataset(qtbot, window)
+    window.method_panel.set_method("dpo")
+    window.model_panel.set_kind("local")
+    window.model_panel.text.setText(str(model_dir))
+    settings = dict(quantization="none", per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                    gradient_checkpointing=False, eval_fraction=0.0, learning_rate=5e-3, max_length=64,
+                    lora_r=8, lora_alpha=16, warmup_ratio=0.0, logging_steps=1)
+    settings.update(values)
+    window.method_panel.set_values(settings)
+    qtbot.waitUntil(lambda: window.live.train_button.isEnabled(), timeout=10_000)
+
+
+def test_killed_worker_is_shown_with_its_log_and_resumes_without_a_gap(qtbot, window, tiny_model_dir, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "slow_step=0.3")
+    _prepare(qtbot, window, write_preference_file(tmp_path / "prefs.jsonl"), tiny_model_dir,
+             max_steps=12, save_steps=4)
+    with qtbot.waitSignal(window.controller.supervisor.sig_launched, timeout=20_000) as launched:
+        window.live.train_button.click()
+    run_dir = Path(launched.args[0])
+    pid = window.controller.worker_pid()
+    plots = window.live.plots
+    qtbot.waitUntil(lambda: plots.series_length("loss") >= 6, timeout=90_000)
+
+    with qtbot.waitSignal(window.controller.supervisor.sig_failed, timeout=30_000) as failed:
+        os.kill(pid, signal.SIGKILL)
+    assert failed.args[0].kind == "killed"
+    qtbot.waitUntil(lambda: not window.controller.is_running(), timeout=30_000)
+    banner = window.live.banner
+    assert banner.isVisible() and banner.severity() == "error" and "killed" in banner.title()
+    assert banner.details_open() and "step 6/12" in banner.details()  # the end of the worker log
+    steps_before = list(plots.series_data("loss")[0])
+    assert window.live.train_button.isEnabled()  # the window is usable again
+
+    resume = window.live.resume_button
+    assert resume.isVisible() and resume.text() == "Resume from step 4"
+    tab = window.runs_tab
+    qtbot.waitUntil(lambda: getattr(tab._summaries.get(str(run_dir)), "status", "") == "failed", timeout=10_000)
+    tab.select_runs([str(run_dir)])
+    assert tab.resume_button.isEnabled() and "step 4 of 12" in tab.resume_button.toolTip()
+
+    monkeypatch.delenv(ENV_VAR)
+    with qtbot.waitSignal(window.controller.supervisor.sig_finished, timeout=120_000) as finished:
+        resume.click()
+        # The history is back on the plots at once, before the worker has loaded anything.
+        assert list(plots.series_data("loss")[0]) == steps_before
+    assert finished.args[0].step == 12 and not finished.args[0].stopped
+    window.live.flush()
+    xs = [int(x) for x in plots.series_data("loss")[0]]
+    assert xs == list(range(1, 13))  # steps 5-6 were replaced by the resumed ones: no gap, no repeat
+    assert not resume.isVisible()
+    qtbot.waitUntil(lambda: tab._summaries.get(str(run_dir)) is not None
+                    and tab._summaries[str(run_dir)].status == "completed", timeout=10_000)
+    # Reopened from the folder, the run reads as one continuous curve as well.
+    window.tabs.setCurrentWidget(tab)
+    with qtbot.waitSignal(tab.sig_runs_opened, timeout=10_000):
+        tab.select_runs([str(run_dir)])
+    assert tab.plots.series_length("loss", run=str(run_dir)) == 12
+
+
+def test_out_of_memory_is_explained_and_the_window_stays_usable(qtbot, window, tiny_model_dir, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "oom@2")
+    _prepare(qtbot, window, write_preference_file(tmp_path / "prefs.jsonl"), tiny_model_dir, max_steps=10)
+    with qtbot.waitSignal(window.controller.supervisor.sig_launched, timeout=20_000):
+        window.live.train_button.click()
+    pid = window.controller.worker_pid()
+    with qtbot.waitSignal(window.controller.supervisor.sig_failed, timeout=90_000) as failed:
+        pass
+    assert failed.args[0].kind == "out_of_memory"
+    qtbot.waitUntil(lambda: not window.controller.is_running(), timeout=30_000)
+    assert wait_pid_gone(pid)  # the worker's memory went with it
+    banner = window.live.banner
+    assert "out of memory" in banner.title() and "max length" in banner.text()
+    assert window.live.train_button.isEnabled()
+    assert not window.live.resume_button.isVisible()  # no checkpoint yet: nothing to resume
+
+    # Usable means usable: the same window trains again once the fault is gone.
+    monkeypatch.delenv(ENV_VAR)
+    window.method_panel.set_values({"max_steps": 2})
+    with qtbot.waitSignal(window.controller.supervisor.sig_finished, timeout=90_000) as finished:
+        window.live.train_button.click()
+    assert finished.args[0].step == 2
+
+
+def test_force_stop_ends_a_worker_that_does_not_stop(qtbot, window, tiny_model_dir, tmp_path, monkeypatch):
+    import app.live_training_view as live_view
+
+    monkeypatch.setattr(live_view, "FORCE_STOP_AFTER_MS", 500)
+    window.live._force_timer.setInterval(500)
+    monkeypatch.setenv(ENV_VAR, "hang@3")
+    _prepare(qtbot, window, write_preference_file(tmp_path / "prefs.jsonl"), tiny_model_dir,
+             max_steps=10, save_steps=1)
+    with qtbot.waitSignal(window.controller.supervisor.sig_checkpoint, timeout=90_000,
+                          check_params_cb=lambda e: e.step == 2):
+        window.live.train_button.click()
+    pid = window.controller.worker_pid()
+    window.live.stop_button.click()
+    stop = window.live.stop_button
+    qtbot.waitUntil(lambda: stop.isEnabled() and stop.text() == "Force stop", timeout=10_000)
+    stop.click()
+    qtbot.waitUntil(lambda: not window.controller.is_running(), timeout=30_000)
+    assert wait_pid_gone(pid)
+    assert window.live.banner.isVisible()
+    assert window.live.resume_button.isVisible() and window.live.resume_button.text() == "Resume from step 2"
