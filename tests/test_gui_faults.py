@@ -62,6 +62,7 @@ def test_killed_worker_is_shown_with_its_log_and_resumes_without_a_gap(qtbot, wi
     banner = window.live.banner
     assert banner.isVisible() and banner.severity() == "error" and "killed" in banner.title()
     assert banner.details_open() and "step 6/12" in banner.details()  # the end of the worker log
+    assert "step 6/12" in window.live.console.toPlainText()  # the console got the log's last lines too
     steps_before = list(plots.series_data("loss")[0])
     assert window.live.train_button.isEnabled()  # the window is usable again
 

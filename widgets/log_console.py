@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QFontDatabase, QTextCursor
 from PySide6.QtWidgets import QPlainTextEdit
 
@@ -17,6 +18,22 @@ class LogConsole(QPlainTextEdit):
         self.setMaximumBlockCount(max_lines)
         self.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self._partial = ""
+        self._follow = True
+        bar = self.verticalScrollBar()
+        # Follow the end through range changes (new lines, a horizontal scroll bar
+        # appearing), which Qt applies after layout, not at insertion time; only the
+        # user scrolling away from the end stops following.
+        bar.rangeChanged.connect(lambda _lo, hi: bar.setValue(hi) if self._follow else None)
+        bar.actionTriggered.connect(lambda _action: QTimer.singleShot(0, self, self._update_follow))
+        bar.sliderReleased.connect(self._update_follow)
+
+    def _update_follow(self) -> None:
+        bar = self.verticalScrollBar()
+        self._follow = bar.value() >= bar.maximum() - 1
+
+    def wheelEvent(self, event):
+        super().wheelEvent(event)
+        self._update_follow()
 
     def append_text(self, chunk: str) -> None:
         """Add output; a trailing partial line waits for the rest of it."""
@@ -41,14 +58,14 @@ class LogConsole(QPlainTextEdit):
 
     def clear_console(self) -> None:
         self._partial = ""
+        self._follow = True
         self.clear()
 
     def _append_lines(self, lines: list[str]) -> None:
-        bar = self.verticalScrollBar()
-        at_end = bar.value() >= bar.maximum() - 4
         cursor = QTextCursor(self.document())
         cursor.movePosition(QTextCursor.MoveOperation.End)
         prefix = "\n" if not self.document().isEmpty() else ""
         cursor.insertText(prefix + "\n".join(lines))
-        if at_end:
+        if self._follow:
+            bar = self.verticalScrollBar()
             bar.setValue(bar.maximum())

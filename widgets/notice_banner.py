@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QToolButton, QVBoxLayout
 
 SEVERITIES = ("info", "success", "warning", "error")
@@ -83,7 +83,9 @@ class NoticeBanner(QFrame):
         self._details_button.setVisible(bool(details))
         self._details_button.setChecked(open_details and bool(details))
         if open_details and details:
-            self._details.moveCursor(self._details.textCursor().MoveOperation.End)  # the last lines matter most
+            # The last lines matter most; the scroll range exists once the pane is laid out.
+            bar = self._details.verticalScrollBar()
+            QTimer.singleShot(0, self._details, lambda: bar.setValue(bar.maximum()))
         self._action.setText(action)
         self._action.setVisible(bool(action))
         self.setVisible(True)
