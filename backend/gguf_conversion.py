@@ -9,7 +9,29 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
+
+
+STALE_WORK_SECONDS = 3600
+
+
+def make_work_dir(parent: Path, prefix: str) -> Path:
+    """A private scratch folder next to the cache entry it will become.
+
+    A worker stopped or killed mid-conversion never reaches its clean-up, and its
+    scratch folder holds hundreds of megabytes; folders of that kind older than
+    any conversion takes are removed here. Younger ones may belong to a
+    conversion running in another studio, and are left alone."""
+    parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in parent.glob(prefix + "*"):
+        try:
+            if old.is_dir() and now - old.stat().st_mtime > STALE_WORK_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 
 
 def is_converted(folder: Path) -> bool:
@@ -25,8 +47,7 @@ def convert_gguf_to_folder(gguf_path: str | Path, folder: str | Path, log=print)
     gguf_path, folder = Path(gguf_path), Path(folder)
     if is_converted(folder):
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder.parent))
+    work = make_work_dir(folder.parent, ".convert-")
     try:
         log(f"Converting {gguf_path.name} to safetensors (once; this can take a minute)...")
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)

@@ -262,3 +262,16 @@ def test_fault_plans_are_parsed_strictly():
     assert not parse_faults("")
     with pytest.raises(ValueError, match="unknown fault"):
         parse_faults("explode@3")
+
+
+def test_scratch_folders_of_a_killed_conversion_are_cleaned_up_later(tmp_path):
+    from backend.gguf_conversion import STALE_WORK_SECONDS, make_work_dir
+
+    stale = tmp_path / ".convert-killed"
+    (stale / "model").mkdir(parents=True)
+    old = time.time() - STALE_WORK_SECONDS - 60
+    os.utime(stale, (old, old))
+    running = tmp_path / ".convert-running"  # another studio converting right now
+    running.mkdir()
+    work = make_work_dir(tmp_path, ".convert-")
+    assert work.is_dir() and not stale.exists() and running.exists()
