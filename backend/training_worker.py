@@ -221,6 +221,7 @@ def _train(state: WorkerState) -> int:
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
+    check_rows_survived_tokenizing(cfg, len(train_ds), trainer.train_dataset, emit)
     callback.tokens_per_example = tokens_per_example(trainer.train_dataset)
     _check_stop(stop)
 
@@ -372,6 +373,27 @@ def prepare_datasets(cfg, run_dir: Path):
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"Data: {len(dataset)} training rows, {0 if eval_ds is None else len(eval_ds)} held out.", flush=True)
     return dataset, eval_ds
+
+
+def check_rows_survived_tokenizing(cfg, rows_before: int, tokenized, emit) -> None:
+    """TRL's preference trainers drop examples whose prompt alone fills ``max_length``
+    (nothing of the answers would be left to compare). A few dropped rows deserve
+    a warning; all of them mean the setting contradicts the data."""
+    from backend.run_config import ConfigError
+
+    rows_after = len(tokenized) if tokenized is not None else rows_before
+    dropped = rows_before - rows_after
+    if dropped <= 0:
+        return
+    if rows_after == 0:
+        raise ConfigError([("max_length", (
+            f"Max length ({cfg.max_length} tokens) is shorter than every prompt in the data, so no training "
+            f"example is left (all {rows_before} were dropped). Raise Max length above the prompt lengths "
+            "shown in the data report, or shorten the prompts."))])
+    emit(WorkerWarning(
+        message=(f"{dropped} of {rows_before} training rows were dropped because their prompt alone is "
+                 f"{cfg.max_length} tokens or longer (Max length). Raise Max length to keep them."),
+        kind="rows_dropped"))
 
 
 def tokens_per_example(dataset) -> float | None:

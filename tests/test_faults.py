@@ -275,3 +275,57 @@ def test_scratch_folders_of_a_killed_conversion_are_cleaned_up_later(tmp_path):
     running.mkdir()
     work = make_work_dir(tmp_path, ".convert-")
     assert work.is_dir() and not stale.exists() and running.exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("resource"), "RLIMIT_AS"), reason="needs RLIMIT_AS")
+def test_a_real_host_out_of_memory_is_classified(tiny_model_dir, tmp_path, studio_home):
+    """No injection: the worker's address space is capped at 3 GB (inherited from a
+    small supervisor process) and the batch needs more, so torch's allocator fails."""
+    import subprocess
+    import sys
+
+    from backend.run_config import save_yaml
+
+    data = tmp_path / "long.jsonl"
+    with data.open("w") as fh:
+        for i in range(64):
+            fh.write(json.dumps({"prompt": f"q{i} " * 1000, "chosen": " yes" * 2000, "rejected": " no" * 2000}) + "\n")
+    cfg = tiny_run_config("dpo", tiny_model_dir, data, quantization="none", max_steps=2,
+                          per_device_train_batch_size=64, max_length=8192)
+    cfg_path = save_yaml(cfg, tmp_path / "cfg.yaml")
+    supervisor = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))\n"
+        "from backend.run_config import load_yaml\n"
+        "from backend.training_run import run_to_completion\n"
+        f"run, events = run_to_completion(load_yaml({str(cfg_path)!r}), timeout=240)\n"
+        "print(run.run_dir)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", supervisor], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, ALIGNSTUDIO_HOME=str(studio_home)))
+    run_dir = Path(out.stdout.strip().splitlines()[-1])
+    failed = read_events(run_dir)[-1]
+    assert isinstance(failed, RunFailed) and failed.kind == "out_of_memory", failed
+    assert "batch size" in failed.hint
+    _assert_folder_opens(run_dir)
+
+
+def test_max_length_below_every_prompt_is_refused_with_the_field_named(tiny_model_dir, tmp_path):
+    data = tmp_path / "long_prompts.jsonl"
+    with data.open("w") as fh:
+        for i in range(16):
+            fh.write(json.dumps({"prompt": f"Question {i}: " + "please explain " * 40, "chosen": " Sure.",
+                                 "rejected": " No."}) + "\n")
+        fh.write(json.dumps({"prompt": "Short?", "chosen": " Yes.", "rejected": " No."}) + "\n")
+    cfg = tiny_run_config("dpo", tiny_model_dir, data, max_length=32, max_steps=2)
+    _run, events = run_to_completion(cfg, timeout=120)
+    warning = next(e for e in events if isinstance(e, WorkerWarning) and e.kind == "rows_dropped")
+    assert "16 of 17" in warning.message and "Max length" in warning.message
+
+    for line in data.read_text().splitlines()[-1:]:
+        data.write_text(data.read_text().replace(line + "\n", ""))
+    run, events = run_to_completion(cfg, timeout=120)
+    failed = events[-1]
+    assert isinstance(failed, RunFailed) and failed.kind == "bad_config", failed
+    assert failed.message.startswith("max_length:") and "shorter than every prompt" in failed.message
+    assert not any(isinstance(e, TrainLog) for e in events)
