@@ -301,7 +301,9 @@ class NonFiniteLoss(RuntimeError):
 def keep_last_good_adapter(run_dir: Path, bad_step: int) -> int | None:
     """Make the newest checkpoint from before ``bad_step`` whose weights are all
     finite the run's adapter. Weights can turn NaN a few steps before the loss
-    shows it, so a checkpoint is trusted only after its tensors are checked."""
+    shows it, so a checkpoint is trusted only after its tensors are checked; a
+    diverged one is renamed out of Resume's way (kept, for a post-mortem), or
+    Resume would start from NaN weights again."""
     import shutil
 
     import torch
@@ -310,12 +312,13 @@ def keep_last_good_adapter(run_dir: Path, bad_step: int) -> int | None:
     checkpoints = []
     for folder in (run_dir / CHECKPOINTS_DIR).glob("checkpoint-*"):
         step = folder.name.rsplit("-", 1)[1]
-        if step.isdigit() and int(step) < bad_step and (folder / "adapter_model.safetensors").exists():
+        if step.isdigit() and (folder / "adapter_model.safetensors").exists():
             checkpoints.append((int(step), folder))
     for step, folder in sorted(checkpoints, reverse=True):
         tensors = load_file(str(folder / "adapter_model.safetensors"))
-        if not all(torch.isfinite(t).all() for t in tensors.values()):
-            print(f"Checkpoint {folder.name} already has non-finite weights; not keeping it.", flush=True)
+        if step >= bad_step or not all(torch.isfinite(t).all() for t in tensors.values()):
+            print(f"Checkpoint {folder.name} has diverged weights; renamed to diverged-{folder.name}.", flush=True)
+            os.replace(folder, folder.with_name(f"diverged-{folder.name}"))
             continue
         tmp = run_dir / (ADAPTER_DIR + ".saving")
         shutil.rmtree(tmp, ignore_errors=True)

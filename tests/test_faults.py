@@ -106,22 +106,23 @@ def test_segfault_is_reported_as_a_crash_with_the_log(tiny_model_dir, easy_prefe
 
 def test_nan_loss_stops_at_that_step_and_keeps_the_last_good_adapter(tiny_model_dir, easy_preferences,
                                                                      monkeypatch):
-    # The weights turn NaN at the end of step 5; step 6 reports the NaN loss, and
-    # step 6 would also be a checkpoint step. Checkpoint 4 is the last good one.
-    monkeypatch.setenv(ENV_VAR, "nan@5")
+    # The weights turn NaN at the end of step 6, which saves checkpoint 6 with them;
+    # step 7 reports the NaN loss. Checkpoint 4 is the last good one.
+    monkeypatch.setenv(ENV_VAR, "nan@6")
     cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences, max_steps=20, save_steps=2,
                           save_total_limit=5)
     run, events = run_to_completion(cfg, timeout=120)
     failed = events[-1]
     assert isinstance(failed, RunFailed) and failed.kind == "nan_loss", failed
-    assert "step 6" in failed.message and "step 4" in failed.message
+    assert "step 7" in failed.message and "step 4" in failed.message
     for cause in ("learning rate", "fp16", "empty"):
         assert cause in failed.hint
     assert any(isinstance(e, WorkerWarning) and e.kind == "nan_loss" for e in events)
-    assert max(_steps(events)) == 6  # stopped at the NaN step
+    assert max(_steps(events)) == 7  # stopped at the NaN step
 
-    checkpoints = sorted(p.name for p in (run.run_dir / "checkpoints").glob("checkpoint-*"))
-    assert "checkpoint-6" not in checkpoints  # diverged weights are not checkpointed
+    checkpoints = sorted(p.name for p in (run.run_dir / "checkpoints").iterdir() if p.is_dir())
+    assert checkpoints == ["checkpoint-2", "checkpoint-4", "diverged-checkpoint-6"]
+    assert latest_checkpoint(run.run_dir).name == "checkpoint-4"  # Resume starts from good weights
     import torch
     from safetensors.torch import load_file
 
