@@ -34,9 +34,21 @@ from app.model_panel import ModelPanel
 from app.runs_tab import RunsTab
 from app.studio_settings import StudioSettings
 from app.training_supervisor import TrainingController
-from backend.run_config import ConfigError, default_config, replace_values, to_dict, validate
+from backend.preflight import max_length_problems, run_preflight
+from backend.run_config import (ConfigError, default_config, describe_problems, field_label, replace_values, to_dict,
+                                validate)
 from widgets.card import Card
 from widgets.drop_zone import local_paths_from_mime
+
+# A model refused for its pickle weights or its own code can still be used by turning
+# on a setting; that setting is flagged too, so the way out is one click away.
+PERMISSION_HINTS = {
+    "allow_pickle_weights": "Turn this on to load this model's pickle weights, only if you trust where they "
+                            "come from (see the message under the model).",
+    "trust_remote_code": "Turn this on to run this model's own code, only if you trust its author "
+                         "(see the message under the model).",
+}
+
 
 class StudioWindow(QMainWindow):
     sig_ready = Signal()
@@ -58,6 +70,9 @@ class StudioWindow(QMainWindow):
         self._last_peak_mb: float | None = None
         self._active_run_dir = ""
         self._started = False
+        # ``free_space(folder) -> bytes`` for the disk check before a run; None asks the
+        # operating system. Replaceable, so tests can simulate a full disk.
+        self.free_space = None
 
         self.controller = TrainingController(parent=self)
         self.device_probe = DeviceProbe(self)
@@ -130,6 +145,9 @@ class StudioWindow(QMainWindow):
         self.live.sig_train_requested.connect(self.start_training)
         self.live.sig_stop_requested.connect(self.stop_training)
         self.live.sig_stop_advised.connect(self._on_stop_advised)
+        self.live.sig_force_stop_requested.connect(self.controller.kill)
+        self.live.sig_resume_requested.connect(self.resume_run)
+        self.runs_tab.sig_resume_requested.connect(self.resume_run)
         self.runs_tab.sig_use_settings.connect(self.use_run_settings)
         self.runs_tab.sig_runs_listed.connect(self.compare_tab.set_runs)
         self.runs_tab.sig_compare_requested.connect(self.compare_run)
@@ -314,7 +332,20 @@ class StudioWindow(QMainWindow):
                     problems.setdefault(field_name, message)
         for field_name, message in validate(cfg):
             problems.setdefault(field_name, message)
+        for field_name, message in self._model_and_data_problems(cfg, result):
+            problems.setdefault(field_name, message)
         return cfg, problems
+
+    def _model_and_data_problems(self, cfg, result) -> list[tuple[str, str]]:
+        """Problems that need the model or the loaded data to see; cheap enough for every keystroke."""
+        self.model_panel.set_permissions(cfg.trust_remote_code, cfg.allow_pickle_weights)
+        problems = []
+        model_problem, setting = self.model_panel.problem_and_setting()
+        if model_problem and setting in PERMISSION_HINTS:
+            problems.append((setting, PERMISSION_HINTS[setting]))
+        if result is not None:
+            problems += max_length_problems(cfg, getattr(result, "report", None))
+        return problems
 
     def revalidate(self) -> tuple[bool, str]:
         cfg, problems = self.build_config()
@@ -330,8 +361,7 @@ class StudioWindow(QMainWindow):
         elif self.model_panel.problem():
             reason = f"Model: {self.model_panel.problem()}"
         elif problems:
-            count = len(problems)
-            reason = f"Fix the {count} setting{'s' if count > 1 else ''} marked in red."
+            reason = self._settings_reason(problems)
         ok = not reason
         self.live.set_can_train(ok, reason)
         result = self.data_panel.current()
@@ -339,12 +369,21 @@ class StudioWindow(QMainWindow):
             self.live.show_ready(f"Ready to train {cfg.method.upper()} on {Path(result.path).name} "
                                  f"({result.loaded.rows_kept:,} rows) with {self.model_panel.display_name()}.")
         elif not self.controller.is_running():
-            self.live.show_ready("Load a dataset, pick a method, press Train.")
+            self.live.show_ready("Not ready to train yet." if result is not None
+                                 else "Load a dataset, pick a method, press Train.")
         self.train_action.setEnabled(ok and not self.controller.is_running())
         self.stop_action.setEnabled(self.controller.is_running())
         if not problems and self.memory_panel.available():
             self.memory_panel.request(cfg, self.device_info)
         return ok, reason
+
+    @staticmethod
+    def _settings_reason(problems: dict[str, str]) -> str:
+        """Why Train is refused, naming the settings, so the user need not hunt for the red."""
+        if len(problems) == 1:
+            return "Fix this setting first: " + describe_problems(list(problems.items()), keys=False)[0]
+        labels = ", ".join(dict.fromkeys(field_label(name) for name in problems))
+        return f"Fix the {len(problems)} settings marked in red: {labels}."
 
     # -------------------------------------------------------------- training
     def start_training(self) -> bool:
@@ -354,7 +393,11 @@ class StudioWindow(QMainWindow):
         if not ok:
             self.statusBar().showMessage(reason, 6000)
             return False
-        cfg, _problems = self.build_config()
+        cfg, problems = self.build_config()
+        refusals = self.preflight_problems(cfg)
+        if refusals:
+            self._refuse_training(problems, refusals)
+            return False
         self.method_panel.remember()
         self.settings.sync()
         self._run_estimate = self.memory_panel.estimate_now(cfg, self.device_info)
@@ -371,10 +414,67 @@ class StudioWindow(QMainWindow):
         self.revalidate()
         return True
 
+    def preflight_problems(self, cfg) -> list[tuple[str, str]]:
+        """What would stop ``cfg`` before its first step: the model, the runs folder, the disk.
+
+        For a hub id that is not cached this tries to reach huggingface.co (up to 3 s,
+        on Train only); the data was measured when it was loaded, so it is not read again."""
+        result = self.data_panel.current()
+        return run_preflight(cfg, data_report=getattr(result, "report", None), measure_data=False,
+                             free_space=self.free_space)
+
+    def _refuse_training(self, problems: dict[str, str], refusals: list[tuple[str, str]]) -> None:
+        """Say in place, not in a modal dialog, why nothing started; flag the settings involved."""
+        flagged = dict(problems)
+        for name, message in refusals:
+            flagged.setdefault(name, message)
+        self.method_panel.set_problems(flagged)
+        lines = describe_problems(refusals, keys=False)
+        title = "Training was not started" + (f": {len(lines)} problems to fix first" if len(lines) > 1 else "")
+        self.live.banner.show_notice("error", title, "\n\n".join(lines))
+        self.statusBar().showMessage(f"Training was not started: {lines[0][:140]}", 15000)
+
     def stop_training(self) -> None:
         if self.controller.is_running():
             self.statusBar().showMessage("Stopping after the current step; the adapter will be saved…")
             self.controller.request_stop()
+
+    def resume_run(self, run_dir: str) -> bool:
+        """Continue a stopped or crashed run from its last checkpoint, its plots going on from
+        where they ended."""
+        if self.controller.is_running():
+            self.statusBar().showMessage("A run is in progress; stop it before resuming another.", 6000)
+            return False
+        from backend.run_folder import current_attempt_events, read_events, summarize_run
+
+        summary = summarize_run(run_dir)
+        if not summary.resumable:
+            why = ("it saved no checkpoint" if summary.checkpoint_step is None
+                   else f"it is {summary.status}")
+            self.statusBar().showMessage(f"{Path(run_dir).name} cannot be resumed: {why}.", 8000)
+            return False
+        self.compare_tab.release_worker("training")
+        self.tabs.setCurrentWidget(self.train_page)
+        self._run_estimate = None  # the estimate belongs to the settings in the form, not to this run
+        self._memory_kind, self._last_peak_mb = "", None
+        history = current_attempt_events(read_events(run_dir))
+        self.live.begin_run(summary.method, f"(resuming {summary.name} from step {summary.checkpoint_step})",
+                            history=history)
+        self.statusBar().showMessage(f"Resuming {summary.name} from step {summary.checkpoint_step}…")
+        self.controller.resume(run_dir)
+        self.revalidate()
+        return True
+
+    def _offer_resume(self) -> None:
+        """After a run ends early, offer to continue it if it left a checkpoint."""
+        run_dir = self.live.run_dir()  # empty when the latest attempt never got a worker
+        if not run_dir:
+            self.live.set_resumable("", None)
+            return
+        from backend.run_folder import summarize_run
+
+        summary = summarize_run(run_dir)
+        self.live.set_resumable(run_dir, summary.checkpoint_step if summary.resumable else None)
 
     def _on_stop_advised(self, why: str) -> None:
         self.statusBar().showMessage(f"Stopping the run: {why}.")
@@ -407,6 +507,7 @@ class StudioWindow(QMainWindow):
         self.runs_tab.refresh()
 
     def _on_idle(self) -> None:
+        self._offer_resume()
         self.live.on_idle()
         if self._close_after_stop:
             self.close()

@@ -31,17 +31,18 @@ _LABELS = {
 }
 
 
-def check_model(text: str) -> str:
-    """An empty string when ``text`` names a usable model, else what is wrong with it."""
+def check_model(text: str, trust_remote_code: bool = False, allow_pickle_weights: bool = False) -> tuple[str, str]:
+    """("", "") when ``text`` names a usable model, else (what is wrong, the setting
+    that would change it: ``model``, ``trust_remote_code`` or ``allow_pickle_weights``)."""
     try:
-        from backend.model_source import ModelSourceError, resolve_model_source
+        from backend.model_source import ModelSourceError, resolve_checked_model
     except ImportError:
-        return ""
+        return "", ""
     try:
-        resolve_model_source(text)
+        resolve_checked_model(text, trust_remote_code=trust_remote_code, allow_pickle_weights=allow_pickle_weights)
     except ModelSourceError as exc:
-        return str(exc)
-    return ""
+        return str(exc), exc.setting
+    return "", ""
 
 
 class ModelPanel(QWidget):
@@ -85,6 +86,9 @@ class ModelPanel(QWidget):
         layout.addWidget(self.message)
         layout.addWidget(self.note)
         self._texts = {HUB: "", LOCAL: ""}
+        # The "Trust remote code" and "Allow pickle weights" settings live in the model
+        # settings form; the window hands them over so the check here agrees with the run.
+        self._permissions = {"trust_remote_code": False, "allow_pickle_weights": False}
 
         saved = settings.model_choice()
         kind = saved.get("kind", EMBEDDED)
@@ -113,26 +117,40 @@ class ModelPanel(QWidget):
     def model_value(self) -> str:
         return "" if self.kind() == EMBEDDED else self.text.text().strip()
 
+    def set_permissions(self, trust_remote_code: bool, allow_pickle_weights: bool) -> None:
+        """Judge the model with these loading permissions (from the model settings form)."""
+        permissions = {"trust_remote_code": bool(trust_remote_code), "allow_pickle_weights": bool(allow_pickle_weights)}
+        if permissions != self._permissions:
+            self._permissions = permissions
+            self._show_problem()
+
     def problem(self) -> str:
+        return self.problem_and_setting()[0]
+
+    def problem_setting(self) -> str:
+        """The setting that would resolve the current problem ("model" when only another model would)."""
+        return self.problem_and_setting()[1]
+
+    def problem_and_setting(self) -> tuple[str, str]:
         kind = self.kind()
         if kind == EMBEDDED:
-            return ""
+            return "", ""
         value = self.text.text().strip()
         if not value:
             if kind == HUB:
-                return "Type a model id, e.g. Qwen/Qwen2.5-0.5B-Instruct"
-            return "Pick a model folder or a .gguf file"
-        return check_model(value)
+                return "Type a model id, e.g. Qwen/Qwen2.5-0.5B-Instruct", "model"
+            return "Pick a model folder or a .gguf file", "model"
+        return check_model(value, **self._permissions)
 
     def tokenizer_path(self) -> str | None:
         """A local folder holding this model's tokenizer.json, if there is one on disk."""
         kind = self.kind()
         if kind == EMBEDDED:
-            try:
-                from backend.embedded_model import embedded_model_folder, is_converted
-            except ImportError:
-                return None
-            return str(embedded_model_folder()) if is_converted() else None
+            from backend.embedded_model import embedded_model_folder
+            from backend.gguf_conversion import is_converted
+
+            folder = embedded_model_folder()
+            return str(folder) if is_converted(folder) else None
         if kind == LOCAL:
             folder = Path(self.model_value()).expanduser()
             if folder.is_dir() and (folder / "tokenizer.json").is_file():
@@ -171,14 +189,19 @@ class ModelPanel(QWidget):
         self._refresh()
 
     def _refresh(self) -> None:
-        problem = self.problem()
-        self.message.setText(problem)
-        self.message.setVisible(bool(problem) and bool(self.text.text().strip()))
-        self.text.setProperty("invalid", bool(problem) and bool(self.text.text().strip()))
-        self.text.style().unpolish(self.text)
-        self.text.style().polish(self.text)
+        self._show_problem()
         self._settings.set_model_choice(self.kind(), self.text.text().strip() if self.kind() != EMBEDDED else "")
         self.sig_model_changed.emit()
+
+    def _show_problem(self) -> None:
+        problem = self.problem()
+        shown = bool(problem) and bool(self.text.text().strip())
+        self.message.setText(problem)
+        self.message.setVisible(shown)
+        if self.text.property("invalid") != shown:
+            self.text.setProperty("invalid", shown)
+            self.text.style().unpolish(self.text)
+            self.text.style().polish(self.text)
 
     def _pick_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Pick a model folder", self.text.text())

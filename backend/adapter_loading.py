@@ -35,11 +35,12 @@ class LoadSpec:
     beta: float
     quantization: str
     trust_remote_code: bool = False
+    allow_pickle_weights: bool = False
 
     @property
     def base_key(self) -> tuple:
         """Two specs with the same key share base weights: only the adapter differs."""
-        return (self.model, self.quantization, self.trust_remote_code)
+        return (self.model, self.quantization, self.trust_remote_code, self.allow_pickle_weights)
 
     @property
     def heldout_path(self) -> str:
@@ -116,9 +117,10 @@ def resolve_load_spec(run_dir: str | Path | None = None, adapter_dir: str | Path
         run_beta = getattr(cfg, "beta", DEFAULT_BETA)
         quant = quantization or cfg.quantization
         trust = cfg.trust_remote_code
+        allow_pickle = cfg.allow_pickle_weights
     else:
         base_model = model if model is not None else (_adapter_base_model(adapter) if adapter is not None else "")
-        method, run_beta, trust = "", DEFAULT_BETA, False
+        method, run_beta, trust, allow_pickle = "", DEFAULT_BETA, False, False
         quant = quantization or default_config("sft").quantization
     if adapter is None and model is None:
         raise AdapterLoadError("Pick a run, an adapter folder or a model to load.")
@@ -130,6 +132,7 @@ def resolve_load_spec(run_dir: str | Path | None = None, adapter_dir: str | Path
         beta=float(beta if beta is not None else run_beta),
         quantization=quant,
         trust_remote_code=trust,
+        allow_pickle_weights=allow_pickle,
     )
 
 
@@ -174,7 +177,7 @@ def load_model(spec: LoadSpec, log: Callable[[str], None] = print,
     from backend.trainer_builders import build_model, build_tokenizer, choose_precision
 
     cfg = default_config(spec.method or "sft", quantization=spec.quantization,
-                         trust_remote_code=spec.trust_remote_code)
+                         trust_remote_code=spec.trust_remote_code, allow_pickle_weights=spec.allow_pickle_weights)
     precision = choose_precision()
     started = time.time()
     tokenizer = build_tokenizer(model_path, cfg)

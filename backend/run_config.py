@@ -9,7 +9,9 @@ saves one as ``config.yaml`` so that the file alone reproduces the run.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,15 @@ class BaseRunConfig:
         False,
         "Allow the model repository to run its own Python code. Only enable for models you trust.",
         label="Trust remote code",
+        group="Model",
+        advanced=True,
+    )
+    allow_pickle_weights: bool = setting(
+        False,
+        "Load weights stored as pickle files (pytorch_model.bin) when a model has no safetensors. "
+        "Pickle can run code while loading; files are read with torch.load(weights_only=True), which blocks "
+        "most of it. Only enable for models from a source you trust.",
+        label="Allow pickle weights",
         group="Model",
         advanced=True,
     )
@@ -319,6 +330,20 @@ def _field_type(f: dataclasses.Field) -> type:
     return type(f.default)
 
 
+def parse_bool(value: Any) -> bool:
+    """true/false, yes/no, on/off, 1/0 (any case) or a bool; ValueError otherwise."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(value)
+    if isinstance(value, (bool, int)):
+        return bool(value)
+    raise ValueError(value)
+
+
 def coerce_value(f: dataclasses.Field, value: Any) -> Any:
     """Turn a CLI/GUI/YAML value into the field's type, or raise ConfigError naming the field."""
     kind = _field_type(f)
@@ -326,16 +351,7 @@ def coerce_value(f: dataclasses.Field, value: Any) -> Any:
         return None if kind is dict else f.default
     try:
         if kind is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            if isinstance(value, (bool, int)):
-                return bool(value)
-            raise ValueError
+            return parse_bool(value)
         if kind is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
@@ -362,12 +378,81 @@ def coerce_value(f: dataclasses.Field, value: Any) -> Any:
 
 def replace_values(cfg: BaseRunConfig, values: dict[str, Any]) -> BaseRunConfig:
     """Return a copy of ``cfg`` with ``values`` applied (types coerced, unknown keys refused)."""
+    values = apply_quantization_aliases(values)
     by_name = {f.name: f for f in user_fields(cfg)}
     unknown = [k for k in values if k not in by_name and k != "method"]
     if unknown:
-        raise ConfigError([(k, f"unknown setting for {cfg.method.upper()}") for k in unknown])
+        raise ConfigError([(k, unknown_setting_message(k, cfg)) for k in unknown])
     changes = {k: coerce_value(by_name[k], v) for k, v in values.items() if k != "method"}
     return dataclasses.replace(cfg, **changes)
+
+
+def apply_values(cfg: BaseRunConfig, values: dict[str, Any]) -> tuple[BaseRunConfig, list[tuple[str, str]]]:
+    """Like ``replace_values``, but apply every value that can be applied and return
+    the problems with the others, so a user sees every mistake in one go."""
+    problems: list[tuple[str, str]] = []
+    try:
+        values = apply_quantization_aliases(values)
+    except ConfigError as exc:
+        problems += exc.problems
+        values = {k: v for k, v in values.items() if k not in QUANTIZATION_ALIASES}
+    for name, value in values.items():
+        try:
+            cfg = replace_values(cfg, {name: value})
+        except ConfigError as exc:
+            problems += exc.problems
+    return cfg, problems
+
+
+def unknown_setting_message(name: str, cfg: BaseRunConfig) -> str:
+    """Why ``name`` is refused: another method's setting, a likely typo, or simply unknown.
+
+    Unknown keys stay errors rather than being ignored: a misspelt ``lerning_rate``
+    silently dropped would train with the default and nobody would notice."""
+    method = cfg.method.upper()
+    owners = [m.upper() for m, cls in CONFIG_CLASSES.items() if name in {f.name for f in user_fields(cls)}]
+    if owners:
+        return f"'{name}' is a setting of {'/'.join(owners)} only; {method} has no such setting"
+    names = [f.name for f in user_fields(cfg)] + list(QUANTIZATION_ALIASES)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return (f"unknown setting '{name}' for {method}{hint} "
+            f"(`alignstudio settings {cfg.method}` lists every setting)")
+
+
+# YAML from other tools (TRL's ModelConfig, Axolotl) names the quantization with two
+# booleans; they are read as the one ``quantization`` choice the studio uses.
+QUANTIZATION_ALIASES = {"load_in_4bit": "4bit", "load_in_8bit": "8bit"}
+
+
+def apply_quantization_aliases(values: dict[str, Any]) -> dict[str, Any]:
+    """Map ``load_in_4bit`` / ``load_in_8bit`` onto ``quantization``; refuse contradictions."""
+    given = {k: values[k] for k in QUANTIZATION_ALIASES if k in values}
+    if not given:
+        return values
+    rest = {k: v for k, v in values.items() if k not in QUANTIZATION_ALIASES}
+    flags, problems = {}, []
+    for key, raw in given.items():
+        try:
+            flags[key] = parse_bool(raw)
+        except ValueError:
+            problems.append((key, f"{key} must be true or false; got {raw!r}"))
+    if problems:
+        raise ConfigError(problems)
+    on = [k for k, v in flags.items() if v]
+    if len(on) > 1:
+        message = ("load_in_4bit and load_in_8bit are both true, but the base weights are stored one way "
+                   "only. Keep one of them (4-bit needs the least memory), or write quantization: 4bit, "
+                   "8bit or none instead.")
+        raise ConfigError([("load_in_4bit", message), ("load_in_8bit", message)])
+    implied = QUANTIZATION_ALIASES[on[0]] if on else "none"
+    stated = rest.get("quantization")
+    if stated is not None and str(stated) != implied:
+        said = ", ".join(f"{k}: {str(v).lower()}" for k, v in flags.items())
+        raise ConfigError([("quantization", f"Quantization is {stated!r} but {said} asks for {implied!r}; "
+                                            "keep only one of the two ways of saying it")])
+    rest["quantization"] = implied
+    return rest
 
 
 def validate(cfg: BaseRunConfig) -> list[tuple[str, str]]:
@@ -383,15 +468,71 @@ def validate(cfg: BaseRunConfig) -> list[tuple[str, str]]:
             lo, hi = meta.get("min"), meta.get("max")
             if value != value:  # NaN
                 problems.append((f.name, f"{label} must be a number"))
+            elif lo is not None and lo > 0 and value <= 0:
+                problems.append((f.name, f"{label} must be above 0 (between {lo:g} and {hi:g}); got {value:g}"))
             elif lo is not None and value < lo or hi is not None and value > hi:
                 problems.append((f.name, f"{label} must be between {lo:g} and {hi:g}; got {value:g}"))
-    if cfg.lora_target_modules.strip() == "":
-        problems.append(("lora_target_modules", "LoRA target modules must not be empty (use 'all-linear')"))
+    problems += _target_module_problems(cfg)
     if cfg.max_steps == 0 and cfg.num_train_epochs <= 0:
         problems.append(("num_train_epochs", "set either Epochs above 0 or Max steps"))
-    if getattr(cfg, "loss_type", None) == "robust" and getattr(cfg, "label_smoothing", 0.0) <= 0.0:
+    loss_type = getattr(cfg, "loss_type", None)
+    smoothing = getattr(cfg, "label_smoothing", 0.0)
+    if loss_type == "robust" and smoothing <= 0.0:
         problems.append(("label_smoothing", "the robust loss needs a label smoothing above 0 (0.1 is typical)"))
+    if loss_type == "exo_pair" and smoothing <= 0.0:
+        # TRL raises for this only after the model is loaded; say it before.
+        problems.append(("label_smoothing", "the exo_pair loss needs a label smoothing above 0 "
+                                            "(the EXO paper uses 0.001)"))
     return problems
+
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][\w.]*$")
+
+
+def _target_module_problems(cfg: BaseRunConfig) -> list[tuple[str, str]]:
+    text = cfg.lora_target_modules.strip()
+    if text == "":
+        return [("lora_target_modules", "LoRA target modules must not be empty (use 'all-linear')")]
+    if text == "all-linear":
+        return []
+    names = [t.strip() for t in text.split(",")]
+    bad = [n for n in names if not _MODULE_NAME.match(n)]
+    if bad:
+        return [("lora_target_modules", f"LoRA target modules: {', '.join(repr(b) for b in bad)} is not a module "
+                                        "name; write 'all-linear' or names separated by commas, "
+                                        "e.g. q_proj,v_proj")]
+    if "lm_head" in names and cfg.method == "dpo":
+        # TRL's DPO computes log-probs from lm_head.weight directly, so an adapter there never trains.
+        return [("lora_target_modules", "LoRA target modules: DPO cannot train an adapter on lm_head; "
+                                        "remove it from the list")]
+    return []
+
+
+def field_label(name: str) -> str:
+    """The label the window shows for setting ``name`` (the name itself for non-settings)."""
+    for cls in CONFIG_CLASSES.values():
+        for f in user_fields(cls):
+            if f.name == name and f.metadata.get("label"):
+                return f.metadata["label"]
+    return name
+
+
+def describe_problems(problems: list[tuple[str, str]], keys: bool = True) -> list[str]:
+    """Each problem as a sentence naming the setting by its label (the window's name
+    for it) and, with ``keys``, by the key a config file or ``--set`` uses. A message
+    shared by several settings (a contradiction) is said once, naming them all."""
+    grouped: dict[str, list[str]] = {}
+    for name, message in problems:
+        grouped.setdefault(message, []).append(name)
+    lines = []
+    for message, names in grouped.items():
+        label = field_label(names[0])
+        text = message if len(names) > 1 or message.startswith(label) else f"{label}: {message}"
+        key_list = ", ".join(names)
+        if keys and not (len(names) == 1 and label == names[0]):
+            text += f" [{key_list}]"
+        lines.append(text)
+    return lines
 
 
 def check(cfg: BaseRunConfig) -> BaseRunConfig:
@@ -423,14 +564,24 @@ def save_yaml(cfg: BaseRunConfig, path: str | Path) -> Path:
 
 
 def load_yaml(path: str | Path) -> BaseRunConfig:
+    return from_dict(read_yaml_mapping(path))
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The settings in a YAML file, not yet checked; ConfigError if it is no such file."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError([("config", f"{path} does not exist")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([("config", f"{path} cannot be read: {exc}")]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([("config", f"{path} is not valid YAML: {exc}")]) from None
-    return from_dict(data or {})
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError([("config", f"{path} must hold setting: value lines, not a {type(data).__name__}")])
+    return data
 
 
 def write_text_atomic(path: Path, text: str) -> None:

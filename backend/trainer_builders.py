@@ -8,6 +8,7 @@ this module.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,11 +42,22 @@ def choose_precision() -> Precision:
     return Precision("cpu", torch.float32, bf16=False, fp16=False)
 
 
+def refuse_unsafe_weights_or_code(model_path: str, cfg: BaseRunConfig) -> None:
+    """The loaders check the model themselves, so no caller (the worker, the Compare
+    tab, a benchmark) reaches ``from_pretrained`` with pickle weights or repository
+    code the user did not allow. Raises ModelSourceError; reads files only."""
+    from backend.model_source import resolve_checked_model
+
+    resolve_checked_model(model_path, trust_remote_code=cfg.trust_remote_code,
+                          allow_pickle_weights=cfg.allow_pickle_weights)
+
+
 def build_tokenizer(model_path: str, cfg: BaseRunConfig):
     from transformers import AutoTokenizer
 
     from backend.chat_templates import ensure_chat_template
 
+    refuse_unsafe_weights_or_code(model_path, cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token is None:
         # Padding positions are masked out, so reusing EOS as padding is safe.
@@ -72,17 +84,40 @@ def build_quantization_config(cfg: BaseRunConfig, precision: Precision):
 def build_model(model_path: str, cfg: BaseRunConfig, precision: Precision):
     from transformers import AutoModelForCausalLM
 
+    refuse_unsafe_weights_or_code(model_path, cfg)
     quant = build_quantization_config(cfg, precision)
     device_map = {"": 0} if precision.device == "cuda" else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path,
-        dtype=precision.compute_dtype,
-        quantization_config=quant,
-        device_map=device_map,
-        trust_remote_code=cfg.trust_remote_code,
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path,
+            dtype=precision.compute_dtype,
+            quantization_config=quant,
+            device_map=device_map,
+            trust_remote_code=cfg.trust_remote_code,
+            # Without permission only safetensors are read, even for a hub id whose files
+            # were not there to check. With it, transformers still prefers safetensors and
+            # reads pytorch_model.bin through torch.load(weights_only=True), its default.
+            use_safetensors=None if cfg.allow_pickle_weights else True,
+        )
+    except pickle.UnpicklingError as exc:
+        raise pickle_refused(model_path, exc) from exc
     model.config.use_cache = False  # the KV cache only costs memory while training
     return model
+
+
+def pickle_refused(model_path: str, exc: Exception):
+    """torch.load(weights_only=True) met something other than tensors. Its own message
+    suggests retrying with weights_only=False, advice a user must not follow here."""
+    from backend.model_source import ModelSourceError
+
+    blocked = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
+    detail = f" ({blocked})" if blocked else ""
+    return ModelSourceError(
+        f"The pickle weights of {model_path} hold more than tensors{detail}, so they were not loaded: "
+        "unpickling them could run code on your computer. Get safetensors weights for this model, or convert "
+        "these files yourself only if you trust where they come from.",
+        setting="allow_pickle_weights",
+    )
 
 
 def build_lora_config(cfg: BaseRunConfig):
@@ -124,6 +159,9 @@ def _common_args(cfg: BaseRunConfig, precision: Precision, output_dir: str, has_
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
+        # The Trainer's default swaps a NaN step loss for the running mean, which
+        # hides a diverged run; the studio stops at the first non-finite loss instead.
+        logging_nan_inf_filter=False,
         eval_strategy="steps" if evaluate_during else "no",
         eval_steps=cfg.eval_steps if evaluate_during else None,
         save_strategy="steps" if cfg.save_steps > 0 else "no",

@@ -170,9 +170,10 @@ def _train(state: WorkerState) -> int:
     cfg = check(load_run_config(run_dir))
     state.enter_phase("loading_model", "Loading the model")
 
-    from backend.model_source import local_model_folder, resolve_model_source
+    from backend.model_source import local_model_folder, model_source_for_config
 
-    source = resolve_model_source(cfg.model)
+    # Refuses pickle-only weights and remote code the settings do not allow, before torch is imported.
+    source = model_source_for_config(cfg)
     model_path = local_model_folder(source, log=lambda m: print(m, flush=True))
     _check_stop(stop)
 
@@ -465,6 +466,9 @@ def classify_failure(exc: BaseException) -> tuple[str, str, str]:
     if name == "DatasetError":
         return "bad_data", text, "Run `alignstudio data inspect` on the file to see every problem."
     if name == "ModelSourceError":
+        if getattr(exc, "setting", "model") != "model":
+            return "bad_model", text, ("Turn on the setting named above only if you trust where the model "
+                                       "comes from; otherwise pick another model.")
         return "bad_model", text, "Check the model name or path. Leave it empty for the embedded model."
     if isinstance(exc, NonFiniteLoss):
         return "nan_loss", text, (

@@ -121,8 +121,9 @@ def test_closing_during_a_run_stops_it_and_leaves_no_process(qtbot, window, tiny
 def test_a_failing_run_shows_its_error_and_hint(qtbot, window, tmp_path):
     broken = tmp_path / "broken-model"
     broken.mkdir()
-    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    (broken / "config.json").write_text('{"model_type": "llama"}')  # passes the file checks, fails to load
     (broken / "model.safetensors").write_bytes(b"not really weights")
+    (broken / "tokenizer.json").write_text("{}")
     _prepare(qtbot, window, write_preference_file(tmp_path / "prefs.jsonl"), broken, max_steps=4)
     with qtbot.waitSignal(window.controller.supervisor.sig_failed, timeout=90_000) as failed:
         window.live.train_button.click()

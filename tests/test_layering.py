@@ -30,7 +30,8 @@ def test_gui_facing_backend_modules_import_without_torch_or_qt():
         "import backend.model_source, backend.paths, backend.memory_estimate, backend.device_info\n"
         "import backend.dataset_loading, backend.dataset_report, backend.dataset_formats\n"
         "import backend.generation_client, backend.generation_protocol, backend.compare_scoring\n"
-        "import backend.compare_export, backend.prompt_rendering, backend.adapter_loading\n"
+        "import backend.compare_export, backend.prompt_rendering, backend.adapter_loading, backend.preflight\n"
+        "import backend.fault_injection\n"
         "bad = [m for m in ('torch', 'transformers', 'trl', 'PySide6') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

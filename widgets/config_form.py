@@ -86,6 +86,9 @@ class ConfigForm(QWidget):
         while self._layout.count():
             item = self._layout.takeAt(0)
             if item.widget():
+                # Hidden at once: until the event loop deletes it, the old form would
+                # still be painted under the new one.
+                item.widget().hide()
                 item.widget().deleteLater()
         self._rows.clear()
         basic: dict[str, list] = {}
