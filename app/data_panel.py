@@ -41,7 +41,7 @@ def report_html(report) -> str:
     """The data report as compact HTML for a QTextBrowser."""
     esc = html.escape
     rows = (f"<b>{report.rows_kept:,}</b> rows kept of {report.rows_total:,}"
-            + (f", <span style='color:#b45309'><b>{report.rows_dropped:,}</b> dropped</span>"
+            + (f", <span style='color:#b45309'><b>{report.rows_dropped:,}</b> left out</span>"
                if report.rows_dropped else ""))
     methods = ", ".join(METHOD_NAMES.get(m, m) for m in report.supported_methods)
     parts = [
@@ -51,7 +51,10 @@ def report_html(report) -> str:
     mapped = [f"{esc(src)} → {esc(fld)}" for fld, src in report.column_mapping.items() if src != fld]
     if mapped:
         parts.append(f"<div style='color:#6b7280'>Columns: {', '.join(mapped)}</div>")
-    for warning in report.warnings:
+    if report.rows_dropped:
+        parts.append(_left_out_html(report))
+    # The block above already says what the warnings about dropped rows say.
+    for warning in (w for w in report.warnings if w not in report.drop_warnings):
         parts.append(
             "<table width='100%' cellpadding='5' style='margin-top:4px; background:#fffbeb'>"
             f"<tr><td style='color:#92400e'>⚠ {esc(warning)}</td></tr></table>"
@@ -78,28 +81,33 @@ def report_html(report) -> str:
                          f"(length ratio {report.mean_length_ratio:.2f})")
         if extra:
             parts.append(f"<div style='color:#4b5563'>{'; '.join(extra)}.</div>")
-    dup = []
-    if report.duplicates:
-        dup.append(f"{report.duplicates} duplicate rows")
-    if report.identical_pairs:
-        dup.append(f"{report.identical_pairs} pairs with chosen = rejected")
-    if report.drop_reasons:
-        reasons = ", ".join(f"{esc(reason)}: {count}" for reason, count in report.drop_reasons.items())
-        parts.append(f"<div style='margin-top:6px'><b>Dropped</b> — {reasons}</div>")
-        examples = "".join(
-            f"<li>{esc(report.position_unit)} {d['line']}"
-            + (f" [{esc(str(d['field']))}]" if d.get("field") else "")
-            + f": {esc(d['reason'])}</li>"
-            for d in report.dropped_examples[:5]
-        )
-        if examples:
-            parts.append(f"<ul style='margin:0; color:#6b7280'>{examples}</ul>")
-    elif not dup:
+    if not report.rows_dropped:
         parts.append("<div style='color:#15803d; margin-top:4px'>"
                      "No duplicates, no identical pairs, no dropped rows.</div>")
     for note in report.notes:
         parts.append(f"<div style='color:#6b7280'>• {esc(note)}</div>")
     return "".join(parts)
+
+
+def _left_out_html(report) -> str:
+    """Rows left out: how many for each reason, then each one by line and field."""
+    esc = html.escape
+    left_out = f"{report.rows_dropped:,} row{'s' if report.rows_dropped != 1 else ''} left out"
+    reasons = " · ".join(f"{esc(reason)} {count:,}" for reason, count in report.drop_reasons.items())
+    lines = []
+    for d in report.dropped_examples:
+        where = f"{esc(report.position_unit)} {d['line']}"
+        if d.get("field"):
+            where += f" · {esc(str(d['field']))}"
+        lines.append(f"<tr><td style='color:#9a3412' nowrap>{where}</td><td>{esc(d['reason'])}</td></tr>")
+    hidden = report.rows_dropped - len(report.dropped_examples)
+    more = f"<div style='color:#6b7280'>… and {hidden:,} more.</div>" if hidden > 0 else ""
+    return (
+        "<table width='100%' cellpadding='5' style='margin-top:4px; background:#fff7ed'><tr><td>"
+        f"<div style='color:#9a3412'><b>{left_out}</b> — {reasons}</div>"
+        f"<table cellspacing='0' cellpadding='1'>{''.join(lines)}</table>{more}"
+        "</td></tr></table>"
+    )
 
 
 class DataPanel(QWidget):
@@ -130,6 +138,8 @@ class DataPanel(QWidget):
         self.loader.sig_loaded.connect(self._on_loaded)
         self.loader.sig_failed.connect(self._on_failed)
         self.loader.sig_busy.connect(self._on_busy)
+        self.loader.sig_progress.connect(self._on_progress)
+        self.loader.sig_preview.connect(self._on_preview)
         self.loader.sig_formats_ready.connect(self._on_formats)
 
         self.drop_zone = DropZone(
@@ -249,7 +259,21 @@ class DataPanel(QWidget):
         return dict(self._override)
 
     def _on_busy(self, busy: bool) -> None:
+        if busy:
+            self.busy_label.setText("Reading the file…")
         self.busy_label.setVisible(busy)
+
+    def _on_progress(self, progress) -> None:
+        self.busy_label.setText(progress.text)
+
+    def _on_preview(self, rows: list[dict[str, str]]) -> None:
+        """The first rows of a file still being read: shown at once, the report follows."""
+        if self._remeasuring:
+            return  # the same rows are on screen already
+        self.banner.hide_notice()
+        self.report_view.setVisible(False)
+        self.preview.set_rows(rows)
+        self.preview.setVisible(True)
 
     def _on_loaded(self, result: DatasetLoadResult) -> None:
         self._result = result

@@ -1,9 +1,11 @@
 """Load and report on a dataset off the GUI thread.
 
 The data layer imports the ``datasets`` library (over a second) and may read a
-large file, so every call into it runs on the global thread pool. Results come
-back as plain objects through queued signals; a result for a file the user has
-since replaced is dropped.
+file of gigabytes, so every call into it runs on the global thread pool.
+Progress, the first rows and the result come back as plain objects through
+queued signals. A newer request replaces the one in progress: the old scan is
+asked to stop (it checks about ten times a second) and whatever it still
+sends is dropped.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ class FormatInfo:
     label: str
     required: tuple[str, ...]
     optional: tuple[str, ...]
+
+
+@dataclass
+class ScanProgress:
+    """How far the latest request has read its file."""
+
+    bytes_done: int
+    bytes_total: int
+    text: str  # e.g. "Scanning… 43% (1.2 of 2.8 GB)"
 
 
 @dataclass
@@ -59,7 +70,41 @@ class _Signals(QObject):
 
     loaded = Signal(int, object)
     failed = Signal(int, object)
+    progress = Signal(int, object)
+    preview = Signal(int, object)
     formats = Signal(object)
+
+
+class _Request:
+    """One load, and whether a newer one (or the loader's end) has replaced it.
+
+    The pool thread checks ``replaced`` before it sends anything, so a load that
+    outlives its loader (the window closed during a scan) stops and stays quiet."""
+
+    def __init__(self, generation: int, signals: _Signals) -> None:
+        self.generation = generation
+        self.replaced = False
+        self._signals = signals
+
+    def send(self, name: str, *args) -> None:
+        if self.replaced:
+            return
+        try:
+            getattr(self._signals, name).emit(self.generation, *args)
+        except RuntimeError:
+            pass  # the loader was deleted between the check and the emit
+
+
+class _Requests:
+    """The latest request; replaced by the next one or when the loader goes."""
+
+    def __init__(self) -> None:
+        self.current: _Request | None = None
+
+    def replace(self, request: _Request | None) -> None:
+        if self.current is not None:
+            self.current.replaced = True
+        self.current = request
 
 
 class _Task(QRunnable):
@@ -83,6 +128,12 @@ class DatasetLoader(QObject):
     sig_busy = Signal(bool)
     """Loading started (True) or ended (False)."""
 
+    sig_progress = Signal(object)
+    """ScanProgress of the latest request, a few times a second while its file is read."""
+
+    sig_preview = Signal(object)
+    """The latest request's first rows as text ({column: text} dicts), before the whole file is read."""
+
     sig_formats_ready = Signal(object)
     """The list of FormatInfo, once the data layer is imported (in the background)."""
 
@@ -92,8 +143,14 @@ class DatasetLoader(QObject):
         self._signals = _Signals(self)  # parented: destroyed with the loader, on the GUI thread
         self._signals.loaded.connect(self._on_loaded)
         self._signals.failed.connect(self._on_failed)
+        self._signals.progress.connect(self._on_progress)
+        self._signals.preview.connect(self._on_preview)
         self._signals.formats.connect(self.sig_formats_ready)
         self._generation = 0
+        requests = self._requests = _Requests()
+        # A scan still running when the loader goes stops; the lambda must not use
+        # the loader, which is being destroyed.
+        self.destroyed.connect(lambda *_: requests.replace(None))
         self._busy = False
 
     def preload(self) -> None:
@@ -114,17 +171,22 @@ class DatasetLoader(QObject):
     def load(self, path: str, data_format: str | None = None, column_map: dict | None = None,
              tokenizer_path: str | None = None) -> None:
         self._generation += 1
-        generation = self._generation
-        signals = self._signals
+        request = _Request(self._generation, self._signals)
+        self._requests.replace(request)
         self._set_busy(True)
 
         def work():
             try:
-                result = load_and_report(path, data_format, column_map, tokenizer_path)
+                result = load_and_report(
+                    path, data_format, column_map, tokenizer_path,
+                    progress=lambda progress: request.send("progress", progress),
+                    preview=lambda rows: request.send("preview", rows),
+                    should_stop=lambda: request.replaced,
+                )
             except Exception as exc:
-                signals.failed.emit(generation, failure_from_exception(path, exc))
+                request.send("failed", failure_from_exception(path, exc))
                 return
-            signals.loaded.emit(generation, result)
+            request.send("loaded", result)
 
         self._pool.start(_Task(work))
 
@@ -148,6 +210,14 @@ class DatasetLoader(QObject):
         self._set_busy(False)
         self.sig_failed.emit(failure)
 
+    def _on_progress(self, generation: int, progress: ScanProgress) -> None:
+        if generation == self._generation and self._busy:
+            self.sig_progress.emit(progress)
+
+    def _on_preview(self, generation: int, rows: list[dict[str, str]]) -> None:
+        if generation == self._generation and self._busy:
+            self.sig_preview.emit(rows)
+
 
 # ------------------------------------------------------ worker-thread code
 def format_catalog() -> list[FormatInfo]:
@@ -157,38 +227,41 @@ def format_catalog() -> list[FormatInfo]:
 
 
 def load_and_report(path: str, data_format: str | None, column_map: dict | None,
-                    tokenizer_path: str | None) -> DatasetLoadResult:
+                    tokenizer_path: str | None, *, progress=None, preview=None,
+                    should_stop=None) -> DatasetLoadResult:
+    """Load ``path`` and measure it. While the file is read, ``progress`` gets
+    ScanProgress, ``preview`` the first rows as text, and ``should_stop()``
+    returning True ends the work with LoadCancelled."""
     from backend import dataset_loading
-    from backend.dataset_report import build_report, format_report_text
+    from backend.dataset_report import build_report, format_report_text, scan_progress_text
+
+    def report_progress(done: int, total: int) -> None:
+        progress(ScanProgress(done, total, scan_progress_text(done, total)))
+
+    def report_preview(rows: list[dict]) -> None:
+        preview([{k: dataset_loading.flatten_value(v) for k, v in row.items()} for row in rows])
 
     start = time.perf_counter()
-    loaded = dataset_loading.load_dataset_file(path, format=data_format or None, column_map=column_map or None)
+    loaded = dataset_loading.load_dataset_file(
+        path, format=data_format or None, column_map=column_map or None,
+        progress=report_progress if progress else None,
+        on_preview=report_preview if preview else None,
+        should_stop=should_stop,
+    )
+    if should_stop is not None and should_stop():
+        raise dataset_loading.LoadCancelled("Loading was cancelled.")
+    if progress:
+        progress(ScanProgress(1, 1, "Measuring the rows…"))
     report = build_report(loaded, tokenizer_path=tokenizer_path)
-    preview = dataset_loading.preview_rows(loaded, 50)
-    columns = list(getattr(loaded, "source_columns", None) or [])
-    if not columns:
-        # Until the data layer reports every source column, offer at least the mapped ones.
-        columns = list(dict.fromkeys(loaded.column_mapping.values()))
-    reasons = {}
-    # The data layer words these reasons; until it exports the helper, use its private one.
-    explain = (getattr(dataset_loading, "unsupported_reason", None)
-               or getattr(dataset_loading, "_unsupported_reason", None))
-    for method in METHOD_NAMES:
-        if method in loaded.supported_methods:
-            continue
-        try:
-            reasons[method] = explain(method, loaded.format) if explain else ""
-        except Exception:
-            reasons[method] = ""
-        if not reasons[method]:
-            reasons[method] = f"{METHOD_NAMES[method]} cannot train on {loaded.format.label}."
+    reasons = {method: dataset_loading.unsupported_reason(method, loaded.format)
+               for method in METHOD_NAMES if method not in loaded.supported_methods}
     return DatasetLoadResult(
         path=str(path),
         loaded=loaded,
         report=report,
         report_text=format_report_text(report),
-        preview=preview,
-        source_columns=columns,
+        preview=dataset_loading.preview_rows(loaded, dataset_loading.PREVIEW_ROWS),
+        source_columns=list(loaded.source_columns),
         format_value=loaded.format.value,
         format_label=loaded.format.label,
         supported_methods=list(loaded.supported_methods),

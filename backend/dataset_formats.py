@@ -202,6 +202,8 @@ _ROLE_ALIASES = {
 REASON_LABELS = {
     "invalid_json": "not valid JSON",
     "not_object": "not a JSON object",
+    "too_long": "row too long",
+    "bad_csv_row": "broken CSV row",
     "missing": "missing or empty value",
     "not_text": "not text",
     "empty": "empty text",
@@ -210,6 +212,31 @@ REASON_LABELS = {
     "bad_label": "label is not good/bad",
     "identical_pair": "chosen identical to rejected",
     "duplicate": "duplicate row",
+}
+
+# What to do about each reason, for the message shown when no row is usable.
+REASON_HINTS = {
+    "invalid_json": "Each line must hold one complete JSON object; fix or remove the lines named.",
+    "not_object": (
+        'Each row must be a JSON object with named fields, such as {"prompt": "…", "chosen": "…", '
+        '"rejected": "…"}.'
+    ),
+    "too_long": "Put each row on a line of its own; a single row may be at most 16 MB.",
+    "bad_csv_row": (
+        "Every row needs as many values as the header has columns; put quotes around values "
+        "that contain the separator."
+    ),
+    "missing": "Fill in the missing values, or choose which column holds each field by hand.",
+    "not_text": "These fields must hold text (in quotes), not numbers, lists or objects.",
+    "empty": "Write the missing text, or remove those rows.",
+    "bad_messages": (
+        "Chat messages need a 'role' (user, assistant or system) and a 'content' text, "
+        "and at least one assistant reply."
+    ),
+    "no_shared_prompt": "Add a prompt column, or let chosen and rejected begin with the same conversation.",
+    "bad_label": "Use true/false (or good/bad) as the label.",
+    "identical_pair": "A pair teaches something only when the chosen answer differs from the rejected one.",
+    "duplicate": "Remove the repeated rows.",
 }
 
 
@@ -221,6 +248,21 @@ class RowProblem(Exception):
         self.field = field
         self.reason = reason
         self.code = code
+
+
+@dataclass
+class DroppedRow:
+    """A source row left out, and why.
+
+    ``line`` is the 1-based line in the file for JSON Lines and CSV, and the
+    1-based row number for JSON, Parquet and Arrow (``LoadedDataset.position_unit``).
+    ``code`` is a stable reason key (see ``REASON_LABELS``).
+    """
+
+    line: int
+    field: str | None
+    reason: str
+    code: str = "other"
 
 
 @dataclass
@@ -574,12 +616,21 @@ def _describe(value: Any) -> str:
     return f"is of type {type(value).__name__}"
 
 
+def _absent(row: dict[str, Any], col: str) -> RowProblem:
+    # Naming what the row does hold makes a row of another format (an SFT
+    # example among preference pairs, say) recognisable at a glance.
+    held = ", ".join(map(str, list(row)[:8])) or "no fields at all"
+    return RowProblem(col, f"is missing (this row has {held})", "missing")
+
+
 def _text(row: dict[str, Any], col: str) -> str:
     if col not in row:
-        raise RowProblem(col, "is missing", "missing")
+        raise _absent(row, col)
     value = row[col]
-    if value is None or _is_nan(value):
+    if value is None:
         raise RowProblem(col, "is empty (null)", "missing")
+    if _is_nan(value):
+        raise RowProblem(col, "is empty (NaN)", "missing")
     if not isinstance(value, str):
         raise RowProblem(col, f"{_describe(value)}, but text was expected", "not_text")
     if not value.strip():
@@ -647,7 +698,9 @@ def _message(item: Any, col: str, position: int, default_role: str | None = None
         raise RowProblem(col, f"{where} has no 'role' (or 'from')", "bad_messages")
     role = _ROLE_ALIASES.get(raw_role.strip().lower())
     if role is None:
-        raise RowProblem(col, f"{where} has an unknown speaker '{raw_role}'", "bad_messages")
+        raise RowProblem(
+            col, f"{where} has an unknown speaker '{raw_role}' (use user, assistant or system)", "bad_messages"
+        )
     raw_content = item.get("content", item.get("value", item.get("text")))
     content = _content_text(raw_content)
     if content is None:
@@ -658,8 +711,10 @@ def _message(item: Any, col: str, position: int, default_role: str | None = None
 
 
 def _messages(row: dict[str, Any], col: str, default_role: str | None = None) -> list[dict[str, str]]:
-    if col not in row or row[col] is None:
-        raise RowProblem(col, "is missing", "missing")
+    if col not in row:
+        raise _absent(row, col)
+    if row[col] is None:
+        raise RowProblem(col, "is empty (null)", "missing")
     value = _maybe_json_list(row[col])
     if isinstance(value, str) and default_role:
         return [_message(value, col, 1, default_role)]
@@ -672,8 +727,10 @@ def _messages(row: dict[str, Any], col: str, default_role: str | None = None) ->
 
 def _reply(row: dict[str, Any], col: str) -> list[dict[str, str]]:
     """A chosen/rejected answer: one message object, text, or a message list."""
-    if col not in row or row[col] is None:
-        raise RowProblem(col, "is missing", "missing")
+    if col not in row:
+        raise _absent(row, col)
+    if row[col] is None:
+        raise RowProblem(col, "is empty (null)", "missing")
     value = _maybe_json_list(row[col])
     if isinstance(value, dict):
         return [_message(value, col, 1, "assistant")]

@@ -4,36 +4,38 @@ Entry points: ``load_dataset_file`` (any supported file or folder ->
 ``LoadedDataset``), ``dataset_for_method`` (the columns a given TRL trainer
 wants) and ``preview_rows`` (flattened text for a preview table).
 
-JSON and JSON Lines are parsed here with the standard json module rather than
-``Dataset.from_json``: a bad line must cost only that line (with its number
-in the report), and an Arrow column holds one type, so a single number where
-text belongs would otherwise decide how the whole column is read. CSV,
-Parquet and saved Arrow folders are read by the ``datasets`` library, which
-is imported on first use (see ``dataset_formats``).
+Reading is one streaming pass (``dataset_readers``): the format is recognised
+from the first rows, then every row is normalised, checked for duplicates and
+appended to Arrow record batches, so a bad line costs only that line (with its
+number in the report) and memory holds one batch of Python rows at a time. The
+batches stay in memory, or for a big file go to a memory-mapped prepared copy
+on disk (``dataset_cache``) that later loads of the same file reuse.
+JSON is parsed with the standard json module rather than ``Dataset.from_json``
+because an Arrow column holds one type: a single number where text belongs
+would otherwise decide how the whole column is read.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
-import csv
-import io
-import json
+import itertools
 import os
-import re
-import tempfile
+import time
 import uuid
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from backend.dataset_formats import (
     ALL_METHODS,
     METHOD_NAMES,
+    REASON_HINTS,
     REASON_LABELS,
     DataFormat,
     DatasetError,
+    DroppedRow,
     FormatDetection,
     RowProblem,
     detect_format,
@@ -41,6 +43,8 @@ from backend.dataset_formats import (
     output_features,
     supported_methods,
 )
+from backend.dataset_cache import ArrowCopyWriter, PreparedCopy
+from backend.dataset_readers import RowSource, open_rows
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -49,6 +53,7 @@ __all__ = [
     "DataFormat",
     "DatasetError",
     "DroppedRow",
+    "LoadCancelled",
     "LoadedDataset",
     "dataset_for_method",
     "load_dataset_file",
@@ -57,35 +62,30 @@ __all__ = [
     "unsupported_reason",
 ]
 
-JSON_LINES_SUFFIXES = {".jsonl", ".ndjson", ".jsonlines"}
-JSON_SUFFIXES = {".json"}
-CSV_SUFFIXES = {".csv", ".tsv"}
-PARQUET_SUFFIXES = {".parquet", ".pq"}
-ARROW_SUFFIXES = {".arrow"}
-DATA_SUFFIXES = JSON_LINES_SUFFIXES | JSON_SUFFIXES | CSV_SUFFIXES | PARQUET_SUFFIXES | ARROW_SUFFIXES
+_SAMPLE_ROWS = 50  # rows whose values decide the format
+_HEAD_ROWS = 1000  # rows whose columns decide the format...
+_HEAD_BYTES = 8 * 2**20  # ...unless they take more of the file than this
+_BATCH_ROWS = 1000
+_PROGRESS_SECONDS = 0.1
+MAX_DROPPED_KEPT = 1000  # dropped rows kept in full; all of them are counted
+# From this size on, the normalised rows (about as big as the file) go to a
+# memory-mapped file rather than into memory.
+SPILL_BYTES = 256 * 2**20
+PREVIEW_ROWS = 50
 
-# Keys under which JSON files commonly nest their list of rows.
-_JSON_ROW_KEYS = ("data", "train", "rows", "examples", "records", "items", "instances", "dataset")
-_SAMPLE_ROWS = 50
 
-
-@dataclass
-class DroppedRow:
-    """A source row left out, and why.
-
-    ``line`` is the 1-based line in the file for JSON Lines and CSV, and the
-    1-based row number for JSON, Parquet and Arrow (``LoadedDataset.position_unit``).
-    ``code`` is a stable reason key (see ``dataset_formats.REASON_LABELS``).
-    """
-
-    line: int
-    field: str | None
-    reason: str
-    code: str = "other"
+class LoadCancelled(DatasetError):
+    """The caller's ``should_stop`` asked the load to end early."""
 
 
 @dataclass
 class LoadedDataset:
+    """A normalised dataset and what happened on the way.
+
+    ``dropped`` holds the first ``MAX_DROPPED_KEPT`` rows left out, in file
+    order; ``drop_counts`` counts every one of them by reason code.
+    """
+
     path: str
     format: DataFormat
     dataset: Dataset
@@ -101,6 +101,7 @@ class LoadedDataset:
     duplicates: int = 0
     identical_pairs: int = 0
     source_columns: list[str] = field(default_factory=list)
+    drop_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows_dropped(self) -> int:
@@ -111,42 +112,6 @@ class LoadedDataset:
         return self.format.label
 
 
-@dataclass
-class _Source:
-    """Raw rows of a file before any format is applied."""
-
-    kind: str
-    unit: str
-    columns: list[str]
-    rows: list[tuple[int, dict[str, Any]]] | None = None  # JSON/JSONL: (position, row)
-    table: Dataset | None = None  # CSV/Parquet/Arrow
-    positions: list[int] | None = None  # per table row, when lines are known
-    dropped: list[DroppedRow] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def count(self) -> int:
-        parsed = len(self.rows) if self.rows is not None else len(self.table)
-        return parsed + len(self.dropped)
-
-    def sample(self, n: int = _SAMPLE_ROWS) -> list[dict[str, Any]]:
-        if self.rows is not None:
-            return [row for _, row in self.rows[:n]]
-        return self.table.select(range(min(n, len(self.table)))).to_list()
-
-    def iter_rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        if self.rows is not None:
-            yield from self.rows
-            return
-        index = 0
-        for batch in self.table.iter(batch_size=1000):
-            names = list(batch)
-            for values in zip(*(batch[n] for n in names)):
-                pos = self.positions[index] if self.positions else index + 1
-                yield pos, dict(zip(names, values))
-                index += 1
-
-
 # -------------------------------------------------------------------- public
 
 
@@ -154,56 +119,44 @@ def load_dataset_file(
     path: str | os.PathLike,
     format: DataFormat | str | None = None,
     column_map: dict[str, str] | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_preview: Callable[[list[dict[str, Any]]], None] | None = None,
+    spill_bytes: int | None = None,
 ) -> LoadedDataset:
     """Load, recognise and normalise a dataset file or saved-dataset folder.
 
     ``format`` forces a format instead of recognising it; ``column_map``
     assigns source columns to canonical fields by hand, e.g.
     ``{"prompt": "question", "chosen": "good", "rejected": "bad"}``.
+    While the file is read, ``progress(bytes_done, bytes_total)`` is called
+    about ten times a second, ``should_stop()`` is asked as often (True ends
+    the load with LoadCancelled), and ``on_preview`` receives the first
+    normalised rows as soon as there are ``PREVIEW_ROWS`` of them.
+    A source of ``spill_bytes`` (default ``SPILL_BYTES``) or more is
+    normalised into a memory-mapped prepared copy (``dataset_cache``), which
+    later loads of the same file reuse.
     Raises DatasetError for anything that cannot be used.
     """
     path = Path(path).expanduser()
     forced = _as_format(format, path)
-    with _quiet_datasets():
-        source = _read_source(path)
-        if source.count == 0:
-            raise DatasetError("The file holds no rows.", path=path)
-        if not source.columns:
-            raise DatasetError(_nothing_usable(source.dropped, source.count, source.unit), path=path)
-        detection = detect_format(
-            source.columns, source.sample(), forced=forced, column_map=column_map, path=path
-        )
-        rows, dropped, duplicates, identical = _normalise(source, detection)
-        if not rows:
-            message = _nothing_usable(dropped, source.count, source.unit)
-            unused = [c for c in source.columns if c not in detection.column_mapping.values()]
-            used = ", ".join(f"{src} as {fld}" for fld, src in detection.column_mapping.items())
-            message += f" The file was read as {detection.format.label}, using {used}."
-            if unused:
-                message += (
-                    f" Not used: {', '.join(map(str, unused))}; map them by hand if they hold the data."
-                )
-            raise DatasetError(message, path=path, columns=list(source.columns))
-        dataset = _build_dataset(rows, output_features(detection))
-
-    notes = source.notes + detection.notes
-    return LoadedDataset(
-        path=str(path),
-        format=detection.format,
-        dataset=dataset,
-        column_mapping=dict(detection.column_mapping),
-        rows_total=source.count,
-        rows_kept=len(rows),
-        dropped=dropped,
-        notes=notes,
-        supported_methods=supported_methods(detection.format),
-        conversational=detection.conversational,
-        source_kind=source.kind,
-        position_unit=source.unit,
-        duplicates=duplicates,
-        identical_pairs=identical,
-        source_columns=list(source.columns),
-    )
+    spill_at = SPILL_BYTES if spill_bytes is None else spill_bytes
+    with _quiet_datasets(), open_rows(path) as source:
+        copy = None
+        if source.bytes_total >= spill_at:
+            choice = {"format": forced.value if forced else None, "column_map": column_map or {}}
+            copy = PreparedCopy.for_source(source.origin, choice)
+            prepared = copy.open()
+            if prepared is not None:
+                if progress:
+                    progress(source.bytes_total, source.bytes_total)
+                return _loaded_from_description(path, *prepared)
+        watch = _Watch(source, progress, should_stop)
+        loaded = _scan(path, source, watch, forced, column_map, copy, on_preview)
+    if copy is not None:
+        copy.describe(_description(loaded))
+    return loaded
 
 
 def dataset_for_method(loaded: LoadedDataset, method: str) -> Dataset:
@@ -277,36 +230,305 @@ def _quiet_datasets():
             datasets.enable_progress_bars()
 
 
-def _normalise(source: _Source, detection: FormatDetection):
-    rows: list[dict[str, Any]] = []
-    dropped = list(source.dropped)
-    first_seen: dict[tuple, int] = {}
-    duplicates = identical = 0
-    for pos, raw in source.iter_rows():
-        try:
-            row = normalise_row(detection, raw)
-        except RowProblem as problem:
-            dropped.append(DroppedRow(pos, problem.field, problem.reason, problem.code))
-            identical += problem.code == "identical_pair"
-            continue
-        key = _row_key(row)
-        if key in first_seen:
-            duplicates += 1
-            dropped.append(
-                DroppedRow(pos, None, f"duplicate of {source.unit} {first_seen[key]}", "duplicate")
-            )
-            continue
-        first_seen[key] = pos
-        rows.append(row)
-    dropped.sort(key=lambda d: d.line)
-    return rows, dropped, duplicates, identical
+def _scan(path: Path, source: RowSource, watch: "_Watch", forced: DataFormat | None,
+          column_map: dict[str, str] | None, copy: PreparedCopy | None, on_preview) -> LoadedDataset:
+    """Recognise the format from the first rows, then normalise every row."""
+    items = watch.items()
+    drops = _DropLog(source.unit)
+    head = _take_head(items, source, drops)
+    rows = [item[1] for item in head if not isinstance(item, DroppedRow)]
+    if not rows:
+        raise DatasetError(_nothing_usable(drops, source.unit), path=path, columns=source.columns or None)
+    columns = source.columns or _columns_of(rows)
+    detection = detect_format(columns, rows[:_SAMPLE_ROWS], forced=forced, column_map=column_map, path=path)
+    del rows
+    schema = output_features(detection).arrow_schema
+    sink = _ArrowRows(schema, copy.writer(schema) if copy else None)
+    scan = _Normaliser(detection, source.unit, drops, sink, on_preview)
+    try:
+        scan.run(itertools.chain(head, items))
+        watch.finish()
+        all_columns = list(dict.fromkeys([*columns, *scan.columns]))
+        if not scan.kept:
+            raise DatasetError(_nothing_usable_after_detection(drops, source.unit, detection, all_columns),
+                               path=path, columns=all_columns)
+        dataset = sink.finish()
+    except BaseException:
+        sink.discard()
+        raise
+
+    notes = source.notes + detection.notes + _late_column_notes(columns, all_columns, detection)
+    if copy is not None:
+        notes.append(
+            f"The normalised rows are kept on disk in {copy.arrow} and read as needed, "
+            "so memory holds only what is in use."
+        )
+    return LoadedDataset(
+        path=str(path),
+        format=detection.format,
+        dataset=dataset,
+        column_mapping=dict(detection.column_mapping),
+        rows_total=scan.kept + drops.total,
+        rows_kept=scan.kept,
+        dropped=drops.examples(),
+        notes=notes,
+        supported_methods=supported_methods(detection.format),
+        conversational=detection.conversational,
+        source_kind=source.kind,
+        position_unit=source.unit,
+        duplicates=drops.counts["duplicate"],
+        identical_pairs=drops.counts["identical_pair"],
+        source_columns=all_columns,
+        drop_counts=dict(drops.counts),
+    )
 
 
-def _row_key(row: dict[str, Any]) -> tuple:
-    # Hashable and cheap; holds references to strings the rows keep anyway.
-    return tuple(
+# What a prepared copy's description records, besides the format and the dropped rows.
+_DESCRIBED = ("column_mapping", "rows_total", "rows_kept", "notes", "conversational", "source_kind",
+              "position_unit", "duplicates", "identical_pairs", "source_columns", "drop_counts")
+
+
+def _description(loaded: LoadedDataset) -> dict[str, Any]:
+    description = {name: getattr(loaded, name) for name in _DESCRIBED}
+    description["format"] = loaded.format.value
+    description["dropped"] = [vars(d) for d in loaded.dropped]
+    return description
+
+
+def _loaded_from_description(path: Path, description: dict[str, Any], dataset: "Dataset") -> LoadedDataset:
+    fmt = DataFormat(description["format"])
+    return LoadedDataset(
+        path=str(path),
+        format=fmt,
+        dataset=dataset,
+        dropped=[DroppedRow(**d) for d in description["dropped"]],
+        supported_methods=supported_methods(fmt),
+        **{name: description[name] for name in _DESCRIBED},
+    )
+
+
+class _Watch:
+    """Reports progress and honours ``should_stop`` while rows stream past."""
+
+    def __init__(self, source: RowSource, progress, should_stop) -> None:
+        self._source = source
+        self._progress = progress
+        self._should_stop = should_stop
+        self._next_look = 0.0
+
+    def items(self) -> Iterator[Any]:
+        clock = time.monotonic
+        for item in self._source.items:
+            # One look at the clock per row: a row may be one line or 16 MB.
+            if clock() >= self._next_look:
+                self._look()
+            yield item
+
+    def finish(self) -> None:
+        if self._progress:
+            self._progress(self._source.bytes_total, self._source.bytes_total)
+
+    def _look(self) -> None:
+        self._next_look = time.monotonic() + _PROGRESS_SECONDS
+        if self._should_stop and self._should_stop():
+            raise LoadCancelled("Loading was cancelled.")
+        if self._progress:
+            self._progress(self._source.bytes_done(), self._source.bytes_total)
+
+
+def _take_head(items: Iterator[Any], source: RowSource, drops: "_DropLog") -> list[Any]:
+    """The first rows (and the problems between them), to recognise the format
+    from; they are normalised with the rest afterwards. Problems before the
+    first row go straight to ``drops``."""
+    head: list[Any] = []
+    rows = 0
+    for item in items:
+        if isinstance(item, DroppedRow) and not rows:
+            drops.add(item)
+            continue
+        head.append(item)
+        if not isinstance(item, DroppedRow):
+            rows += 1
+            if rows >= _HEAD_ROWS or source.bytes_done() >= _HEAD_BYTES:
+                break
+    return head
+
+
+def _columns_of(rows: list[dict[str, Any]]) -> list[str]:
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+class _Normaliser:
+    """Normalises rows, leaves out duplicates and hands the rest to ``sink``."""
+
+    def __init__(self, detection: FormatDetection, unit: str, drops: "_DropLog", sink: "_ArrowRows",
+                 on_preview: Callable[[list[dict[str, Any]]], None] | None) -> None:
+        self.detection = detection
+        self.unit = unit
+        self.drops = drops
+        self.sink = sink
+        self.kept = 0
+        self.columns: dict[str, None] = {}
+        self._on_preview = on_preview
+        self._preview: list[dict[str, Any]] | None = [] if on_preview else None
+
+    def run(self, items: Iterator[Any]) -> None:
+        detection, drops, sink, columns = self.detection, self.drops, self.sink, self.columns
+        seen = _SeenRows()
+        for item in items:
+            if isinstance(item, DroppedRow):
+                drops.add(item)
+                continue
+            position, raw = item
+            for key in raw:
+                if key not in columns:
+                    columns[key] = None
+            try:
+                row = normalise_row(detection, raw)
+            except RowProblem as problem:
+                drops.add(DroppedRow(position, problem.field, problem.reason, problem.code))
+                continue
+            first = seen.first_position(_row_digest(row), position)
+            if first is not None:
+                drops.add(DroppedRow(position, None, f"duplicate of {self.unit} {first}", "duplicate"))
+                continue
+            sink.add(row)
+            self.kept += 1
+            if self._preview is not None:
+                self._collect_preview(row)
+
+    def _collect_preview(self, row: dict[str, Any]) -> None:
+        self._preview.append(row)
+        if len(self._preview) == PREVIEW_ROWS:
+            self._on_preview(self._preview)
+            self._preview = None
+
+
+_DIGEST_MASK = 2**64 - 1
+
+
+def _row_digest(row: dict[str, Any]) -> int:
+    """A 64-bit hash of a normalised row, never 0 (the empty slot in _SeenRows).
+
+    Python's string hash is salted per process, which is fine for finding
+    duplicates within one load; two different rows share a digest with odds
+    of about n²/2⁶⁵ (one in 300,000 for ten million rows)."""
+    key = tuple(
         tuple((m["role"], m["content"]) for m in v) if isinstance(v, list) else v for v in row.values()
     )
+    return hash(key) & _DIGEST_MASK or 1
+
+
+class _SeenRows:
+    """Row digests and where each was first seen, in an open-addressing table
+    of two flat arrays: 32 bytes a row at most, where a dict of Python ints
+    would take over 100, which on a file of tens of millions of rows decides
+    whether the scan fits in memory."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._digests = array("Q", bytes(8 * capacity))
+        self._positions = array("Q", bytes(8 * capacity))
+        self._mask = capacity - 1
+        self._count = 0
+
+    def first_position(self, digest: int, position: int) -> int | None:
+        """Where a row with ``digest`` was first seen; None (and remember it) if never."""
+        digests, mask = self._digests, self._mask
+        slot = digest & mask
+        while True:
+            found = digests[slot]
+            if found == digest:
+                return self._positions[slot]
+            if not found:
+                break
+            slot = (slot + 1) & mask
+        digests[slot] = digest
+        self._positions[slot] = position
+        self._count += 1
+        if self._count * 2 > len(digests):
+            self._grow()
+        return None
+
+    def _grow(self) -> None:
+        old = zip(self._digests, self._positions)
+        capacity = len(self._digests) * 2
+        self._digests = array("Q", bytes(8 * capacity))
+        self._positions = array("Q", bytes(8 * capacity))
+        self._mask = capacity - 1
+        self._count = 0
+        for digest, position in old:
+            if digest:
+                self.first_position(digest, position)
+
+
+class _DropLog:
+    """Rows left out: exact counts by reason, the first of each reason, and the
+    first ``MAX_DROPPED_KEPT`` in file order (millions of bad lines must not
+    fill memory)."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.total = 0
+        self.counts: Counter[str] = Counter()
+        self.first: dict[str, DroppedRow] = {}
+        self._kept: list[DroppedRow] = []
+
+    def add(self, dropped: DroppedRow) -> None:
+        self.total += 1
+        self.counts[dropped.code] += 1
+        self.first.setdefault(dropped.code, dropped)
+        if len(self._kept) < MAX_DROPPED_KEPT:
+            self._kept.append(dropped)
+
+    def examples(self) -> list[DroppedRow]:
+        return list(self._kept)
+
+
+class _ArrowRows:
+    """Kept rows, converted to Arrow a batch at a time and held in memory or,
+    through ``writer``, written to a prepared copy on disk."""
+
+    def __init__(self, schema, writer: ArrowCopyWriter | None = None) -> None:
+        import pyarrow as pa
+
+        self._pa = pa
+        self._schema = schema
+        self._writer = writer
+        self._rows: list[dict[str, Any]] = []
+        self._batches: list[Any] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= _BATCH_ROWS:
+            self._flush()
+
+    def finish(self) -> "Dataset":
+        from datasets import Dataset
+
+        self._flush()
+        if self._writer is not None:
+            return self._writer.finish()
+        table = self._pa.Table.from_batches(self._batches, schema=self._schema)
+        # Without a fingerprint `datasets` hashes the whole table (pickling it);
+        # an in-memory dataset never reuses cached results, so a random one does.
+        return Dataset(table, fingerprint=uuid.uuid4().hex)
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.discard()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        batch = self._pa.RecordBatch.from_pylist(self._rows, schema=self._schema)
+        self._rows = []
+        if self._writer is not None:
+            self._writer.write(batch)
+        else:
+            self._batches.append(batch)
 
 
 def _build_dataset(rows_or_columns: list[dict[str, Any]] | dict[str, list], features) -> "Dataset":
@@ -319,20 +541,41 @@ def _build_dataset(rows_or_columns: list[dict[str, Any]] | dict[str, list], feat
         table = pa.Table.from_pydict(rows_or_columns, schema=features.arrow_schema)
     else:
         table = pa.Table.from_pylist(rows_or_columns, schema=features.arrow_schema)
-    # Without a fingerprint `datasets` hashes the whole table (pickling it);
-    # an in-memory dataset never reuses cached results, so a random one does.
     return Dataset(table, fingerprint=uuid.uuid4().hex)
 
 
-def _nothing_usable(dropped: list[DroppedRow], total: int, unit: str) -> str:
-    counts = Counter(d.code for d in dropped)
+def _nothing_usable(drops: _DropLog, unit: str) -> str:
+    if not drops.total:
+        return "The file holds no rows."
     parts = []
-    for code, count in counts.most_common(3):
-        first = next(d for d in dropped if d.code == code)
+    for code, count in drops.counts.most_common(3):
+        first = drops.first[code]
         where = f"{unit} {first.line}" + (f", '{first.field}'" if first.field else "")
         parts.append(f"{REASON_LABELS.get(code, code)}: {count} ({where}: {first.reason})")
-    lead = "The only row could not be used." if total == 1 else f"None of the {total} rows could be used."
-    return f"{lead} Most common problems: " + "; ".join(parts) + "."
+    if drops.total == 1:
+        lead = "The only row could not be used."
+    else:
+        lead = f"None of the {drops.total} rows could be used."
+    hint = REASON_HINTS.get(drops.counts.most_common(1)[0][0], "")
+    return f"{lead} Most common problems: " + "; ".join(parts) + "." + (f" {hint}" if hint else "")
+
+
+def _nothing_usable_after_detection(drops: _DropLog, unit: str, detection: FormatDetection,
+                                    columns: list[str]) -> str:
+    message = _nothing_usable(drops, unit)
+    renamed = ", ".join(f"{src} as {fld}" for fld, src in detection.column_mapping.items() if src != fld)
+    message += f" The file was read as {detection.format.label}" + (f", using {renamed}." if renamed else ".")
+    unused = [c for c in columns if c not in detection.column_mapping.values()]
+    if unused:
+        message += f" Not used: {', '.join(map(str, unused))}; map them by hand if they hold the data."
+    return message
+
+
+def _late_column_notes(head_columns: list[str], all_columns: list[str], detection: FormatDetection) -> list[str]:
+    late = [c for c in all_columns if c not in head_columns and c not in detection.column_mapping.values()]
+    if not late:
+        return []
+    return [f"Columns that first appear further down the file were not used: {', '.join(map(str, late))}."]
 
 
 def unsupported_reason(method: str, fmt: DataFormat) -> str:
@@ -373,306 +616,3 @@ def _unpair(ds: "Dataset") -> "Dataset":
         {"prompt": ds.features["prompt"], "completion": ds.features["chosen"], "label": Value("bool")}
     )
     return _build_dataset({"prompt": prompts, "completion": completions, "label": labels}, features)
-
-
-# ----------------------------------------------------------------- reading
-
-
-def _read_source(path: Path) -> _Source:
-    if not path.exists():
-        raise DatasetError("The file does not exist.", path=path)
-    if path.is_dir():
-        return _read_folder(path)
-    suffix = path.suffix.lower()
-    if suffix in PARQUET_SUFFIXES:
-        return _read_parquet(path)
-    if suffix in ARROW_SUFFIXES:
-        return _read_arrow_file(path)
-
-    data = path.read_bytes()
-    if not data.strip():
-        raise DatasetError("The file is empty.", path=path)
-    if data.startswith(b"PAR1"):
-        return _read_parquet(path)
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DatasetError(
-            "The file is saved as UTF-16 text. Save it as UTF-8 (in most editors: "
-            "'Save as…' → encoding UTF-8) and load it again.",
-            path=path,
-        )
-    if b"\x00" in data[:8192]:
-        raise DatasetError(
-            "This is not a text dataset: the file contains binary data. Supported are "
-            "JSON Lines, JSON, CSV, Parquet and folders saved with datasets' save_to_disk.",
-            path=path,
-        )
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
-
-    if suffix in CSV_SUFFIXES:
-        return _read_csv(path, data)
-    if suffix in JSON_LINES_SUFFIXES | JSON_SUFFIXES or data.lstrip()[:1] in (b"[", b"{"):
-        return _read_json_or_lines(path, data, suffix)
-    raise DatasetError(
-        f"AlignStudio cannot read '{suffix or 'extension-less'}' files. Supported are JSON Lines "
-        "(.jsonl), JSON (.json), CSV (.csv/.tsv), Parquet (.parquet) and folders saved with "
-        "datasets' save_to_disk.",
-        path=path,
-    )
-
-
-def _decode(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise DatasetError(
-            f"The file is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}). "
-            "It was probably saved in another encoding such as Windows-1252 or Latin-1; "
-            "save it as UTF-8 and load it again.",
-            path=path,
-            line=line,
-        ) from None
-
-
-def _read_json_or_lines(path: Path, data: bytes, suffix: str) -> _Source:
-    text = _decode(path, data)
-    looks_like_array = text.lstrip().startswith("[")
-    if suffix in JSON_LINES_SUFFIXES and not looks_like_array:
-        return _read_json_lines(path, text)
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as err:
-        if err.msg == "Extra data" and not looks_like_array:
-            source = _read_json_lines(path, text)
-            source.notes.insert(0, "The file holds one JSON object per line, so it was read as JSON Lines.")
-            return source
-        raise DatasetError(
-            f"The file is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno}).",
-            path=path,
-            line=err.lineno,
-        ) from None
-    return _rows_from_json(path, document)
-
-
-def _read_json_lines(path: Path, text: str) -> _Source:
-    rows: list[tuple[int, dict[str, Any]]] = []
-    dropped: list[DroppedRow] = []
-    columns: dict[str, None] = {}
-    blank = 0
-    # split("\n") rather than splitlines(): JSON strings may legally hold
-    # U+2028 and similar separators, which splitlines() would break on.
-    lines = text.split("\n")
-    if lines and not lines[-1].strip():
-        lines.pop()  # the newline that ends the last line
-    for lineno, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            blank += 1
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            dropped.append(
-                DroppedRow(lineno, None, f"not valid JSON: {err.msg} at column {err.colno}", "invalid_json")
-            )
-            continue
-        if not isinstance(obj, dict):
-            kind = type(obj).__name__.replace("dict", "object").replace("list", "list [...]")
-            dropped.append(DroppedRow(lineno, None, f"is a JSON {kind}, not an object {{...}}", "not_object"))
-            continue
-        columns.update(dict.fromkeys(obj))
-        rows.append((lineno, obj))
-    source = _Source("JSON Lines", "line", list(columns), rows=rows, dropped=dropped)
-    if rows and blank:
-        source.notes.append(f"Skipped {blank} blank line{'s' if blank > 1 else ''}.")
-    return source
-
-
-def _rows_from_json(path: Path, document: Any) -> _Source:
-    notes = []
-    rows = document
-    if isinstance(document, dict):
-        rows = None
-        lowered = {str(k).lower(): k for k in document}
-        for key in _JSON_ROW_KEYS:
-            if key in lowered and isinstance(document[lowered[key]], list):
-                rows = document[lowered[key]]
-                notes.append(f'Read the rows listed under "{lowered[key]}".')
-                if key == "train" and len(document) > 1:
-                    notes.append("The file has several splits; the train split was used.")
-                break
-        if rows is None:
-            lists = [k for k, v in document.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
-            equal_columns = (
-                document
-                and all(isinstance(v, list) for v in document.values())
-                and len({len(v) for v in document.values()}) == 1
-            )
-            if len(lists) == 1:
-                rows = document[lists[0]]
-                notes.append(f'Read the rows listed under "{lists[0]}".')
-            elif equal_columns:
-                keys = list(document)
-                rows = [dict(zip(keys, values)) for values in zip(*document.values())]
-                notes.append("The file stores columns as lists; they were read as rows.")
-            else:
-                raise DatasetError(
-                    "The JSON file holds an object, but no list of rows was found in it "
-                    f"(looked for a list under {', '.join(_JSON_ROW_KEYS[:4])}, ...).",
-                    path=path,
-                )
-    if not isinstance(rows, list):
-        raise DatasetError("The JSON file holds a single value, not a list of rows.", path=path)
-
-    kept, dropped, columns = [], [], {}
-    for index, row in enumerate(rows, 1):
-        if isinstance(row, dict):
-            columns.update(dict.fromkeys(row))
-            kept.append((index, row))
-        else:
-            dropped.append(
-                DroppedRow(index, None, f"is a {type(row).__name__}, not an object {{...}}", "not_object")
-            )
-    return _Source("JSON", "row", list(columns), rows=kept, dropped=dropped, notes=notes)
-
-
-def _read_csv(path: Path, data: bytes) -> _Source:
-    text = _decode(path, data)
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    first_line = text.split("\n", 1)[0]
-    if sep == "," and first_line.count(";") > first_line.count(","):
-        sep = ";"  # spreadsheet exports in locales that use a decimal comma
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-    try:
-        header = next(r for r in reader if r)
-        starts, end = [], reader.line_num
-        for record in reader:
-            if record:
-                starts.append(end + 1)
-            end = reader.line_num
-    except (StopIteration, csv.Error) as err:
-        raise DatasetError(f"The file could not be read as CSV ({err}).", path=path) from None
-    # pandas' names for blank headers, so the two readers agree
-    header = [h if h.strip() else f"Unnamed: {i}" for i, h in enumerate(header)]
-    repeated = [h for h, n in Counter(header).items() if n > 1]
-    if repeated:
-        raise DatasetError(f"The column '{repeated[0]}' appears twice in the header.", path=path, line=1)
-
-    from datasets import Dataset, Features, Value
-
-    # Every column is read as text: empty cells stay "" and words such as
-    # "NA" or "None" stay words instead of pandas turning them into nulls.
-    features = Features({h: Value("string") for h in header})
-    try:
-        table = _via_cache(
-            lambda cache: Dataset.from_csv(
-                str(path),
-                features=features,
-                cache_dir=cache,
-                keep_in_memory=True,
-                sep=sep,
-                encoding="utf-8-sig",
-                keep_default_na=False,
-                na_filter=False,
-            )
-        )
-    except Exception as err:  # pandas/pyarrow raise many types for bad CSV
-        raise _library_error(path, "CSV", err) from None
-    positions = starts if len(starts) == len(table) else None
-    unit = "line" if positions else "row"
-    return _Source("CSV", unit, list(table.column_names), table=table, positions=positions)
-
-
-def _read_parquet(path: Path) -> _Source:
-    from datasets import Dataset
-
-    try:
-        table = _via_cache(
-            lambda cache: Dataset.from_parquet(str(path), cache_dir=cache, keep_in_memory=True)
-        )
-    except Exception as err:
-        raise _library_error(path, "Parquet", err) from None
-    return _Source("Parquet", "row", list(table.column_names), table=table)
-
-
-def _read_arrow_file(path: Path) -> _Source:
-    if (path.parent / "state.json").is_file():
-        source = _read_saved_folder(path.parent)
-        source.notes.insert(0, f"Loaded the saved dataset folder that contains {path.name}.")
-        return source
-    from datasets import Dataset
-
-    try:
-        table = Dataset.from_file(str(path), in_memory=True)
-    except Exception as err:
-        raise _library_error(path, "Arrow", err) from None
-    return _Source("Arrow", "row", list(table.column_names), table=table)
-
-
-def _read_folder(path: Path) -> _Source:
-    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-        return _read_saved_folder(path)
-    candidates = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in DATA_SUFFIXES - ARROW_SUFFIXES
-        and not p.name.startswith(".")
-        and len(p.relative_to(path).parts) <= 3
-    )
-    if len(candidates) > 1:
-        train = [p for p in candidates if "train" in p.name.lower()]
-        candidates = train if len(train) == 1 else candidates
-    if len(candidates) == 1:
-        source = _read_source(candidates[0])
-        source.notes.insert(0, f"Loaded {candidates[0].relative_to(path)} from the folder.")
-        return source
-    if candidates:
-        names = ", ".join(str(p.relative_to(path)) for p in candidates[:6])
-        raise DatasetError(f"The folder holds several data files ({names}); choose one of them.", path=path)
-    raise DatasetError(
-        "The folder holds no dataset: expected a folder saved with datasets' save_to_disk, "
-        "or a folder with one JSON Lines, JSON, CSV or Parquet file.",
-        path=path,
-    )
-
-
-def _read_saved_folder(path: Path) -> _Source:
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except Exception as err:
-        raise _library_error(path, "saved dataset", err) from None
-    notes = []
-    if isinstance(loaded, datasets.DatasetDict):
-        splits = list(loaded)
-        if not splits:
-            raise DatasetError("The saved dataset has no splits.", path=path)
-        split = "train" if "train" in loaded else splits[0]
-        loaded = loaded[split]
-        others = [s for s in splits if s != split]
-        notes.append(
-            f"The folder holds the splits {', '.join(splits)}; the {split} split was used."
-            if others
-            else f"Took the {split} split."
-        )
-    return _Source("saved dataset (Arrow)", "row", list(loaded.column_names), table=loaded, notes=notes)
-
-
-def _via_cache(build):
-    # `datasets` always writes an Arrow copy to a cache folder, even with
-    # keep_in_memory; a private temporary folder keeps the user's cache clean.
-    with tempfile.TemporaryDirectory(prefix="alignstudio-data-") as cache:
-        return build(cache)
-
-
-def _library_error(path: Path, kind: str, err: Exception) -> DatasetError:
-    text = str(err).strip().splitlines()
-    detail = text[-1] if text else type(err).__name__
-    line = None
-    found = re.search(r"line (\d+)", str(err))
-    if found:
-        line = int(found.group(1))
-    return DatasetError(f"The file could not be read as {kind}: {detail[:300]}", path=path, line=line)

@@ -27,6 +27,8 @@ VERBOSITY_RATIO = 1.2
 SMALL_DATASET_ROWS = 100
 MAX_DROPPED_EXAMPLES = 20
 _ENCODE_BATCH = 512
+_MEASURE_BATCH = 1000
+_SAMPLE_RUNS = 100
 
 
 @dataclass
@@ -65,6 +67,7 @@ class DataReport:
     duplicates: int
     identical_pairs: int
     warnings: list[str] = field(default_factory=list)
+    drop_warnings: list[str] = field(default_factory=list)  # those of ``warnings`` about rows left out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,17 +76,16 @@ class DataReport:
 def build_report(
     loaded: LoadedDataset, tokenizer_path: str | None = None, max_rows: int = 20000
 ) -> DataReport:
-    """Measure ``loaded``; lengths come from at most ``max_rows`` evenly
-    spaced rows so a huge file still reports in seconds."""
+    """Measure ``loaded``; lengths come from at most ``max_rows`` rows taken
+    evenly across it (``_sample_indices``) so a huge file still reports in seconds."""
     warnings: list[str] = []
     measure, unit, tokenizer_name = _length_function(tokenizer_path, warnings)
 
     ds = loaded.dataset
     n = len(ds)
     if n > max_rows:
-        ds = ds.select([i * n // max_rows for i in range(max_rows)])
-    parts = _parts(ds.to_list())
-    lengths_by_part = {name: measure(texts) for name, texts in parts.items()}
+        ds = ds.select(_sample_indices(n, max_rows))
+    lengths_by_part = _measure_parts(ds, measure)
     lengths = {name: _stats(values) for name, values in lengths_by_part.items() if values}
 
     total = _total_lengths(lengths_by_part)
@@ -109,9 +111,15 @@ def build_report(
                 "shorter = better rather than the preference you meant."
             )
 
-    warnings.extend(_data_warnings(loaded))
+    drop_warnings = _drop_warnings(loaded)
+    warnings.extend(drop_warnings)
+    if loaded.rows_kept < SMALL_DATASET_ROWS:
+        warnings.append(
+            f"Only {loaded.rows_kept} usable row{'s' if loaded.rows_kept != 1 else ''}: expect the model to "
+            "memorise them rather than generalise. A few hundred or more work better."
+        )
     if n > max_rows:
-        loaded_note = f"Lengths were measured on {max_rows} evenly spaced rows of {n}."
+        loaded_note = f"Lengths were measured on {len(ds)} rows taken evenly across all {n}."
     else:
         loaded_note = None
 
@@ -143,7 +151,17 @@ def build_report(
         duplicates=loaded.duplicates,
         identical_pairs=loaded.identical_pairs,
         warnings=warnings,
+        drop_warnings=drop_warnings,
     )
+
+
+def scan_progress_text(done: int, total: int) -> str:
+    """How far a scan has got, e.g. "Scanning… 43% (1.2 of 2.8 GB)"."""
+    percent = min(100, 100 * done // total) if total else 100
+    unit, scale = next((u, s) for u, s in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10), ("bytes", 1))
+                       if total >= s or s == 1)
+    amount = f"{done / scale:.1f} of {total / scale:.1f} {unit}" if scale > 1 else f"{done} of {total} bytes"
+    return f"Scanning… {percent}% ({amount})"
 
 
 def approx_tokens(text: str) -> int:
@@ -204,6 +222,29 @@ def _parts(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     return {name: [_as_text(row[name]) for row in rows] for name in names}
 
 
+def _sample_indices(n: int, count: int) -> list[int]:
+    """About ``count`` of ``n`` row numbers (a multiple of the number of runs), in
+    up to ``_SAMPLE_RUNS`` evenly spaced runs of neighbouring rows. Single rows
+    spread over a memory-mapped dataset would touch nearly every page of it (a
+    page holds a few rows), making the whole file resident; runs touch a few
+    megabytes."""
+    runs = min(count, _SAMPLE_RUNS)
+    per_run = count // runs
+    return [r * n // runs + k for r in range(runs) for k in range(per_run)]
+
+
+def _measure_parts(ds, measure: Callable[[list[str]], list[int]]) -> dict[str, list[int]]:
+    """Lengths of each part of every row, read a batch at a time: only the
+    numbers are kept, and no single call holds the interpreter for long (the
+    window's thread needs it while a big file is measured in the background)."""
+    lengths: dict[str, list[int]] = {}
+    for batch in ds.iter(batch_size=_MEASURE_BATCH):
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        for name, texts in _parts(rows).items():
+            lengths.setdefault(name, []).extend(measure(texts))
+    return lengths
+
+
 def _total_lengths(by_part: dict[str, list[int]]) -> list[int]:
     if not by_part:
         return []
@@ -239,11 +280,13 @@ def _round_up(value: float, step: int) -> int:
 
 
 def _reason_counts(loaded: LoadedDataset) -> dict[str, int]:
-    counts = Counter(REASON_LABELS.get(d.code, d.code) for d in loaded.dropped)
+    counts: Counter[str] = Counter()
+    for code, count in loaded.drop_counts.items():
+        counts[REASON_LABELS.get(code, code)] += count
     return dict(counts.most_common())
 
 
-def _data_warnings(loaded: LoadedDataset) -> list[str]:
+def _drop_warnings(loaded: LoadedDataset) -> list[str]:
     warnings = []
     other_drops = loaded.rows_dropped - loaded.duplicates - loaded.identical_pairs
     if other_drops:
@@ -253,17 +296,14 @@ def _data_warnings(loaded: LoadedDataset) -> list[str]:
             "see the dropped rows below."
         )
     if loaded.identical_pairs:
+        pairs = "1 pair had" if loaded.identical_pairs == 1 else f"{loaded.identical_pairs} pairs had"
         warnings.append(
-            f"{loaded.identical_pairs} pairs had the same chosen and rejected answer and were "
+            f"{pairs} the same chosen and rejected answer and {'was' if loaded.identical_pairs == 1 else 'were'} "
             "removed: they carry no preference signal."
         )
     if loaded.duplicates:
-        warnings.append(f"{loaded.duplicates} duplicate rows were removed (the first copy of each was kept).")
-    if loaded.rows_kept < SMALL_DATASET_ROWS:
-        warnings.append(
-            f"Only {loaded.rows_kept} usable rows: expect the model to memorise them rather than "
-            "generalise. A few hundred or more work better."
-        )
+        rows = "1 duplicate row was" if loaded.duplicates == 1 else f"{loaded.duplicates} duplicate rows were"
+        warnings.append(f"{rows} removed (the first copy of each was kept).")
     return warnings
 
 

@@ -129,7 +129,7 @@ def test_max_rows_samples_evenly(tmp_path):
     report = build_report(load_dataset_file(write_jsonl(tmp_path / "t.jsonl", rows)), max_rows=5)
     assert report.rows_measured == 5
     assert [report.lengths["text"].min, report.lengths["text"].max] == [1, 9]  # rows 0, 2, 4, 6, 8
-    assert any("5 evenly spaced rows of 10" in n for n in report.notes)
+    assert any("5 rows taken evenly across all 10" in n for n in report.notes)
 
 
 def test_report_is_json_serialisable_and_renders_as_text():
