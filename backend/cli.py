@@ -14,8 +14,8 @@ from pathlib import Path
 
 from backend.events import (CheckpointSaved, EvalLog, PhaseChanged, RunFailed, RunFinished, RunStarted,
                             TrainLog, WorkerWarning)
-from backend.run_config import (METHODS, ConfigError, check, default_config, load_yaml, replace_values,
-                                user_fields)
+from backend.run_config import (METHODS, ConfigError, apply_values, default_config, describe_problems, load_yaml,
+                                read_yaml_mapping, replace_values, user_fields, validate)
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "resources" / "demo"
 DEMO_DATA = DEMO_DIR / "demo_preferences.jsonl"
@@ -69,10 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
 def load_config_file(path: str | Path):
     """A config file whose data_path is relative is read relative to the file's folder."""
     path = Path(path).expanduser()
-    cfg = load_yaml(path)
+    return _data_path_beside(load_yaml(path), path)
+
+
+def _data_path_beside(cfg, config_path: Path):
     if cfg.data_path and not Path(cfg.data_path).expanduser().is_absolute():
-        cfg = replace_values(cfg, {"data_path": str((path.parent / cfg.data_path).resolve())})
+        cfg = replace_values(cfg, {"data_path": str((config_path.parent / cfg.data_path).resolve())})
     return cfg
+
+
+def _config_file_and_problems(path: str | Path):
+    """The config a file describes, with every setting it gets wrong (not just the first)."""
+    path = Path(path).expanduser()
+    data = read_yaml_mapping(path)
+    cfg = default_config(str(data.get("method") or ""))
+    cfg, problems = apply_values(cfg, {k: v for k, v in data.items() if k != "method"})
+    return _data_path_beside(cfg, path), problems
 
 
 def switch_method(cfg, method: str):
@@ -86,8 +98,19 @@ def switch_method(cfg, method: str):
 
 
 def config_from_args(args) -> "object":
+    """The run config the arguments describe; ConfigError listing every problem with it."""
+    cfg, problems = config_and_problems(args)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def config_and_problems(args) -> tuple[object, list[tuple[str, str]]]:
+    """The config the arguments describe as far as it can be built, and every problem
+    with it: unreadable values are left at their defaults and reported."""
+    problems: list[tuple[str, str]] = []
     if args.config:
-        cfg = load_config_file(args.config)
+        cfg, problems = _config_file_and_problems(args.config)
     elif not args.data:
         cfg = load_config_file(DEMO_CONFIG)  # no data named: the demo run, sized for a laptop
     else:
@@ -107,10 +130,15 @@ def config_from_args(args) -> "object":
             values[key] = getattr(args, name)
     for item in args.set:
         if "=" not in item:
-            raise ConfigError([(item, "expected KEY=VALUE")])
+            problems.append((item, f"--set {item}: expected KEY=VALUE, e.g. --set beta=0.2"))
+            continue
         key, value = item.split("=", 1)
         values[key.strip().replace("-", "_")] = value.strip()
-    return check(replace_values(cfg, values))
+    cfg, found = apply_values(cfg, values)
+    problems += found
+    flagged = {name for name, _ in problems}
+    problems += [(name, message) for name, message in validate(cfg) if name not in flagged]
+    return cfg, problems
 
 
 def _fmt(value) -> str:
@@ -146,12 +174,22 @@ def cmd_train(args) -> int:
             run = TrainingRun.resume(args.resume)
             method = load_yaml(Path(args.resume) / "config.yaml").method
         else:
-            cfg = config_from_args(args)
+            from backend.preflight import run_preflight
+
+            cfg, problems = config_and_problems(args)
+            # Before the run folder exists, so a refused run leaves nothing behind. The
+            # world is checked even when settings are wrong: every problem shows at once.
+            flagged = {name for name, _ in problems}
+            problems += [(name, message) for name, message in run_preflight(cfg, runs_root=args.runs_dir)
+                         if name not in flagged]
+            if problems:
+                raise ConfigError(problems)
             method = cfg.method
             run = TrainingRun.start(cfg, args.runs_dir)
     except ConfigError as exc:
-        for name, msg in exc.problems:
-            print(f"error: setting '{name}': {msg}", file=sys.stderr)
+        for line in describe_problems(exc.problems):
+            print(f"error: {line}", file=sys.stderr)
+        print("No run was started.", file=sys.stderr)
         return 2
     print(f"Run folder: {run.run_dir}")
     print(f"Worker log: {run.log_path}")
@@ -218,13 +256,22 @@ def cmd_train(args) -> int:
 
 def cmd_data_inspect(args) -> int:
     from backend.dataset_loading import DatasetError, load_dataset_file
-    from backend.dataset_report import build_report, format_report_text
+    from backend.dataset_report import build_report, format_report_text, scan_progress_text
+
+    # A big file takes a while: on a terminal, one line that keeps saying how far the scan is.
+    terminal = sys.stderr.isatty()
+    clear_line = "\r\033[K" if terminal else ""
+
+    def show_progress(done: int, total: int) -> None:
+        print(f"{clear_line}{scan_progress_text(done, total)}", end="", file=sys.stderr, flush=True)
 
     try:
-        loaded = load_dataset_file(args.path, format=args.format or None)
+        loaded = load_dataset_file(args.path, format=args.format or None,
+                                   progress=show_progress if terminal else None)
     except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{clear_line}error: {exc}", file=sys.stderr)
         return 1
+    print(clear_line, end="", file=sys.stderr, flush=True)
     tokenizer = args.tokenizer
     if tokenizer is None:
         from backend.embedded_model import embedded_model_folder

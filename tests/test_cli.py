@@ -80,3 +80,51 @@ def test_headless_commands_never_import_qt():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "beta = 0.1" in out.stdout
+
+
+def _no_run_folder_anywhere(*roots: Path) -> bool:
+    return all(not root.exists() or not any(root.rglob("config.yaml")) for root in roots)
+
+
+def test_every_problem_is_printed_with_its_label_before_anything_starts(tmp_path, studio_home):
+    """Contradictory and out-of-range settings, a pickle-only model, an unusable runs folder
+    and prompts longer than Max length: all reported at once, exit 2, no traceback, no run folder."""
+    with (tmp_path / "long.jsonl").open("w", encoding="utf-8") as fh:
+        for i in range(30):
+            fh.write(json.dumps({"prompt": f"Case {i}: " + "A long description of the problem. " * 16,
+                                 "chosen": " Yes.", "rejected": " No."}) + "\n")
+    config = tmp_path / "from_another_tool.yaml"
+    config.write_text("method: dpo\ndata_path: long.jsonl\nload_in_4bit: true\nload_in_8bit: true\n"
+                      "beta: 0\nlerning_rate: 1.0e-5\nmax_length: 64\n")
+    model = tmp_path / "pickled"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (model / "pytorch_model.bin").write_bytes(b"\0")
+    (model / "tokenizer.json").write_text("{}")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    out = cli("train", "--config", str(config), "--model", str(model), "--runs-dir", str(blocker / "runs"),
+              env_home=studio_home, timeout=120)
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 6, out.stderr
+    text = out.stderr
+    assert "both true" in text and "[load_in_4bit, load_in_8bit]" in text
+    assert "Beta must be above 0" in text and "[beta]" in text
+    assert "did you mean 'learning_rate'" in text
+    assert "Model: The model in" in text and "pickle" in text and "allow_pickle_weights=true" in text
+    assert "Runs folder: The runs folder" in text and "is a file, not a folder" in text
+    assert "Max length (tokens) is 64" in text and "long.jsonl" in text and "[max_length]" in text
+    assert "No run was started." in text and "Traceback" not in text
+    assert out.stdout == ""
+    assert _no_run_folder_anywhere(studio_home, tmp_path)
+
+
+def test_uncached_hub_id_offline_is_refused_before_a_run_folder_exists(tmp_path, studio_home):
+    out = cli("train", "--data", str(DEMO), "--model", "someone/not-downloaded", "--runs-dir",
+              str(tmp_path / "runs"), env_home=studio_home, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "someone/not-downloaded" in out.stderr and "offline" in out.stderr and "[model]" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists() and _no_run_folder_anywhere(studio_home)
