@@ -298,6 +298,7 @@ class StudioWindow(QMainWindow):
         QTimer.singleShot(0, self.freeze_heap)  # the loaded dataset lives as long as the window shows it
         if result is None:
             self.method_panel.set_supported(None)
+            self.statusBar().clearMessage()  # a previous file's "Loaded N rows" must not sit under the error
         else:
             self.method_panel.set_supported(result.supported_methods, result.unsupported_reasons)
             suggested = getattr(result.report, "suggested_max_length", None)

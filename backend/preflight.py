@@ -209,27 +209,38 @@ def tokenizer_bytes(cfg: BaseRunConfig) -> int:
     return sum((folder / name).stat().st_size for name in TOKENIZER_FILES if (folder / name).is_file())
 
 
-def conversion_need(cfg: BaseRunConfig) -> DiskNeed | None:
-    from backend.gguf_conversion import is_converted
+def _source_and_folder(cfg: BaseRunConfig):
+    """The model's source and the folder its files are (or, once converted, will be) in;
+    (None, None) when the model cannot be resolved: the model check reports that."""
     from backend.model_source import ModelSourceError, gguf_cache_folder, resolve_model_source
 
     try:
         source = resolve_model_source(cfg.model)
     except ModelSourceError:
-        return None
+        return None, None
     if source.kind == "embedded":
         from backend.embedded_model import embedded_model_folder
+
+        return source, embedded_model_folder()
+    if source.kind == "gguf":
+        return source, gguf_cache_folder(source.location)
+    if source.kind == "hub":
+        return source, Path(source.cached_folder) if source.cached_folder else None
+    return source, Path(source.location)
+
+
+def conversion_need(cfg: BaseRunConfig) -> DiskNeed | None:
+    from backend.gguf_conversion import is_converted
+
+    source, folder = _source_and_folder(cfg)
+    if source is None or source.kind not in ("embedded", "gguf") or is_converted(folder):
+        return None
+    if source.kind == "embedded":
         from backend.memory_estimate import GEMMA3_270M
 
-        folder = embedded_model_folder()
-        if is_converted(folder):
-            return None
         size = GEMMA3_270M.total_params * BF16_BYTES + EMBEDDED_GGUF_BYTES
         return DiskNeed(folder.parent, size, "the embedded model, converted once on first use", "model")
     if source.kind == "gguf":
-        folder = gguf_cache_folder(source.location)
-        if is_converted(folder):
-            return None
         from backend.memory_estimate import shape_from_gguf
 
         shape = shape_from_gguf(source.location)
@@ -278,22 +289,7 @@ def _size(n: float) -> str:
 # ----------------------------------------------------------------------- data
 def tokenizer_folder(cfg: BaseRunConfig) -> Path | None:
     """A folder on disk with the model's tokenizer files, if there is one already."""
-    from backend.model_source import ModelSourceError, gguf_cache_folder, resolve_model_source
-
-    try:
-        source = resolve_model_source(cfg.model)
-    except ModelSourceError:
-        return None
-    if source.kind == "embedded":
-        from backend.embedded_model import embedded_model_folder
-
-        folder = embedded_model_folder()
-    elif source.kind == "gguf":
-        folder = gguf_cache_folder(source.location)
-    elif source.kind == "hub":
-        folder = Path(source.cached_folder) if source.cached_folder else None
-    else:
-        folder = Path(source.location)
+    _source, folder = _source_and_folder(cfg)
     return folder if folder is not None and (folder / "tokenizer.json").is_file() else None
 
 

@@ -365,7 +365,7 @@ def prepare_datasets(cfg, run_dir: Path):
     for note in getattr(loaded, "notes", []) or []:
         print(f"Data: {note}", flush=True)
     if loaded.dropped:
-        print(f"Data: {len(loaded.dropped)} rows dropped (see `alignstudio data inspect`).", flush=True)
+        print(f"Data: {loaded.rows_dropped} rows dropped (see `alignstudio data inspect`).", flush=True)
     dataset = dataset_for_method(loaded, cfg.method)
     eval_ds = None
     n_eval = int(round(len(dataset) * cfg.eval_fraction))

@@ -66,6 +66,22 @@ def wait_for_dataset(qtbot, window, timeout: int = 30_000) -> None:
                     timeout=timeout)
 
 
+def prepare_tiny_dpo(qtbot, window, data: Path, model_dir: Path, **values) -> None:
+    """Drop ``data``, pick DPO on the tiny model with seconds-long settings (``values``
+    override them) and wait until Train is enabled."""
+    assert drop_paths(window, [data])
+    wait_for_dataset(qtbot, window)
+    window.method_panel.set_method("dpo")
+    window.model_panel.set_kind("local")
+    window.model_panel.text.setText(str(model_dir))
+    settings = dict(quantization="none", per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                    gradient_checkpointing=False, eval_fraction=0.0, learning_rate=5e-3, max_length=64,
+                    save_steps=0, lora_r=8, lora_alpha=16, warmup_ratio=0.0)
+    settings.update(values)
+    window.method_panel.set_values(settings)
+    qtbot.waitUntil(lambda: window.live.train_button.isEnabled(), timeout=10_000)
+
+
 def make_studio_window(qtbot):
     """A themed, shown main window without the device probe (it needs torch in a child process).
 

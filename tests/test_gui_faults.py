@@ -13,13 +13,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 
 from backend.fault_injection import ENV_VAR  # noqa: E402
-from tests.gui_helpers import (  # noqa: E402
-    drop_paths,
-    make_studio_window,
-    wait_for_dataset,
-    wait_pid_gone,
-    write_preference_file,
-)
+from tests.gui_helpers import make_studio_window, prepare_tiny_dpo, wait_pid_gone, write_preference_file  # noqa: E402
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -30,17 +24,7 @@ def window(qtbot, studio_home):
 
 
 def _prepare(qtbot, window, data: Path, model_dir: Path, **values) -> None:
-    assert drop_paths(window, [data])
-    wait_for_dataset(qtbot, window)
-    window.method_panel.set_method("dpo")
-    window.model_panel.set_kind("local")
-    window.model_panel.text.setText(str(model_dir))
-    settings = dict(quantization="none", per_device_train_batch_size=2, gradient_accumulation_steps=1,
-                    gradient_checkpointing=False, eval_fraction=0.0, learning_rate=5e-3, max_length=64,
-                    lora_r=8, lora_alpha=16, warmup_ratio=0.0, logging_steps=1)
-    settings.update(values)
-    window.method_panel.set_values(settings)
-    qtbot.waitUntil(lambda: window.live.train_button.isEnabled(), timeout=10_000)
+    prepare_tiny_dpo(qtbot, window, data, model_dir, logging_steps=1, **values)
 
 
 def test_killed_worker_is_shown_with_its_log_and_resumes_without_a_gap(qtbot, window, tiny_model_dir, tmp_path,
@@ -61,8 +45,8 @@ def test_killed_worker_is_shown_with_its_log_and_resumes_without_a_gap(qtbot, wi
     qtbot.waitUntil(lambda: not window.controller.is_running(), timeout=30_000)
     banner = window.live.banner
     assert banner.isVisible() and banner.severity() == "error" and "killed" in banner.title()
-    assert banner.details_open() and "step 6/12" in banner.details()  # the end of the worker log
-    assert "step 6/12" in window.live.console.toPlainText()  # the console got the log's last lines too
+    assert banner.details_open() and "step 5/12" in banner.details()  # the end of the worker log
+    assert "step 5/12" in window.live.console.toPlainText()  # the console got the log's last lines too
     steps_before = list(plots.series_data("loss")[0])
     assert window.live.train_button.isEnabled()  # the window is usable again
 

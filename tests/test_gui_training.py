@@ -14,9 +14,8 @@ import pytest  # noqa: E402
 
 from app.metric_catalog import EXPECTED_KEYS  # noqa: E402
 from tests.gui_helpers import (  # noqa: E402
-    drop_paths,
     make_studio_window,
-    wait_for_dataset,
+    prepare_tiny_dpo,
     wait_pid_gone,
     write_preference_file,
 )
@@ -31,17 +30,7 @@ def window(qtbot, studio_home):
 
 
 def _prepare(qtbot, window, data: Path, model_dir: Path, max_steps: int) -> None:
-    assert drop_paths(window, [data])
-    wait_for_dataset(qtbot, window)
-    window.method_panel.set_method("dpo")
-    window.model_panel.set_kind("local")
-    window.model_panel.text.setText(str(model_dir))
-    window.method_panel.set_values(dict(
-        quantization="none", max_steps=max_steps, per_device_train_batch_size=2,
-        gradient_accumulation_steps=1, gradient_checkpointing=False, eval_fraction=0.0,
-        learning_rate=5e-3, max_length=64, save_steps=0, lora_r=8, lora_alpha=16, warmup_ratio=0.0,
-    ))
-    qtbot.waitUntil(lambda: window.live.train_button.isEnabled(), timeout=10_000)
+    prepare_tiny_dpo(qtbot, window, data, model_dir, max_steps=max_steps)
 
 
 def test_train_watch_stop_and_reopen(qtbot, window, tiny_model_dir, tmp_path):
