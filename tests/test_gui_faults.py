@@ -121,3 +121,61 @@ def test_force_stop_ends_a_worker_that_does_not_stop(qtbot, window, tiny_model_d
     assert wait_pid_gone(pid)
     assert window.live.banner.isVisible()
     assert window.live.resume_button.isVisible() and window.live.resume_button.text() == "Resume from step 2"
+
+
+STUDIO_SCRIPT = """
+import sys, time
+from app.studio_app import create_application, open_window
+from tests.gui_helpers import write_preference_file
+app = create_application()
+window = open_window(data=str(write_preference_file(__import__('pathlib').Path(sys.argv[2]))))
+def wait(cond, seconds):
+    end = time.time() + seconds
+    while not cond():
+        app.processEvents()
+        time.sleep(0.02)
+        if time.time() > end:
+            raise SystemExit('timed out')
+wait(lambda: window.data_panel.current() is not None, 60)
+window.method_panel.set_method('dpo')
+window.model_panel.set_kind('local')
+window.model_panel.text.setText(sys.argv[1])
+window.method_panel.set_values(dict(quantization='none', max_steps=100000, per_device_train_batch_size=2,
+    gradient_checkpointing=False, eval_fraction=0.0, max_length=64, save_steps=0, lora_r=8, lora_alpha=16))
+wait(lambda: window.live.train_button.isEnabled(), 30)
+window.live.train_button.click()
+wait(lambda: window.live.plots.series_length('loss') >= 1, 120)
+print(window.controller.worker_pid(), window.live.run_dir(), flush=True)
+while True:
+    app.processEvents()
+    time.sleep(0.02)
+"""
+
+
+def test_a_killed_studio_leaves_no_worker_behind(tiny_model_dir, tmp_path, studio_home):
+    """The whole window process dies (SIGKILL: no closeEvent, no atexit); its worker notices
+    that its supervisor is gone, saves the adapter and exits."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from backend.events import RunFinished
+    from backend.run_folder import read_events
+
+    root = Path(__file__).resolve().parent.parent
+    studio = subprocess.Popen([sys.executable, "-c", STUDIO_SCRIPT, str(tiny_model_dir), str(tmp_path / "p.jsonl")],
+                              cwd=root, stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, ALIGNSTUDIO_HOME=str(studio_home), PYTHONPATH=str(root)))
+    try:
+        pid_text, run_dir = studio.stdout.readline().split()
+    except ValueError:
+        studio.kill()
+        raise AssertionError("the studio did not start a run") from None
+    worker = psutil.Process(int(pid_text))
+    os.kill(studio.pid, signal.SIGKILL)
+    studio.wait()
+    worker.wait(timeout=60)  # raises TimeoutExpired if the worker keeps training
+    events = read_events(run_dir)
+    assert isinstance(events[-1], RunFinished) and events[-1].stopped
+    assert (Path(run_dir) / "adapter" / "adapter_config.json").exists()
