@@ -34,7 +34,7 @@ from app.model_panel import ModelPanel
 from app.runs_tab import RunsTab
 from app.studio_settings import StudioSettings
 from app.training_supervisor import TrainingController
-from backend.preflight import max_length_problems, run_preflight
+from backend.preflight import max_length_problems, resume_problems, run_preflight
 from backend.run_config import (ConfigError, default_config, describe_problems, field_label, replace_values, to_dict,
                                 validate)
 from widgets.card import Card
@@ -453,6 +453,13 @@ class StudioWindow(QMainWindow):
             why = ("it saved no checkpoint" if summary.checkpoint_step is None
                    else f"it is {summary.status}")
             self.statusBar().showMessage(f"{Path(run_dir).name} cannot be resumed: {why}.", 8000)
+            return False
+        refusals = resume_problems(run_dir, free_space=self.free_space)
+        if refusals:
+            self.tabs.setCurrentWidget(self.train_page)
+            lines = describe_problems(refusals, keys=False)
+            self.live.banner.show_notice("error", f"{summary.name} was not resumed", "\n\n".join(lines))
+            self.statusBar().showMessage(f"The run was not resumed: {lines[0][:140]}", 15000)
             return False
         self.compare_tab.release_worker("training")
         self.tabs.setCurrentWidget(self.train_page)

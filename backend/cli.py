@@ -171,6 +171,11 @@ def cmd_train(args) -> int:
 
     try:
         if args.resume:
+            from backend.preflight import resume_problems
+
+            problems = resume_problems(args.resume)
+            if problems:
+                raise ConfigError(problems)
             run = TrainingRun.resume(args.resume)
             method = load_yaml(Path(args.resume) / "config.yaml").method
         else:

@@ -85,6 +85,34 @@ def check_before_training(cfg: BaseRunConfig, **kwargs) -> BaseRunConfig:
     return cfg
 
 
+def resume_problems(run_dir: str | Path, *, free_space: FreeSpace | None = None,
+                    reach_hub: HubProbe | None = None) -> list[tuple[str, str]]:
+    """Every reason the run in ``run_dir`` cannot be continued now. Between a crash and
+    a resume the world moves: the dataset or the model may have been moved, the disk
+    filled up, or the run may already be running in another window."""
+    from backend.run_folder import CONFIG_FILE, load_run_config, worker_alive
+
+    run_dir = Path(run_dir).expanduser()
+    if not (run_dir / CONFIG_FILE).is_file():
+        return [("run", f"{run_dir} is not a run folder (it has no {CONFIG_FILE}).")]
+    try:
+        cfg = load_run_config(run_dir)
+    except (ConfigError, OSError) as exc:
+        return [("run", f"The run's {CONFIG_FILE} cannot be read: {exc}")]
+    if worker_alive(run_dir):
+        return [("run", f"{run_dir.name} is still training (in this or another window); it cannot be resumed twice.")]
+    problems = model_problems(cfg, reach_hub=reach_hub)
+    if cfg.data_path and not Path(cfg.data_path).expanduser().exists():
+        problems.append(("data_path", f"The run's dataset {cfg.data_path} is no longer there. Put it back, or "
+                                      "train again with its settings and a new dataset path."))
+    writable = runs_folder_problem(run_dir)
+    if writable:
+        problems.append(("output_dir", writable))
+    else:
+        problems += disk_space_problems(disk_needs(cfg, run_dir.parent), free_space=free_space)
+    return problems
+
+
 # --------------------------------------------------------------------- model
 def model_problems(cfg: BaseRunConfig, reach_hub: HubProbe | None = None) -> list[tuple[str, str]]:
     from backend.model_source import ModelSourceError, hub_offline, model_source_for_config

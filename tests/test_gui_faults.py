@@ -179,3 +179,23 @@ def test_a_killed_studio_leaves_no_worker_behind(tiny_model_dir, tmp_path, studi
     events = read_events(run_dir)
     assert isinstance(events[-1], RunFinished) and events[-1].stopped
     assert (Path(run_dir) / "adapter" / "adapter_config.json").exists()
+
+
+def test_resuming_a_run_whose_data_moved_is_refused_in_place(qtbot, window, tiny_model_dir, easy_preferences,
+                                                             studio_home):
+    from backend.paths import runs_dir
+    from tests.conftest import tiny_run_config
+    from tests.test_preflight import fake_crashed_run
+
+    run_dir = fake_crashed_run(runs_dir(), tiny_run_config("dpo", tiny_model_dir, easy_preferences))
+    easy_preferences.unlink()
+    tab = window.runs_tab
+    tab.refresh()
+    qtbot.waitUntil(lambda: str(run_dir) in tab.run_dirs(), timeout=10_000)
+    tab.select_runs([str(run_dir)])
+    assert tab.resume_button.isEnabled()  # resumable as far as the folder knows
+    tab.resume_button.click()
+    banner = window.live.banner
+    assert banner.isVisible() and "was not resumed" in banner.title() and "no longer there" in banner.text()
+    assert not window.controller.is_running() and not window.live.is_running()
+    assert not (run_dir / "worker.pid").exists()

@@ -213,3 +213,52 @@ def test_preflight_imports_neither_torch_nor_transformers(tmp_path, easy_prefere
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["[]", "[]"]
+
+
+# --------------------------------------------------------------------- resume
+def fake_crashed_run(runs_root: Path, cfg) -> Path:
+    """A run folder as a crash leaves it: settings, a few logged steps, a checkpoint."""
+    from backend.events import RunFailed, RunStarted, TrainLog
+    from backend.run_folder import append_event, create_run_dir
+
+    run_dir = create_run_dir(cfg, runs_root)
+    append_event(run_dir, RunStarted(run_dir=str(run_dir), method=cfg.method, config={}, device={}, total_params=1,
+                                     trainable_params=1, total_steps=10, train_rows=8, eval_rows=0))
+    for step in (1, 2, 3):
+        append_event(run_dir, TrainLog(step=step, epoch=0.1 * step, metrics={"loss": 1.0 / step}, total_steps=10))
+    append_event(run_dir, RunFailed(kind="killed", message="The training worker was killed (SIGKILL)."))
+    checkpoint = run_dir / "checkpoints" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 2}')
+    return run_dir
+
+
+def test_resume_is_refused_when_the_dataset_moved_or_the_disk_is_full(tmp_path, tiny_model_dir, easy_preferences):
+    from backend.preflight import resume_problems
+
+    cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences)
+    run_dir = fake_crashed_run(tmp_path / "runs", cfg)
+    assert resume_problems(run_dir, free_space=PLENTY) == []
+
+    full = resume_problems(run_dir, free_space=lambda folder: 10 * MiB)
+    assert [name for name, _ in full] and "Not enough free disk space" in full[0][1]
+
+    easy_preferences.rename(easy_preferences.with_name("moved.jsonl"))
+    moved = resume_problems(run_dir, free_space=PLENTY)
+    assert moved == [("data_path", moved[0][1])] and "no longer there" in moved[0][1]
+
+    assert "not a run folder" in resume_problems(tmp_path, free_space=PLENTY)[0][1]
+
+
+def test_cli_resume_of_a_run_whose_data_moved_exits_2_and_starts_nothing(tmp_path, tiny_model_dir, easy_preferences,
+                                                                         capsys):
+    from backend.cli import main
+    from backend.run_folder import read_events
+
+    run_dir = fake_crashed_run(tmp_path / "runs", tiny_run_config("dpo", tiny_model_dir, easy_preferences))
+    easy_preferences.unlink()
+    before = len(read_events(run_dir))
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "no longer there" in err and "No run was started" in err and "Traceback" not in err
+    assert len(read_events(run_dir)) == before and not (run_dir / "worker.pid").exists()
