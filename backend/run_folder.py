@@ -134,19 +134,37 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return None
 
 
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is running. A zombie has exited and only waits to be reaped."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
 def worker_alive(run_dir: str | Path) -> bool:
+    """Whether a training worker is running in ``run_dir``. A killed worker leaves its
+    pid file behind, and the system may give that number to an unrelated process
+    later; such a run must not look as if it were still training."""
+    import psutil
+
     pid_file = Path(run_dir) / PID_FILE
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_alive(pid):
         return False
-    except PermissionError:
+    try:
+        return any("training_worker" in part for part in psutil.Process(pid).cmdline())
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 @dataclass

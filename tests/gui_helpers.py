@@ -18,6 +18,8 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
 
+from backend.run_folder import process_alive  # noqa: E402
+
 POLITE = ("Sure, happy to help with that question.", "Thank you for asking! Here is a clear answer.",
           "Please find a clear and helpful answer here.")
 RUDE = ("No. Figure it out yourself. Whatever.", "Whatever. No. Do it yourself.", "No. Figure it out. Whatever.")
@@ -115,25 +117,10 @@ def _stop_run_blocking(window, timeout: float = 90.0) -> None:
         time.sleep(0.01)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it has exited and only waits to be reaped.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
-
-
 def wait_pid_gone(pid: int, timeout: float = 15.0) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if not pid_alive(pid):
+        if not process_alive(pid):
             return True
         time.sleep(0.1)
-    return not pid_alive(pid)
+    return not process_alive(pid)

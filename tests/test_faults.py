@@ -331,3 +331,12 @@ def test_max_length_below_every_prompt_is_refused_with_the_field_named(tiny_mode
     assert isinstance(failed, RunFailed) and failed.kind == "bad_config", failed
     assert failed.message.startswith("max_length:") and "shorter than every prompt" in failed.message
     assert not any(isinstance(e, TrainLog) for e in events)
+
+
+def test_a_stale_pid_file_naming_an_unrelated_process_is_not_a_running_worker(tmp_path):
+    from backend.run_folder import worker_alive
+
+    (tmp_path / "worker.pid").write_text(str(os.getpid()))  # alive, but this is pytest, not a worker
+    assert not worker_alive(tmp_path)
+    (tmp_path / "worker.pid").write_text("999999999")
+    assert not worker_alive(tmp_path)
