@@ -354,6 +354,7 @@ class LiveTrainingView(QWidget):
         self._running = True
         self._apply_train_state()
         self._force_timer.stop()
+        self._resumable_dir = ""
         self.resume_button.setVisible(False)
         self.stop_button.setEnabled(True)
         self.stop_button.setText("Stop")

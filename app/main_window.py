@@ -148,6 +148,7 @@ class StudioWindow(QMainWindow):
         self.live.sig_force_stop_requested.connect(self.controller.kill)
         self.live.sig_resume_requested.connect(self.resume_run)
         self.runs_tab.sig_resume_requested.connect(self.resume_run)
+        self.runs_tab.sig_runs_listed.connect(self._offer_resume)
         self.runs_tab.sig_use_settings.connect(self.use_run_settings)
         self.runs_tab.sig_runs_listed.connect(self.compare_tab.set_runs)
         self.runs_tab.sig_compare_requested.connect(self.compare_run)
@@ -448,7 +449,8 @@ class StudioWindow(QMainWindow):
             return False
         from backend.run_folder import current_attempt_events, read_events, summarize_run
 
-        summary = summarize_run(run_dir)
+        events = read_events(run_dir)
+        summary = summarize_run(run_dir, events)
         if not summary.resumable:
             why = ("it saved no checkpoint" if summary.checkpoint_step is None
                    else f"it is {summary.status}")
@@ -465,7 +467,7 @@ class StudioWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.train_page)
         self._run_estimate = None  # the estimate belongs to the settings in the form, not to this run
         self._memory_kind, self._last_peak_mb = "", None
-        history = current_attempt_events(read_events(run_dir))
+        history = current_attempt_events(events)
         self.live.begin_run(summary.method, f"(resuming {summary.name} from step {summary.checkpoint_step})",
                             history=history)
         self.statusBar().showMessage(f"Resuming {summary.name} from step {summary.checkpoint_step}…")
@@ -473,16 +475,15 @@ class StudioWindow(QMainWindow):
         self.revalidate()
         return True
 
-    def _offer_resume(self) -> None:
-        """After a run ends early, offer to continue it if it left a checkpoint."""
-        run_dir = self.live.run_dir()  # empty when the latest attempt never got a worker
-        if not run_dir:
-            self.live.set_resumable("", None)
+    def _offer_resume(self, runs: list) -> None:
+        """After a run ends early, offer to continue it if it left a checkpoint. The runs
+        list, re-read in the background when a run ends, already knows."""
+        if self.controller.is_running():
             return
-        from backend.run_folder import summarize_run
-
-        summary = summarize_run(run_dir)
-        self.live.set_resumable(run_dir, summary.checkpoint_step if summary.resumable else None)
+        run_dir = self.live.run_dir()  # empty when the latest attempt never got a worker
+        summary = next((r for r in runs if str(r.run_dir) == run_dir), None) if run_dir else None
+        resumable = summary is not None and summary.resumable
+        self.live.set_resumable(run_dir if resumable else "", summary.checkpoint_step if resumable else None)
 
     def _on_stop_advised(self, why: str) -> None:
         self.statusBar().showMessage(f"Stopping the run: {why}.")
@@ -515,7 +516,7 @@ class StudioWindow(QMainWindow):
         self.runs_tab.refresh()
 
     def _on_idle(self) -> None:
-        self._offer_resume()
+        self.runs_tab.refresh()  # the final status, and whether Resume is on offer (see _offer_resume)
         self.live.on_idle()
         if self._close_after_stop:
             self.close()

@@ -197,7 +197,9 @@ class RunSummary:
         return d
 
 
-def summarize_run(run_dir: str | Path) -> RunSummary:
+def summarize_run(run_dir: str | Path, events: list[Event] | None = None) -> RunSummary:
+    """The run's status and figures; ``events`` saves reading ``metrics.jsonl`` again
+    when the caller has just read it."""
     run_dir = Path(run_dir)
     summary = RunSummary(run_dir=run_dir, name=run_dir.name)
     try:
@@ -207,7 +209,7 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         summary.error = f"config.yaml cannot be read: {exc}"
         return summary
     summary.method, summary.model, summary.data_path = cfg.method, cfg.model or "embedded Gemma 3 270M", cfg.data_path
-    events = current_attempt_events(read_events(run_dir))
+    events = current_attempt_events(read_events(run_dir) if events is None else events)
     for ev in events:
         if isinstance(ev, RunStarted):
             summary.started_at = summary.started_at or ev.time

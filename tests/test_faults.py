@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -200,13 +201,13 @@ def test_a_hung_worker_is_ended_by_the_stop_deadline(tiny_model_dir, easy_prefer
     cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences, max_steps=10, save_steps=1)
     run = TrainingRun.start(cfg)
     events = []
+    stopper = threading.Thread(target=run.stop, kwargs={"grace_seconds": 3})
     for event in run.events():
         events.append(event)
         if isinstance(event, CheckpointSaved) and event.step == 2:
             t0 = time.monotonic()
-            threading_stop = __import__("threading").Thread(target=run.stop, kwargs={"grace_seconds": 3})
-            threading_stop.start()
-    threading_stop.join()
+            stopper.start()  # run.stop waits; the events must go on being read meanwhile
+    stopper.join()
     assert time.monotonic() - t0 < 15
     run.close()
     assert isinstance(events[-1], (RunFailed, RunFinished))

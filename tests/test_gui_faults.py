@@ -51,7 +51,7 @@ def test_killed_worker_is_shown_with_its_log_and_resumes_without_a_gap(qtbot, wi
     assert window.live.train_button.isEnabled()  # the window is usable again
 
     resume = window.live.resume_button
-    assert resume.isVisible() and resume.text() == "Resume from step 4"
+    qtbot.waitUntil(lambda: resume.isVisible() and resume.text() == "Resume from step 4", timeout=10_000)
     tab = window.runs_tab
     qtbot.waitUntil(lambda: getattr(tab._summaries.get(str(run_dir)), "status", "") == "failed", timeout=10_000)
     tab.select_runs([str(run_dir)])
@@ -91,6 +91,8 @@ def test_out_of_memory_is_explained_and_the_window_stays_usable(qtbot, window, t
     banner = window.live.banner
     assert "out of memory" in banner.title() and "max length" in banner.text()
     assert window.live.train_button.isEnabled()
+    with qtbot.waitSignal(window.runs_tab.sig_runs_listed, timeout=10_000):
+        window.runs_tab.refresh()  # a listing after the run ended, which decides about Resume
     assert not window.live.resume_button.isVisible()  # no checkpoint yet: nothing to resume
 
     # Usable means usable: the same window trains again once the fault is gone.
@@ -120,7 +122,8 @@ def test_force_stop_ends_a_worker_that_does_not_stop(qtbot, window, tiny_model_d
     qtbot.waitUntil(lambda: not window.controller.is_running(), timeout=30_000)
     assert wait_pid_gone(pid)
     assert window.live.banner.isVisible()
-    assert window.live.resume_button.isVisible() and window.live.resume_button.text() == "Resume from step 2"
+    resume = window.live.resume_button
+    qtbot.waitUntil(lambda: resume.isVisible() and resume.text() == "Resume from step 2", timeout=10_000)
 
 
 STUDIO_SCRIPT = """
