@@ -67,6 +67,7 @@ def main() -> int:
     _wait(app, lambda: window.live.plots.series_length("loss") >= args.steps // 2 + 2, 600, "half of the run")
     os.kill(window.controller.worker_pid(), signal.SIGKILL)
     _wait(app, lambda: not window.controller.is_running(), 60, "the failure to be reported")
+    _wait(app, lambda: window.live.resume_button.isVisible(), 30, "the offer to resume")
     os.environ.pop("ALIGNSTUDIO_FAULTS")
     _settle(app, 1.0)
     _save(window, out, "13-worker-killed")
