@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from app.dataset_loader import DatasetLoader, DatasetLoadFailure, DatasetLoadResult, FormatInfo
 from app.studio_settings import StudioSettings
+from backend.dataset_report import length_balance_text
 from widgets.collapsible_section import CollapsibleSection
 from widgets.drop_zone import DropZone
 from widgets.notice_banner import NoticeBanner
@@ -76,11 +77,11 @@ def report_html(report) -> str:
         extra = []
         if report.suggested_max_length:
             extra.append(f"95% of examples fit in {report.suggested_max_length} {unit}")
-        if report.chosen_longer_fraction is not None:
-            extra.append(f"chosen longer than rejected in {report.chosen_longer_fraction:.0%} of pairs "
-                         f"(length ratio {report.mean_length_ratio:.2f})")
         if extra:
             parts.append(f"<div style='color:#4b5563'>{'; '.join(extra)}.</div>")
+        balance = length_balance_text(report)
+        if balance:
+            parts.append(f"<div style='color:#4b5563'>{esc(balance)}</div>")
     if not report.rows_dropped:
         parts.append("<div style='color:#15803d; margin-top:4px'>"
                      "No duplicates, no identical pairs, no dropped rows.</div>")
@@ -93,7 +94,7 @@ def _left_out_html(report) -> str:
     """Rows left out: how many for each reason, then each one by line and field."""
     esc = html.escape
     left_out = f"{report.rows_dropped:,} row{'s' if report.rows_dropped != 1 else ''} left out"
-    reasons = " · ".join(f"{esc(reason)} {count:,}" for reason, count in report.drop_reasons.items())
+    reasons = " · ".join(f"{esc(reason)}: {count:,}" for reason, count in report.drop_reasons.items())
     lines = []
     for d in report.dropped_examples:
         where = f"{esc(report.position_unit)} {d['line']}"

@@ -211,7 +211,8 @@ REASON_LABELS = {
     "no_shared_prompt": "no prompt could be found",
     "bad_label": "label is not good/bad",
     "identical_pair": "chosen identical to rejected",
-    "duplicate": "duplicate row",
+    # Not "duplicate row": followed by a count or a row number it read as "a duplicate of row 5".
+    "duplicate": "repeated rows",
 }
 
 # What to do about each reason, for the message shown when no row is usable.

@@ -393,7 +393,8 @@ class _Normaliser:
                 continue
             first = seen.first_position(_row_digest(row), position)
             if first is not None:
-                drops.add(DroppedRow(position, None, f"duplicate of {self.unit} {first}", "duplicate"))
+                repeat = f"repeats an earlier {self.unit} (first seen at {self.unit} {first})"
+                drops.add(DroppedRow(position, None, repeat, "duplicate"))
                 continue
             sink.add(row)
             self.kept += 1

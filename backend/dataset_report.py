@@ -63,11 +63,17 @@ class DataReport:
     lengths: dict[str, LengthStats]
     suggested_max_length: int | None
     chosen_longer_fraction: float | None
+    # Mean of the per-pair chosen/rejected ratios. A few very uneven pairs pull it far
+    # from the typical pair, so it is kept for scripts but never shown: next to
+    # "chosen longer in 44% of pairs" a mean ratio of 1.54 reads as a contradiction.
     mean_length_ratio: float | None
     duplicates: int
     identical_pairs: int
     warnings: list[str] = field(default_factory=list)
     drop_warnings: list[str] = field(default_factory=list)  # those of ``warnings`` about rows left out
+    rejected_longer_fraction: float | None = None
+    median_length_ratio: float | None = None  # chosen/rejected in the median pair
+    length_ratio_of_means: float | None = None  # mean chosen length / mean rejected length
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,23 +97,27 @@ def build_report(
     total = _total_lengths(lengths_by_part)
     suggested = _round_up(max(_percentile(sorted(total), 0.95), 1), 64) if total else None
 
-    fraction = ratio = None
+    fraction = ratio = rejected_longer = median_ratio = ratio_of_means = None
     if "chosen" in lengths_by_part and "rejected" in lengths_by_part:
         chosen, rejected = lengths_by_part["chosen"], lengths_by_part["rejected"]
         ratios = [max(c, 1) / max(r, 1) for c, r in zip(chosen, rejected)]
         ratio = statistics.fmean(ratios)
+        median_ratio = statistics.median(ratios)
+        ratio_of_means = max(statistics.fmean(chosen), 1e-9) / max(statistics.fmean(rejected), 1e-9)
         fraction = sum(c > r for c, r in zip(chosen, rejected)) / len(ratios)
         rejected_longer = sum(r > c for c, r in zip(chosen, rejected)) / len(ratios)
-        if fraction >= VERBOSITY_FRACTION and ratio > VERBOSITY_RATIO:
+        # The median pair's ratio agrees in direction with "longer in N% of pairs",
+        # which a mean of ratios does not: both bias warnings lean on it.
+        if fraction >= VERBOSITY_FRACTION and median_ratio > VERBOSITY_RATIO:
             warnings.append(
                 f"Verbosity bias: the chosen answer is longer in {fraction:.0%} of pairs "
-                f"(on average {ratio:.2f}× the rejected one), so the model may learn that "
+                f"(in the median pair {median_ratio:.2f}× the rejected one), so the model may learn that "
                 "longer = better rather than the preference you meant."
             )
-        elif rejected_longer >= VERBOSITY_FRACTION and ratio < 1 / VERBOSITY_RATIO:
+        elif rejected_longer >= VERBOSITY_FRACTION and median_ratio < 1 / VERBOSITY_RATIO:
             warnings.append(
                 f"Brevity bias: the chosen answer is shorter in {rejected_longer:.0%} of pairs "
-                f"(on average {ratio:.2f}× the rejected one), so the model may learn that "
+                f"(in the median pair {median_ratio:.2f}× the rejected one), so the model may learn that "
                 "shorter = better rather than the preference you meant."
             )
 
@@ -148,6 +158,9 @@ def build_report(
         suggested_max_length=suggested,
         chosen_longer_fraction=fraction,
         mean_length_ratio=ratio,
+        rejected_longer_fraction=rejected_longer,
+        median_length_ratio=median_ratio,
+        length_ratio_of_means=ratio_of_means,
         duplicates=loaded.duplicates,
         identical_pairs=loaded.identical_pairs,
         warnings=warnings,
@@ -302,12 +315,35 @@ def _drop_warnings(loaded: LoadedDataset) -> list[str]:
             "removed: they carry no preference signal."
         )
     if loaded.duplicates:
-        rows = "1 duplicate row was" if loaded.duplicates == 1 else f"{loaded.duplicates} duplicate rows were"
+        rows = ("1 row repeated an earlier row and was" if loaded.duplicates == 1
+                else f"{loaded.duplicates} rows repeated earlier rows and were")
         warnings.append(f"{rows} removed (the first copy of each was kept).")
     return warnings
 
 
 # --------------------------------------------------------------- rendering
+
+
+def length_balance_text(report: DataReport) -> str | None:
+    """How chosen and rejected lengths compare, each figure named for what it is, so
+    that the share of pairs and the ratios cannot be read as contradicting each other.
+    The terminal report and the window show this same sentence."""
+    if report.chosen_longer_fraction is None:
+        return None
+    text = f"Chosen is longer than rejected in {report.chosen_longer_fraction:.0%} of pairs"
+    if report.rejected_longer_fraction is not None:
+        equal = max(0.0, 1 - report.chosen_longer_fraction - report.rejected_longer_fraction)
+        text += f", shorter in {report.rejected_longer_fraction:.0%}"
+        if equal >= 0.005:
+            text += f", equal in {equal:.0%}"
+    if report.median_length_ratio is not None:
+        text += f"; in the median pair chosen is {report.median_length_ratio:.2f}× as long as rejected"
+    chosen, rejected = report.lengths.get("chosen"), report.lengths.get("rejected")
+    if report.length_ratio_of_means is not None and chosen and rejected:
+        text += (f"; on average chosen has {chosen.mean:.0f} {report.length_unit} and rejected "
+                 f"{rejected.mean:.0f} ({report.length_ratio_of_means:.2f}×)")
+    return text + "."
+
 
 
 def format_report_text(report: DataReport) -> str:
@@ -336,11 +372,9 @@ def format_report_text(report: DataReport) -> str:
                 f"  95% of examples fit in {report.suggested_max_length} {report.length_unit} "
                 "(suggested max length)."
             )
-    if report.chosen_longer_fraction is not None:
-        lines.append(
-            f"  Chosen is longer than rejected in {report.chosen_longer_fraction:.0%} of pairs; "
-            f"mean length ratio {report.mean_length_ratio:.2f}."
-        )
+    balance = length_balance_text(report)
+    if balance:
+        lines.append(f"  {balance}")
 
     if report.drop_reasons:
         lines += ["", "Dropped rows"]

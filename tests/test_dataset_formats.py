@@ -353,7 +353,7 @@ def test_identical_pairs_and_duplicates_are_removed_and_counted():
         (5, "duplicate"),
         (6, "identical_pair"),
     ]
-    assert loaded.dropped[1].reason == "duplicate of line 1"
+    assert loaded.dropped[1].reason == "repeats an earlier line (first seen at line 1)"
     assert loaded.rows_dropped == 4
 
 

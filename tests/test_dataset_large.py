@@ -92,7 +92,7 @@ def test_big_file_streams_into_a_memory_mapped_copy_with_bounded_memory(big_json
     assert loaded.rows_total == LINES and loaded.rows_kept == LINES - len(DROPPED) == len(loaded.dataset)
     assert [d.line for d in loaded.dropped] == DROPPED
     assert loaded.drop_counts == {"invalid_json": len(INVALID), "missing": 1, "duplicate": 1, "identical_pair": 1}
-    assert loaded.dropped[DROPPED.index(DUPLICATE_OF_FIRST)].reason == "duplicate of line 1"
+    assert loaded.dropped[DROPPED.index(DUPLICATE_OF_FIRST)].reason == "repeats an earlier line (first seen at line 1)"
     assert loaded.dropped[DROPPED.index(NULL_CHOSEN)].field == "chosen"
     assert loaded.dataset[LINES - len(DROPPED) - 1] == _row(LINES - 1)
     assert preview[0] == _row(1) and len(preview) == 50

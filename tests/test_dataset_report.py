@@ -111,9 +111,9 @@ def test_dropped_rows_duplicates_and_identical_pairs_are_reported():
 
     report = build_report(load_dataset_file(FIXTURES / "identical_and_duplicates.jsonl"))
     assert (report.duplicates, report.identical_pairs) == (2, 2)
-    assert report.drop_reasons == {"chosen identical to rejected": 2, "duplicate row": 2}
+    assert report.drop_reasons == {"chosen identical to rejected": 2, "repeated rows": 2}
     assert any("no preference signal" in w for w in report.warnings)
-    assert any("2 duplicate rows" in w for w in report.warnings)
+    assert any("2 rows repeated earlier rows" in w for w in report.warnings)
     assert not any("could not be used" in w for w in report.warnings)
 
 
@@ -181,3 +181,28 @@ def test_demo_generator_reproduces_the_committed_files():
     ]
     assert preferences == committed
     assert len(sft) == module.SFT_ROWS
+
+
+def test_length_balance_names_each_figure_and_cannot_contradict(tmp_path):
+    # Chosen is shorter in most pairs, but one very uneven pair pulls the mean of the
+    # per-pair ratios above 1: the sentence must not put that mean beside the share.
+    rows = [{"prompt": f"p{i}", "chosen": "x" * 40, "rejected": "y" * 60} for i in range(5)]
+    rows += [{"prompt": "q", "chosen": "x" * 400, "rejected": "y" * 4}]
+    report = build_report(load_dataset_file(write_jsonl(tmp_path / "p.jsonl", rows)))
+    assert report.chosen_longer_fraction == pytest.approx(1 / 6)
+    assert report.mean_length_ratio > 1.5  # the misleading figure, kept but never shown
+    assert report.median_length_ratio == pytest.approx(10 / 15)
+    text = format_report_text(report)
+    assert "mean length ratio" not in text
+    assert ("Chosen is longer than rejected in 17% of pairs, shorter in 83%; in the median pair chosen is "
+            "0.67× as long as rejected; on average chosen has 25 approx. tokens and rejected 13 (1.97×).") in text
+
+
+def test_a_repeated_row_names_the_row_it_repeats(tmp_path):
+    rows = [{"prompt": "a", "chosen": "b", "rejected": "c"}, {"prompt": "d", "chosen": "e", "rejected": "f"},
+            {"prompt": "a", "chosen": "b", "rejected": "c"}]
+    report = build_report(load_dataset_file(write_jsonl(tmp_path / "p.jsonl", rows)))
+    assert report.drop_reasons == {"repeated rows": 1}
+    assert report.dropped_examples == [{"line": 3, "field": None,
+                                        "reason": "repeats an earlier line (first seen at line 1)"}]
+    assert "line 3: repeats an earlier line (first seen at line 1)" in format_report_text(report)
