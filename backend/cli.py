@@ -12,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from backend.events import (CheckpointSaved, EvalLog, PhaseChanged, RunFailed, RunFinished, RunStarted,
-                            TrainLog, WorkerWarning)
+from backend.events import (CheckpointSaved, EvalLog, EvalProgress, PhaseChanged, RunFailed, RunFinished,
+                            RunStarted, TrainLog, WorkerWarning)
+from backend.run_clock import format_duration
 from backend.run_config import (METHODS, ConfigError, apply_values, default_config, describe_problems, load_yaml,
                                 read_yaml_mapping, replace_values, user_fields, validate)
 
@@ -151,13 +152,18 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds:
-        return "--:--"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+# A terminal gets an evaluation progress line every few seconds, not every batch.
+EVAL_LINE_EVERY_S = 5.0
+
+
+def _eval_line_due(event, last: list[float]) -> bool:
+    if not event.batch:
+        return False
+    now = time.monotonic()
+    if event.batch < event.total_batches and now - last[0] < EVAL_LINE_EVERY_S:
+        return False
+    last[0] = now
+    return True
 
 
 def _bar(step: int, total: int, width: int = 24) -> str:
@@ -213,6 +219,7 @@ def cmd_train(args) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     keys = _KEY_METRICS.get(method, ("loss",))
     code = 1
+    last_eval_line = [0.0]
     try:
         for event in run.events():
             if isinstance(event, PhaseChanged) and not args.quiet:
@@ -227,7 +234,13 @@ def cmd_train(args) -> int:
                 metrics = "  ".join(f"{k}={_fmt(event.metrics[k])}" for k in keys if k in event.metrics)
                 tps = f"{event.tokens_per_second:.0f} tok/s" if event.tokens_per_second else ""
                 print(f"{_bar(event.step, event.total_steps)}  {metrics}  {tps}  "
-                      f"elapsed {_duration(event.elapsed_seconds)} eta {_duration(event.eta_seconds)}", flush=True)
+                      f"elapsed {format_duration(event.elapsed_seconds)} eta {format_duration(event.eta_seconds)}",
+                      flush=True)
+            elif isinstance(event, EvalProgress) and not args.quiet and _eval_line_due(event, last_eval_line):
+                print(f"  evaluating @ step {event.step}: {_bar(event.batch, event.total_batches)} batches  "
+                      f"elapsed {format_duration(event.elapsed_seconds)} "
+                      f"eval eta {format_duration(event.eval_eta_seconds)} eta {format_duration(event.eta_seconds)}",
+                      flush=True)
             elif isinstance(event, EvalLog) and not args.quiet:
                 metrics = "  ".join(f"{k}={_fmt(event.metrics[k])}" for k in keys if k in event.metrics)
                 print(f"  eval @ step {event.step}: {metrics}")
@@ -237,7 +250,7 @@ def cmd_train(args) -> int:
                 print(f"warning: {event.message}", file=sys.stderr)
             elif isinstance(event, RunFinished):
                 state = "Stopped" if event.stopped else "Finished"
-                print(f"{state} at step {event.step}/{event.total_steps} in {_duration(event.elapsed_seconds)}.")
+                print(f"{state} at step {event.step}/{event.total_steps} in {format_duration(event.elapsed_seconds)}.")
                 shown = {k: event.summary[k] for k in keys if k in event.summary}
                 if shown:
                     print("Final: " + "  ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
@@ -302,6 +315,7 @@ def cmd_runs(args) -> int:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)) if r.started_at else "-"
         loss = r.final_metrics.get("loss")
         print(f"{started}  {r.method.upper():4}  {r.status:11}  step {r.step}/{r.total_steps}  "
+              f"took {format_duration(r.duration_s):>7}  "
               f"loss {_fmt(loss)}  {r.run_dir}")
     return 0
 

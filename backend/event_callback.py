@@ -3,7 +3,9 @@
 It forwards every logged metric under TRL's own key, adds throughput, ETA and
 peak memory, watches for NaN losses, and turns a stop request into
 ``control.should_training_stop`` at the next step (Python threads cannot be
-killed; stopping is cooperative).
+killed; stopping is cooperative). Evaluations report their own progress, and
+the ETA counts the evaluations still to come: on a large held-out set they can
+take longer than the training itself.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from typing import Callable
 
 from transformers import TrainerCallback
 
-from backend.events import CheckpointSaved, EvalLog, Event, PhaseChanged, TrainLog, WorkerWarning
+from backend.events import CheckpointSaved, EvalLog, EvalProgress, Event, PhaseChanged, TrainLog, WorkerWarning
+from backend.run_clock import evaluations_left
+
+# Before the first evaluation its cost is guessed from the training speed: an
+# evaluation batch is a forward pass without the backward one (about a third of a
+# training example's work; reference passes make it more, so the guess errs high).
+EVAL_COST_PER_TRAIN_EXAMPLE = 0.5
+# Evaluation progress is sent at most this often (and at the first and last batch).
+EVAL_PROGRESS_EVERY_S = 0.5
 
 # Keys the Trainer logs once at the end of train(); they go into the summary, not the plots.
 _END_OF_TRAINING_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second",
@@ -41,8 +51,12 @@ def peak_memory_mb() -> tuple[float, str]:
 
 class EventCallback(TrainerCallback):
     def __init__(self, emit: Callable[[Event], None], stop_requested: threading.Event,
-                 tokens_per_example: float | None = None, on_train_begin: Callable | None = None):
+                 tokens_per_example: float | None = None, on_train_begin: Callable | None = None,
+                 clock_start: float | None = None, eval_rows: int = 0):
         self.emit = emit
+        # The run clock's zero (backend.run_clock): the worker's start, less earlier attempts.
+        self.clock_start = time.time() if clock_start is None else clock_start
+        self.eval_rows = eval_rows
         self.stop_requested = stop_requested
         self.tokens_per_example = tokens_per_example
         self._on_train_begin_hook = on_train_begin
@@ -58,11 +72,24 @@ class EventCallback(TrainerCallback):
         self._last_step_time = 0.0
         self._training = False
         self._evaluating = False
+        self._eval_started = 0.0
+        self._eval_batches_done = 0
+        self._eval_final = False
+        self._eval_last_sent = 0.0
+        self._eval_seconds_per_batch: float | None = None  # measured by the last evaluation
+        self._max_steps = 0
+        self._eval_steps = 0
+        self._eval_batch_size = 1
+        self._train_examples_per_step = 1
 
     # -- lifecycle ---------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_time = self._last_step_time = time.time()
         self.start_step = state.global_step
+        self._max_steps = state.max_steps
+        self._eval_steps = int(args.eval_steps or 0) if str(args.eval_strategy).endswith("steps") else 0
+        self._eval_batch_size = max(1, int(args.per_device_eval_batch_size))
+        self._train_examples_per_step = max(1, args.per_device_train_batch_size * args.gradient_accumulation_steps)
         self._last_log = (self.start_time, state.global_step, None)
         self._training = True
         if self._on_train_begin_hook:
@@ -81,6 +108,11 @@ class EventCallback(TrainerCallback):
             control.should_training_stop = True
             # A checkpoint at the stop step lets Resume continue exactly where the user stopped.
             control.should_save = self.nan_step is None
+        elif control.should_evaluate and self.eval_rows:
+            # Announced before the step's log and the evaluation: the window shows the
+            # evaluation from its first moment, not after its first batch.
+            # The Trainer also evaluates after the last step; that one is the final evaluation.
+            self.begin_evaluation(state.global_step, final=state.global_step >= state.max_steps)
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -128,6 +160,10 @@ class EventCallback(TrainerCallback):
         self._last_log = (now, state.global_step, num_tokens)
         sec_per_step = self._step_seconds_ema
         remaining = max(0, state.max_steps - state.global_step)
+        eta = None
+        if sec_per_step is not None:
+            evals = evaluations_left(state.global_step, state.max_steps, self._eval_steps, bool(self.eval_rows))
+            eta = remaining * sec_per_step + evals * self.evaluation_seconds()
         peak, kind = peak_memory_mb()
         return TrainLog(
             step=state.global_step,
@@ -136,22 +172,71 @@ class EventCallback(TrainerCallback):
             total_steps=state.max_steps,
             tokens_per_second=tokens_per_second,
             seconds_per_step=sec_per_step,
-            eta_seconds=remaining * sec_per_step if sec_per_step is not None else None,
-            elapsed_seconds=now - self.start_time,
+            eta_seconds=eta,
+            elapsed_seconds=now - self.clock_start,
             peak_memory_mb=peak,
             memory_kind=kind,
         )
 
+    # -- evaluation --------------------------------------------------------
+    def eval_batches(self) -> int:
+        return math.ceil(self.eval_rows / self._eval_batch_size) if self.eval_rows else 0
+
+    def evaluation_seconds(self) -> float:
+        """What one whole evaluation takes: measured once one has run, guessed before."""
+        if self._eval_seconds_per_batch is not None:
+            return self._eval_seconds_per_batch * self.eval_batches()
+        if self._step_seconds_ema is None:
+            return 0.0
+        per_example = self._step_seconds_ema / self._train_examples_per_step
+        return per_example * EVAL_COST_PER_TRAIN_EXAMPLE * self.eval_rows
+
+    def begin_evaluation(self, step: int, final: bool) -> None:
+        """An evaluation starts now (the worker calls this for the final one)."""
+        self._evaluating = True
+        self._eval_final = final
+        self._eval_started = time.time()
+        self._eval_batches_done = 0
+        if self._training:  # the worker announces an evaluation after training itself
+            self.phase("evaluating", f"Evaluating on the held-out rows at step {step}")
+        self._send_eval_progress(step, force=True)
+
+    def _send_eval_progress(self, step: int, force: bool = False) -> None:
+        now = time.time()
+        total = self.eval_batches()
+        done = min(self._eval_batches_done, total) if total else self._eval_batches_done
+        if not force and now - self._eval_last_sent < EVAL_PROGRESS_EVERY_S and done < total:
+            return
+        self._eval_last_sent = now
+        spent = now - self._eval_started
+        if done:
+            eval_eta = spent / done * max(0, total - done)
+        else:
+            eval_eta = max(0.0, self.evaluation_seconds() - spent)
+        later = 0.0
+        if not self._eval_final and self._step_seconds_ema is not None:
+            # Evaluations after this one, then the steps left (a final one only if the last step has none).
+            evals_after = evaluations_left(step, self._max_steps, self._eval_steps, bool(self.eval_rows)) - 1
+            later = (max(0, self._max_steps - step) * self._step_seconds_ema
+                     + max(0, evals_after) * (spent + eval_eta))
+        self.emit(EvalProgress(step=step, batch=done, total_batches=total, rows=self.eval_rows,
+                               final=self._eval_final, eval_eta_seconds=eval_eta, eta_seconds=eval_eta + later,
+                               elapsed_seconds=now - self.clock_start))
+
     def on_prediction_step(self, args, state, control, **kwargs):
         if self.stop_requested.is_set():
             raise EvaluationStopped()
-        if not self._evaluating:
-            self._evaluating = True
-            if self._training:  # the final evaluation announces its own phase
-                self.phase("evaluating", f"Evaluating on the held-out rows at step {state.global_step}")
+        if not self._evaluating:  # an evaluation nobody announced (a caller of trainer.evaluate())
+            self.begin_evaluation(state.global_step, final=not self._training)
+        self._eval_batches_done += 1
+        self._send_eval_progress(state.global_step)
 
     def on_evaluate(self, args, state, control, **kwargs):
+        if self._evaluating and self._eval_batches_done:
+            self._eval_seconds_per_batch = (time.time() - self._eval_started) / self._eval_batches_done
         self._evaluating = False
+        # The evaluation's time is not a step's: the next step's duration starts now.
+        self._last_step_time = time.time()
         if self.stop_requested.is_set():
             control.should_training_stop = True
         elif self._training:
@@ -168,7 +253,7 @@ class EventCallback(TrainerCallback):
             control.should_training_stop = True
 
     def phase(self, phase: str, message: str = "") -> None:
-        self.emit(PhaseChanged(phase=phase, message=message))
+        self.emit(PhaseChanged(phase=phase, message=message, elapsed_seconds=time.time() - self.clock_start))
 
 
 def _readable(metrics: dict[str, float]) -> str:

@@ -58,6 +58,7 @@ class PhaseChanged(Event):
     type: ClassVar[str] = "phase"
     phase: str  # loading_model | preparing_data | training | evaluating | saving
     message: str = ""
+    elapsed_seconds: float | None = None  # the run clock (backend.run_clock)
 
 
 @dataclass
@@ -71,10 +72,26 @@ class TrainLog(Event):
     total_steps: int = 0
     tokens_per_second: float | None = None
     seconds_per_step: float | None = None
-    eta_seconds: float | None = None
-    elapsed_seconds: float = 0.0
+    eta_seconds: float | None = None  # until the run ends, the evaluations still to come included
+    elapsed_seconds: float = 0.0  # the run clock (backend.run_clock)
     peak_memory_mb: float | None = None
     memory_kind: str = ""  # "gpu" or "rss"
+
+
+@dataclass
+class EvalProgress(Event):
+    """How far an evaluation on the held-out rows has got. Evaluations can take
+    longer than training; without this the window would sit at the last step."""
+
+    type: ClassVar[str] = "eval_progress"
+    step: int  # the optimizer step the evaluation belongs to
+    batch: int  # batches done
+    total_batches: int
+    rows: int = 0  # held-out rows this evaluation covers
+    final: bool = False  # the evaluation after the last step
+    eval_eta_seconds: float | None = None  # until this evaluation ends
+    eta_seconds: float | None = None  # until the run ends: this evaluation, the steps and evaluations left
+    elapsed_seconds: float = 0.0  # the run clock
 
 
 @dataclass
@@ -120,11 +137,13 @@ class RunFailed(Event):
     message: str
     hint: str = ""
     traceback: str = ""
+    elapsed_seconds: float | None = None  # the run clock; None when the worker died without a word
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
-    for cls in (RunStarted, PhaseChanged, TrainLog, EvalLog, CheckpointSaved, WorkerWarning, RunFinished, RunFailed)
+    for cls in (RunStarted, PhaseChanged, TrainLog, EvalProgress, EvalLog, CheckpointSaved, WorkerWarning,
+                RunFinished, RunFailed)
 }
 TERMINAL_TYPES = (RunFinished, RunFailed)
 

@@ -114,6 +114,27 @@ class BaseRunConfig:
         maximum=0.5,
         group="Data",
     )
+    eval_max_rows: int = setting(
+        200,
+        "Evaluate on at most this many of the held-out rows (0: all of them). Every held-out row stays out "
+        "of training and in the Compare tab; a large held-out set would otherwise make each evaluation "
+        "take longer than the training around it.",
+        label="Evaluation rows (max)",
+        minimum=0,
+        maximum=10_000_000,
+        group="Data",
+        advanced=True,
+    )
+    eval_batch_size: int = setting(
+        0,
+        "Examples per forward pass during evaluation. 0 uses twice the training batch size: evaluation "
+        "keeps no activations for a backward pass, so a larger batch fits in the same memory and runs faster.",
+        label="Evaluation batch size",
+        minimum=0,
+        maximum=4096,
+        group="Data",
+        advanced=True,
+    )
     max_length: int = setting(
         512,
         "Longest prompt + response in tokens; longer examples are truncated. "

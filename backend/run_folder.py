@@ -22,6 +22,7 @@ from typing import Any
 from backend.events import (CheckpointSaved, Event, EvalLog, RunFailed, RunFinished, RunStarted, TrainLog,
                             event_from_dict)
 from backend.paths import runs_dir
+from backend.run_clock import run_duration
 from backend.run_config import BaseRunConfig, ConfigError, load_yaml, save_yaml
 
 CONFIG_FILE = "config.yaml"
@@ -227,8 +228,7 @@ def summarize_run(run_dir: str | Path, events: list[Event] | None = None) -> Run
             summary.status, summary.error = "failed", ev.message
     if summary.started_at is None and events:
         summary.started_at = events[0].time
-    if events and summary.started_at:
-        summary.duration_s = events[-1].time - summary.started_at
+    summary.duration_s = run_duration(events)
     if summary.status == "unknown":
         summary.status = "running" if worker_alive(run_dir) else ("interrupted" if events else "created")
     checkpoint = latest_checkpoint(run_dir)

@@ -136,12 +136,17 @@ def build_lora_config(cfg: BaseRunConfig):
     )
 
 
+def eval_batch_size(cfg: BaseRunConfig) -> int:
+    """Evaluation keeps no activations for a backward pass: twice the training batch fits unless set."""
+    return cfg.eval_batch_size or 2 * cfg.per_device_train_batch_size
+
+
 def _common_args(cfg: BaseRunConfig, precision: Precision, output_dir: str, has_eval: bool) -> dict[str, Any]:
     evaluate_during = has_eval and cfg.eval_steps > 0
     return dict(
         output_dir=output_dir,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=eval_batch_size(cfg),
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.num_train_epochs,

@@ -72,6 +72,8 @@ class WorkerState:
         self.emit = emit
         self.phase = "starting"
         self.started = time.time()
+        # The run clock (backend.run_clock) goes on from where earlier attempts left it.
+        self.clock_start = self.started - (earlier_attempts_seconds(run_dir) if resume else 0.0)
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.faults = planned_faults()
@@ -82,8 +84,11 @@ class WorkerState:
                 raise StoppedBeforeTraining()
             self.phase = phase
         if self.emit is not None:
-            self.emit(PhaseChanged(phase=phase, message=message))
+            self.emit(PhaseChanged(phase=phase, message=message, elapsed_seconds=self.elapsed()))
         hold_phase(self.faults, phase)
+
+    def elapsed(self) -> float:
+        return time.time() - self.clock_start
 
     def request_stop(self, why: str) -> None:
         print(why, flush=True)
@@ -93,6 +98,13 @@ class WorkerState:
                 self.emit(stopped_before_training(self))
                 # Holding the lock keeps the main thread from starting to train meanwhile.
                 _exit_now(0, self.run_dir)
+
+
+def earlier_attempts_seconds(run_dir: Path) -> float:
+    from backend.run_clock import run_duration
+    from backend.run_folder import read_events
+
+    return run_duration(read_events(run_dir)) or 0.0
 
 
 def _exit_now(code: int, run_dir: Path) -> None:
@@ -139,7 +151,7 @@ def stopped_before_training(state: WorkerState) -> RunFinished:
     step = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
     adapter = state.run_dir / ADAPTER_DIR
     return RunFinished(adapter_path=str(adapter) if (adapter / "adapter_config.json").exists() else "",
-                       stopped=True, step=step, total_steps=0, elapsed_seconds=time.time() - state.started,
+                       stopped=True, step=step, total_steps=0, elapsed_seconds=state.elapsed(),
                        summary={})
 
 
@@ -153,7 +165,8 @@ def run_training(state: WorkerState) -> int:
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must become an event
         kind, message, hint = classify_failure(exc)
-        emit(RunFailed(kind=kind, message=message, hint=hint, traceback=traceback.format_exc()))
+        emit(RunFailed(kind=kind, message=message, hint=hint, traceback=traceback.format_exc(),
+                       elapsed_seconds=state.elapsed()))
         print(traceback.format_exc(), file=sys.stderr, flush=True)
         return 1
 
@@ -166,7 +179,7 @@ def _check_stop(stop: threading.Event) -> None:
 def _train(state: WorkerState) -> int:
     from backend.run_config import check
 
-    run_dir, emit, stop, resume, started = state.run_dir, state.emit, state.stop, state.resume, state.started
+    run_dir, emit, stop, resume = state.run_dir, state.emit, state.stop, state.resume
     cfg = check(load_run_config(run_dir))
     state.enter_phase("loading_model", "Loading the model")
 
@@ -194,6 +207,7 @@ def _train(state: WorkerState) -> int:
 
     state.enter_phase("preparing_data", "Preparing the dataset")
     train_ds, eval_ds = prepare_datasets(cfg, run_dir)
+    eval_ds = cap_evaluation_rows(cfg, eval_ds)
     _check_stop(stop)
 
     device = describe_precision(precision)
@@ -210,7 +224,8 @@ def _train(state: WorkerState) -> int:
                         memory_estimate_mb=(estimate or {}).get("total_mb")))
         state.enter_phase("training", "Training")
 
-    callback = EventCallback(emit, stop, on_train_begin=on_train_begin)
+    callback = EventCallback(emit, stop, on_train_begin=on_train_begin, clock_start=state.clock_start,
+                             eval_rows=len(eval_ds) if eval_ds is not None else 0)
     callbacks = [callback]
     if state.faults:
         from backend.fault_injection import fault_callback
@@ -249,6 +264,7 @@ def _train(state: WorkerState) -> int:
     stopped = stop.is_set() and progress.global_step < progress.max_steps
     if eval_ds is not None and not stop.is_set() and callback.last_eval_step != progress.global_step:
         state.enter_phase("evaluating", "Final evaluation on the held-out rows")
+        callback.begin_evaluation(progress.global_step, final=True)
         try:
             trainer.evaluate()
         except EvaluationStopped:
@@ -261,7 +277,7 @@ def _train(state: WorkerState) -> int:
     summary.update({k: v for k, v in callback.last_metrics.items()})
     summary.update({f"eval_{k}": v for k, v in callback.last_eval.items()})
     emit(RunFinished(adapter_path=str(adapter), stopped=stopped, step=progress.global_step,
-                     total_steps=progress.max_steps, elapsed_seconds=time.time() - started,
+                     total_steps=progress.max_steps, elapsed_seconds=state.elapsed(),
                      summary=summary, peak_memory_mb=peak))
     return 0
 
@@ -377,6 +393,16 @@ def prepare_datasets(cfg, run_dir: Path):
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"Data: {len(dataset)} training rows, {0 if eval_ds is None else len(eval_ds)} held out.", flush=True)
     return dataset, eval_ds
+
+
+def cap_evaluation_rows(cfg, eval_ds):
+    """The rows each evaluation uses: at most ``eval_max_rows`` of the held-out ones
+    (the split is already shuffled, so the first rows are a fair sample)."""
+    if eval_ds is None or not cfg.eval_max_rows or len(eval_ds) <= cfg.eval_max_rows:
+        return eval_ds
+    print(f"Data: evaluations use {cfg.eval_max_rows} of the {len(eval_ds)} held-out rows "
+          "(Evaluation rows (max)); all of them stay out of training.", flush=True)
+    return eval_ds.select(range(cfg.eval_max_rows))
 
 
 def check_rows_survived_tokenizing(cfg, rows_before: int, tokenized, emit) -> None:
