@@ -32,6 +32,7 @@ from widgets.collapsible_section import CollapsibleSection
 from widgets.drop_zone import DropZone
 from widgets.notice_banner import NoticeBanner
 from widgets.preview_table import PreviewTable
+from widgets.wheel_guard import calm_focus
 
 DATA_FILE_FILTER = "Datasets (*.jsonl *.json *.csv *.tsv *.parquet *.arrow *.ndjson);;All files (*)"
 _AUTO = "(automatic)"
@@ -342,6 +343,7 @@ class DataPanel(QWidget):
         for name in info.required + info.optional:
             combo = QComboBox()
             combo.setEditable(True)
+            calm_focus(combo)  # built per file, after the window's guard calmed the first fields
             combo.addItem(_AUTO, "")
             for column in self._columns:
                 combo.addItem(column, column)

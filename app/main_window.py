@@ -39,6 +39,7 @@ from backend.run_config import (ConfigError, default_config, describe_problems, 
                                 validate)
 from widgets.card import Card
 from widgets.drop_zone import local_paths_from_mime
+from widgets.wheel_guard import install_wheel_guard
 
 # A model refused for its pickle weights or its own code can still be used by turning
 # on a setting; that setting is flagged too, so the way out is one click away.
@@ -153,6 +154,10 @@ class StudioWindow(QMainWindow):
         self.runs_tab.sig_runs_listed.connect(self.compare_tab.set_runs)
         self.runs_tab.sig_compare_requested.connect(self.compare_run)
         self.data_panel.sig_dataset_changed.connect(self.compare_tab.set_loaded_dataset)
+        # The last run's "Done" must not sit above a new dataset, a data error or changed settings.
+        for changed in (self.data_panel.sig_dataset_changed, self.model_panel.sig_model_changed,
+                        self.method_panel.sig_values_changed):
+            changed.connect(self.live.clear_outcome)
         self.compare_tab.sig_worker_state_changed.connect(self._on_compare_worker)
 
         sup = self.controller.supervisor
@@ -165,6 +170,7 @@ class StudioWindow(QMainWindow):
         sup.sig_train_log.connect(self.live.on_train_log)
         sup.sig_train_log.connect(self._remember_memory_kind)
         sup.sig_eval_log.connect(self.live.on_eval_log)
+        sup.sig_eval_progress.connect(self.live.on_eval_progress)
         sup.sig_checkpoint.connect(self.live.on_checkpoint)
         sup.sig_warning.connect(self.live.on_warning)
         sup.sig_finished.connect(self._on_finished)
@@ -183,6 +189,9 @@ class StudioWindow(QMainWindow):
             self.resize(1480, 920)
         if state is not None:
             self.restoreState(state)
+
+        # Scrolling the setup with the pointer over a field must not edit it.
+        self.wheel_guard = install_wheel_guard(self)
 
         if method:
             self.method_panel.set_method(method)

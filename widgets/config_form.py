@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from widgets.collapsible_section import CollapsibleSection
+from widgets.wheel_guard import calm_focus
 
 _INT_LIMIT = 2**31 - 1
 
@@ -130,6 +131,7 @@ class ConfigForm(QWidget):
         meta = f.metadata
         editor = self._make_editor(f)
         editor.setObjectName(f"field_{f.name}")
+        calm_focus(editor)  # forms are rebuilt after the window's guard calmed the first ones
         label = QLabel(meta.get("label") or f.name.replace("_", " ").capitalize())
         tip = self._tooltip(f)
         label.setToolTip(tip)
