@@ -10,6 +10,7 @@ sends is dropped.
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class DatasetLoadResult:
     supported_methods: list[str]
     unsupported_reasons: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    measuring: bool = False  # lengths estimated from characters; the measured result follows
 
 
 @dataclass
@@ -69,6 +71,7 @@ class _Signals(QObject):
     """Carries results from pool threads to the GUI thread (queued connections)."""
 
     loaded = Signal(int, object)
+    early = Signal(int, object)
     failed = Signal(int, object)
     progress = Signal(int, object)
     preview = Signal(int, object)
@@ -85,6 +88,16 @@ class _Request:
         self.generation = generation
         self.replaced = False
         self._signals = signals
+
+    def send_and_wait(self, name: str, payload, timeout: float = 1.0) -> None:
+        """Send, then wait (briefly) until the GUI thread has handled it.
+
+        Used before work that holds the GIL for a second (parsing a large
+        tokenizer.json): without the wait, the GUI thread would get the early
+        report only after that parse."""
+        handled = threading.Event()
+        self.send(name, (payload, handled))
+        handled.wait(timeout)
 
     def send(self, name: str, *args) -> None:
         if self.replaced:
@@ -120,7 +133,9 @@ class DatasetLoader(QObject):
     """Loads one dataset at a time; the newest request wins."""
 
     sig_loaded = Signal(object)
-    """DatasetLoadResult for the latest request."""
+    """DatasetLoadResult for the latest request. When the model's tokenizer is slow to parse, a
+    result with ``measuring=True`` (lengths estimated from characters) comes first and the
+    measured one follows; the loader stays busy until then."""
 
     sig_failed = Signal(object)
     """DatasetLoadFailure for the latest request: a clear message, and the file's columns if known."""
@@ -142,6 +157,7 @@ class DatasetLoader(QObject):
         self._pool = pool or QThreadPool.globalInstance()
         self._signals = _Signals(self)  # parented: destroyed with the loader, on the GUI thread
         self._signals.loaded.connect(self._on_loaded)
+        self._signals.early.connect(self._on_early)
         self._signals.failed.connect(self._on_failed)
         self._signals.progress.connect(self._on_progress)
         self._signals.preview.connect(self._on_preview)
@@ -182,6 +198,7 @@ class DatasetLoader(QObject):
                     progress=lambda progress: request.send("progress", progress),
                     preview=lambda rows: request.send("preview", rows),
                     should_stop=lambda: request.replaced,
+                    early=lambda early_result: request.send_and_wait("early", early_result),
                 )
             except Exception as exc:
                 request.send("failed", failure_from_exception(path, exc))
@@ -203,6 +220,14 @@ class DatasetLoader(QObject):
             return
         self._set_busy(False)
         self.sig_loaded.emit(result)
+
+    def _on_early(self, generation: int, payload) -> None:
+        result, handled = payload
+        try:
+            if generation == self._generation and self._busy:
+                self.sig_loaded.emit(result)
+        finally:
+            handled.set()
 
     def _on_failed(self, generation: int, failure: DatasetLoadFailure) -> None:
         if generation != self._generation:
@@ -228,11 +253,14 @@ def format_catalog() -> list[FormatInfo]:
 
 def load_and_report(path: str, data_format: str | None, column_map: dict | None,
                     tokenizer_path: str | None, *, progress=None, preview=None,
-                    should_stop=None) -> DatasetLoadResult:
+                    should_stop=None, early=None) -> DatasetLoadResult:
     """Load ``path`` and measure it. While the file is read, ``progress`` gets
     ScanProgress, ``preview`` the first rows as text, and ``should_stop()``
-    returning True ends the work with LoadCancelled."""
-    from backend import dataset_loading
+    returning True ends the work with LoadCancelled. When parsing the tokenizer
+    would hold the report back (a large vocabulary, not parsed yet in this
+    process), ``early`` first gets a result whose lengths are estimated from
+    characters, so the report is on screen while the tokenizer loads."""
+    from backend import dataset_loading, tokenizer_cache
     from backend.dataset_report import build_report, format_report_text, scan_progress_text
 
     def report_progress(done: int, total: int) -> None:
@@ -250,24 +278,31 @@ def load_and_report(path: str, data_format: str | None, column_map: dict | None,
     )
     if should_stop is not None and should_stop():
         raise dataset_loading.LoadCancelled("Loading was cancelled.")
-    if progress:
-        progress(ScanProgress(1, 1, "Measuring the rows…"))
-    report = build_report(loaded, tokenizer_path=tokenizer_path)
     reasons = {method: dataset_loading.unsupported_reason(method, loaded.format)
                for method in METHOD_NAMES if method not in loaded.supported_methods}
-    return DatasetLoadResult(
-        path=str(path),
-        loaded=loaded,
-        report=report,
-        report_text=format_report_text(report),
-        preview=dataset_loading.preview_rows(loaded, dataset_loading.PREVIEW_ROWS),
-        source_columns=list(loaded.source_columns),
-        format_value=loaded.format.value,
-        format_label=loaded.format.label,
-        supported_methods=list(loaded.supported_methods),
-        unsupported_reasons=reasons,
-        seconds=time.perf_counter() - start,
-    )
+    preview_rows = dataset_loading.preview_rows(loaded, dataset_loading.PREVIEW_ROWS)
+
+    def result(report, measuring: bool = False) -> DatasetLoadResult:
+        return DatasetLoadResult(
+            path=str(path),
+            loaded=loaded,
+            report=report,
+            report_text=format_report_text(report),
+            preview=preview_rows,
+            source_columns=list(loaded.source_columns),
+            format_value=loaded.format.value,
+            format_label=loaded.format.label,
+            supported_methods=list(loaded.supported_methods),
+            unsupported_reasons=reasons,
+            seconds=time.perf_counter() - start,
+            measuring=measuring,
+        )
+
+    if early is not None and tokenizer_path and tokenizer_cache.loading_is_slow(tokenizer_path):
+        early(result(build_report(loaded, tokenizer_path=None), measuring=True))
+    if progress:
+        progress(ScanProgress(1, 1, "Measuring the rows…"))
+    return result(build_report(loaded, tokenizer_path=tokenizer_path))
 
 
 def failure_from_exception(path: str, exc: BaseException) -> DatasetLoadFailure:

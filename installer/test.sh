@@ -11,9 +11,13 @@ fi
 # The CPU wheel first, so the unpinned torch requirement below is already satisfied.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test]"
+# run_studio.sh then knows these dependencies are installed (it checks this stamp).
+sha256sum pyproject.toml | cut -d' ' -f1 > .venv/.alignstudio-installed
 # Debian's Qt runtime libraries, needed by PySide6 even offscreen, if missing.
-if ! .venv/bin/python -c "from PySide6 import QtWidgets" 2>/dev/null && command -v apt-get >/dev/null; then
-    (apt-get update -qq && apt-get install -y -qq libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 >/dev/null) || true
+MISSING=$(.venv/bin/python installer/qt_system_libs.py offscreen || true)
+if { [ -n "$MISSING" ] || ! .venv/bin/python -c "from PySide6 import QtWidgets" 2>/dev/null; } && command -v apt-get >/dev/null; then
+    # shellcheck disable=SC2086  # one word per package
+    (apt-get update -qq && apt-get install -y -qq libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 $MISSING >/dev/null) || true
 fi
 export QT_QPA_PLATFORM=offscreen HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,113 @@
+"""Start-up: the README's command finds what the window needs, and the demo report comes early."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "installer"))
+
+import qt_system_libs  # noqa: E402
+
+
+@pytest.mark.parametrize("soname, package", [
+    ("libxcb-cursor.so.0", "libxcb-cursor0"),
+    ("libxcb-icccm.so.4", "libxcb-icccm4"),
+    ("libxcb-keysyms.so.1", "libxcb-keysyms1"),
+    ("libxcb-render-util.so.0", "libxcb-render-util0"),
+    ("libxkbcommon-x11.so.0", "libxkbcommon-x11-0"),
+    ("libEGL.so.1", "libegl1"),
+    ("libdbus-1.so.3", "libdbus-1-3"),
+    ("libfontconfig.so.1.12.0", "libfontconfig1"),
+    ("libglib-2.0.so.0", "libglib2.0-0"),
+    ("libX11-xcb.so.1", "libx11-xcb1"),
+])
+def test_sonames_become_debian_package_names(soname, package):
+    assert qt_system_libs.package_for_soname(soname) == package
+
+
+@pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("ldd")), reason="needs gcc and ldd to build a plugin")
+def test_every_missing_library_is_found_in_one_pass(tmp_path, monkeypatch):
+    """A 'plugin' linked against two libraries that are then removed: ldd names both,
+    including the one only reachable through the other, and each becomes a package."""
+    (tmp_path / "a.c").write_text("int from_a(void) { return 1; }\n")
+    (tmp_path / "b.c").write_text("int from_a(void);\nint from_b(void) { return from_a(); }\n")
+    (tmp_path / "p.c").write_text("int from_b(void);\nint plugin(void) { return from_b(); }\n")
+
+    def gcc(*args):
+        subprocess.run(["gcc", "-shared", "-fPIC", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    gcc("-o", "libxcb-fakeicccm.so.4", "a.c", "-Wl,-soname,libxcb-fakeicccm.so.4")
+    gcc("-o", "libxcb-fakekeys.so.1", "b.c", "-Wl,-soname,libxcb-fakekeys.so.1", "-L.", "-l:libxcb-fakeicccm.so.4")
+    gcc("-o", "libqxcb.so", "p.c", "-L.", "-l:libxcb-fakekeys.so.1", "-Wl,-rpath-link,.")
+    (tmp_path / "libxcb-fakeicccm.so.4").unlink()
+    missing = qt_system_libs.missing_sonames(tmp_path / "libqxcb.so")
+    assert missing == ["libxcb-fakekeys.so.1"]  # its own dependency cannot even be followed
+
+    # Keep the first library but drop its dependency: now the deeper one is named.
+    gcc("-o", "libxcb-fakeicccm.so.4", "a.c", "-Wl,-soname,libxcb-fakeicccm.so.4")
+    gcc("-o", "libxcb-fakekeys.so.1", "b.c", "-Wl,-soname,libxcb-fakekeys.so.1", "-L.", "-l:libxcb-fakeicccm.so.4")
+    (tmp_path / "libxcb-fakeicccm.so.4").unlink()
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))
+    missing = qt_system_libs.missing_sonames(tmp_path / "libqxcb.so")
+    assert missing == ["libxcb-fakeicccm.so.4"]
+    monkeypatch.setattr(qt_system_libs, "plugin_path", lambda platform: tmp_path / "libqxcb.so")
+    assert qt_system_libs.missing_packages("xcb") == ["libxcb-fakeicccm4"]
+
+
+def test_the_real_offscreen_plugin_is_checked(tmp_path):
+    """The script runs on the installed PySide6 and prints package names (none, here, since
+    the tests themselves run offscreen)."""
+    out = subprocess.run([sys.executable, str(ROOT / "installer" / "qt_system_libs.py"), "offscreen"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    assert qt_system_libs.plugin_path("offscreen") is not None
+
+
+@pytest.mark.skipif(not (ROOT / ".venv" / "bin" / "python").exists(), reason="the README's install is not here")
+def test_readme_command_without_a_display_says_what_to_do(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env["ALIGNSTUDIO_HOME"] = str(tmp_path)
+    stamp = ROOT / ".venv" / ".alignstudio-installed"
+    if not stamp.exists():
+        pytest.skip("installed by a command that does not write the stamp")
+    out = subprocess.run(["bash", str(ROOT / "installer" / "run_studio.sh")], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "needs a graphical display" in out.stderr and "xvfb-run" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.gui
+def test_a_slow_tokenizer_does_not_hold_the_report_back(qtbot, tiny_model_dir, easy_preferences, monkeypatch):
+    """With a tokenizer that is slow to parse, the report with estimated lengths shows first
+    and the measured one replaces it; the loader stays busy until then."""
+    from app.dataset_loader import DatasetLoader
+    from backend import tokenizer_cache
+
+    monkeypatch.setattr(tokenizer_cache, "SLOW_TOKENIZER_BYTES", 1)
+    monkeypatch.setattr(tokenizer_cache, "_cache", {})
+    loader = DatasetLoader()
+    results, busy_at_result = [], []
+    loader.sig_loaded.connect(lambda r: (results.append(r), busy_at_result.append(loader.is_busy())))
+    loader.load(str(easy_preferences), tokenizer_path=str(tiny_model_dir))
+    qtbot.waitUntil(lambda: len(results) == 2, timeout=30_000)
+    early, measured = results
+    assert early.measuring and early.report.length_unit != "tokens"
+    assert not measured.measuring and measured.report.length_unit == "tokens"
+    assert busy_at_result == [True, False]
+    assert early.loaded is measured.loaded  # the rows were read once
+
+    # Parsed once per process: the next load of the same tokenizer reports at once, measured.
+    assert tokenizer_cache.is_loaded(tiny_model_dir)
+    results.clear()
+    loader.load(str(easy_preferences), tokenizer_path=str(tiny_model_dir))
+    qtbot.waitUntil(lambda: len(results) == 1 and not loader.is_busy(), timeout=30_000)
+    assert not results[0].measuring and results[0].report.length_unit == "tokens"
+    loader.wait()
