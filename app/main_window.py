@@ -41,6 +41,9 @@ from widgets.card import Card
 from widgets.drop_zone import local_paths_from_mime
 from widgets.wheel_guard import install_wheel_guard
 
+# Train's shortcut; the Compare views use the same keys for Generate and Send.
+TRAIN_KEYS = ("Ctrl+Return", "Ctrl+Enter")
+
 # A model refused for its pickle weights or its own code can still be used by turning
 # on a setting; that setting is flagged too, so the way out is one click away.
 PERMISSION_HINTS = {
@@ -132,6 +135,8 @@ class StudioWindow(QMainWindow):
         self.device_label.setToolTip("The device the training worker will use.")
         self.statusBar().addPermanentWidget(self.device_label)
         self._build_menus()
+        self.tabs.currentChanged.connect(self._scope_shortcuts)
+        self._scope_shortcuts()
 
         # ---- wiring
         self.data_panel.sig_dataset_changed.connect(self._on_dataset)
@@ -246,7 +251,6 @@ class StudioWindow(QMainWindow):
 
         run_menu = self.menuBar().addMenu("&Run")
         self.train_action = QAction("Train", self)
-        self.train_action.setShortcut(QKeySequence("Ctrl+Return"))
         self.train_action.triggered.connect(self.start_training)
         self.stop_action = QAction("Stop", self)
         self.stop_action.setShortcut(QKeySequence("Ctrl+."))
@@ -261,6 +265,13 @@ class StudioWindow(QMainWindow):
             "AlignStudio fine-tunes and preference-aligns language models (SFT, DPO, ORPO with QLoRA) "
             "without code. Training runs in a separate process; every run is a folder you can reopen."))
         help_menu.addAction(about)
+
+    def _scope_shortcuts(self, _index: int = -1) -> None:
+        """Ctrl+Enter trains only from the Train tab. A menu action's shortcut is live in
+        every tab, and with Compare's Generate (or the Playground's Send) bound to the same
+        keys Qt found two matches, ran neither and logged "Ambiguous shortcut overload"."""
+        on_train = self.tabs.currentWidget() is self.train_page
+        self.train_action.setShortcuts([QKeySequence(k) for k in TRAIN_KEYS] if on_train else [])
 
     def _fill_recent_menu(self, files: list[str]) -> None:
         self.recent_menu.clear()

@@ -10,7 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
-from PySide6.QtGui import QWheelEvent  # noqa: E402
+from PySide6.QtGui import QShortcut, QWheelEvent  # noqa: E402
 from PySide6.QtWidgets import QAbstractSpinBox, QApplication, QComboBox  # noqa: E402
 
 from tests.gui_helpers import make_studio_window  # noqa: E402
@@ -87,3 +87,57 @@ def test_every_combo_and_spin_box_takes_focus_by_click_not_by_wheel(qtbot, windo
     wheel_focus = [f.objectName() or type(f).__name__ for f in fields
                    if f.focusPolicy() == Qt.FocusPolicy.WheelFocus]
     assert wheel_focus == []
+
+
+class _Count:
+    def __init__(self, *signals):
+        self.n = 0
+        for signal in signals:
+            signal.connect(self)
+
+    def __call__(self, *_args):
+        self.n += 1
+
+
+def _shortcut_counts(widget):
+    """How often the Ctrl+Enter shortcuts on ``widget`` fired, and fired ambiguously."""
+    shortcuts = widget.findChildren(QShortcut)
+    assert shortcuts, f"no shortcut on {widget.objectName()}"
+    return (_Count(*[s.activated for s in shortcuts]), _Count(*[s.activatedAmbiguously for s in shortcuts]))
+
+
+def _ctrl_enter(qtbot, widget) -> None:
+    widget.setFocus()
+    qtbot.waitUntil(widget.hasFocus, timeout=2_000)
+    qtbot.keyClick(widget, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+
+
+def test_ctrl_enter_does_what_each_tab_says_and_nothing_else(qtbot, window, qtlog):
+    side, play = window.compare_tab.side_by_side, window.compare_tab.playground
+    side_fired, side_ambiguous = _shortcut_counts(side.prompt_edit)
+    play_fired, play_ambiguous = _shortcut_counts(play.input)
+    trained = _Count(window.train_action.triggered)
+    window.train_action.setEnabled(True)  # no dataset: Train is refused, with the reason in the status bar
+
+    _ctrl_enter(qtbot, window.method_panel.method_combo)
+    assert trained.n == 1
+    assert "dataset" in window.statusBar().currentMessage()
+    assert side_fired.n == play_fired.n == 0
+
+    # Enabled again, as it is whenever a dataset is ready: that is when the keys collided.
+    window.train_action.setEnabled(True)
+    window.tabs.setCurrentWidget(window.compare_tab)
+    window.compare_tab.views.setCurrentWidget(side)
+    _ctrl_enter(qtbot, side.prompt_edit)
+    assert side_fired.n == 1 and trained.n == 1
+
+    window.train_action.setEnabled(True)
+    window.compare_tab.views.setCurrentWidget(play)
+    _ctrl_enter(qtbot, play.input)
+    assert play_fired.n == 1 and side_fired.n == 1 and trained.n == 1
+
+    assert side_ambiguous.n == play_ambiguous.n == 0
+    assert not [r for r in qtlog.records if "mbiguous" in r.message]
+    assert window.train_action.shortcut().isEmpty()  # the menu does not offer it outside the Train tab
+    window.tabs.setCurrentWidget(window.train_page)
+    assert window.train_action.shortcut().toString() == "Ctrl+Return"
