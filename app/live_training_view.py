@@ -14,6 +14,7 @@ from collections import deque
 from PySide6.QtCore import QTimer, QUrl, Qt, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
+    QCheckBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -29,10 +30,13 @@ from app.log_tail import LogTailer
 from app.metric_catalog import points_from_event, style_for_key
 from app.training_diagnostics import TrainingDiagnostics
 from backend.events import EvalLog, TrainLog
+from backend.run_clock import format_duration
+from backend.worker_log_filter import WorkerLogFilter
 from widgets.log_console import LogConsole
 from widgets.notes_panel import NotesPanel
 from widgets.notice_banner import NoticeBanner
 
+READY_TEXT = "Ready when you are: load a dataset, pick a method, press Train."
 PHASE_TEXT = {
     "loading_model": "Loading the model…",
     "preparing_data": "Preparing the data…",
@@ -54,15 +58,6 @@ FAILURE_TITLES = {
     "killed": "The training worker was killed",
     "crash": "The training worker crashed",
 }
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "–"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def format_memory(mb: float | None, kind: str = "") -> str:
@@ -107,6 +102,18 @@ class LiveTrainingView(QWidget):
         self._text_timer.setInterval(100)
         self._text_timer.timeout.connect(self._show_log_text)
         self.diagnostics = TrainingDiagnostics()
+        # The run clock ticks here between events (an evaluation can run minutes without a
+        # log line); each event with a reading re-anchors it, so it never drifts from the worker's.
+        self._clock_zero: float | None = None
+        self._eta_deadline: float | None = None
+        self._eval_eta_deadline: float | None = None
+        self._stat_parts: list[str] = []
+        self._evaluation = None  # the latest EvalProgress while an evaluation runs
+        self._last_train_log = None
+        self._clock_stopped_at: float | None = None
+        self._clock_timer = QTimer(self)
+        self._clock_timer.setInterval(1000)
+        self._clock_timer.timeout.connect(self._render_stats)
 
         self.train_button = QPushButton("Train")
         self.train_button.setObjectName("primaryButton")
@@ -124,7 +131,7 @@ class LiveTrainingView(QWidget):
         self.resume_button.setVisible(False)
         self.resume_button.clicked.connect(lambda: self.sig_resume_requested.emit(self._resumable_dir))
         self._resumable_dir = ""
-        self.phase_label = QLabel("Ready when you are: load a dataset, pick a method, press Train.")
+        self.phase_label = QLabel(READY_TEXT)
         self.phase_label.setObjectName("phaseLabel")
         self.phase_label.setWordWrap(True)
         self.ready_hint = QLabel()
@@ -173,7 +180,12 @@ class LiveTrainingView(QWidget):
         self.notes.setMinimumWidth(240)
         self.notes.setMaximumWidth(340)
 
-        self.console = LogConsole()
+        # Known harmless library messages are explained once instead of shown; worker.log keeps them.
+        self.console = LogConsole(line_filter=WorkerLogFilter())
+        self.raw_log_box = QCheckBox("Show raw log")
+        self.raw_log_box.setToolTip("Show everything the worker printed, including library messages known to be "
+                                    "harmless. worker.log in the run folder always has all of it.")
+        self.raw_log_box.toggled.connect(self.console.set_show_raw)
         self.tailer = LogTailer(self)
         self.tailer.sig_text.connect(self.console.append_text)
 
@@ -222,7 +234,11 @@ class LiveTrainingView(QWidget):
         cl.setSpacing(4)
         log_title = QLabel("Worker log")
         log_title.setObjectName("panelTitle")
-        cl.addWidget(log_title)
+        log_bar = QHBoxLayout()
+        log_bar.addWidget(log_title)
+        log_bar.addStretch(1)
+        log_bar.addWidget(self.raw_log_box)
+        cl.addLayout(log_bar)
         cl.addWidget(self.console, 1)
 
         self.splitter = QSplitter(Qt.Orientation.Vertical)
@@ -280,6 +296,14 @@ class LiveTrainingView(QWidget):
         if not self._running and not self.banner.isVisible():
             self.phase_label.setText(text)
 
+    def clear_outcome(self, *_args) -> None:
+        """A new dataset, a data error or a changed setting: the last run's outcome
+        ("Done", its banner) is no longer the news. The run stays in the Runs tab."""
+        if self._running:
+            return
+        self.banner.hide_notice()
+        self.phase_label.setText(READY_TEXT)
+
     def is_running(self) -> bool:
         return self._running
 
@@ -294,7 +318,9 @@ class LiveTrainingView(QWidget):
         """Behave as if Stop was pressed (also used by the window on close and on a NaN loss)."""
         self.stop_button.setEnabled(False)
         self.stop_button.setText("Stopping…")
-        self.phase_label.setText("Stopping after the current step; the adapter trained so far will be saved…")
+        self.phase_label.setText(
+            "Stopping the evaluation; the adapter trained so far will be saved…" if self._evaluation is not None
+            else "Stopping after the current step; the adapter trained so far will be saved…")
         self._force_timer.start()
         self.sig_stop_requested.emit()
 
@@ -363,7 +389,12 @@ class LiveTrainingView(QWidget):
         self.progress.setRange(0, 0)  # busy until the worker knows the step count
         self.progress.setFormat("starting…")
         self.phase_label.setText("Starting the training worker…" + (f" {description}" if description else ""))
-        self.stats_label.setText("")
+        self._evaluation = self._last_train_log = self._clock_stopped_at = None
+        self._eta_deadline = self._eval_eta_deadline = None
+        self._stat_parts = []
+        self._clock_zero = time.monotonic()  # until the worker's first reading
+        self._clock_timer.start()
+        self._render_stats()
 
     def on_launched(self, run_dir: str, log_path: str) -> None:
         self._run_dir = run_dir
@@ -371,7 +402,7 @@ class LiveTrainingView(QWidget):
         self.tailer.follow(log_path)
 
     def on_run_started(self, event) -> None:
-        self.diagnostics.reset(event.total_steps, event.method)
+        self.diagnostics.reset(event.total_steps, event.method, event.eval_rows)
         self.progress.setRange(0, max(1, event.total_steps))
         self.progress.setValue(event.resumed_from_step)
         self.progress.setFormat("step %v of %m")
@@ -386,13 +417,66 @@ class LiveTrainingView(QWidget):
         )
 
     def on_phase(self, event) -> None:
+        self._read_clock(event.elapsed_seconds)
+        if event.phase != "evaluating" and self._evaluation is not None:
+            self._end_evaluation()
         if self.stop_button.text() == "Stopping…" and event.phase != "saving":
             return
-        text = PHASE_TEXT.get(event.phase, event.phase.replace("_", " ").capitalize())
-        if event.message:
-            text = f"{text} {event.message}" if event.phase != "training" else text
+        # The worker's message says it in full; the table is for phases sent without one.
+        text = (event.message or PHASE_TEXT.get(event.phase, event.phase.replace("_", " ").capitalize()))
         if event.phase != "training":
-            self.phase_label.setText(text)
+            self.phase_label.setText(text.rstrip("…") + "…")
+
+    def on_eval_progress(self, event) -> None:
+        """An evaluation's batches: the progress bar follows them, and both ETAs show."""
+        self._read_clock(event.elapsed_seconds)
+        self._evaluation = event
+        now = time.monotonic()
+        self._eval_eta_deadline = now + event.eval_eta_seconds if event.eval_eta_seconds is not None else None
+        self._eta_deadline = now + event.eta_seconds if event.eta_seconds is not None else None
+        total = max(1, event.total_batches)
+        if self.progress.maximum() != total or not self.progress.format().startswith("evaluating"):
+            self.progress.setRange(0, total)
+            what = "final evaluation" if event.final else f"evaluating at step {event.step}"
+            self.progress.setFormat(f"{what}: batch %v of %m")
+        self.progress.setValue(min(event.batch, total))
+        self._render_stats()
+
+    def _end_evaluation(self) -> None:
+        self._evaluation = None
+        self._eval_eta_deadline = None
+        event = self._last_train_log
+        if event is not None and event.total_steps:
+            self.progress.setRange(0, event.total_steps)
+            self.progress.setFormat("step %v of %m")
+            self.progress.setValue(min(event.step, event.total_steps))
+        self._render_stats()
+
+    def _read_clock(self, elapsed: float | None) -> None:
+        if elapsed is not None and math.isfinite(elapsed):
+            self._clock_zero = time.monotonic() - elapsed
+
+    def _stop_clock(self, elapsed: float | None = None) -> None:
+        """The run ended: the clock stops at the worker's last reading."""
+        if self._clock_stopped_at is not None:
+            return
+        self._read_clock(elapsed)
+        self._clock_stopped_at = time.monotonic()
+        self._clock_timer.stop()
+        self._evaluation = None
+        self._eta_deadline = self._eval_eta_deadline = None
+        self._render_stats()
+
+    def _render_stats(self) -> None:
+        now = self._clock_stopped_at or time.monotonic()
+        parts = []
+        if self._clock_zero is not None:
+            parts.append(f"Elapsed {format_duration(now - self._clock_zero)}")
+        if self._evaluation is not None and self._eval_eta_deadline is not None:
+            parts.append(f"evaluation ETA {format_duration(max(0.0, self._eval_eta_deadline - now))}")
+        if self._eta_deadline is not None:
+            parts.append(f"ETA {format_duration(max(0.0, self._eta_deadline - now))}")
+        self.stats_label.setText("  ·  ".join(parts + self._stat_parts))
 
     def on_train_log(self, event) -> None:
         """Queue a step's metrics; they are applied in slices of at most ~12 ms (see ``_drain``)."""
@@ -437,14 +521,19 @@ class LiveTrainingView(QWidget):
         event, self._pending_log = self._pending_log, None
         if event is None:
             return
-        if event.total_steps:
+        self._last_train_log = event
+        if event.total_steps and self._evaluation is None:
             if self.progress.maximum() != event.total_steps:
                 self.progress.setRange(0, event.total_steps)
                 self.progress.setFormat("step %v of %m")
             self.progress.setValue(min(event.step, event.total_steps))
-        parts = [f"Elapsed {format_duration(event.elapsed_seconds)}"]
-        if event.eta_seconds is not None:
-            parts.append(f"ETA {format_duration(event.eta_seconds)}")
+        # The log of the step an evaluation follows can arrive after the evaluation began;
+        # its clock reading is older than the evaluation's, so it only sets the ETA outside one.
+        if self._evaluation is None:
+            self._read_clock(event.elapsed_seconds)
+            self._eta_deadline = (time.monotonic() + event.eta_seconds if event.eta_seconds is not None
+                                  else None)
+        parts = []
         if event.tokens_per_second:
             parts.append(f"{event.tokens_per_second:,.0f} tokens/s")
         if event.seconds_per_step:
@@ -454,7 +543,8 @@ class LiveTrainingView(QWidget):
         loss = event.metrics.get("loss")
         if loss is not None:
             parts.append(f"loss {loss:.4g}")
-        self.stats_label.setText("  ·  ".join(parts))
+        self._stat_parts = parts
+        self._render_stats()
 
     def _apply_eval_log(self, event) -> None:
         self.ensure_plots().add_step(event.step, {key: value for key, _step, value in points_from_event(event)})
@@ -479,6 +569,7 @@ class LiveTrainingView(QWidget):
 
     def on_finished(self, event) -> None:
         self.flush()
+        self._stop_clock(event.elapsed_seconds)
         if self._grid is not None:
             self._grid.set_follow_headroom(0.0)  # the run is complete: fit the steps it has
         stopped = event.stopped
@@ -501,6 +592,7 @@ class LiveTrainingView(QWidget):
 
     def on_failed(self, event) -> None:
         self.flush()
+        self._stop_clock(event.elapsed_seconds)
         if self._grid is not None:
             self._grid.set_follow_headroom(0.0)
         title = FAILURE_TITLES.get(event.kind, "The run failed")
@@ -519,6 +611,8 @@ class LiveTrainingView(QWidget):
         self.tailer.stop()
         self.console.flush()
         self._force_timer.stop()
+        if self._clock_zero is not None:
+            self._stop_clock()
         self.stop_button.setEnabled(False)
         self.stop_button.setText("Stop")
         self.stop_button.setToolTip("Stop after the current step and save the adapter trained so far.")

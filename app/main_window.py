@@ -159,6 +159,10 @@ class StudioWindow(QMainWindow):
         self.runs_tab.sig_runs_listed.connect(self.compare_tab.set_runs)
         self.runs_tab.sig_compare_requested.connect(self.compare_run)
         self.data_panel.sig_dataset_changed.connect(self.compare_tab.set_loaded_dataset)
+        # The last run's "Done" must not sit above a new dataset, a data error or changed settings.
+        for changed in (self.data_panel.sig_dataset_changed, self.model_panel.sig_model_changed,
+                        self.method_panel.sig_values_changed):
+            changed.connect(self.live.clear_outcome)
         self.compare_tab.sig_worker_state_changed.connect(self._on_compare_worker)
 
         sup = self.controller.supervisor
@@ -171,6 +175,7 @@ class StudioWindow(QMainWindow):
         sup.sig_train_log.connect(self.live.on_train_log)
         sup.sig_train_log.connect(self._remember_memory_kind)
         sup.sig_eval_log.connect(self.live.on_eval_log)
+        sup.sig_eval_progress.connect(self.live.on_eval_progress)
         sup.sig_checkpoint.connect(self.live.on_checkpoint)
         sup.sig_warning.connect(self.live.on_warning)
         sup.sig_finished.connect(self._on_finished)

@@ -31,7 +31,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.background_call import call_in_background
-from app.live_training_view import format_duration
+from backend.config_diff import config_differences, parse_config_text, value_text
+from backend.run_clock import format_duration
 from app.metric_catalog import collect_points, feed_points, style_for_key
 from backend.paths import runs_dir
 
@@ -122,7 +123,7 @@ class RunsTab(QWidget):
         self.refresh_button.clicked.connect(self.refresh)
         self.overlay_button = QPushButton("Overlay selected")
         self.overlay_button.setToolTip("Draw every selected run on the same plots (select with Ctrl or Shift).")
-        self.overlay_button.clicked.connect(lambda: self.open_runs(self.selected_run_dirs()))
+        self.overlay_button.clicked.connect(self._overlay_selected)
         self.folder_button = QPushButton("Open folder")
         self.folder_button.clicked.connect(self._open_folder)
         self.compare_button = QPushButton("Compare…")
@@ -168,12 +169,30 @@ class RunsTab(QWidget):
         self.config_view = QPlainTextEdit()
         self.config_view.setObjectName("configView")
         self.config_view.setReadOnly(True)
+        # Several runs: a table of the settings that differ, not their YAML one after the other.
+        self.diff_note = QLabel()
+        self.diff_note.setObjectName("mutedText")
+        self.diff_note.setWordWrap(True)
+        self.diff_table = QTableWidget(0, 0)
+        self.diff_table.setObjectName("configDiff")
+        self.diff_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.diff_table.setAlternatingRowColors(True)
+        self.diff_table.setWordWrap(False)
+        self.diff_table.horizontalHeader().setStretchLastSection(True)
+        diff_page = QWidget()
+        diff_layout = QVBoxLayout(diff_page)
+        diff_layout.setContentsMargins(0, 4, 0, 0)
+        diff_layout.addWidget(self.diff_note)
+        diff_layout.addWidget(self.diff_table, 1)
+        self.config_stack = QStackedWidget()
+        self.config_stack.addWidget(self.config_view)
+        self.config_stack.addWidget(diff_page)
         self.fit_button = QPushButton("Show all steps")
         self.fit_button.clicked.connect(lambda: self._grid.follow_all() if self._grid is not None else None)
         self.detail_tabs = QTabWidget()
         self.detail_tabs.setCornerWidget(self.fit_button)
         self.detail_tabs.addTab(self.viewer_stack, "Plots")
-        self.detail_tabs.addTab(self.config_view, "Config")
+        self.detail_tabs.addTab(self.config_stack, "Config")
 
         bar = QHBoxLayout()
         for b in (self.refresh_button, self.overlay_button, self.folder_button, self.compare_button, self.resume_button,
@@ -295,7 +314,11 @@ class RunsTab(QWidget):
     def _update_buttons(self) -> None:
         selected = self.selected_run_dirs()
         running = any(getattr(self._summaries.get(d), "status", "") == "running" for d in selected)
-        self.overlay_button.setEnabled(len(selected) >= 2)
+        already = len(selected) >= 2 and selected == self._shown
+        self.overlay_button.setEnabled(len(selected) >= 2 and not already)
+        self.overlay_button.setToolTip(
+            "The selected runs are overlaid below." if already else
+            "Draw every selected run on the same plots (select with Ctrl or Shift).")
         self.folder_button.setEnabled(len(selected) == 1)
         self.reuse_button.setEnabled(len(selected) == 1)
         adapter = len(selected) == 1 and bool(getattr(self._summaries.get(selected[0]), "adapter_path", ""))
@@ -322,10 +345,15 @@ class RunsTab(QWidget):
     def shown_runs(self) -> list[str]:
         return list(self._shown)
 
+    def _overlay_selected(self) -> None:
+        self.detail_tabs.setCurrentIndex(0)  # the overlay is in the plots
+        self.open_runs(self.selected_run_dirs())
+
     def open_runs(self, run_dirs: list[str]) -> None:
         """Show one run's plots and config, or overlay several runs on the same plots."""
         if not run_dirs:
             return
+        self.viewer_summary.setText(f"Reading {len(run_dirs)} run{'s' if len(run_dirs) > 1 else ''}…")
         self._open_generation += 1
         generation = self._open_generation
         call_in_background(lambda: _load_run_details(list(run_dirs)),
@@ -356,12 +384,34 @@ class RunsTab(QWidget):
             self.viewer_title.setText(Path(run_dir).name)
             self.viewer_summary.setText(self._describe(summary, count))
             self.config_view.setPlainText(config_text)
+            self.config_stack.setCurrentIndex(0)
         else:
             self.viewer_title.setText(f"Overlay of {len(details)} runs")
             self.viewer_summary.setText("Each run has its own colour; within a run, dashed lines are the "
                                         "rejected side and dotted lines with markers are evaluations.")
-            self.config_view.setPlainText("\n\n".join(f"# ===== {Path(d).name}\n{c}" for d, _p, c, _n in details))
+            self._show_differences(names, [parse_config_text(c) for _d, _p, c, _n in details])
+        self._update_buttons()
         self.sig_runs_opened.emit(list(self._shown))
+
+    def _show_differences(self, names: list[str], configs: list[dict]) -> None:
+        differing, same = config_differences(configs)
+        table = self.diff_table
+        table.clear()
+        table.setColumnCount(len(names))
+        table.setHorizontalHeaderLabels(names)
+        table.setRowCount(len(differing))
+        table.setVerticalHeaderLabels([key for key, _values in differing])
+        for row, (key, values) in enumerate(differing):
+            for col, value in enumerate(values):
+                item = QTableWidgetItem(value_text(value))
+                item.setToolTip(f"{key}: {value_text(value)}")
+                table.setItem(row, col, item)
+        table.resizeColumnsToContents()
+        self.diff_note.setText(
+            (f"{len(differing)} setting{'s differ' if len(differing) != 1 else ' differs'}" if differing
+             else "The runs have the same settings")
+            + f"; {same} {'is' if same == 1 else 'are'} the same in all of them and not shown.")
+        self.config_stack.setCurrentIndex(1)
 
     @staticmethod
     def _describe(summary, event_count: int) -> str:
@@ -439,6 +489,7 @@ class RunsTab(QWidget):
             self.viewer_title.setText("Select a run to see its plots; select several to overlay them.")
             self.viewer_summary.clear()
             self.config_view.clear()
+            self.diff_table.setRowCount(0)
         if errors:
             QMessageBox.warning(self, "Some runs were not deleted", "\n".join(errors))
         self.refresh()

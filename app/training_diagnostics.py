@@ -57,12 +57,14 @@ class _Track:
 class TrainingDiagnostics:
     """Feed it every logged step; it returns the notes that are new or changed."""
 
-    def __init__(self, total_steps: int = 0, method: str = ""):
-        self.reset(total_steps, method)
+    def __init__(self, total_steps: int = 0, method: str = "", eval_rows: int = 0):
+        self.reset(total_steps, method, eval_rows)
 
-    def reset(self, total_steps: int = 0, method: str = "") -> None:
+    def reset(self, total_steps: int = 0, method: str = "", eval_rows: int = 0) -> None:
+        """``eval_rows``: held-out rows the run evaluates on; advice depends on whether it has any."""
         self.total_steps = total_steps
         self.method = method
+        self.eval_rows = eval_rows
         self._tracks: dict[str, _Track] = {}
         self._active: dict[str, Diagnosis] = {}
         self._easy_streak = 0
@@ -152,14 +154,19 @@ class TrainingDiagnostics:
         self._easy_streak = self._easy_streak + 1 if accuracies.last >= EASY_ACCURACY else 0
         horizon = max(10, int(0.15 * self.total_steps)) if self.total_steps else 10
         if self._easy_streak >= EASY_RUN_LENGTH and step <= horizon and accuracies.count <= horizon:
+            if self.eval_rows:
+                watch = (f"Watch the evaluation accuracy and loss on the {self.eval_rows:,} held-out rows (the "
+                         "dotted points): if they lag far behind")
+            else:
+                watch = ("Hold out data (held-out fraction > 0) and watch the evaluation accuracy and loss: "
+                         "if they lag far behind")
             return Diagnosis(
                 "too_easy", "info", "Reward accuracy hit 1.0 almost at once",
                 f"By step {step} the model already ranks every chosen answer above its rejected one. "
                 "Either the pairs are too easy to tell apart (the rejected answers differ in an obvious way, "
                 "such as length or format), or the model is memorising a small dataset.",
                 "Look at the data report's length ratio and at a few pairs in the preview; harder pairs teach "
-                "more. Hold out data (held-out fraction > 0) and watch the evaluation accuracy and loss: if they "
-                "lag far behind, train fewer steps or lower the learning rate.",
+                f"more. {watch}, train fewer steps or lower the learning rate.",
                 step,
             )
         return None

@@ -21,6 +21,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from backend.events import (
     CheckpointSaved,
     EvalLog,
+    EvalProgress,
     PhaseChanged,
     RunFailed,
     RunFinished,
@@ -72,6 +73,9 @@ class TrainingSupervisor(QObject):
     sig_train_log = Signal(object)
     """TrainLog: one logging step with every TRL metric."""
 
+    sig_eval_progress = Signal(object)
+    """EvalProgress: batches of an evaluation done, its ETA and the run's."""
+
     sig_eval_log = Signal(object)
     """EvalLog: metrics on the held-out rows."""
 
@@ -94,6 +98,7 @@ class TrainingSupervisor(QObject):
         (RunStarted, "sig_run_started"),
         (PhaseChanged, "sig_phase"),
         (TrainLog, "sig_train_log"),
+        (EvalProgress, "sig_eval_progress"),
         (EvalLog, "sig_eval_log"),
         (CheckpointSaved, "sig_checkpoint"),
         (WorkerWarning, "sig_warning"),

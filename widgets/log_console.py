@@ -1,6 +1,13 @@
-"""A read-only console for a process's output, fed in arbitrary chunks."""
+"""A read-only console for a process's output, fed in arbitrary chunks.
+
+An optional line filter (anything with ``feed(lines) -> lines`` and ``reset()``)
+decides what is shown; the raw lines are kept, so the view can switch between
+the filtered and the raw output at any time.
+"""
 
 from __future__ import annotations
+
+from collections import deque
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QFontDatabase, QTextCursor
@@ -10,8 +17,11 @@ from PySide6.QtWidgets import QPlainTextEdit
 class LogConsole(QPlainTextEdit):
     """Keeps the last ``max_lines`` lines and follows the end unless the user scrolled up."""
 
-    def __init__(self, parent=None, max_lines: int = 5000):
+    def __init__(self, parent=None, max_lines: int = 5000, line_filter=None):
         super().__init__(parent)
+        self._raw_lines: deque[str] = deque(maxlen=max_lines)
+        self._filter = line_filter
+        self._show_raw = line_filter is None
         self.setObjectName("logConsole")
         self.setReadOnly(True)
         self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
@@ -59,9 +69,38 @@ class LogConsole(QPlainTextEdit):
     def clear_console(self) -> None:
         self._partial = ""
         self._follow = True
+        self._raw_lines.clear()
+        if self._filter is not None:
+            self._filter.reset()
         self.clear()
 
+    def raw_text(self) -> str:
+        """Every line received (up to ``max_lines``), unfiltered."""
+        return "\n".join(self._raw_lines)
+
+    def showing_raw(self) -> bool:
+        return self._show_raw
+
+    def set_show_raw(self, raw: bool) -> None:
+        """Show the raw lines, or the filtered view; the text is rebuilt from the kept lines."""
+        if self._filter is None or raw == self._show_raw:
+            return
+        self._show_raw = raw
+        self._filter.reset()
+        self.clear()
+        self._follow = True
+        self._insert(self._visible(list(self._raw_lines)))
+
+    def _visible(self, lines: list[str]) -> list[str]:
+        return lines if self._show_raw or self._filter is None else self._filter.feed(lines)
+
     def _append_lines(self, lines: list[str]) -> None:
+        self._raw_lines.extend(lines)
+        self._insert(self._visible(lines))
+
+    def _insert(self, lines: list[str]) -> None:
+        if not lines:
+            return
         cursor = QTextCursor(self.document())
         cursor.movePosition(QTextCursor.MoveOperation.End)
         prefix = "\n" if not self.document().isEmpty() else ""
