@@ -49,6 +49,8 @@ class Answer:
     finish_reason: str = ""  # "" while generating; stop | length | cancelled | error
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
+    stop_string: str = ""  # the stop string that ended the answer, "" for the stop token or none
+    kept_tokens: int = 0  # with a stop string: the tokens wholly before it
 
     @property
     def finished(self) -> bool:
@@ -56,6 +58,8 @@ class Answer:
 
     @property
     def content_ids(self) -> list[int]:
+        if self.stop_string:
+            return self.ids[:self.kept_tokens]
         return self.ids[:-1] if self.finish_reason == "stop" else self.ids
 
     @property
@@ -64,6 +68,25 @@ class Answer:
 
 
 TokenCallback = Callable[[Answer, str], None]  # (answer, new text)
+
+
+def find_stop(text: str, stops: list[str]) -> tuple[int, str] | None:
+    """(where the earliest stop string starts, which one), or None."""
+    hits = [(text.find(s), s) for s in stops if s in text]
+    return min(hits) if hits else None
+
+
+def held_back(text: str, stops: list[str]) -> int:
+    """How many characters at the end of ``text`` could be the start of a stop string
+    still being written; streaming waits for them, so a stop string never flashes
+    up in a pane before it is cut."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:n]):
+                longest = n
+                break
+    return longest
 DoneCallback = Callable[[Answer], None]
 
 
@@ -150,6 +173,8 @@ class GenerationEngine:
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
         self._logits_to_keep = True
         self._lora_layers = _plain_lora_layers(loaded.model) if loaded.has_adapter else None
+        # Stop strings for requests that leave them unset; the worker sets them from the run's prompt format.
+        self.default_stop_strings: list[str] = []
 
     def forward(self, logits_to_keep: int = 1, **inputs):
         """The model's forward, computing logits only for the last ``logits_to_keep``
@@ -257,12 +282,13 @@ class GenerationEngine:
             for s in sides
         ]
         processors, warpers = self._processors(sampling)
+        stops = self.default_stop_strings if sampling.stop_strings is None else list(sampling.stop_strings)
         emitted: dict[tuple[int, str], str] = {}
 
-        def finish(answer: Answer, reason: str) -> None:
+        def finish(answer: Answer, reason: str, text: str | None = None) -> None:
             answer.finish_reason = reason
             answer.seconds = time.perf_counter() - answer.started
-            answer.text = self._decode(answer.content_ids)
+            answer.text = self._decode(answer.content_ids) if text is None else text
             if on_done:
                 on_done(answer)
 
@@ -280,20 +306,36 @@ class GenerationEngine:
                     if token in self.stop_ids:
                         finish(answer, "stop")
                         continue
+                    text = self._decode(answer.ids) if (on_token is not None or stops) else ""
+                    hit = find_stop(text, stops) if stops else None
+                    if hit is not None:
+                        self._cut_at_stop(answer, text, *hit)
+                        finish(answer, "stop", answer.text)
+                        continue
                     if on_token is not None:
                         key = (answer.row, answer.side)
-                        text = self._decode(answer.ids)
+                        shown = text[:len(text) - held_back(text, stops)] if stops else text
                         before = emitted.get(key, "")
                         # A trailing U+FFFD is half of a multi-byte character; wait for the rest.
-                        if text.startswith(before) and len(text) > len(before) and not text.endswith("\ufffd"):
-                            emitted[key] = text
-                            on_token(answer, text[len(before):])
+                        if shown.startswith(before) and len(shown) > len(before) and not shown.endswith("\ufffd"):
+                            emitted[key] = shown
+                            on_token(answer, shown[len(before):])
                     if len(answer.ids) >= sampling.max_new_tokens:
                         finish(answer, "length")
         return [{d.side: d.answers[i] for d in decoders} for i in range(len(prompts))]
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _cut_at_stop(self, answer: Answer, text: str, position: int, stop: str) -> None:
+        """End ``answer`` before ``stop``: its text is cut there (with the blank space
+        that led up to it) and its scored tokens are those wholly before the cut."""
+        answer.stop_string = stop
+        answer.text = text[:position].rstrip()
+        kept = len(answer.ids) - 1
+        while kept > 0 and len(self._decode(answer.ids[:kept])) > len(answer.text):
+            kept -= 1
+        answer.kept_tokens = kept
 
     # -------------------------------------------------------------- scoring
 
@@ -334,5 +376,7 @@ class GenerationEngine:
 
     def score_answer(self, answer: Answer, index: int) -> ResponseScore:
         """A generated answer scored on its exact tokens (the stop token included),
-        so no re-tokenisation of the text can shift the numbers."""
-        return self.score_ids(answer.prompt_ids, answer.ids, index, answer.side)
+        so no re-tokenisation of the text can shift the numbers. An answer cut at a
+        stop string is scored on the tokens it kept: the stop string is not part of it."""
+        ids = answer.content_ids if answer.stop_string else answer.ids
+        return self.score_ids(answer.prompt_ids, ids, index, answer.side)

@@ -59,6 +59,12 @@ class SamplingSettings:
     seed: int | None = setting(None, "Random seed; both sides use it, so the adapter is the only difference. "
                                "Empty picks one and reports it.", label="Seed", minimum=0, maximum=2**31 - 1,
                                group="Sampling")
+    stop_strings: list[str] | None = setting(
+        None, "The answer ends where the model writes one of these (the stop string itself is not kept). "
+        "Separate several with commas; write \\n for a line break and \\, for a comma. Empty: only the model's "
+        "end-of-text token ends an answer. A plain-text run whose prompts read \"Question: ...\\nAnswer:\" "
+        "stops at the next \"Question:\" by default.",
+        label="Stop at", group="Sampling")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -73,6 +79,9 @@ class SamplingSettings:
         values = {}
         for f in dataclasses.fields(cls):
             if f.name not in data or data[f.name] is None:
+                continue
+            if f.name == "stop_strings":
+                values[f.name] = _stop_string_list(data[f.name])
                 continue
             kind = type(f.default) if f.default is not None else int
             value = data[f.name]
@@ -91,12 +100,73 @@ class SamplingSettings:
         out = []
         for f in dataclasses.fields(self):
             value, meta = getattr(self, f.name), f.metadata
+            if f.name == "stop_strings":
+                out.extend(stop_string_problems(value or []))
+                continue
             if value is None or isinstance(value, bool):
                 continue
             lo, hi = meta.get("min"), meta.get("max")
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 out.append(f"{meta.get('label') or f.name} must be between {lo:g} and {hi:g}; got {value:g}")
         return out
+
+
+# Enough for every turn marker a prompt format has; a long list costs a search per token.
+MAX_STOP_STRINGS = 8
+MAX_STOP_STRING_CHARS = 64
+_STOP_ESCAPES = {"n": "\n", "t": "\t", ",": ",", "\\": "\\"}
+
+
+def _stop_string_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ProtocolError(f"sampling setting stop_strings must be a list of strings, got {value!r}")
+    return list(value)
+
+
+def stop_string_problems(stops: list[str]) -> list[str]:
+    out = []
+    if len(stops) > MAX_STOP_STRINGS:
+        out.append(f"Stop at: at most {MAX_STOP_STRINGS} stop strings; got {len(stops)}")
+    for stop in stops:
+        if not stop:
+            out.append("Stop at: an empty stop string would end every answer at once")
+        elif len(stop) > MAX_STOP_STRING_CHARS:
+            out.append(f"Stop at: {stop[:20]!r}... is longer than {MAX_STOP_STRING_CHARS} characters")
+    return out
+
+
+def stop_strings_text(stops: list[str] | None) -> str:
+    """Stop strings as the form shows them: comma-separated, line breaks as \\n."""
+    def escape(stop: str) -> str:
+        return stop.replace("\\", "\\\\").replace(",", "\\,").replace("\n", "\\n").replace("\t", "\\t")
+
+    return ", ".join(escape(s) for s in stops or [])
+
+
+def parse_stop_strings(text: str) -> list[str]:
+    """The form's text back into stop strings; spaces around each entry are dropped.
+    Raises ValueError naming an unknown escape."""
+    stops, current, i = [], [], 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            code = text[i + 1] if i + 1 < len(text) else ""
+            if code not in _STOP_ESCAPES:
+                raise ValueError(f"'\\{code}' is not an escape this field knows; use \\n, \\t, \\, or \\\\")
+            current.append(_STOP_ESCAPES[code])
+            i += 2
+            continue
+        if char == ",":
+            stops.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    stops.append("".join(current))
+    # A stray comma leaves an empty entry; it means nothing, so it goes.
+    return [s for s in (s.strip(" ") for s in stops) if s]
 
 
 # ----------------------------------------------------------------- requests
@@ -285,6 +355,8 @@ class ModelReady(GenerationEvent):
     prompt_style: str = "raw"  # raw | chat
     chat_template_added: bool = False  # the tokenizer had none; AlignStudio's default template is used
     stop_tokens: list[str] = field(default_factory=list)
+    # Used when a request's sampling leaves stop_strings unset; the form starts from it.
+    default_stop_strings: list[str] = field(default_factory=list)
     heldout_rows: int = 0
     heldout_pairs: int = 0
     load_seconds: float = 0.0
@@ -321,7 +393,8 @@ class GenerationDone(GenerationEvent):
     """One side finished. ``text`` is authoritative: a window that appended the
     token deltas should replace them with it (detokenisation can revise the
     tail). ``n_tokens`` excludes the stop token. finish_reason: stop (the model
-    ended its answer) | length (max_new_tokens) | cancelled | error."""
+    ended its answer, or wrote ``stop_string``, which is cut from ``text``) |
+    length (max_new_tokens) | cancelled | error."""
 
     type: ClassVar[str] = "done"
     side: str = ""
@@ -332,6 +405,7 @@ class GenerationDone(GenerationEvent):
     seed: int = 0
     prompt_tokens: int = 0
     row: int = 0
+    stop_string: str = ""
 
     @property
     def tokens_per_second(self) -> float | None:

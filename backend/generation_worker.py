@@ -185,7 +185,11 @@ class GenerationService:
             loaded = load_model(spec, log=self.log, on_phase=on_phase)
         from backend.generation_engine import GenerationEngine
 
-        self.engine = GenerationEngine(loaded)
+        from backend.prompt_rendering import default_stop_strings, read_heldout_rows
+
+        engine = GenerationEngine(loaded)
+        engine.default_stop_strings = default_stop_strings(read_heldout_rows(spec.run_dir) if spec.run_dir else [])
+        self.engine = engine
         self.loaded = loaded
         self.emit(self._ready_event(request.id, time.perf_counter() - started, reused))
 
@@ -213,6 +217,7 @@ class GenerationService:
             prompt_style=style,
             chat_template_added=loaded.chat_template_added,
             stop_tokens=self.engine.stop_token_texts(),
+            default_stop_strings=list(self.engine.default_stop_strings),
             heldout_rows=len(rows),
             heldout_pairs=sum(1 for r in rows if row_is_pair(r)),
             load_seconds=seconds,
@@ -342,7 +347,7 @@ class GenerationService:
 def _done_event(request_id: str, answer) -> GenerationDone:
     return GenerationDone(request_id=request_id, side=answer.side, text=answer.text, n_tokens=answer.n_tokens,
                           seconds=answer.seconds, finish_reason=answer.finish_reason, seed=answer.seed,
-                          prompt_tokens=len(answer.prompt_ids), row=answer.row)
+                          prompt_tokens=len(answer.prompt_ids), row=answer.row, stop_string=answer.stop_string)
 
 
 def _free_memory() -> None:

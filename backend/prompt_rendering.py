@@ -22,6 +22,7 @@ Nothing here imports torch; the functions take a tokenizer object.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,40 @@ def row_prompt(row: dict[str, Any]) -> Any:
 
 def row_is_pair(row: dict[str, Any]) -> bool:
     return row.get("chosen") not in (None, "", []) and row.get("rejected") not in (None, "", [])
+
+
+_LABEL_LINE = re.compile(r"^([A-Z][A-Za-z]*(?: [A-Za-z]+){0,2}):", re.MULTILINE)
+# Prompts looked at to infer a format; a format is the same on every row.
+_FORMAT_SAMPLE = 50
+
+
+def default_stop_strings(rows: list[dict[str, Any]]) -> list[str]:
+    """Where an answer to these rows' prompts should end, beyond the model's EOS.
+
+    Plain-text prompts that frame a turn, "Question: ...\nAnswer:", teach nothing
+    about stopping to a base model: it answers, then writes the next
+    "Question:" and answers that too. So when every prompt opens with the same
+    label and ends with a different one ("Answer:"), the opening label is the
+    stop. Message lists need none: the chat template's end-of-turn token ends them.
+    """
+    opening: set[str] = set()
+    seen = 0
+    for row in rows[:_FORMAT_SAMPLE]:
+        prompt = row_prompt(row)
+        if not isinstance(prompt, str):
+            return []
+        text = prompt.strip()
+        first = _LABEL_LINE.match(text)
+        labels = _LABEL_LINE.findall(text)
+        if first is None or not text.endswith(":") or not labels or f"{labels[-1]}:" != text.splitlines()[-1].strip():
+            return []
+        if labels[-1] == first.group(1):
+            return []
+        opening.add(first.group(1))
+        seen += 1
+    if seen == 0 or len(opening) != 1:
+        return []
+    return [f"{opening.pop()}:"]
 
 
 def prompt_style_of_rows(rows: list[dict[str, Any]]) -> str | None:

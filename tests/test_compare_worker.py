@@ -113,15 +113,9 @@ def test_greedy_base_equals_the_base_model_loaded_with_plain_transformers(worker
         (done,) = _of(events, GenerationDone)
         worker_answers.append(done)
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from tests.plain_tiny_model import load_plain_4bit
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(
-        tiny_model_dir, dtype=torch.float32, device_map="cpu",
-        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                               bnb_4bit_use_double_quant=True,
-                                               bnb_4bit_compute_dtype=torch.float32))
+    tokenizer, model = load_plain_4bit(tiny_model_dir)
     for prompt, done in zip(prompts, worker_answers):
         inputs = tokenizer(prompt, return_tensors="pt")
         out = model.generate(**inputs, do_sample=False, max_new_tokens=30, pad_token_id=tokenizer.pad_token_id)
