@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from backend.dataset_formats import METHOD_NAMES, REASON_LABELS
 from backend.dataset_loading import LoadedDataset
+from backend.tokenizer_cache import load_tokenizer, tokenizer_file
 
 # The verbosity check: a preference learner rewarded for length learns
 # "longer is better" instead of the preference the data was meant to carry.
@@ -74,9 +75,29 @@ class DataReport:
     rejected_longer_fraction: float | None = None
     median_length_ratio: float | None = None  # chosen/rejected in the median pair
     length_ratio_of_means: float | None = None  # mean chosen length / mean rejected length
+    # (prompt, longest answer) of each measured row, for ``length_fit``; left out of to_dict.
+    example_lengths: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("example_lengths", None)
+        return data
+
+    def length_fit(self, max_length: int):
+        """How the measured rows fit in ``max_length`` (``backend.long_prompts.LengthFit``),
+        counts scaled to every kept row when only a sample was measured; None for data
+        without prompts."""
+        from backend.long_prompts import measure_fit
+
+        if not self.example_lengths:
+            return None
+        fit = measure_fit(self.example_lengths, max_length)
+        if self.rows_measured and self.rows_kept > self.rows_measured:
+            scale = self.rows_kept / self.rows_measured
+            for name in ("fits", "answer_cut", "answer_lost", "prompt_cut", "answer_still_cut"):
+                setattr(fit, name, round(getattr(fit, name) * scale))
+            fit.rows = self.rows_kept
+        return fit
 
 
 def build_report(
@@ -95,6 +116,7 @@ def build_report(
     lengths = {name: _stats(values) for name, values in lengths_by_part.items() if values}
 
     total = _total_lengths(lengths_by_part)
+    example_lengths = _example_lengths(lengths_by_part)
     suggested = _round_up(max(_percentile(sorted(total), 0.95), 1), 64) if total else None
 
     fraction = ratio = rejected_longer = median_ratio = ratio_of_means = None
@@ -161,6 +183,7 @@ def build_report(
         rejected_longer_fraction=rejected_longer,
         median_length_ratio=median_ratio,
         length_ratio_of_means=ratio_of_means,
+        example_lengths=example_lengths,
         duplicates=loaded.duplicates,
         identical_pairs=loaded.identical_pairs,
         warnings=warnings,
@@ -187,13 +210,9 @@ def _length_function(
     heuristic = (lambda texts: [approx_tokens(t) for t in texts], "approx. tokens", None)
     if not tokenizer_path:
         return heuristic
-    file = Path(tokenizer_path).expanduser()
-    if file.is_dir():
-        file = file / "tokenizer.json"
+    file = tokenizer_file(tokenizer_path)
     try:
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(file))
+        tokenizer = load_tokenizer(file)
     except Exception as err:  # a missing or foreign file must not sink the report
         warnings.append(
             f"The tokenizer at {tokenizer_path} could not be loaded ({str(err) or type(err).__name__}); "
@@ -264,6 +283,14 @@ def _total_lengths(by_part: dict[str, list[int]]) -> list[int]:
     prompt = by_part.get("prompt", [0] * len(next(iter(by_part.values()))))
     answers = [by_part[k] for k in ("chosen", "rejected", "completion", "response", "text") if k in by_part]
     return [p + max(a) for p, *a in zip(prompt, *answers)] if answers else list(prompt)
+
+
+def _example_lengths(by_part: dict[str, list[int]]) -> list[tuple[int, int]]:
+    prompt = by_part.get("prompt")
+    answers = [by_part[k] for k in ("chosen", "rejected", "completion", "response") if k in by_part]
+    if not prompt or not answers:
+        return []
+    return [(p, max(a)) for p, *a in zip(prompt, *answers)]
 
 
 def _percentile(ordered: list[float], q: float) -> float:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+from backend.long_prompts import outcome_text, refusal
 from backend.run_config import BaseRunConfig, ConfigError, check, field_label
 
 MiB = 2**20
@@ -339,27 +340,54 @@ def measure_dataset(cfg: BaseRunConfig):
 
 
 def max_length_problems(cfg: BaseRunConfig, report) -> list[tuple[str, str]]:
-    """Refuse a Max length that most prompts already fill.
+    """Refuse a Max length that most prompts already fill, or that the Long prompts
+    policy cannot live with (refuse: any example losing part of its answer; drop: most
+    of them).
 
     TRL 1.16's DPO drops an example whose prompt alone fills ``max_length`` (its
     ``keep_start`` truncation would leave no answer to compare); SFT and ORPO keep
-    the start and cut the answer away. Either way the example teaches nothing. The
-    worker notices dropped rows only after loading the model and tokenizing; this
-    sees it from the data report, before anything starts."""
+    the start and cut the answer away, and an empty answer gives a NaN loss. The
+    worker applies the policy with the model's tokenizer (``backend.long_prompts``);
+    this sees the same from the data report, before anything starts."""
     stats = (getattr(report, "lengths", None) or {}).get("prompt")
-    if stats is None or stats.median < cfg.max_length:
+    if stats is None:
         return []
     unit = "tokens" if report.length_unit == "tokens" else "tokens (estimated)"
-    suggested = report.suggested_max_length or 0
-    fits = "95% of the examples fit"
-    if suggested <= stats.median:  # only when the answers are empty; leave room for one anyway
-        suggested, fits = _round_up(stats.median * 1.5, 64), "room for an answer after a typical prompt"
-    suggested = min(suggested, MAX_LENGTH_LIMIT)
     name = Path(report.path).name if getattr(report, "path", "") else "the dataset"
     label = field_label("max_length")
-    return [("max_length", f"{label} is {cfg.max_length}, but half of the prompts in {name} are "
-                           f"{stats.median:g} {unit} or longer: most examples would be dropped or lose their answer "
-                           f"and teach nothing. Raise it to about {suggested} ({fits}) or shorten the prompts.")]
+    if stats.median >= cfg.max_length:
+        suggested = report.suggested_max_length or 0
+        fits = "95% of the examples fit"
+        if suggested <= stats.median:  # only when the answers are empty; leave room for one anyway
+            suggested, fits = _round_up(stats.median * 1.5, 64), "room for an answer after a typical prompt"
+        suggested = min(suggested, MAX_LENGTH_LIMIT)
+        return [("max_length", f"{label} is {cfg.max_length}, but half of the prompts in {name} are "
+                               f"{stats.median:g} {unit} or longer: most examples would be dropped or lose their "
+                               f"answer and teach nothing. Raise it to about {suggested} ({fits}) or shorten the "
+                               "prompts.")]
+    fit = _length_fit(report, cfg.max_length)
+    message = refusal(fit, _policy(cfg), unit, name) if fit else None
+    return [("max_length", message)] if message else []
+
+
+def max_length_notes(cfg: BaseRunConfig, report) -> list[str]:
+    """What Max length and the Long prompts policy will do to the data, when they start
+    anyway: shown before training so the counts are no surprise in the worker log."""
+    fit = _length_fit(report, cfg.max_length)
+    if fit is None or max_length_problems(cfg, report):
+        return []
+    unit = "tokens" if report.length_unit == "tokens" else "tokens (estimated)"
+    text = outcome_text(fit, _policy(cfg), unit)
+    return [text] if text else []
+
+
+def _length_fit(report, max_length: int):
+    length_fit = getattr(report, "length_fit", None)
+    return length_fit(max_length) if callable(length_fit) else None
+
+
+def _policy(cfg: BaseRunConfig) -> str:
+    return getattr(cfg, "long_prompts", "truncate_left") or "truncate_left"
 
 
 def _round_up(value: float, step: int) -> int:

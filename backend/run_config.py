@@ -144,6 +144,17 @@ class BaseRunConfig:
         maximum=131072,
         group="Data",
     )
+    long_prompts: str = setting(
+        "truncate_left",
+        "Examples whose prompt leaves too little room for the answer within Max length. truncate_left: "
+        "cut the start of the prompt so the answer keeps at least half of Max length (all of it when "
+        "shorter); drop: leave out every example that would lose part of its answer, and report them; "
+        "refuse: do not start, and say the Max length at which every example fits.",
+        label="Long prompts",
+        choices=("truncate_left", "drop", "refuse"),
+        group="Data",
+        advanced=True,
+    )
 
     # --- LoRA --------------------------------------------------------------
     lora_r: int = setting(

@@ -208,6 +208,7 @@ def _train(state: WorkerState) -> int:
     state.enter_phase("preparing_data", "Preparing the dataset")
     train_ds, eval_ds = prepare_datasets(cfg, run_dir)
     eval_ds = cap_evaluation_rows(cfg, eval_ds)
+    train_ds, eval_ds = apply_long_prompt_policy(cfg, tokenizer, train_ds, eval_ds, emit)
     _check_stop(stop)
 
     device = describe_precision(precision)
@@ -238,6 +239,9 @@ def _train(state: WorkerState) -> int:
 
     trainer.remove_callback(PrinterCallback)
     check_rows_survived_tokenizing(cfg, len(train_ds), trainer.train_dataset, emit)
+    from backend.batch_watch import watch_training_batches
+
+    batches = watch_training_batches(trainer, keep=cfg.gradient_accumulation_steps * cfg.logging_steps)
     callback.tokens_per_example = tokens_per_example(trainer.train_dataset)
     _check_stop(stop)
 
@@ -259,7 +263,12 @@ def _train(state: WorkerState) -> int:
         save_stop_checkpoint(trainer, run_dir)
 
     if callback.nan_step is not None:
-        raise NonFiniteLoss(callback.nan_step, keep_last_good_adapter(run_dir, callback.nan_step))
+        from backend.batch_watch import diagnose
+
+        finding = diagnose(list(batches.recent), max_length=cfg.max_length, fp16=precision.fp16,
+                           learning_rate=cfg.learning_rate, policy=getattr(cfg, "long_prompts", "truncate_left"))
+        print(f"NaN diagnosis: {finding.summary} Causes: {', '.join(finding.causes)}", flush=True)
+        raise NonFiniteLoss(callback.nan_step, keep_last_good_adapter(run_dir, callback.nan_step), finding)
 
     stopped = stop.is_set() and progress.global_step < progress.max_steps
     if eval_ds is not None and not stop.is_set() and callback.last_eval_step != progress.global_step:
@@ -304,15 +313,17 @@ def record_memory_quietly(run_dir: Path, estimate: dict | None, peak: float, kin
 
 
 class NonFiniteLoss(RuntimeError):
-    def __init__(self, step: int, kept_step: int | None):
+    def __init__(self, step: int, kept_step: int | None, finding=None):
         if kept_step is not None:
             kept = (f"The adapter from step {kept_step}, the last checkpoint with finite weights, "
                     f"was kept in {ADAPTER_DIR}/.")
         else:
             kept = "No checkpoint from before that step exists, so no adapter was kept."
-        super().__init__(f"The loss became NaN or infinite at step {step}; training stopped there. {kept}")
+        found = f" {finding.summary}" if finding is not None else ""
+        super().__init__(f"The loss became NaN or infinite at step {step}; training stopped there.{found} {kept}")
         self.step = step
         self.kept_step = kept_step
+        self.finding = finding  # backend.batch_watch.Finding: what the step's batches held
 
 
 def keep_last_good_adapter(run_dir: Path, bad_step: int) -> int | None:
@@ -403,6 +414,35 @@ def cap_evaluation_rows(cfg, eval_ds):
     print(f"Data: evaluations use {cfg.eval_max_rows} of the {len(eval_ds)} held-out rows "
           "(Evaluation rows (max)); all of them stay out of training.", flush=True)
     return eval_ds.select(range(cfg.eval_max_rows))
+
+
+def apply_long_prompt_policy(cfg, tokenizer, train_ds, eval_ds, emit):
+    """Examples whose prompt leaves too little room for their answer are cut from the
+    prompt's start, dropped or refused per ``cfg.long_prompts``, counted with the model's
+    own tokenizer, before TRL sees them (``backend.long_prompts``): no example reaches a
+    trainer with an empty answer."""
+    from backend.long_prompts import fit_dataset, outcome_text, refusal
+    from backend.run_config import ConfigError
+
+    policy = getattr(cfg, "long_prompts", "truncate_left") or "truncate_left"
+    train_ds, result = fit_dataset(train_ds, tokenizer, cfg.max_length, policy)
+    problem = refusal(result.fit, policy, name=Path(cfg.data_path).name)
+    if problem:
+        raise ConfigError([("max_length", problem)])
+    text = outcome_text(result.fit, policy, where="training examples")
+    if text:
+        print(f"Data: {text}", flush=True)
+        emit(WorkerWarning(message=text, kind="long_prompts"))
+    if eval_ds is not None:
+        # Held-out rows follow the same rule (refuse has judged the data already: cut them).
+        eval_ds, held_out = fit_dataset(eval_ds, tokenizer, cfg.max_length,
+                                        "truncate_left" if policy == "refuse" else policy)
+        text = outcome_text(held_out.fit, policy, where="held-out examples")
+        if text:
+            print(f"Data (held out): {text}", flush=True)
+        if len(eval_ds) == 0:
+            eval_ds = None
+    return train_ds, eval_ds
 
 
 def check_rows_survived_tokenizing(cfg, rows_before: int, tokenized, emit) -> None:
@@ -497,10 +537,11 @@ def classify_failure(exc: BaseException) -> tuple[str, str, str]:
                                        "comes from; otherwise pick another model.")
         return "bad_model", text, "Check the model name or path. Leave it empty for the embedded model."
     if isinstance(exc, NonFiniteLoss):
+        if exc.finding is not None:
+            return "nan_loss", text, exc.finding.hint
         return "nan_loss", text, (
-            "Usual causes: a learning rate that is too high, fp16 overflow, or empty responses in the data. "
-            "Lower the learning rate (e.g. by 10x) and check the data report. Checkpoints up to the last "
-            "good step are kept.")
+            "Usual causes: empty or cut answers in the data, fp16 overflow, or a learning rate that is too "
+            "high. Check the data report and Max length first, then lower the learning rate (e.g. by 10x).")
     if name == "OutOfMemoryError" or isinstance(exc, MemoryError) or any(
             sign in text.lower() for sign in _OUT_OF_MEMORY_SIGNS):
         return "out_of_memory", f"Out of memory: {text.splitlines()[0][:300]}", (
