@@ -50,6 +50,9 @@ QCheckBox { spacing: 6px; }
 
 QToolButton#sectionToggle { border: none; font-weight: 600; color: #4338ca; padding: 4px 0px; text-align: left; }
 QToolButton#sectionToggle:hover { color: #312e81; }
+QToolButton#plotFitButton { font-size: 8pt; padding: 1px 3px; color: #3730a3; background: #eef2ff;
+                            border: 1px solid #a5b4fc; border-radius: 4px; }
+QToolButton#plotFitButton:hover { background: #e0e7ff; }
 
 QFrame#dropZone { border: 2px dashed #a5b4fc; border-radius: 10px; background: #eef2ff; }
 QFrame#dropZone[dragActive="true"] { border-color: #4f46e5; background: #e0e7ff; }

@@ -275,3 +275,109 @@ def test_pyside_singleton_guard_keeps_none_alive():
     for _ in range(50_000):  # would abort Python 3.11 under PySide6 6.12 without the guard
         probe.setObjectName("x")
     assert sys.getrefcount(None) > 1000
+
+
+# ------------------------------------------------------- plots a user can read
+def _two_column_grid(qtbot, steps: int):
+    from widgets.metric_plots import MetricPlotGrid
+
+    grid = MetricPlotGrid(style_for_key)
+    qtbot.addWidget(grid)
+    grid.resize(680, 700)  # the live view's plot area beside the setup column: two columns
+    grid.show()
+    qtbot.waitExposed(grid)
+    for step in range(1, steps + 1):
+        grid.add_step(step, {"loss": 1.0 / step, "rewards/chosen": 0.1 * step, "rewards/rejected": -0.1 * step,
+                             "rewards/margins": 0.2 * step})
+    grid.add_step(steps, {"eval_loss": 0.9, "eval_rewards/chosen": 0.2, "eval_rewards/rejected": -0.2})
+    grid.redraw_now()
+    qtbot.wait(10)
+    return grid
+
+
+def _pixels_of(widget, colour: str) -> int:
+    from PySide6.QtGui import QColor, QImage
+
+    image = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
+    pixels = np.frombuffer(image.constBits(), dtype=np.uint8).reshape(image.height(), image.bytesPerLine() // 4, 4)
+    want = QColor(colour)
+    bgr = np.array([want.blue(), want.green(), want.red()], dtype=np.int16)
+    return int((np.abs(pixels[:, :, :3].astype(np.int16) - bgr).sum(axis=2) < 40).sum())
+
+
+def test_first_step_is_drawn_as_dots_in_the_middle_of_the_plot(qtbot):
+    from app.metric_catalog import CHOSEN, TRAIN
+
+    grid = _two_column_grid(qtbot, steps=1)
+    curve = grid._plots["loss"].curves[("live", "loss")]
+    assert curve.raw.opts["symbol"] == "o"
+    assert grid.drawn_length("loss") == 1
+    lo, hi = grid.x_range("loss")
+    assert lo < 1 - 0.2 and hi > 1 + 0.2  # the step sits inside, not on the axis
+    assert _pixels_of(grid.plot_widget("loss"), TRAIN) >= 12  # a dot, not empty axes
+    assert _pixels_of(grid.plot_widget("rewards"), CHOSEN) >= 12
+    # Once a curve has enough points to read as a line, the dots go (evaluations keep theirs).
+    for step in range(2, 30):
+        grid.add_step(step, {"loss": 1.0 / step})
+    grid.redraw_now()
+    assert curve.raw.opts["symbol"] is None
+    assert grid._plots["loss"].curves[("live", "eval_loss")].raw.opts["symbol"] == "o"
+
+
+def test_plot_keys_fit_in_a_two_column_grid(qtbot):
+    grid = _two_column_grid(qtbot, steps=20)
+    assert grid.width() // 2 < 360  # two columns of about 330 px
+    for plot_id, names in (("rewards", ("chosen", "rejected", "eval")), ("loss", ("train", "eval"))):
+        label = grid._plots[plot_id].item.titleLabel
+        text = label.item.toPlainText()
+        for name in names:
+            assert name in text, (plot_id, text)
+        # Every line of the title, key included, fits inside the plot: nothing is clipped.
+        assert label.item.boundingRect().width() <= grid.plot_widget(plot_id).width() - 20, (plot_id, text)
+        assert label.item.boundingRect().height() <= label.size().height() + 1
+
+
+def _drag(qtbot, widget, start, end) -> None:
+    from PySide6.QtCore import QPointF
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QApplication
+
+    viewport = widget.viewport()
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    steps = [start + (end - start) * (i / 8) for i in range(9)]
+    for kind, at, button, held in ([(QMouseEvent.Type.MouseButtonPress, steps[0], left, left)]
+                                   + [(QMouseEvent.Type.MouseMove, p, none, left) for p in steps[1:]]
+                                   + [(QMouseEvent.Type.MouseButtonRelease, steps[-1], left, none)]):
+        pos = QPointF(at)
+        event = QMouseEvent(kind, pos, QPointF(viewport.mapToGlobal(at)), button, held,
+                            Qt.KeyboardModifier.NoModifier)
+        QApplication.sendEvent(viewport, event)
+        qtbot.wait(5)
+
+
+def test_a_drag_on_one_plot_can_always_be_undone_on_all(qtbot):
+    grid = _two_column_grid(qtbot, steps=30)
+    widget = grid.plot_widget("loss")
+    full = grid.x_range("rewards")
+    assert grid.is_following()
+    fit = grid._plots["rewards"].fit_button
+    assert not fit.isVisible()
+
+    centre = widget.rect().center()
+    _drag(qtbot, widget, centre, centre + type(centre)(120, 0))
+    assert not grid.is_following()
+    assert grid.x_range("rewards") != pytest.approx(full)  # the drag moved every plot
+    assert grid.x_range("rewards") == pytest.approx(grid.x_range("loss"))
+    assert fit.isVisible()  # on every plot, not only the dragged one
+
+    qtbot.mouseClick(fit, Qt.MouseButton.LeftButton)
+    assert grid.is_following() and not fit.isVisible()
+    grid.add_step(40, {"loss": 0.01, "rewards/chosen": 4.0})
+    grid.redraw_now()
+    assert grid.x_range("rewards")[1] >= 40  # following new steps again
+
+    _drag(qtbot, widget, centre, centre + type(centre)(-120, 0))
+    assert not grid.is_following()
+    qtbot.mouseDClick(grid.plot_widget("margins").viewport(), Qt.MouseButton.LeftButton)
+    assert grid.is_following()
+    assert grid.x_range("margins")[1] >= 40

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPoint, QPointF, QRect, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QApplication,
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QScrollArea,
     QSizePolicy,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -37,6 +38,11 @@ from widgets.series_style import SeriesStyle
 REDRAW_INTERVAL_MS = 50
 RUN_PALETTE = ("#2563eb", "#ea580c", "#7c3aed", "#0d9488", "#db2777", "#a16207", "#4d7c0f", "#475569")
 _PEN_STYLES = {"solid": Qt.PenStyle.SolidLine, "dash": Qt.PenStyle.DashLine, "dot": Qt.PenStyle.DotLine}
+# A curve with this many points or fewer is drawn with a dot on each: a line needs two
+# points, so after the first logged step a plain line shows nothing at all.
+SPARSE_POINTS = 12
+# Title rows: one line (the title) or two (the title, then the key of the series drawn).
+_TITLE_ROW = {1: 30, 2: 46}
 
 
 class GrowingSeries:
@@ -149,6 +155,7 @@ class _Curve:
             item.setDownsampling(auto=True, method="peak")
             item.setClipToView(True)
         self.smooth.setVisible(False)
+        self.dotted = False
         self.set_color(self.color)
 
     def set_color(self, color: QColor) -> None:
@@ -159,12 +166,19 @@ class _Curve:
         faint.setAlpha(70)
         self.faint_pen = pg.mkPen(faint, width=1, style=line)
         self.smooth.setPen(self.full_pen)
-        if self.style.markers:
+        self._show_dots(self.dotted)
+        self.raw.setPen(self.faint_pen if self.smooth.isVisible() else self.full_pen)
+
+    def _show_dots(self, sparse: bool) -> None:
+        """Evaluation series always carry dots; others only while they have few points."""
+        self.dotted = sparse or self.style.markers
+        if self.dotted:
             self.raw.setSymbol("o")
-            self.raw.setSymbolSize(5)
+            self.raw.setSymbolSize(5 if self.style.markers else 6)
             self.raw.setSymbolBrush(self.color)
             self.raw.setSymbolPen(None)
-        self.raw.setPen(self.faint_pen if self.smooth.isVisible() else self.full_pen)
+        else:
+            self.raw.setSymbol(None)
 
     def apply_smoothing(self, weight: float) -> None:
         use = weight > 0 and self.style.smooth and not self.style.markers
@@ -176,6 +190,8 @@ class _Curve:
     def redraw(self) -> None:
         n = self.series.n
         x = self.series.x[:n]
+        if (n <= SPARSE_POINTS) != self.dotted and not self.style.markers:
+            self._show_dots(n <= SPARSE_POINTS)
         self.raw.setData(x, self.series.y[:n])
         if self.smooth.isVisible():
             self.smooth.setData(x, self.series.smoothed[:n])
@@ -193,15 +209,20 @@ class _TimedPlotWidget(pg.PlotWidget):
         self.paint_seconds = 0.7 * self.paint_seconds + 0.3 * (time.perf_counter() - start)
 
 
-def plot_title(item: pg.PlotItem, html: str, justify: str = "left") -> None:
+def plot_title(item: pg.PlotItem, html: str, justify: str = "left", lines: int = 1) -> None:
     """Set a plot's title without letting a long one widen the plot.
 
     pyqtgraph gives a title label a minimum width equal to its text, so a long
     title (a key, or values under the cursor) pushes the plot past its widget and
     the right part of the curves ends up cut off. The text is clipped instead, at
-    its end: titles are left-aligned so that what is cut is the key, not the name.
+    its end: titles are left-aligned so that what is cut is the end, not the name.
+    ``lines`` (1 or 2) sizes the title row; plots side by side use the same, so
+    their axes line up.
     """
     item.setTitle(html, size="9pt", color="#1f2937", justify=justify)
+    height = _TITLE_ROW[lines]
+    item.titleLabel.setMaximumHeight(height)
+    item.layout.setRowFixedHeight(0, height)
     label = item.titleLabel
     if not getattr(label, "_keeps_narrow", False):
         label.updateMin = lambda lab=label: lab.setMinimumHeight(lab.item.boundingRect().height())
@@ -293,6 +314,8 @@ class _MetricPlot:
         self.order = style.order
         self.curves: dict[tuple[str, str], _Curve] = {}
         self.title_html = f"<b>{_escape(style.plot_title)}</b>"
+        self.has_key = False  # the title's second line names the series drawn
+        self.fit_button: QToolButton | None = None
         self.range_dirty = False  # the shared step range changed since this plot was drawn
         self.cursor = pg.InfiniteLine(angle=90, movable=False,
                                       pen=pg.mkPen("#94a3b8", width=1, style=Qt.PenStyle.DashLine))
@@ -315,6 +338,10 @@ class MetricPlotGrid(QWidget):
 
     sig_hover_changed = Signal(float)
     """The pointer moved over a plot; carries the step under it (NaN when it left)."""
+
+    sig_following_changed = Signal(bool)
+    """False once the user zoomed or panned (the plots stop following new steps), True
+    when every plot shows all steps again."""
 
     def __init__(
         self,
@@ -343,6 +370,7 @@ class MetricPlotGrid(QWidget):
         self._smoothing = 0.0
         self._columns = 2
         self._hover_step = math.nan
+        self._title_lines = 1  # 2 once any plot carries a key: rows side by side stay aligned
         self._x_range: tuple[float, float] | None = None  # set while the user has zoomed or panned
         self._round_robin = 0
         # Following a live run, the step axis is extended in jumps (headroom), not at every
@@ -350,6 +378,7 @@ class MetricPlotGrid(QWidget):
         self._headroom = follow_headroom
         self._step_span: tuple[float, float] | None = None  # first and last step of all data
         self._shown_span: tuple[float, float] | None = None  # step range the plots show
+        self._shown_from: float | None = None  # the first step when _shown_span was chosen
 
         self._empty = QLabel(empty_text)
         self._empty.setObjectName("emptyState")
@@ -488,10 +517,14 @@ class MetricPlotGrid(QWidget):
         self._runs.clear()
         self._run_colors.clear()
         self._hover_step = math.nan
+        self._title_lines = 1
+        following = self._x_range is None
         self._x_range = None
         self._step_span = None
         self._shown_span = None
         self._update_run_legend()
+        if not following:
+            self.sig_following_changed.emit(True)
         self._empty.setVisible(True)
         self._scroll.setVisible(False)
 
@@ -637,7 +670,7 @@ class MetricPlotGrid(QWidget):
         widget = PLOT_POOL.take()
         widget.setFixedHeight(self._plot_height)
         item = widget.getPlotItem()
-        plot_title(item, f"<b>{_escape(style.plot_title)}</b>")
+        plot_title(item, f"<b>{_escape(style.plot_title)}</b>", lines=self._title_lines)
         if style.y_label:
             item.getAxis("left").setLabel(style.y_label, color="#64748b")
         view = item.getViewBox()
@@ -656,14 +689,44 @@ class MetricPlotGrid(QWidget):
         plot.proxy = pg.SignalProxy(widget.scene().sigMouseMoved, rateLimit=30,
                                     slot=lambda ev, p=plot: self._on_mouse(p, ev))
         plot.proxy.setParent(widget)  # destroyed with its plot, on the GUI thread
+        # The way back from a zoom or pan, on every plot: a double-click, or this button,
+        # shown while the plots no longer show all steps.
+        plot.fit_button = self._fit_button(widget)
         widget.installEventFilter(self)
+        widget.viewport().installEventFilter(self)  # mouse events go to the view's viewport
         self._relayout(added=style.plot_id)
         self._empty.setVisible(False)
         self._scroll.setVisible(True)
         self.sig_plot_added.emit(style.plot_id)
         return plot
+    def _fit_button(self, widget: pg.PlotWidget) -> QToolButton:
+        button = QToolButton(widget)
+        button.setObjectName("plotFitButton")
+        button.setText("Fit all")
+        button.setToolTip("Undo zooming and panning: every plot shows all steps again and follows new ones. "
+                          "Double-clicking a plot does the same.")
+        button.setCursor(Qt.CursorShape.PointingHandCursor)
+        button.clicked.connect(self.follow_all)
+        button.adjustSize()
+        button.setVisible(self._x_range is not None)
+        self._place_fit_button(widget, button)
+        return button
+
+    @staticmethod
+    def _place_fit_button(widget: QWidget, button: QToolButton) -> None:
+        # The corner left of the step axis and under the value axis is the one empty spot.
+        button.move(2, widget.height() - button.height() - 2)
+
+    def _show_fit_buttons(self) -> None:
+        following = self._x_range is None
+        for plot in self._plots.values():
+            if plot.fit_button is not None:
+                plot.fit_button.setVisible(not following)
+        self.sig_following_changed.emit(following)
+
     def _refresh_legend(self, plot: _MetricPlot) -> None:
-        """Write the series key into the plot's title: a legend box would cover the curves."""
+        """Write the series key under the plot's title: a legend box would cover the curves,
+        and on the title's line a two-column grid cut it off."""
         overlay = len(self._runs) > 1
         entries: dict[str, tuple[str, str]] = {}  # label -> (glyph, colour)
         trained = [c for c in plot.curves.values() if not c.style.markers]
@@ -683,10 +746,17 @@ class MetricPlotGrid(QWidget):
         if len(entries) > 1 or overlay:
             for label, (glyph, colour) in entries.items():
                 keys.append(f"<span style='color:{colour}'>{glyph} {_escape(label)}</span>")
-        key_html = "&nbsp;&nbsp;&nbsp;" + "&nbsp;&nbsp;".join(keys) if keys else ""
+        plot.has_key = bool(keys)
+        key_html = "<br>" + "&nbsp;&nbsp;&nbsp;".join(keys) if keys else ""
         plot.title_html = f"<b>{_escape(plot.title)}</b>{key_html}"
+        lines = 2 if any(p.has_key for p in self._plots.values()) else 1
+        if lines != self._title_lines:
+            self._title_lines = lines
+            for other in self._plots.values():
+                if other is not plot and math.isnan(self._hover_step):
+                    plot_title(other.item, other.title_html, lines=lines)
         if math.isnan(self._hover_step):
-            plot_title(plot.item, plot.title_html)
+            plot_title(plot.item, plot.title_html, lines=self._title_lines)
 
     def _recolor_for_overlay(self) -> None:
         for plot in self._plots.values():
@@ -733,8 +803,15 @@ class MetricPlotGrid(QWidget):
             self._relayout()
 
     def eventFilter(self, obj, event):
-        if event.type() == event.Type.Leave:
+        kind = event.type()
+        if kind == QEvent.Type.Leave:
             self._show_cursor(math.nan)
+        elif kind == QEvent.Type.MouseButtonDblClick:
+            self.follow_all()
+        elif kind == QEvent.Type.Resize:
+            button = obj.findChild(QToolButton, "plotFitButton")
+            if button is not None:
+                self._place_fit_button(obj, button)
         return False
 
     # ---------------------------------------------------------- shared x axis
@@ -748,11 +825,13 @@ class MetricPlotGrid(QWidget):
             return
         lo, hi = self._step_span
         shown = self._shown_span
-        if shown is not None and shown[0] == lo and hi <= shown[1]:
+        if shown is not None and self._shown_from == lo and hi <= shown[1]:
             return
-        width = max(hi - lo, 1.0)
-        shown = (lo, hi + self._headroom * width) if self._headroom else (lo, hi if hi > lo else lo + 1.0)
-        self._shown_span = shown
+        if hi > lo:
+            shown = (lo, hi + self._headroom * (hi - lo))
+        else:
+            shown = (lo - 0.5, lo + 0.5)  # one step: its points in the middle, not on the axis
+        self._shown_span, self._shown_from = shown, lo
         # Each plot takes the new range when it is next drawn: a range change re-renders
         # its axes, and a dozen at once would be one long stall.
         for plot in self._plots.values():
@@ -769,9 +848,16 @@ class MetricPlotGrid(QWidget):
 
     def set_x_range(self, lo: float, hi: float) -> None:
         """Show steps lo..hi on every plot (until ``follow_all``)."""
+        was_following = self._x_range is None
         self._x_range = (lo, hi)
         for plot in self._plots.values():
             plot.item.getViewBox().setXRange(lo, hi, padding=0)
+        if was_following:
+            self._show_fit_buttons()
+
+    def is_following(self) -> bool:
+        """True while every plot shows all steps (no zoom or pan in effect)."""
+        return self._x_range is None
 
     def set_follow_headroom(self, headroom: float) -> None:
         """Room left ahead of the last step while following (0.25 for a live run, 0 for a finished one)."""
@@ -781,12 +867,15 @@ class MetricPlotGrid(QWidget):
 
     def follow_all(self) -> None:
         """Undo zooming and panning: every plot shows all steps and follows new ones."""
+        was_following = self._x_range is None
         self._x_range = None
         self._shown_span = None
         self._follow_steps()
         for plot in self._plots.values():
             self._apply_span(plot)  # a user action: all at once is what they expect
             plot.item.getViewBox().enableAutoRange(y=True)
+        if not was_following:
+            self._show_fit_buttons()
 
     def x_range(self, plot_id: str) -> tuple[float, float]:
         lo, hi = self._plots[plot_id].item.getViewBox().viewRange()[0]
@@ -812,7 +901,7 @@ class MetricPlotGrid(QWidget):
         for plot in self._plots.values():
             if math.isnan(step):
                 plot.cursor.setVisible(False)
-                plot_title(plot.item, plot.title_html)
+                plot_title(plot.item, plot.title_html, lines=self._title_lines)
                 continue
             parts = []
             shown_step = None
@@ -826,10 +915,14 @@ class MetricPlotGrid(QWidget):
             plot.cursor.setPos(step)
             plot.cursor.setVisible(True)
             if parts:
-                # The values replace the title while the pointer is over the plots: a plot is
-                # about 330 px wide, room for a step and four values but not for the title too.
+                # The values take the key's line while the pointer is over the plots (a plot is
+                # about 330 px wide, room for a step and four values but not for the title too);
+                # with one-line titles they replace the title.
                 head = f"<span style='color:#64748b'>step {shown_step:g}</span>"
-                plot_title(plot.item, head + " &nbsp;" + " &nbsp;".join(parts))
+                values = head + " &nbsp;" + " &nbsp;".join(parts)
+                if self._title_lines == 2:
+                    values = f"<b>{_escape(plot.title)}</b><br>{values}"
+                plot_title(plot.item, values, lines=self._title_lines)
         self.sig_hover_changed.emit(step)
 
 
