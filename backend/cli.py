@@ -18,7 +18,17 @@ from backend.run_clock import format_duration
 from backend.run_config import (METHODS, ConfigError, apply_values, default_config, describe_problems, load_yaml,
                                 read_yaml_mapping, replace_values, user_fields, validate)
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "resources" / "demo"
+def _demo_dir() -> Path:
+    """The demo files: beside the source in a checkout, the package ``alignstudio_resources`` in a wheel."""
+    source = Path(__file__).resolve().parent.parent / "resources" / "demo"
+    if source.is_dir():
+        return source
+    from importlib.resources import files
+
+    return Path(str(files("alignstudio_resources") / "demo"))
+
+
+DEMO_DIR = _demo_dir()
 DEMO_DATA = DEMO_DIR / "demo_preferences.jsonl"
 DEMO_CONFIG = DEMO_DIR / "demo_dpo.yaml"
 

@@ -22,7 +22,7 @@ sys.exit(any(importlib.util.find_spec(m) is None for m in needed))' 2>/dev/null;
         # No NVIDIA GPU: the small CPU build is enough (a CUDA build would add ~5 GB).
         .venv/bin/python -m pip install -q "torch==2.13.0" || true
     fi
-    .venv/bin/python -m pip install -q -e .
+    .venv/bin/python -m pip install -q -e . -c installer/constraints.txt
     echo "$WANT" > "$STAMP"
 fi
 

@@ -10,7 +10,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # The CPU wheel first, so the unpinned torch requirement below is already satisfied.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test]" -c installer/constraints.txt
 # run_studio.sh then knows these dependencies are installed (it checks this stamp).
 sha256sum pyproject.toml | cut -d' ' -f1 > .venv/.alignstudio-installed
 # Debian's Qt runtime libraries, needed by PySide6 even offscreen, if missing.
