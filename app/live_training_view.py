@@ -474,7 +474,8 @@ class LiveTrainingView(QWidget):
             parts.append(f"Elapsed {format_duration(now - self._clock_zero)}")
         if self._evaluation is not None and self._eval_eta_deadline is not None:
             parts.append(f"evaluation ETA {format_duration(max(0.0, self._eval_eta_deadline - now))}")
-        if self._eta_deadline is not None:
+        final = self._evaluation is not None and self._evaluation.final
+        if self._eta_deadline is not None and not final:  # after the final evaluation only saving is left
             parts.append(f"ETA {format_duration(max(0.0, self._eta_deadline - now))}")
         self.stats_label.setText("  ·  ".join(parts + self._stat_parts))
 

@@ -64,6 +64,18 @@ def _metric_text(value) -> tuple[str, float | None]:
     return (f"{value:.4g}" if math.isfinite(value) else str(value)), value
 
 
+def _setting_labels(configs: list[dict]) -> dict[str, str]:
+    """Each setting's label in the settings form, for the methods of ``configs``."""
+    from backend.run_config import METHODS, default_config, user_fields
+
+    labels: dict[str, str] = {"method": "Method"}
+    for method in dict.fromkeys(c.get("method") for c in configs):
+        if method in METHODS:
+            for f in user_fields(default_config(method)):
+                labels.setdefault(f.name, f.metadata.get("label") or f.name)
+    return labels
+
+
 def _load_runs(roots: list[str]):
     from backend.run_folder import list_runs
 
@@ -400,8 +412,10 @@ class RunsTab(QWidget):
         table.setColumnCount(len(names))
         table.setHorizontalHeaderLabels(names)
         table.setRowCount(len(differing))
-        table.setVerticalHeaderLabels([key for key, _values in differing])
+        labels = _setting_labels(configs)
+        table.setVerticalHeaderLabels([labels.get(key, key) for key, _values in differing])
         for row, (key, values) in enumerate(differing):
+            table.verticalHeaderItem(row).setToolTip(f"{key} in config.yaml")
             for col, value in enumerate(values):
                 item = QTableWidgetItem(value_text(value))
                 item.setToolTip(f"{key}: {value_text(value)}")

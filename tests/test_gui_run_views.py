@@ -208,8 +208,10 @@ def test_runs_tab_overlays_once_and_diffs_the_settings(qtbot, studio_home):
 
     table = tab.diff_table
     assert tab.config_stack.currentIndex() == 1
-    keys = [table.verticalHeaderItem(r).text() for r in range(table.rowCount())]
+    keys = [table.verticalHeaderItem(r).toolTip().split()[0] for r in range(table.rowCount())]
     assert keys == ["lora_r", "run_name", "beta"], keys
+    # Rows are named as in the settings form.
+    assert [table.verticalHeaderItem(r).text() for r in range(2)] == ["LoRA rank", "Run name"]
     names = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
     row = {key: [table.item(r, c).text() for c in range(table.columnCount())] for r, key in enumerate(keys)}
     by_run = dict(zip(names, zip(*[row[k] for k in keys])))

@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 
 from app.metric_catalog import EXPECTED_KEYS  # noqa: E402
 from tests.gui_helpers import (  # noqa: E402
+    drop_paths,
     make_studio_window,
     prepare_tiny_dpo,
     wait_pid_gone,
@@ -125,3 +126,49 @@ def test_a_failing_run_shows_its_error_and_hint(qtbot, window, tmp_path):
         assert "What to try" in banner.text()
     assert window.live.train_button.isEnabled()  # the window is ready for another try
     qtbot.waitUntil(lambda: any(s.status == "failed" for s in window.runs_tab.summaries()), timeout=10_000)
+
+
+def test_evaluation_progress_one_clock_and_a_cleared_outcome(qtbot, window, tiny_model_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    from backend.cli import main as cli_main
+    from backend.fault_injection import ENV_VAR
+    from backend.run_clock import format_duration
+
+    monkeypatch.setenv(ENV_VAR, "slow_eval=0.7")  # 8 evaluation batches of 0.7 s: long enough to watch
+    prepare_tiny_dpo(qtbot, window, write_preference_file(tmp_path / "prefs.jsonl"), tiny_model_dir, max_steps=2,
+                     eval_fraction=0.5, eval_steps=0, eval_max_rows=8, eval_batch_size=1)
+    window.live.train_button.click()
+    live = window.live
+    qtbot.waitUntil(lambda: live.progress.format().startswith("final evaluation"), timeout=90_000)
+    assert live.progress.maximum() == 8
+    qtbot.waitUntil(lambda: "evaluation ETA" in live.stats_label.text(), timeout=5_000)
+    assert live.phase_label.text().startswith("Final evaluation")
+    qtbot.waitUntil(lambda: live.progress.value() >= 2, timeout=10_000)
+    if os.environ.get("ALIGNSTUDIO_SHOTS"):  # a folder to keep a screen of the window mid-evaluation
+        window.grab().save(os.path.join(os.environ["ALIGNSTUDIO_SHOTS"], "window-final-evaluation.png"))
+
+    with qtbot.waitSignal(window.controller.supervisor.sig_finished, timeout=60_000) as finished:
+        pass
+    event = finished.args[0]
+    qtbot.waitUntil(lambda: not window.controller.is_running(), timeout=30_000)
+    took = format_duration(event.elapsed_seconds)
+    # One clock: the banner, the live elapsed, the Runs tab and the CLI say the same.
+    assert live.banner.title() == f"Finished 2 steps in {took}"
+    assert live.stats_label.text().startswith(f"Elapsed {took}")
+    tab = window.runs_tab
+    run_dir = live.run_dir()
+    qtbot.waitUntil(lambda: run_dir in tab.run_dirs() and tab._summaries[run_dir].status == "completed",
+                    timeout=10_000)
+    row = tab.run_dirs().index(run_dir)
+    assert tab.table.item(row, 6).text() == took
+    capsys.readouterr()
+    assert cli_main(["runs", "--runs-dir", str(Path(run_dir).parent)]) == 0
+    assert f"took {took:>7}" in capsys.readouterr().out
+
+    # A data error after the run: "Done" goes, the error is the news.
+    assert live.phase_label.text().startswith("Done")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("this is not json\n")
+    assert drop_paths(window, [bad])
+    qtbot.waitUntil(lambda: window.data_panel.failure() is not None, timeout=30_000)
+    assert not live.banner.isVisible() and not live.phase_label.text().startswith("Done")
