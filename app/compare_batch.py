@@ -37,7 +37,7 @@ from app.compare_sampling import keep_spin_text_visible
 from backend.compare_scoring import summarize
 from widgets.compare_format import FINISH_TEXT, signed
 from widgets.compare_summary import CompareSummaryPanel
-from widgets.compare_table_model import CompareRowsModel
+from widgets.compare_table_model import TEXT_COLUMNS, CompareRowsModel
 
 EXPORT_FILTERS = {
     "CSV table (*.csv)": ".csv",
@@ -74,6 +74,7 @@ class BatchCompareView(QWidget):
         self.count.setValue(DEFAULT_PROMPTS)
         self.count.setToolTip("How many prompts to compare, from the top of the chosen source.")
         keep_spin_text_visible(self.count)
+        self.count.valueChanged.connect(lambda _n: self._show_planned())
         self.source = QComboBox()
         self.source.setToolTip("The run's held-out split is the honest test: the run never trained on it.")
         self.source.currentIndexChanged.connect(self._on_source_changed)
@@ -108,8 +109,6 @@ class BatchCompareView(QWidget):
         top.addWidget(self.run_button)
         top.addWidget(self.export_button)
         self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
         self.progress.setFormat("%v / %m prompts")
         self.progress_label = QLabel()
         self.progress_label.setObjectName("mutedText")
@@ -138,7 +137,8 @@ class BatchCompareView(QWidget):
         header = self.table.horizontalHeader()
         header.setHighlightSections(False)
         for column in range(self.model.columnCount()):
-            mode = QHeaderView.ResizeMode.Stretch if column in (1, 2, 3) else QHeaderView.ResizeMode.ResizeToContents
+            mode = QHeaderView.ResizeMode.Stretch if column in TEXT_COLUMNS else \
+                QHeaderView.ResizeMode.ResizeToContents
             header.setSectionResizeMode(column, mode)
         self.table.setToolTip("Double-click a row to compare its prompt on its own.")
         self.table.doubleClicked.connect(self._on_double_click)
@@ -208,7 +208,22 @@ class BatchCompareView(QWidget):
             self.count.setMaximum(size)
             if fresh:
                 self.count.setValue(min(size, DEFAULT_PROMPTS))
+        self._show_planned()
         self.host.refresh_actions()
+
+    def planned_count(self) -> int:
+        """How many prompts Run batch will compare: the field, capped by the source."""
+        size = self._source_size()
+        return min(self.count.value(), size) if size else 0
+
+    def _show_planned(self) -> None:
+        """Between batches the bar reads "0 / N": N is what the next batch will run."""
+        if self._request_id:
+            return
+        planned = self.planned_count()
+        self.progress.setRange(0, max(1, planned))
+        self.progress.setValue(0)
+        self.progress.setFormat("%v / %m prompts" if planned else "no prompts to compare")
 
     def has_source(self) -> bool:
         return self._source_size() > 0
@@ -241,13 +256,14 @@ class BatchCompareView(QWidget):
                          "model_label": ready.model_label if ready else "", "adapter": ready.adapter if ready else "",
                          "run_dir": ready.run_dir if ready else "", "method": ready.method if ready else ""}
         self._request_id = request_id
-        self._total = min(n, self._source_size())
+        self._total = self.planned_count() or n
         self._started = time.monotonic()
         self._summary = None
         self.model.clear()
         self.detail.clear()
         self.summary_panel.show_summary(None, "Comparing…")
         self.progress.setRange(0, max(1, self._total))
+        self.progress.setFormat("%v / %m prompts")
         self.progress.setValue(0)
         self._clock.start()
         self._show_progress()

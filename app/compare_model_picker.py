@@ -80,6 +80,10 @@ class CompareModelPicker(QWidget):
     sig_choice_changed = Signal(object)
     """The picked run or adapter changed (a ModelChoice, or None when there is none)."""
 
+    sig_picked = Signal(object)
+    """The user picked a run or adapter in the list (a ModelChoice); sent before sig_choice_changed.
+    Scrolling through the list with the keyboard sends one per row passed."""
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self._runs: list[ModelChoice] = []
@@ -214,6 +218,8 @@ class CompareModelPicker(QWidget):
             return
         choice = self.current_choice()
         self._show_base_model(choice)
+        if choice is not None:
+            self.sig_picked.emit(choice)
         self.sig_choice_changed.emit(choice)
 
     def _show_base_model(self, choice: ModelChoice | None) -> None:

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from widgets.chat_view import ChatView
-from widgets.compare_format import FINISH_TEXT
+from widgets.compare_format import finish_text
 
 SPEAKERS = {"aligned": "Aligned (adapter on)", "base": "Base (adapter off)"}
 
@@ -161,7 +161,7 @@ class PlaygroundView(QWidget):
     def _on_done(self, event) -> None:
         if event.request_id != self._request_id:
             return
-        note = f"{event.n_tokens} tokens, {FINISH_TEXT.get(event.finish_reason, event.finish_reason)}"
+        note = f"{event.n_tokens} tokens, {finish_text(event.finish_reason, event.stop_string)}"
         self.chat.finish_last(event.text, note)
         if event.text:
             self._messages.append({"role": "assistant", "content": event.text})

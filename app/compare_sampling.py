@@ -13,7 +13,8 @@ from typing import Any
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QSpinBox, QVBoxLayout, QWidget
 
-from backend.generation_protocol import SamplingSettings
+from backend.generation_protocol import (SamplingSettings, parse_stop_strings, stop_string_problems,
+                                         stop_strings_text)
 from widgets.config_form import ConfigForm, keep_spin_text_visible
 
 # Ignored by greedy decoding; greyed out while it is on so the form says so.
@@ -29,6 +30,13 @@ class SamplingPanel(QWidget):
         self.form = ConfigForm(advanced_title="More sampling settings", group_titles=False)
         self.form.build(dataclasses.fields(SamplingSettings), SamplingSettings().to_dict())
         self.form.editor("seed").setPlaceholderText("random")
+        stops = self.form.editor("stop_strings")
+        stops.setPlaceholderText("none: only the end-of-text token")
+        # Until edited, the field shows the loaded run's default and sends "the run's default"
+        # (None), so a request made while the model still loads stops where the run's should.
+        self._stops_edited = False
+        self._default_stops: list[str] = []
+        stops.textEdited.connect(self._on_stops_edited)
         for name in self.form.field_names():
             editor = self.form.editor(name)
             if isinstance(editor, QSpinBox):
@@ -38,6 +46,16 @@ class SamplingPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.form)
         self._sync_greedy()
+
+    def _on_stops_edited(self, _text: str) -> None:
+        self._stops_edited = True
+
+    def set_default_stops(self, stops: list[str]) -> None:
+        """The loaded run's default stop strings; shown unless the user typed their own."""
+        self._default_stops = list(stops)
+        if not self._stops_edited:
+            self.form.set_values({"stop_strings": stop_strings_text(stops)})
+            self.form.set_problems(self.problems())
 
     def _on_edit(self) -> None:
         self._sync_greedy()
@@ -53,6 +71,10 @@ class SamplingPanel(QWidget):
         shown = dict(values)
         if "seed" in shown and shown["seed"] is None:
             shown["seed"] = ""
+        if "stop_strings" in shown:
+            self._stops_edited = shown["stop_strings"] is not None
+            stops = self._default_stops if shown["stop_strings"] is None else shown["stop_strings"]
+            shown["stop_strings"] = stop_strings_text(stops)
         self.form.set_values(shown)
         self._sync_greedy()
         self.form.set_problems(self.problems())
@@ -68,9 +90,17 @@ class SamplingPanel(QWidget):
                 values["seed"] = int(seed_text)
             except ValueError:
                 problems["seed"] = f"Seed: '{seed_text}' is not a whole number"
+        try:
+            stops = parse_stop_strings(str(values.get("stop_strings") or ""))
+            values["stop_strings"] = stops if self._stops_edited else None
+            found = stop_string_problems(stops)
+            if found:
+                problems["stop_strings"] = found[0]
+        except ValueError as exc:
+            problems["stop_strings"] = f"Stop at: {exc}"
         for f in dataclasses.fields(SamplingSettings):
             value = values.get(f.name)
-            if f.name in problems or value is None or isinstance(value, (bool, str)):
+            if f.name in problems or value is None or isinstance(value, (bool, str, list)):
                 continue
             lo, hi = f.metadata.get("min"), f.metadata.get("max")
             if (lo is not None and value < lo) or (hi is not None and value > hi):

@@ -262,7 +262,8 @@ class SideBySideView(QWidget):
     def _on_done(self, event) -> None:
         if event.request_id != self._request_id or event.side not in self.panes:
             return
-        self.panes[event.side].finish(event.text, event.n_tokens, event.finish_reason, event.seconds)
+        self.panes[event.side].finish(event.text, event.n_tokens, event.finish_reason, event.seconds,
+                                      event.stop_string)
 
     def _on_scored(self, event) -> None:
         if event.request_id != self._request_id:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from app.background_call import call_in_background
@@ -52,6 +52,8 @@ ERROR_TITLES = {
     "crash": "The generation worker failed",
 }
 QUANTIZATION_TEXT = {"4bit": "4-bit", "8bit": "8-bit"}
+# A pick loads once the list rests this long: arrowing through the runs starts no load per row.
+PICK_LOAD_DELAY_MS = 400
 PHASE_TEXT = {
     "loading_model": "Loading the base model",
     "loading_adapter": "Loading the adapter",
@@ -130,6 +132,11 @@ class CompareTab(QWidget):
         layout.addWidget(split)
 
         # ---- wiring
+        self._pick_timer = QTimer(self)
+        self._pick_timer.setSingleShot(True)
+        self._pick_timer.setInterval(PICK_LOAD_DELAY_MS)
+        self._pick_timer.timeout.connect(self._maybe_auto_load)
+        self.picker.sig_picked.connect(self._on_user_pick)
         self.picker.sig_choice_changed.connect(self._on_choice_changed)
         self.picker.sig_load_requested.connect(self._load_requested)
         self.picker.sig_release_requested.connect(lambda: self.release_worker("user"))
@@ -200,6 +207,7 @@ class CompareTab(QWidget):
 
     # ------------------------------------------------------------------ loading
     def _maybe_auto_load(self) -> None:
+        self._pick_timer.stop()
         if not self.isVisible() or self._hold_auto_load or self._training_running:
             return
         if self.link.state() in ("loading", "ready") and load_key(self.picker.load_spec() or {}) == \
@@ -232,11 +240,16 @@ class CompareTab(QWidget):
             self._show_loading()
         self.refresh_actions()
 
+    def _on_user_pick(self, _choice: ModelChoice) -> None:
+        # Picking is asking for that model, even after a release for training; while a
+        # run trains, the text says why it waits for Load instead.
+        self._hold_auto_load = False
+
     def _on_choice_changed(self, choice: ModelChoice | None) -> None:
         self._pending = None
         run_dir = choice.path if choice is not None and choice.kind == "run" else ""
         self._show_prompts_for(run_dir)
-        self._maybe_auto_load()
+        self._pick_timer.start()
         self._on_state(self.link.state())
 
     def _on_state(self, state: str) -> None:
@@ -264,10 +277,12 @@ class CompareTab(QWidget):
                         "Press Load or Generate to load it anyway.")
             elif self._release_reason == "crashed":
                 text = "The generation worker stopped unexpectedly: see the message on the right."
-            elif self._release_reason == "training":
-                text = "Released to free memory for training. Press Load or Generate to load it again."
+            elif self._hold_auto_load:
+                text = ("Released to free memory for training. " if self._release_reason == "training" else
+                        "Not loaded, to leave the memory to training. ")
+                text += "Pick a run, or press Load or Generate, to load it."
             elif self._release_reason in ("hidden", "user"):
-                text = "Released to free memory. It loads again when you press Load or Generate."
+                text = "Released to free memory. Pick a run, or press Load or Generate, to load it again."
             else:
                 text = "Not loaded yet. It loads in a few seconds and stays loaded while this tab is open."
             picker.show_status(text)
@@ -288,6 +303,7 @@ class CompareTab(QWidget):
     def _on_ready(self, ready) -> None:
         self._release_reason = ""
         self.banner.hide_notice()
+        self.sampling_panel.set_default_stops(ready.default_stop_strings)
         self.side_by_side.set_ready(ready)
         self.playground.set_ready(ready)
         if ready.run_dir and ready.run_dir != self._prompt_run_dir:

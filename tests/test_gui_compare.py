@@ -116,6 +116,8 @@ def test_the_finished_run_is_offered_and_loads_when_the_tab_opens(qtbot, tab, co
     # The held-out split fills the prompt picker; the batch defaults to it.
     assert len(tab.side_by_side.picker.choices("heldout")) == 16
     assert tab.batch.source.currentData() == "heldout" and tab.batch.count.value() == 16
+    # The bar counts what Run batch will run, not a placeholder.
+    assert tab.batch.progress.text() == "0 / 16 prompts"
 
 
 def test_generate_streams_both_panes_and_scores_them(qtbot, tab):
@@ -198,15 +200,45 @@ def test_invalid_sampling_is_flagged_and_nothing_is_sent(qtbot, tab):
     tab.banner.hide_notice()
 
 
+def test_an_answer_ends_at_a_stop_string_and_says_so(qtbot, tab):
+    import re
+
+    _ready(qtbot, tab)
+    view = tab.side_by_side
+    tab.views.setCurrentWidget(view)
+    view.set_prompt(PROMPT)
+    # This run's prompts frame no turn, so it has no default stop; the field starts empty.
+    assert tab.sampling_panel.form.editor("stop_strings").text() == ""
+    view.generate_button.click()
+    qtbot.waitUntil(lambda: not view.is_running(), timeout=30_000)
+    free = view.panes["aligned"].text()
+    match = re.search(r"[A-Za-z]{3,}", free[1:])
+    assert match is not None, free
+    stop = match.group(0)
+    tab.sampling_panel.set_values({"stop_strings": [stop]})
+    try:
+        view.generate_button.click()
+        qtbot.waitUntil(lambda: not view.is_running(), timeout=30_000)
+    finally:
+        tab.sampling_panel.set_values({"stop_strings": None})
+    pane = view.panes["aligned"]
+    assert pane.text() == free[:free.find(stop)].rstrip() and stop not in pane.text()
+    assert f"ended at \u201c{stop}\u201d" in pane.length_label.text()
+    assert pane.score() is not None and pane.score().n_tokens == pane.tokens()
+
+
 def test_batch_compare_fills_table_and_summary_and_exports(qtbot, tab, tmp_path):
     _ready(qtbot, tab)
     batch = tab.batch
     tab.views.setCurrentWidget(batch)
     batch.count.setValue(4)
+    assert batch.progress.text() == "0 / 4 prompts"
     assert not batch.export_button.isEnabled()
     batch.run_button.click()
     assert batch.is_running() and batch.stop_button.isEnabled()
+    assert batch.progress.text() == "0 / 4 prompts"
     qtbot.waitUntil(lambda: not batch.is_running(), timeout=60_000)
+    assert batch.progress.text() == "4 / 4 prompts"
 
     assert batch.model.rowCount() == 4 and batch.table.model().rowCount() == 4
     rows = batch.rows()
@@ -317,6 +349,43 @@ def test_a_folder_that_is_not_an_adapter_is_refused_with_a_hint(qtbot, tab, tmp_
     tab.open_adapter_folder(str(compare_run[1] / "adapter"), base_model="")
     assert tab.picker.current_choice().kind == "run" and tab.link.state() == "ready"
     assert [c.kind for c in tab.picker.choices()] == ["run", "adapter"]
+
+
+def test_picking_a_run_loads_it_without_pressing_load(qtbot, tab, compare_run, tmp_path):
+    import shutil
+
+    from PySide6.QtCore import Qt
+
+    _ready(qtbot, tab)
+    copy = tmp_path / "adapter-copy"
+    shutil.copytree(compare_run[1] / "adapter", copy)
+    # Released as training does it; nothing may load by itself from here on...
+    tab.release_worker("training")
+    qtbot.waitUntil(lambda: tab.link.state() == "off", timeout=15_000)
+    tab.picker.add_adapter_folder(copy)
+    qtbot.wait(600)
+    assert tab.picker.current_choice().path == str(copy)
+    assert tab.link.state() == "off" and "Pick a run" in tab.picker.status.text()
+
+    # ...but picking in the list is asking for that model. Arrowing up the list passes
+    # the folder that is no adapter on the way; only the row it rests on is loaded.
+    loads = []
+    original = tab.link.load
+    tab.link.load = lambda spec: (loads.append(spec), original(spec))[1]
+    try:
+        combo = tab.picker.combo
+        combo.setFocus()
+        qtbot.keyClick(combo, Qt.Key.Key_Up)
+        qtbot.keyClick(combo, Qt.Key.Key_Up)
+        run_path = tab.picker.current_choice().path
+        assert run_path == str(compare_run[1])
+        assert tab.link.state() == "off"  # not yet: the list may still be moving
+        qtbot.waitUntil(lambda: tab.link.state() == "ready", timeout=60_000)
+    finally:
+        tab.link.load = original
+    assert loads == [{"run_dir": run_path}]
+    assert not tab.banner.isVisible()  # the folder passed on the way was never loaded
+    assert tab.picker.status.text().startswith("Ready:") and not tab.picker.load_button.isEnabled()
 
 
 def test_a_worker_that_dies_is_reported_and_can_be_started_again(qtbot, tab):

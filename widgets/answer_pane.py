@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QVBoxLayout
 
-from widgets.compare_format import FINISH_TEXT, likelihood_sentence, number, signed
+from widgets.compare_format import finish_text, likelihood_sentence, number, signed
 
 _STYLE = """
 QPlainTextEdit#answerText { background: #fbfbfd; border: 1px solid #e5e7eb; border-radius: 6px; padding: 6px;
@@ -119,12 +119,14 @@ class AnswerPane(QFrame):
             self.length_label.setText(f"{tokens_so_far} tokens so far")
         self.text_view.verticalScrollBar().setValue(self.text_view.verticalScrollBar().maximum())
 
-    def finish(self, text: str, n_tokens: int, finish_reason: str, seconds: float = 0.0) -> None:
-        """The worker's final text replaces the streamed deltas (detokenising can revise the tail)."""
+    def finish(self, text: str, n_tokens: int, finish_reason: str, seconds: float = 0.0,
+               stop_string: str = "") -> None:
+        """The worker's final text replaces the streamed deltas (detokenising can revise the tail,
+        and a stop string is cut off)."""
         if self.text_view.toPlainText() != text:
             self.text_view.setPlainText(text)
         self._tokens = n_tokens
-        parts = [f"{n_tokens} token{'s' if n_tokens != 1 else ''}", FINISH_TEXT.get(finish_reason, finish_reason)]
+        parts = [f"{n_tokens} token{'s' if n_tokens != 1 else ''}", finish_text(finish_reason, stop_string)]
         if seconds > 0 and n_tokens:
             parts.append(f"{n_tokens / seconds:.0f} tokens/s")
         self.length_label.setText(" · ".join(p for p in parts if p))

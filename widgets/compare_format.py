@@ -22,6 +22,14 @@ FINISH_TEXT = {
 }
 
 
+def finish_text(reason: str, stop_string: str = "") -> str:
+    """How an answer ended, in words; a stop string is named as the user would type it."""
+    if reason == "stop" and stop_string:
+        shown = stop_string.replace("\n", "\\n")
+        return f"ended at \u201c{shown}\u201d (cut)"
+    return FINISH_TEXT.get(reason, reason)
+
+
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
@@ -25,10 +26,8 @@ def _tokens(row) -> str:
     return f"{base} → {aligned}"
 
 
-def _pair_flags(row) -> str:
-    if not row.has_pair:
-        return "–"
-    return f"{flag(row.base_prefers_chosen)}  {flag(row.aligned_prefers_chosen)}  {flag(row.reward_prefers_chosen)}"
+def _prefers(value_of: Callable[[Any], bool | None]) -> Callable[[Any], str]:
+    return lambda row: flag(value_of(row)) if row.has_pair else "–"
 
 
 def _pair_tip(row) -> str:
@@ -43,23 +42,53 @@ def _pair_tip(row) -> str:
             f"(margin {signed(margin)})\n\nChosen: {row.chosen}\nRejected: {row.rejected}")
 
 
-# header, cell text, tooltip for the header, numeric
-COLUMNS: list[tuple[str, Callable[[Any], str], str, bool]] = [
-    ("#", lambda r: str(r.index + 1), "Position of the prompt in the batch.", True),
-    ("Prompt", lambda r: _short(r.prompt), "The prompt both models answered.", False),
-    ("Base answer", lambda r: _short(r.base_answer), "The base model's answer (adapter off).", False),
-    ("Aligned answer", lambda r: _short(r.aligned_answer), "The aligned model's answer (adapter on).", False),
-    ("Tokens", _tokens, "Answer lengths in tokens, base → aligned.", True),
-    ("Base reward", lambda r: signed(r.base_answer_reward),
-     "Implicit reward β·(log p aligned − log p base) of the base model's answer.", True),
-    ("Aligned reward", lambda r: signed(r.aligned_answer_reward),
-     ("Implicit reward of the aligned model's answer. Higher than the base answer's: the aligned model "
-      "prefers its own answer."), True),
-    ("Chosen? B A R", _pair_flags,
-     ("On the row's held-out pair: does the Base model, the Aligned model, and the implicit Reward rank the "
-      "chosen response above the rejected one? ✓ yes, ✗ no."), True),
+def _aligned_reward_colour(row) -> QColor | None:
+    if row.aligned_answer_reward is None or row.base_answer_reward is None:
+        return None
+    return _GOOD if row.aligned_answer_reward > row.base_answer_reward else _BAD
+
+
+def _aligned_prefers_colour(row) -> QColor | None:
+    return (_GOOD if row.aligned_prefers_chosen else _BAD) if row.has_pair else None
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str  # two short lines at most, so the pair columns stay narrow
+    text_of: Callable[[Any], str]
+    tip: str
+    numeric: bool = False
+    full_text: str = ""  # the row field a cell's tooltip shows in full
+    pair: bool = False  # a verdict on the row's held-out pair
+    colour: Callable[[Any], QColor | None] | None = None  # green/red where a cell reads as good/bad
+
+
+_PAIR_NOTE = ("\n\nFrom the row's held-out pair (the chosen and rejected responses the run never trained on). "
+              "✓ yes, ✗ no, – the row has no pair.")
+COLUMNS: list[Column] = [
+    Column("#", lambda r: str(r.index + 1), "Position of the prompt in the batch.", numeric=True),
+    Column("Prompt", lambda r: _short(r.prompt), "The prompt both models answered.", full_text="prompt"),
+    Column("Base answer", lambda r: _short(r.base_answer), "The base model's answer (adapter off).",
+           full_text="base_answer"),
+    Column("Aligned answer", lambda r: _short(r.aligned_answer), "The aligned model's answer (adapter on).",
+           full_text="aligned_answer"),
+    Column("Length\nbase → aligned", _tokens, "Answer lengths in tokens, base model → aligned model.", True),
+    Column("Reward of\nbase answer", lambda r: signed(r.base_answer_reward),
+           "Implicit reward β·(log p aligned − log p base) of the base model's answer.", True),
+    Column("Reward of\naligned answer", lambda r: signed(r.aligned_answer_reward),
+           "Implicit reward of the aligned model's answer. Green when it is higher than the base answer's: the "
+           "aligned model prefers its own answer.", True, colour=_aligned_reward_colour),
+    Column("Base model\nprefers chosen", _prefers(lambda r: r.base_prefers_chosen),
+           "Does the base model (adapter off) find the chosen response more likely than the rejected one?"
+           + _PAIR_NOTE, True, pair=True),
+    Column("Aligned model\nprefers chosen", _prefers(lambda r: r.aligned_prefers_chosen),
+           "Does the aligned model (adapter on) find the chosen response more likely than the rejected one? "
+           "Green when it does." + _PAIR_NOTE, True, pair=True, colour=_aligned_prefers_colour),
+    Column("Reward\nprefers chosen", _prefers(lambda r: r.reward_prefers_chosen),
+           "Does the implicit reward rank the chosen response above the rejected one? This is what DPO trains "
+           "for, and what preference accuracy counts." + _PAIR_NOTE, True, pair=True),
 ]
-FULL_TEXT = {1: "prompt", 2: "base_answer", 3: "aligned_answer"}
+TEXT_COLUMNS = tuple(i for i, c in enumerate(COLUMNS) if c.full_text)
 
 
 class CompareRowsModel(QAbstractTableModel):
@@ -99,34 +128,34 @@ class CompareRowsModel(QAbstractTableModel):
         if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(COLUMNS):
             return None
         if role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section][0]
+            return COLUMNS[section].header
         if role == Qt.ItemDataRole.ToolTipRole:
-            return COLUMNS[section][2]
+            return COLUMNS[section].tip
         return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
         row = self._rows[index.row()]
-        column = index.column()
-        _header, text_of, _tip, numeric = COLUMNS[column]
+        column = COLUMNS[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return text_of(row)
+            return column.text_of(row)
         if role == Qt.ItemDataRole.ToolTipRole:
-            if column in FULL_TEXT:
-                return getattr(row, FULL_TEXT[column]) or None
-            if column == 7:
+            if column.full_text:
+                return getattr(row, column.full_text) or None
+            if column.pair:
                 return _pair_tip(row)
             return None
         if role == Qt.ItemDataRole.TextAlignmentRole:
-            if numeric:
+            if column.pair:
+                return int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+            if column.numeric:
                 return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
             return int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         if role == Qt.ItemDataRole.ForegroundRole:
-            if column == 6 and row.aligned_answer_reward is not None and row.base_answer_reward is not None:
-                return _GOOD if row.aligned_answer_reward > row.base_answer_reward else _BAD
-            if column == 7 and row.has_pair:
-                return _GOOD if row.aligned_prefers_chosen else _BAD
-            if text_of(row) == "–":
+            colour = column.colour(row) if column.colour is not None else None
+            if colour is not None:
+                return colour
+            if column.text_of(row) == "–":
                 return _MUTED
         return None
