@@ -74,6 +74,7 @@ class StudioWindow(QMainWindow):
         self._last_peak_mb: float | None = None
         self._active_run_dir = ""
         self._started = False
+        self._refusal_status = ""  # why Train was refused, while the status bar shows it
         # ``free_space(folder) -> bytes`` for the disk check before a run; None asks the
         # operating system. Replaceable, so tests can simulate a full disk.
         self.free_space = None
@@ -163,6 +164,7 @@ class StudioWindow(QMainWindow):
         for changed in (self.data_panel.sig_dataset_changed, self.model_panel.sig_model_changed,
                         self.method_panel.sig_values_changed):
             changed.connect(self.live.clear_outcome)
+            changed.connect(self._clear_refusal_status)  # nor a refused Train's reason
         self.compare_tab.sig_worker_state_changed.connect(self._on_compare_worker)
 
         sup = self.controller.supervisor
@@ -413,7 +415,7 @@ class StudioWindow(QMainWindow):
             return False
         ok, reason = self.revalidate()
         if not ok:
-            self.statusBar().showMessage(reason, 6000)
+            self._show_refusal_status(reason, 6000)
             return False
         cfg, problems = self.build_config()
         refusals = self.preflight_problems(cfg)
@@ -454,7 +456,18 @@ class StudioWindow(QMainWindow):
         lines = describe_problems(refusals, keys=False)
         title = "Training was not started" + (f": {len(lines)} problems to fix first" if len(lines) > 1 else "")
         self.live.banner.show_notice("error", title, "\n\n".join(lines))
-        self.statusBar().showMessage(f"Training was not started: {lines[0][:140]}", 15000)
+        self._show_refusal_status(f"Training was not started: {lines[0][:140]}", 15000)
+
+    def _show_refusal_status(self, message: str, timeout_ms: int) -> None:
+        self._refusal_status = message
+        self.statusBar().showMessage(message, timeout_ms)
+
+    def _clear_refusal_status(self, *_args) -> None:
+        """A refusal is about the model, data and settings it was refused with: once one of
+        them changes (back to the embedded model, say), it no longer applies."""
+        if self._refusal_status and self.statusBar().currentMessage() == self._refusal_status:
+            self.statusBar().clearMessage()
+        self._refusal_status = ""
 
     def stop_training(self) -> None:
         if self.controller.is_running():

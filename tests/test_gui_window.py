@@ -289,3 +289,49 @@ def test_unreadable_config_file_is_a_message_not_a_crash(qtbot, window, tmp_path
     window.open_config_file(str(bad))
     assert shown and "bad.yaml" in shown[0]
     assert window.isVisible()
+
+
+def test_no_stale_refusal_or_data_error_survives_a_fix(qtbot, window, tmp_path, monkeypatch):
+    """A model refused at Train, then fixed by going back to the embedded model; a data
+    error, then a good file: nothing of the old messages stays on screen."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setattr("backend.preflight.hub_unreachable_reason", lambda timeout=3.0: "no network here")
+    window.data_panel.load_path(str(write_preference_file(tmp_path / "prefs.jsonl")))
+    wait_for_dataset(qtbot, window)
+    window.method_panel.set_method("dpo")
+    panel = window.model_panel
+    panel.source_combo.setCurrentIndex(panel.source_combo.findData("hub"))
+    panel.text.setText("someone/not-downloaded")
+    qtbot.waitUntil(lambda: window.live.train_button.isEnabled(), timeout=10_000)
+
+    assert window.start_training() is False
+    banner = window.live.banner
+    assert banner.isVisible() and "someone/not-downloaded" in banner.text() and "no network here" in banner.text()
+    assert "model" in window.method_panel.shown_problems() or "someone/not-downloaded" in banner.text()
+    assert "Training was not started" in window.statusBar().currentMessage()
+
+    panel.source_combo.setCurrentIndex(panel.source_combo.findData("embedded"))  # what the user picks
+    # "Ready to train DPO on prefs.jsonl (48 rows) with Gemma 3 270M (embedded)."
+    qtbot.waitUntil(lambda: "Gemma 3 270M" in window.live.phase_label.text(), timeout=10_000)
+    assert window.live.train_button.isEnabled()
+    assert not banner.isVisible()
+    assert "not started" not in window.statusBar().currentMessage()
+    assert not panel.message.isVisible()
+    assert window.method_panel.shown_problems() == {}
+
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text("{not json\n{nor this\n", encoding="utf-8")
+    window.data_panel.load_path(str(bad))
+    wait_for_dataset(qtbot, window)
+    assert window.data_panel.banner.isVisible() and window.data_panel.banner.severity() == "error"
+    assert window.start_training() is False  # refused again, this time for the data
+    refusal = window.statusBar().currentMessage()
+    assert "dataset cannot be used" in refusal
+    good = write_preference_file(tmp_path / "good.jsonl", n=30)
+    window.data_panel.load_path(str(good))
+    qtbot.waitUntil(lambda: window.data_panel.current() is not None
+                    and window.data_panel.current().path == str(good), timeout=30_000)
+    assert not window.data_panel.banner.isVisible()
+    assert not banner.isVisible()
+    assert window.statusBar().currentMessage() != refusal
