@@ -303,6 +303,7 @@ def keep_spin_text_visible(spin: QSpinBox) -> None:
     Step arrows drawn under a style sheet come out as stray dashes, but Qt 6.12
     gives a spin box with ``NoButtons`` an edit field one pixel wide under a
     style sheet, so the value vanishes; zero-width buttons keep the field its
-    full width. Typing and the mouse wheel still edit the value."""
+    full width. Typing still edits the value, and so does the mouse wheel once
+    the field has focus (see ``widgets.wheel_guard``)."""
     spin.setButtonSymbols(QSpinBox.ButtonSymbols.UpDownArrows)
     spin.setStyleSheet("QSpinBox::up-button, QSpinBox::down-button { width: 0px; border: none; }")
