@@ -70,8 +70,8 @@ class WheelGuard(QObject):
         self._window = window
 
     def eventFilter(self, obj, event):
-        if event.type() != QEvent.Type.Wheel:
-            return False
+        if event.type() != QEvent.Type.Wheel or QApplication.activePopupWidget() is not None:
+            return False  # an open dropdown list scrolls itself, as Qt would have it
         field = guarded_field_at(self._window.childAt(event.position().toPoint()))
         if field is None or _has_focus(field):
             return False
