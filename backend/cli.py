@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train headless (same worker as the studio window)")
     train.add_argument("--method", choices=METHODS, help="sft, dpo or orpo (default: from --config, else dpo)")
-    train.add_argument("--data", help="dataset file or folder (default: the demo preference set)")
+    train.add_argument("--data", help="dataset file or folder, or a Hugging Face dataset id owner/name "
+                       "(default: the demo preference set)")
+    _add_split_arguments(train)
     train.add_argument("--model", help="hub id, model folder or .gguf file (default: embedded Gemma 3 270M)")
     train.add_argument("--config", help="a config.yaml (e.g. from an earlier run folder)")
     train.add_argument("--steps", type=int, help="max optimizer steps")
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command")
     inspect = data_sub.add_parser("inspect", help="detect the format and report on a dataset")
-    inspect.add_argument("path")
+    inspect.add_argument("path", help="dataset file or folder, or a Hugging Face dataset id owner/name")
+    _add_split_arguments(inspect)
     inspect.add_argument("--format", help="force a format instead of detecting it")
     inspect.add_argument("--tokenizer", help="tokenizer folder for token counts (default: the embedded model's)")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -77,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_split_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", help="split of a dataset folder or hub dataset to use (default: train)")
+    parser.add_argument("--subset", help="subset (configuration) of a hub dataset (default: its default)")
+
+
 def load_config_file(path: str | Path):
     """A config file whose data_path is relative is read relative to the file's folder."""
     path = Path(path).expanduser()
@@ -84,6 +92,11 @@ def load_config_file(path: str | Path):
 
 
 def _data_path_beside(cfg, config_path: Path):
+    from backend.hub_datasets import is_hub_id
+
+    beside = config_path.parent / cfg.data_path if cfg.data_path else None
+    if beside is not None and not beside.exists() and is_hub_id(cfg.data_path):
+        return cfg
     if cfg.data_path and not Path(cfg.data_path).expanduser().is_absolute():
         cfg = replace_values(cfg, {"data_path": str((config_path.parent / cfg.data_path).resolve())})
     return cfg
@@ -130,7 +143,12 @@ def config_and_problems(args) -> tuple[object, list[tuple[str, str]]]:
         cfg = switch_method(cfg, args.method)
     values: dict[str, object] = {}
     if args.data:
-        values["data_path"] = str(Path(args.data).expanduser().resolve())
+        from backend.hub_datasets import is_hub_id
+
+        values["data_path"] = args.data.strip() if is_hub_id(args.data) else str(Path(args.data).expanduser().resolve())
+    for name, key in (("split", "data_split"), ("subset", "data_subset")):
+        if getattr(args, name, None) is not None:
+            values[key] = getattr(args, name)
     if args.model is not None:
         model = args.model
         values["model"] = str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else model
@@ -294,8 +312,8 @@ def cmd_data_inspect(args) -> int:
         print(f"{clear_line}{scan_progress_text(done, total)}", end="", file=sys.stderr, flush=True)
 
     try:
-        loaded = load_dataset_file(args.path, format=args.format or None,
-                                   progress=show_progress if terminal else None)
+        loaded = load_dataset_file(args.path, format=args.format or None, split=args.split or "",
+                                   subset=args.subset or "", progress=show_progress if terminal else None)
     except DatasetError as exc:
         print(f"{clear_line}error: {exc}", file=sys.stderr)
         return 1

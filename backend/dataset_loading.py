@@ -44,7 +44,7 @@ from backend.dataset_formats import (
     supported_methods,
 )
 from backend.dataset_cache import ArrowCopyWriter, PreparedCopy
-from backend.dataset_readers import RowSource, open_rows
+from backend.dataset_readers import RowSource, folder_splits, open_rows
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -102,6 +102,10 @@ class LoadedDataset:
     identical_pairs: int = 0
     source_columns: list[str] = field(default_factory=list)
     drop_counts: dict[str, int] = field(default_factory=dict)
+    split: str = ""  # the split read, for a folder or a hub dataset with several
+    splits: list[str] = field(default_factory=list)  # every split the source has
+    heldout: "LoadedDataset | None" = None  # the source's test split, held out for evaluation
+    hub: dict[str, Any] | None = None  # hub id, subset, split and revision of a hub dataset
 
     @property
     def rows_dropped(self) -> int:
@@ -120,16 +124,25 @@ def load_dataset_file(
     format: DataFormat | str | None = None,
     column_map: dict[str, str] | None = None,
     *,
+    split: str = "",
+    subset: str = "",
+    revision: str = "",
+    eval_split: str = "",
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_preview: Callable[[list[dict[str, Any]]], None] | None = None,
     spill_bytes: int | None = None,
 ) -> LoadedDataset:
-    """Load, recognise and normalise a dataset file or saved-dataset folder.
+    """Load, recognise and normalise a dataset file, folder or Hugging Face dataset id.
 
     ``format`` forces a format instead of recognising it; ``column_map``
     assigns source columns to canonical fields by hand, e.g.
     ``{"prompt": "question", "chosen": "good", "rejected": "bad"}``.
+    ``split`` picks the split of a folder or hub dataset (train by default),
+    ``subset`` and ``revision`` a hub dataset's configuration and commit.
+    ``eval_split`` names the split held out for evaluation (``heldout``):
+    empty takes the source's test (or validation) split when it has one,
+    ``none`` takes none.
     While the file is read, ``progress(bytes_done, bytes_total)`` is called
     about ten times a second, ``should_stop()`` is asked as often (True ends
     the load with LoadCancelled), and ``on_preview`` receives the first
@@ -139,21 +152,91 @@ def load_dataset_file(
     later loads of the same file reuse.
     Raises DatasetError for anything that cannot be used.
     """
-    path = Path(path).expanduser()
-    forced = _as_format(format, path)
+    from backend.hub_datasets import is_hub_id
+
+    hub = is_hub_id(path)
+    where: str | Path = str(path).strip() if hub else Path(path).expanduser()
+    forced = _as_format(format, where)
+    options = dict(column_map=column_map, subset=subset, revision=revision, progress=progress,
+                   should_stop=should_stop, spill_bytes=spill_bytes)
+    with _quiet_datasets():
+        loaded = _load_split(where, hub, forced, split=split, on_preview=on_preview, **options)
+        held = _heldout_name(loaded, eval_split, where)
+        if held:
+            # The held-out rows are read as the training rows were, so their columns agree.
+            loaded.heldout = _load_split(where, hub, forced or loaded.format, split=held, on_preview=None,
+                                         **options)
+            _check_same_shape(loaded, loaded.heldout, where)
+            loaded.notes.append(f"The {held} split ({loaded.heldout.rows_kept} rows) is held out for "
+                                "evaluation and the Compare tab.")
+    return loaded
+
+
+_HELDOUT_SPLITS = ("test", "validation", "valid", "eval", "dev")
+
+
+def _heldout_name(loaded: LoadedDataset, eval_split: str, where) -> str:
+    eval_split = (eval_split or "").strip()
+    if eval_split.lower() == "none":
+        return ""
+    if eval_split:
+        if eval_split not in loaded.splits:
+            have = ", ".join(loaded.splits) if loaded.splits else "no splits (it is a single file)"
+            raise DatasetError(f"The held-out split '{eval_split}' does not exist; the dataset has {have}.",
+                               path=where)
+        if eval_split == loaded.split:
+            raise DatasetError(f"The held-out split '{eval_split}' is the split being trained on; choose "
+                               "another, or none.", path=where)
+        return eval_split
+    return next((s for s in _HELDOUT_SPLITS if s in loaded.splits and s != loaded.split), "")
+
+
+def _check_same_shape(train: LoadedDataset, held: LoadedDataset, where) -> None:
+    if train.dataset.features != held.dataset.features:
+        raise DatasetError(
+            f"The {held.split} split is written differently from the {train.split} split "
+            f"({held.format_label}{', chat messages' if held.conversational else ''} against "
+            f"{train.format_label}{', chat messages' if train.conversational else ''}), so it cannot be "
+            "held out for it; set the held-out split to none.", path=where)
+
+
+def _load_split(where, hub: bool, forced: DataFormat | None, *, column_map, split: str, subset: str,
+                revision: str, progress, should_stop, on_preview, spill_bytes) -> LoadedDataset:
     spill_at = SPILL_BYTES if spill_bytes is None else spill_bytes
-    with _quiet_datasets(), open_rows(path) as source:
-        copy = None
-        if source.bytes_total >= spill_at:
-            choice = {"format": forced.value if forced else None, "column_map": column_map or {}}
-            copy = PreparedCopy.for_source(source.origin, choice)
-            prepared = copy.open()
-            if prepared is not None:
-                if progress:
-                    progress(source.bytes_total, source.bytes_total)
-                return _loaded_from_description(path, *prepared)
-        watch = _Watch(source, progress, should_stop)
-        loaded = _scan(path, source, watch, forced, column_map, copy, on_preview)
+    with contextlib.ExitStack() as stack:
+        info = None
+        if hub:
+            from backend.hub_datasets import open_hub_rows
+
+            source, info = open_hub_rows(where, subset, split, revision, stack)
+            splits, used = info.splits, info.split
+        else:
+            if subset or revision:
+                raise DatasetError("A subset or revision applies to a Hugging Face dataset id only, "
+                                   "not to a file or folder.", path=where)
+            source = stack.enter_context(open_rows(where, split))
+            splits = list(folder_splits(where)) if where.is_dir() else []
+            used = split or ("train" if "train" in splits else splits[0] if len(splits) == 1 else "")
+        loaded = _load_source(where, source, forced, column_map, progress, should_stop, on_preview, spill_at)
+    loaded.split, loaded.splits = used, splits
+    if info is not None:
+        loaded.hub = info.to_dict()
+    return loaded
+
+
+def _load_source(path, source: RowSource, forced, column_map, progress, should_stop, on_preview,
+                 spill_at: int) -> LoadedDataset:
+    copy = None
+    if source.bytes_total >= spill_at:
+        choice = {"format": forced.value if forced else None, "column_map": column_map or {}}
+        copy = PreparedCopy.for_source(source.origin, choice)
+        prepared = copy.open()
+        if prepared is not None:
+            if progress:
+                progress(source.bytes_total, source.bytes_total)
+            return _loaded_from_description(path, *prepared)
+    watch = _Watch(source, progress, should_stop)
+    loaded = _scan(path, source, watch, forced, column_map, copy, on_preview)
     if copy is not None:
         copy.describe(_description(loaded))
     return loaded
@@ -222,10 +305,13 @@ def _quiet_datasets():
     import datasets
 
     was_disabled = datasets.are_progress_bars_disabled()
+    verbosity = datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()  # "Using the latest cached version..." said in our notes instead
     try:
         yield
     finally:
+        datasets.logging.set_verbosity(verbosity)
         if not was_disabled:
             datasets.enable_progress_bars()
 

@@ -25,6 +25,8 @@ import codecs
 import contextlib
 import csv
 import errno
+import io
+import lzma
 import json
 import os
 import re
@@ -43,6 +45,9 @@ CSV_SUFFIXES = {".csv", ".tsv"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 ARROW_SUFFIXES = {".arrow"}
 DATA_SUFFIXES = JSON_LINES_SUFFIXES | JSON_SUFFIXES | CSV_SUFFIXES | PARQUET_SUFFIXES | ARROW_SUFFIXES
+# The compressions `datasets` unpacks on the fly (HH-RLHF ships as train.jsonl.gz).
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
+_COMPRESSION_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"(\xb5/\xfd": "zstd"}
 
 # No training example comes near this; a longer line is a file whose line
 # breaks were lost, and reading it would cost its size in memory.
@@ -56,8 +61,9 @@ _BATCH_ROWS = 1000
 _JSON_ROW_KEYS = ("data", "train", "rows", "examples", "records", "items", "instances", "dataset")
 
 SUPPORTED = (
-    "Supported are JSON Lines (.jsonl), JSON (.json), CSV (.csv/.tsv), Parquet (.parquet) "
-    "and folders saved with datasets' save_to_disk."
+    "Supported are JSON Lines (.jsonl), JSON (.json), CSV (.csv/.tsv), Parquet (.parquet), each also "
+    "compressed (.gz, .bz2, .xz, .zst), folders laid out like a dataset repository and folders saved "
+    "with datasets' save_to_disk."
 )
 
 Item = Union[tuple[int, dict[str, Any]], DroppedRow]
@@ -85,10 +91,24 @@ class RowSource:
 
 
 @contextlib.contextmanager
-def open_rows(path: Path) -> Iterator[RowSource]:
-    """The rows of the file or dataset folder at ``path``; DatasetError if it has none."""
+def open_rows(path: Path, split: str = "") -> Iterator[RowSource]:
+    """The rows of the file or dataset folder at ``path``; DatasetError if it has none.
+
+    ``split`` picks a split of a folder (``train`` when empty and the folder has one)."""
     with contextlib.ExitStack() as stack:
-        yield _open(Path(path), stack)
+        path = Path(path)
+        if split and not path.is_dir():
+            raise DatasetError(f"Only a folder has splits; '{split}' cannot be taken from a single file.",
+                               path=path)
+        yield _open_folder(path, stack, split) if split else _open(path, stack)
+
+
+def data_suffix(path: Path) -> str:
+    """The suffix that says how the rows are written: ``.jsonl`` for ``train.jsonl.gz``."""
+    suffix = path.suffix.lower()
+    if suffix in COMPRESSION_SUFFIXES:
+        return Path(path.stem).suffix.lower()
+    return suffix
 
 
 # ------------------------------------------------------------ choosing a reader
@@ -103,12 +123,24 @@ def _open(path: Path, stack: contextlib.ExitStack) -> RowSource:
             "This is not a regular file (it is a device, pipe or socket). Choose the dataset file itself.",
             path=path,
         )
-    suffix = path.suffix.lower()
-    if suffix in ARROW_SUFFIXES:
+    suffix = data_suffix(path)
+    if suffix in ARROW_SUFFIXES and path.suffix.lower() not in COMPRESSION_SUFFIXES:
         return _arrow_file_source(path)
-    tracked = _TrackedFile(stack.enter_context(_open_binary(path)), path)
+    raw = stack.enter_context(_open_binary(path))
+    compression = _compression_of(path, raw)
+    if compression:
+        if suffix in PARQUET_SUFFIXES | ARROW_SUFFIXES:
+            raise DatasetError(
+                f"This {suffix} file is compressed with {compression}; Parquet and Arrow are compressed "
+                "inside already. Unpack it and load the file inside.",
+                path=path,
+            )
+        tracked = _TrackedFile(stack.enter_context(_decompressing(raw, compression, path)), path, raw=raw)
+        tracked.compression = compression
+    else:
+        tracked = _TrackedFile(raw, path)
     head = tracked.head()
-    if suffix in PARQUET_SUFFIXES or head.startswith(b"PAR1"):
+    if not compression and (suffix in PARQUET_SUFFIXES or head.startswith(b"PAR1")):
         if not head.startswith(b"PAR1"):
             _refuse_non_text(path, head, suffix)  # an LFS pointer or a web page, most likely
         return _parquet_source(path, stack)
@@ -128,6 +160,82 @@ def _open(path: Path, stack: contextlib.ExitStack) -> RowSource:
         f"AlignStudio cannot read '{suffix or 'extension-less'}' files. {SUPPORTED}",
         path=path,
     )
+
+
+def _compression_of(path: Path, raw) -> str | None:
+    """The compression named by the suffix or, failing that, by the first bytes."""
+    named = COMPRESSION_SUFFIXES.get(path.suffix.lower())
+    if named:
+        return named
+    start = raw.read(6)
+    raw.seek(0)
+    return next((kind for magic, kind in _COMPRESSION_MAGIC.items() if start.startswith(magic)), None)
+
+
+def _decompressing(raw, compression: str, path: Path):
+    """A binary stream of the unpacked bytes (it may seek, as the readers rewind)."""
+    if compression == "gzip":
+        import gzip
+
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if compression == "bzip2":
+        import bz2
+
+        return bz2.BZ2File(raw, "rb")
+    if compression == "xz":
+        import lzma
+
+        return lzma.LZMAFile(raw, "rb")
+    try:
+        import zstandard
+    except ImportError:
+        raise DatasetError(
+            "This file is compressed with zstd, which needs the 'zstandard' package "
+            "(pip install zstandard); or unpack it with unzstd and load the file inside.",
+            path=path,
+        ) from None
+    return _ZstdStream(raw, zstandard)
+
+
+class _ZstdStream(io.RawIOBase):
+    """zstandard's reader seeks only forwards; going back starts over from the top."""
+
+    def __init__(self, raw, zstandard) -> None:
+        self._raw, self._zstd = raw, zstandard
+        self._start()
+
+    def _start(self) -> None:
+        self._raw.seek(0)
+        self._reader = self._zstd.ZstdDecompressor().stream_reader(self._raw, read_across_frames=True)
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            data = self._reader.read(len(buffer))
+        except self._zstd.ZstdError as err:
+            raise OSError(f"zstd data is damaged ({err})") from None
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("only absolute seeks")
+        if offset < self._position:
+            self._start()
+        while self._position < offset:
+            if not self.read(min(offset - self._position, 2**20)):
+                break
+        return self._position
 
 
 def _stat(path: Path) -> os.stat_result:
@@ -176,10 +284,6 @@ _SIGNATURES = [
     (b"\xff\xd8\xff", "a JPEG image", None),
     (b"GIF8", "a GIF image", None),
     (b"%PDF", "a PDF document", None),
-    (b"\x1f\x8b", "compressed with gzip", "Unpack it first (with gunzip or 7-Zip) and load the file inside."),
-    (b"\xfd7zXZ\x00", "compressed with xz", "Unpack it first (with unxz or 7-Zip) and load the file inside."),
-    (b"(\xb5/\xfd", "compressed with zstd", "Unpack it first (with unzstd) and load the file inside."),
-    (b"BZh", "compressed with bzip2", "Unpack it first (with bunzip2 or 7-Zip) and load the file inside."),
     (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "Unpack it and load the dataset file inside."),
     (b"Rar!\x1a\x07", "a RAR archive", "Unpack it and load the dataset file inside."),
     (
@@ -291,14 +395,25 @@ class _TrackedFile:
     """A binary file read line by line, with the line number and the bytes read
     so far, and a check at the end that the file did not change meanwhile."""
 
-    def __init__(self, fh, path: Path) -> None:
+    def __init__(self, fh, path: Path, raw=None) -> None:
         self._fh = fh
+        self._raw = raw  # the compressed file under ``fh``, if any
         self.path = path
-        info = os.fstat(fh.fileno())
+        info = os.fstat((raw or fh).fileno())
         self.size = info.st_size
         self._signature = (info.st_size, info.st_mtime_ns)
         self.offset = 0
         self.lineno = 0
+        self.compression: str | None = None
+
+    def progress(self) -> int:
+        """Bytes of the file on disk read so far (compressed bytes for a compressed file)."""
+        if self._raw is None:
+            return self.offset
+        try:
+            return min(self._raw.tell(), self.size)
+        except (OSError, ValueError):
+            return 0
 
     def head(self) -> bytes:
         data = self._read(lambda: self._fh.read(_HEAD_BYTES))
@@ -330,11 +445,12 @@ class _TrackedFile:
         return data
 
     def check_unchanged(self) -> None:
-        info = os.fstat(self._fh.fileno())
+        info = os.fstat((self._raw or self._fh).fileno())
         before = self._signature[0]
-        if self.offset == before and (info.st_size, info.st_mtime_ns) == self._signature:
+        read_all = self.offset == before or self._raw is not None  # unpacked bytes outnumber the file's
+        if read_all and (info.st_size, info.st_mtime_ns) == self._signature:
             return
-        after = info.st_size if info.st_size != before else self.offset
+        after = info.st_size if info.st_size != before or self._raw is not None else self.offset
         if after != before:
             how = f"it {'grew' if after > before else 'shrank'} from {_size_text(before)} to {_size_text(after)}"
         else:
@@ -343,6 +459,14 @@ class _TrackedFile:
             f"The file changed while it was being read ({how}), so what was read may mix two versions. "
             "Wait until the program writing it has finished, then load it again.",
             path=self.path,
+        )
+
+    def _damaged(self, err: Exception) -> DatasetError:
+        return DatasetError(
+            f"The compressed data is damaged or cut off after {self.offset:,} unpacked bytes ({err}). "
+            "Download or copy the file again completely.",
+            path=self.path,
+            line=self.lineno + 1 if self.lineno else None,
         )
 
     def _skip_rest_of_line(self, start: bytes) -> int:
@@ -359,7 +483,11 @@ class _TrackedFile:
     def _read(self, read: Callable[[], bytes]) -> bytes:
         try:
             return read()
+        except (EOFError, lzma.LZMAError) as err:
+            raise self._damaged(err) from None
         except OSError as err:
+            if self._raw is not None and err.errno is None:  # gzip, bz2 and zstd data errors
+                raise self._damaged(err) from None
             raise DatasetError(
                 f"Reading the file failed after {self.offset:,} bytes: {err.strerror or err}. If it is on a "
                 "network drive or a USB stick, copy it to this computer and load the copy.",
@@ -844,12 +972,12 @@ def _arrow_file_source(path: Path) -> RowSource:
         table = Dataset.from_file(str(path))
     except Exception as err:  # pyarrow and datasets raise several types for a damaged file
         raise _library_error(path, "Arrow", err) from None
-    source = _table_source(table, "Arrow", path)
+    source = table_source(table, "Arrow", path)
     source.origin = path
     return source
 
 
-def _saved_folder_source(path: Path) -> RowSource:
+def _saved_folder_source(path: Path, split: str = "") -> RowSource:
     import datasets
 
     try:
@@ -861,7 +989,7 @@ def _saved_folder_source(path: Path) -> RowSource:
         splits = list(loaded)
         if not splits:
             raise DatasetError("The saved dataset has no splits.", path=path)
-        split = "train" if "train" in loaded else splits[0]
+        split = split or ("train" if "train" in loaded else splits[0])
         loaded = loaded[split]
         others = [s for s in splits if s != split]
         notes.append(
@@ -869,13 +997,13 @@ def _saved_folder_source(path: Path) -> RowSource:
             if others
             else f"Took the {split} split."
         )
-    source = _table_source(loaded, "saved dataset (Arrow)", path)
+    source = table_source(loaded, "saved dataset (Arrow)", path)
     source.notes.extend(notes)
     return source
 
 
-def _table_source(table, kind: str, path: Path) -> RowSource:
-    """Rows of a memory-mapped ``datasets.Dataset``."""
+def table_source(table, kind: str, path: Path | str) -> RowSource:
+    """Rows of a memory-mapped ``datasets.Dataset`` (a saved folder, an Arrow file, a hub split)."""
     size = sum(os.path.getsize(f["filename"]) for f in table.cache_files) or 1
     total_rows = len(table)
     done = [0]
@@ -906,42 +1034,115 @@ def _library_error(path: Path, kind: str, err: Exception) -> DatasetError:
 # --------------------------------------------------------------------- folders
 
 
-def _open_folder(path: Path, stack: contextlib.ExitStack) -> RowSource:
-    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-        return _saved_folder_source(path)
+def folder_splits(path: Path) -> dict[str, list[Path]]:
+    """The splits of a dataset folder and the files of each, found as `datasets` finds
+    them (``data/train-*.parquet``, ``train.jsonl`` + ``test.jsonl``, ``train/*.jsonl``);
+    a folder saved with save_to_disk maps each split to itself. {} when there are no data files."""
+    path = Path(path)
+    if (path / "dataset_dict.json").is_file():
+        try:
+            names = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+        except (OSError, ValueError):
+            names = []
+        return {str(name): [path] for name in names}
+    if (path / "state.json").is_file():
+        return {"train": [path]}
+    from datasets.data_files import DataFilesDict, get_data_patterns
+    from datasets.data_files import EmptyDatasetError
+
     try:
-        candidates = sorted(
-            p
-            for p in path.rglob("*")
-            if p.suffix.lower() in DATA_SUFFIXES - ARROW_SUFFIXES
-            and not p.name.startswith(".")
-            and len(p.relative_to(path).parts) <= 3
-            and p.is_file()
-        )
-    except OSError as err:
-        raise DatasetError(f"The folder cannot be searched: {err.strerror or err}.", path=path) from None
-    if len(candidates) > 1:
-        train = [p for p in candidates if "train" in p.name.lower()]
-        candidates = train if len(train) == 1 else candidates
-    if len(candidates) == 1:
-        source = _open(candidates[0], stack)
-        source.notes.insert(0, f"Loaded {candidates[0].relative_to(path)} from the folder.")
-        return source
-    if candidates:
-        names = ", ".join(str(p.relative_to(path)) for p in candidates[:6])
-        more = f" and {len(candidates) - 6} more" if len(candidates) > 6 else ""
+        patterns = get_data_patterns(str(path))
+        found = DataFilesDict.from_patterns(patterns, str(path))
+    except EmptyDatasetError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"The folder cannot be searched: {err}.", path=path) from None
+    splits = {}
+    for name, files in found.items():
+        readable = [Path(f) for f in files if _is_data_file(Path(f), path)]
+        if readable:
+            splits[str(name)] = readable
+    return splits
+
+
+def _is_data_file(file: Path, folder: Path) -> bool:
+    parts = file.relative_to(folder).parts
+    return (data_suffix(file) in DATA_SUFFIXES - ARROW_SUFFIXES and not any(p.startswith(".") for p in parts)
+            and file.is_file())
+
+
+def _open_folder(path: Path, stack: contextlib.ExitStack, split: str = "") -> RowSource:
+    splits = folder_splits(path)
+    saved = (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+    if saved and not split:
+        return _saved_folder_source(path)
+    if not splits:
         raise DatasetError(
-            f"The folder holds several data files ({names}{more}); load the one you want to train on.",
+            "The folder holds no dataset: expected JSON Lines, JSON, CSV or Parquet files (one file, or "
+            "a dataset repository's layout such as data/train-*.parquet), or a folder saved with "
+            "datasets' save_to_disk.",
             path=path,
         )
-    raise DatasetError(
-        "The folder holds no dataset: expected a folder saved with datasets' save_to_disk, "
-        "or a folder with one JSON Lines, JSON, CSV or Parquet file.",
-        path=path,
+    name = split or ("train" if "train" in splits else next(iter(splits)) if len(splits) == 1 else "")
+    if name not in splits:
+        wanted = f"has no split '{split}'" if split else "has no train split"
+        raise DatasetError(f"The folder {wanted}; it has {', '.join(splits)}. Choose one of them.", path=path)
+    if saved:
+        return _saved_folder_source(path, name)
+    files = splits[name]
+    others = [s for s in splits if s != name]
+    split_note = f" The folder also has the split{'s' if len(others) > 1 else ''} {', '.join(others)}." if others else ""
+    if len(files) == 1:
+        source = _open(files[0], stack)
+        source.notes.insert(0, f"Loaded {files[0].relative_to(path)} from the folder.{split_note}")
+        return source
+    source = _shards_source(files, path, stack)
+    source.notes.insert(0, f"Loaded {len(files)} files as the {name} split ({_list_names(files, path)})."
+                           f"{split_note}")
+    return source
+
+
+def _list_names(files: list[Path], folder: Path) -> str:
+    names = [str(f.relative_to(folder)) for f in files]
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+
+def _shards_source(files: list[Path], folder: Path, stack: contextlib.ExitStack) -> RowSource:
+    """One stream of rows from several files of a split, one file open at a time. Positions
+    count within each file, so a dropped row names its file as well as its line."""
+    sizes = [f.stat().st_size for f in files]
+    first = _open(files[0], stack)
+    state = {"before": 0, "current": first}
+
+    def items() -> Iterator[Item]:
+        for index, file in enumerate(files):
+            member = str(file.relative_to(folder))
+            with contextlib.ExitStack() as own:
+                source = first if index == 0 else _open(file, own)
+                state["current"] = source
+                if first.columns and source.columns and source.columns != first.columns:
+                    raise DatasetError(
+                        f"This file's columns ({', '.join(source.columns)}) differ from those of "
+                        f"{files[0].relative_to(folder)} ({', '.join(first.columns)}); the files of a split "
+                        "must share their columns.",
+                        path=file,
+                    )
+                for item in source.items:
+                    if isinstance(item, DroppedRow):
+                        item = DroppedRow(item.line, item.field, f"{item.reason} (in {member})", item.code)
+                    yield item
+                first.notes.extend(n for n in source.notes if source is not first)
+            state["before"] += sizes[index]
+
+    return RowSource(
+        f"{first.kind} ({len(files)} files)", first.unit, items(), sum(sizes) or 1,
+        lambda: state["before"] + state["current"].bytes_done(), columns=list(first.columns), notes=first.notes,
     )
 
 
 def _file_source(tracked: _TrackedFile, kind: str, unit: str, items: Iterator[Item], notes: list[str],
                  columns: list[str] | None = None) -> RowSource:
-    return RowSource(kind, unit, items, tracked.size, lambda: tracked.offset, list(columns or []), notes,
+    if tracked.compression:
+        kind = f"{kind} ({tracked.compression})"
+    return RowSource(kind, unit, items, tracked.size, tracked.progress, list(columns or []), notes,
                      origin=tracked.path)

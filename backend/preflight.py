@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+from backend.hub_datasets import is_hub_id
 from backend.long_prompts import outcome_text, refusal
 from backend.run_config import BaseRunConfig, ConfigError, check, field_label
 
@@ -103,7 +104,7 @@ def resume_problems(run_dir: str | Path, *, free_space: FreeSpace | None = None,
     if worker_alive(run_dir):
         return [("run", f"{run_dir.name} is still training (in this or another window); it cannot be resumed twice.")]
     problems = model_problems(cfg, reach_hub=reach_hub)
-    if cfg.data_path and not Path(cfg.data_path).expanduser().exists():
+    if cfg.data_path and not Path(cfg.data_path).expanduser().exists() and not is_hub_id(cfg.data_path):
         problems.append(("data_path", f"The run's dataset {cfg.data_path} is no longer there. Put it back, or "
                                       "train again with its settings and a new dataset path."))
     writable = runs_folder_problem(run_dir)
@@ -327,12 +328,12 @@ def measure_dataset(cfg: BaseRunConfig):
     or None when the data cannot be read: the worker then reports that with its own hint."""
     if not cfg.data_path:
         return None
-    from backend.dataset_loading import DatasetError, load_dataset_file
+    from backend.dataset_loading import DatasetError
     from backend.dataset_report import build_report
+    from backend.run_data import load_run_data
 
     try:
-        loaded = load_dataset_file(cfg.data_path, format=cfg.data_format or None,
-                                   column_map=cfg.column_map or None)
+        loaded = load_run_data(cfg)
     except (DatasetError, OSError):
         return None
     folder = tokenizer_folder(cfg)

@@ -106,6 +106,30 @@ class BaseRunConfig:
         group="Data",
         advanced=True,
     )
+    data_subset: str = setting(
+        "", "Subset (configuration) of a Hugging Face dataset id. Empty: its default.",
+        label="Hub subset", group="Data", advanced=True,
+    )
+    data_split: str = setting(
+        "", "Split to train on, of a dataset folder or a Hugging Face dataset. Empty: train.",
+        label="Split", group="Data", advanced=True,
+    )
+    data_revision: str = setting(
+        "", "Commit or branch of a Hugging Face dataset. Empty: the latest (the cached one offline).",
+        label="Hub revision", group="Data", advanced=True,
+    )
+    eval_split: str = setting(
+        "",
+        "Split held out for evaluation and the Compare tab. Empty: the dataset's test (or validation) split "
+        "when it has one, otherwise Held-out fraction of the training rows; none: always the fraction.",
+        label="Held-out split", group="Data", advanced=True,
+    )
+    data_mix: dict = setting(
+        None,
+        "Further datasets mixed into the run, each with the share of the training rows it gives, e.g. "
+        "{extra.jsonl: 0.3, owner/name: 0.2}; the Dataset above gives the rest. Their formats must agree.",
+        label="Mix in", group="Data", advanced=True,
+    )
     eval_fraction: float = setting(
         0.05,
         "Fraction of the rows held out for evaluation and for the Compare tab. 0 disables evaluation.",

@@ -382,13 +382,15 @@ def describe_precision(precision) -> dict:
 def prepare_datasets(cfg, run_dir: Path):
     """Load, normalise and split the data; the held-out rows are written to the run
     folder so the Compare tab and later evaluations use exactly the same split."""
-    from backend.dataset_loading import dataset_for_method, load_dataset_file
+    from backend.dataset_loading import dataset_for_method
+    from backend.run_data import load_run_data, record_data_source
 
     if not cfg.data_path:
         from backend.dataset_loading import DatasetError
 
         raise DatasetError("No dataset was given. Choose a dataset file or folder.")
-    loaded = load_dataset_file(cfg.data_path, format=cfg.data_format or None, column_map=cfg.column_map or None)
+    loaded = load_run_data(cfg)
+    record_data_source(run_dir, loaded)
     for note in getattr(loaded, "notes", []) or []:
         print(f"Data: {note}", flush=True)
     if loaded.dropped:
@@ -396,9 +398,12 @@ def prepare_datasets(cfg, run_dir: Path):
     dataset = dataset_for_method(loaded, cfg.method)
     eval_ds = None
     n_eval = int(round(len(dataset) * cfg.eval_fraction))
-    if cfg.eval_fraction > 0 and n_eval >= 1 and len(dataset) - n_eval >= 1:
+    if loaded.heldout is not None:  # the dataset's own test split
+        eval_ds = dataset_for_method(loaded.heldout, cfg.method).shuffle(seed=cfg.seed)
+    elif cfg.eval_fraction > 0 and n_eval >= 1 and len(dataset) - n_eval >= 1:
         split = dataset.train_test_split(test_size=n_eval, seed=cfg.seed, shuffle=True)
         dataset, eval_ds = split["train"], split["test"]
+    if eval_ds is not None:
         with (run_dir / EVAL_SPLIT_FILE).open("w", encoding="utf-8") as fh:
             for row in eval_ds:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")

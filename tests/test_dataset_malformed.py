@@ -134,13 +134,13 @@ CORPUS = {
     "picture.jsonl": Refused(("PNG image", "binary data")),
     "archive.jsonl": Refused(("ZIP archive (it holds data.jsonl)", "Unpack it")),
     "workbook.xlsx": Refused(("spreadsheet workbook", "CSV UTF-8")),
-    "rows.jsonl.gz": Refused(("compressed with gzip", "Unpack it")),
+    "rows.jsonl.gz": Loads(3),  # unpacked on the fly, as `datasets` reads it
     "wrong_schema.parquet": Refused(("None of the 3 rows", "row 1, 'chosen'", "is an object")),
     "truncated.parquet": Refused(("could not be read as Parquet", "damaged or incomplete")),
     "lfs_pointer.parquet": Refused(("Git LFS pointer",)),
     # --- folders and the file system
     "folder_without_data": Refused(("holds no dataset",)),
-    "folder_with_several_files": Refused(("several data files (part-a.jsonl, part-b.jsonl)", "load the one")),
+    "folder_with_several_files": Loads(2, says=("Loaded 2 files as the train split (part-a.jsonl, part-b.jsonl)",)),
     "symlink_loop.jsonl": Refused(("loop of links", "Point the link at the real file")),
     "dangling_link.jsonl": Refused(("which does not exist", "Load the real file")),
     "unreadable.jsonl": Refused(("not allowed to read", "permissions")),
