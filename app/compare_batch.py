@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 
 from app.compare_sampling import keep_spin_text_visible
 from backend.compare_scoring import summarize
-from widgets.compare_format import FINISH_TEXT, signed
+from widgets.compare_format import finish_text, signed
 from widgets.compare_summary import CompareSummaryPanel
 from widgets.compare_table_model import TEXT_COLUMNS, CompareRowsModel
 
@@ -341,7 +341,7 @@ class BatchCompareView(QWidget):
             finish = getattr(row, f"{side}_finish")
             if finish:
                 heading = (f"{side.capitalize()} answer ({getattr(row, f'{side}_tokens')} tokens, "
-                           f"{FINISH_TEXT.get(finish, finish)}; implicit reward "
+                           f"{finish_text(finish, getattr(row, f'{side}_stop_string'))}; implicit reward "
                            f"{signed(getattr(row, f'{side}_answer_reward'))}):")
                 lines += [heading, getattr(row, f"{side}_answer"), ""]
         if row.chosen is not None:

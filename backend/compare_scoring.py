@@ -96,6 +96,9 @@ class CompareRow:
     aligned_tokens: int = 0
     base_finish: str = ""
     aligned_finish: str = ""
+    # The stop string an answer was cut at, "" when it ended otherwise.
+    base_stop_string: str = ""
+    aligned_stop_string: str = ""
     # Each answer under both models (mean log-prob per token) and its implicit reward.
     base_answer_logp_base: float | None = None
     base_answer_logp_aligned: float | None = None

@@ -324,6 +324,7 @@ class GenerationService:
                         setattr(compare_row, f"{name}_answer", ans.text)
                         setattr(compare_row, f"{name}_tokens", ans.n_tokens)
                         setattr(compare_row, f"{name}_finish", ans.finish_reason)
+                        setattr(compare_row, f"{name}_stop_string", ans.stop_string)
                 compare_row.set_answer_scores(
                     engine.score_answer(base, 0) if base is not None else None,
                     engine.score_answer(aligned, 1) if aligned is not None else None,

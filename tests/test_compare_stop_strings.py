@@ -167,5 +167,6 @@ def test_a_plain_question_answer_run_stops_at_the_next_question_by_default(qa_ru
         batch = session.collect(session.batch_compare(prompts=[QA_PROMPT], sampling=greedy))
         row = [e for e in batch if type(e).__name__ == "BatchRowReady"][0].row
         assert row.aligned_answer == " Sure." and row.aligned_finish == "stop"
+        assert row.aligned_stop_string == "Question:"
     finally:
         session.close()
