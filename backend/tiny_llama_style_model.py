@@ -42,31 +42,8 @@ def build_llama_style_tokenizer(vocab_size: int = 600):
                                    pad_token="</s>")
 
 
-def build_llama_style_model(folder: str | Path, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
+def build_llama_style_model(folder: str | Path, **kwargs) -> Path:
     """Write a tiny Llama with a Llama-style tokenizer to ``folder`` and return it."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from backend.tiny_model import build_tiny_model
 
-    from backend.chat_templates import ensure_chat_template
-
-    folder = Path(folder)
-    tokenizer = build_llama_style_tokenizer()
-    ensure_chat_template(tokenizer)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_model(folder, tokenizer=build_llama_style_tokenizer(), **kwargs)

@@ -39,15 +39,17 @@ def build_tiny_tokenizer(vocab_size: int = 300):
     )
 
 
-def build_tiny_model(folder: str | Path, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """Write a tiny Llama and its tokenizer to ``folder`` (safetensors) and return it."""
+def build_tiny_model(folder: str | Path, hidden_size: int = 64, layers: int = 2, seed: int = 0,
+                     tokenizer=None) -> Path:
+    """Write a tiny Llama and its tokenizer (by default a byte-level BPE one) to ``folder``
+    (safetensors) and return it."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from backend.chat_templates import ensure_chat_template
 
     folder = Path(folder)
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = tokenizer or build_tiny_tokenizer()
     ensure_chat_template(tokenizer)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
