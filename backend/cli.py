@@ -219,10 +219,14 @@ def cmd_train(args) -> int:
             # Before the run folder exists, so a refused run leaves nothing behind. The
             # world is checked even when settings are wrong: every problem shows at once.
             flagged = {name for name, _ in problems}
-            problems += [(name, message) for name, message in run_preflight(cfg, runs_root=args.runs_dir)
+            notes: list[str] = []
+            problems += [(name, message) for name, message in run_preflight(cfg, runs_root=args.runs_dir,
+                                                                            notes=notes)
                          if name not in flagged]
             if problems:
                 raise ConfigError(problems)
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr)
             method = cfg.method
             run = TrainingRun.start(cfg, args.runs_dir)
     except ConfigError as exc:

@@ -58,8 +58,10 @@ HubProbe = Callable[[], "str | None"]
 # --------------------------------------------------------------------- entry
 def run_preflight(cfg: BaseRunConfig, *, runs_root: str | Path | None = None, data_report=None,
                   measure_data: bool = True, free_space: FreeSpace | None = None,
-                  reach_hub: HubProbe | None = None) -> list[tuple[str, str]]:
+                  reach_hub: HubProbe | None = None, notes: list[str] | None = None) -> list[tuple[str, str]]:
     """Every reason ``cfg`` cannot start now, as (setting, message) pairs; empty when it can.
+    ``notes``, when given, receives what the run will do to the data without refusing it
+    (``max_length_notes``).
 
     ``data_report`` is the dataset's report when the caller already has one (the
     window does); otherwise the data is read here unless ``measure_data`` is off.
@@ -75,6 +77,8 @@ def run_preflight(cfg: BaseRunConfig, *, runs_root: str | Path | None = None, da
     if data_report is None and measure_data:
         data_report = measure_dataset(cfg)
     problems += max_length_problems(cfg, data_report)
+    if notes is not None:
+        notes += max_length_notes(cfg, data_report)
     return problems
 
 

@@ -117,6 +117,20 @@ def test_preflight_counts_examples_that_would_lose_their_answer(tiny_model_dir, 
     assert max_length_problems(roomy, report) == [] and max_length_notes(roomy, report) == []
 
 
+def test_the_cli_prints_the_counts_before_training_and_refuses_with_the_length_that_fits(tiny_model_dir,
+                                                                                         long_set, tmp_path):
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "backend.cli", "train", "--method", "orpo", "--data", str(long_set),
+            "--model", str(tiny_model_dir), "--runs-dir", str(tmp_path / "runs"), "--steps", "1",
+            "--set", f"max_length={MAX_LENGTH}"]
+    refused = subprocess.run(base + ["--set", "long_prompts=refuse"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "No run was started" in refused.stderr
+    assert "would lose all of their answer" in refused.stderr and "raise Max length to" in refused.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_long_prompts_setting_is_validated():
     from backend.run_config import default_config, validate
 
