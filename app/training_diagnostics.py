@@ -112,11 +112,11 @@ class TrainingDiagnostics:
                 return Diagnosis(
                     "non_finite_loss", "error", f"The {name} is {what}",
                     f"At step {step} the {name} became {what}; the weights are now garbage, so "
-                    "training is stopped. This usually comes from a learning rate that is too high, "
-                    "16-bit overflow, or examples with an empty response.",
-                    "Lower the learning rate (divide it by 10), keep the max gradient norm at 1.0, "
-                    "and check the data report for empty or very long answers. On GPUs without bf16, "
-                    "4-bit with fp32 compute is the safe choice.",
+                    "training is stopped. It comes from examples with an empty or cut answer, "
+                    "16-bit overflow, or a learning rate that is too high.",
+                    "Read the failure message first: it says what the batches of that step held (empty "
+                    "or cut answers, uneven lengths, fp16). Only if they looked ordinary, lower the "
+                    "learning rate (divide it by 10) and keep the max gradient norm at 1.0.",
                     step, stop_recommended=True,
                 )
         return None

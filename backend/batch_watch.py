@@ -115,12 +115,11 @@ def diagnose(recent: list[BatchStats], *, max_length: int, fp16: bool, learning_
         if empty:
             findings.append(f"{empty} had no answer tokens at all")
             causes.append("empty_answers")
-            advice.append(
-                "An empty answer makes the loss NaN whatever the learning rate (its log-probability is an "
-                "average over zero tokens). Set Long prompts to truncate_left or drop"
-                + (" (it is truncate_left: look for answers that are empty or only whitespace in the data)"
-                   if policy == "truncate_left" else "")
-                + f", or raise Max length above {max_length}.")
+            fix = ("Long prompts is already truncate_left, so look for answers that are empty or only "
+                   "whitespace in the data" if policy == "truncate_left"
+                   else "Set Long prompts to truncate_left (cut prompts from the start) or drop")
+            advice.append("An empty answer makes the loss NaN whatever the learning rate (its log-probability is "
+                          f"an average over zero tokens). {fix}, or raise Max length above {max_length}.")
         if cut:
             # Said, not blamed: a cut answer still has tokens, and a prompt cut by truncate_left
             # fills Max length exactly.
