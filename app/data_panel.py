@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.dataset_loader import DatasetLoader, DatasetLoadFailure, DatasetLoadResult, FormatInfo
+from app.hub_dataset_picker import HubDatasetPicker
 from app.studio_settings import StudioSettings
 from backend.dataset_report import length_balance_text
 from widgets.collapsible_section import CollapsibleSection
@@ -34,7 +35,8 @@ from widgets.notice_banner import NoticeBanner
 from widgets.preview_table import PreviewTable
 from widgets.wheel_guard import calm_focus
 
-DATA_FILE_FILTER = "Datasets (*.jsonl *.json *.csv *.tsv *.parquet *.arrow *.ndjson);;All files (*)"
+DATA_FILE_FILTER = ("Datasets (*.jsonl *.json *.csv *.tsv *.parquet *.arrow *.ndjson *.gz *.bz2 *.xz *.zst);;"
+                    "All files (*)")
 _AUTO = "(automatic)"
 METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO", "kto": "KTO", "reward": "Reward model"}
 
@@ -135,6 +137,7 @@ class DataPanel(QWidget):
         self._formats: list[FormatInfo] = []
         self._columns: list[str] = []
         self._override: dict = {}
+        self._hub_choice: dict = {}
 
         self.loader = DatasetLoader(self)
         self.loader.sig_loaded.connect(self._on_loaded)
@@ -146,7 +149,7 @@ class DataPanel(QWidget):
 
         self.drop_zone = DropZone(
             "Drop a dataset here",
-            "JSON Lines, JSON, CSV, Parquet or a saved dataset folder — anywhere on the window works too.",
+            "JSON Lines, JSON, CSV, Parquet (also .gz, .zst…) or a dataset folder — anywhere on the window works too.",
             DATA_FILE_FILTER,
         )
         self.drop_zone.sig_path_chosen.connect(self.load_path)
@@ -203,12 +206,16 @@ class DataPanel(QWidget):
         buttons.addWidget(self.apply_override_button)
         ol.addLayout(buttons)
         self.override_section = CollapsibleSection("Format and columns", override_box, expanded=False)
+        self.hub_picker = HubDatasetPicker()
+        self.hub_picker.sig_load.connect(self.load_hub)
+        self.hub_section = CollapsibleSection("From the Hugging Face Hub", self.hub_picker, expanded=False)
         self.override_section.setVisible(False)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(8)
         layout.addWidget(self.drop_zone)
+        layout.addWidget(self.hub_section)
         layout.addWidget(self.busy_label)
         layout.addWidget(self.banner)
         layout.addWidget(self.report_view)
@@ -232,7 +239,16 @@ class DataPanel(QWidget):
         self.banner.hide_notice()
         self._tokenizer_used = self._tokenizer_provider()
         self._remeasuring = False
-        self.loader.load(path, data_format, column_map, tokenizer_path=self._tokenizer_used)
+        # A hub dataset's split and subset (from the hub picker) hold while the same id is reloaded.
+        choice = self._hub_choice if self._hub_choice.get("id") == path else {}
+        self._hub_choice = choice
+        self.loader.load(path, data_format, column_map, tokenizer_path=self._tokenizer_used,
+                         split=choice.get("split", ""), subset=choice.get("subset", ""))
+
+    def load_hub(self, repo_id: str, subset: str, split: str) -> None:
+        """Load one split of a Hugging Face dataset chosen in the hub picker."""
+        self._hub_choice = {"id": repo_id, "subset": subset, "split": split}
+        self.load_path(repo_id)
 
     def refresh_for_tokenizer(self) -> None:
         """Measure the loaded file again if the model (hence the tokenizer) changed.

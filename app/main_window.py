@@ -347,6 +347,9 @@ class StudioWindow(QMainWindow):
             data_format=override.get("format") or "",
             column_map=override.get("column_map") or None,
         )
+        hub = getattr(result.loaded, "hub", None) if result else None
+        if hub:  # the split and subset picked in the hub picker
+            values.update(data_split=hub["split"], data_subset="" if hub["subset"] == "default" else hub["subset"])
         cfg = default_config(method)
         for name, value in values.items():
             try:

@@ -196,9 +196,9 @@ def _snapshot(repo_id: str, revision: str) -> Path | None:
 
 def _not_cached(repo_id: str) -> DatasetError:
     return DatasetError(
-        f"The Hugging Face dataset {repo_id} is not in the local cache, and downloads are switched off "
-        "(HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set). Load it once while online, or unset the offline "
-        "setting; or download its files and load the folder."
+        f"The Hugging Face dataset {repo_id} is not in the local cache, and downloads are off "
+        "(HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set). Load it once while online, or load a folder "
+        "with its files."
     )
 
 
