@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 import widgets  # noqa: F401  (first: guards Python 3.11 against PySide6 6.12's None leak)
@@ -18,12 +20,23 @@ from app.theme import apply_theme
 STARTUP_PROBE = "ALIGNSTUDIO_STARTUP_PROBE"
 
 
+def app_icon_path() -> Path:
+    """The studio's icon: in the source tree, or in the wheel's ``alignstudio_resources``."""
+    source = Path(__file__).resolve().parent.parent / "resources" / "icons" / "alignstudio.svg"
+    if source.is_file():
+        return source
+    from importlib.resources import files
+
+    return Path(str(files("alignstudio_resources") / "icons" / "alignstudio.svg"))
+
+
 def create_application(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance()
     if app is None:
         QCoreApplication.setOrganizationName("AlignStudio")
         QCoreApplication.setApplicationName("AlignStudio")
         app = QApplication([sys.argv[0]] + list(argv or []))
+        app.setWindowIcon(QIcon(str(app_icon_path())))
     return app
 
 

@@ -80,3 +80,44 @@ def test_the_installed_wheel_runs_the_demo_outside_the_tree(wheel, tmp_path, tin
     config = (run_dirs[0] / "config.yaml").read_text()
     assert "demo_preferences.jsonl" in config and str(site) in config  # the demo data, from the wheel
     assert (run_dirs[0] / "adapter").is_dir()
+
+
+@pytest.mark.slow
+def test_the_linux_installer_installs_a_desktop_app_and_removes_it(tmp_path):
+    """installer/install.sh into a temporary prefix: its own environment with the studio (not
+    this checkout), the command, a menu entry with its icon; the uninstaller removes them all
+    and keeps the runs."""
+    home = tmp_path / "home"
+    runs_home = home / "AlignStudio"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(HOME=str(home), ALIGNSTUDIO_HOME=str(runs_home), ALIGNSTUDIO_TORCH="torch==2.13.0",
+               PYTHON=sys.executable if not sys.prefix.endswith(".venv") else sys._base_executable)
+    prefix, bin_dir, apps = tmp_path / "prefix", tmp_path / "bin", tmp_path / "apps"
+    out = subprocess.run(["bash", str(ROOT / "installer" / "install.sh"), "--prefix", str(prefix),
+                          "--bin-dir", str(bin_dir), "--apps-dir", str(apps)],
+                         env=env, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "To remove it:" in out.stdout
+
+    command = bin_dir / "alignstudio"
+    assert command.is_symlink() and command.resolve() == (prefix / "env" / "bin" / "alignstudio").resolve()
+    where = subprocess.run([str(prefix / "env" / "bin" / "python"), "-c", "import backend; print(backend.__file__)"],
+                           env=env, capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert where.startswith(str(prefix)), where  # a real install, not this checkout
+    listed = subprocess.run([str(command), "runs"], env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "No runs yet" in listed.stdout
+
+    entry = (apps / "alignstudio.desktop").read_text()
+    fields = dict(line.split("=", 1) for line in entry.splitlines()[1:] if "=" in line)
+    assert entry.splitlines()[0] == "[Desktop Entry]"
+    assert fields["Type"] == "Application" and fields["Name"] == "AlignStudio"
+    assert fields["Exec"].split('"')[1] == str(prefix / "env" / "bin" / "alignstudio")
+    assert Path(fields["Icon"]).is_file() and Path(fields["Icon"]).read_text().lstrip().startswith("<svg")
+
+    runs_home.mkdir(parents=True)
+    (runs_home / "keep.txt").write_text("a run")
+    removed = subprocess.run(["bash", str(prefix / "uninstall.sh")], env=env, capture_output=True, text=True)
+    assert removed.returncode == 0, removed.stderr
+    assert not command.exists() and not (apps / "alignstudio.desktop").exists()
+    assert not Path(fields["Icon"]).exists() and not prefix.exists()
+    assert (runs_home / "keep.txt").read_text() == "a run"
