@@ -88,6 +88,8 @@ FUSED_HEAD_TILES_TRITON = 1.5
 # ORPO's full-logits path: logits, the chosen half made contiguous, its
 # log-softmax, and the logits' gradient, in units of the full logits tensor.
 FULL_LOGITS_COPIES = 3.5
+# Evaluation keeps no gradient: the logits, the chosen half's copy and its log-softmax.
+EVAL_FULL_LOGITS_COPIES = 2.0
 
 FIT_FRACTION = 0.9  # leave room for everything the estimate does not see
 
@@ -104,6 +106,7 @@ PART_LABELS = {
     "activations": "Activations",
     "logits": "LM head / logits",
     "reference": "DPO reference pass",
+    "evaluation": "Evaluation batches",
     "tokenizer": "Tokenizer",
     "overhead": "Runtime overhead",
     "loading": "Checkpoint mapped while loading",
@@ -658,17 +661,7 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
         saved += 2 * biggest * cb
 
     # --- LM head ---------------------------------------------------------------
-    if method == "orpo":
-        # ORPO computes the full logits in the compute dtype; its loss copies the
-        # chosen half, takes its log-softmax, and backward adds the gradient.
-        logits = tokens * shape.vocab_size * cb * FULL_LOGITS_COPIES
-    else:
-        tile = min(tokens, FUSED_HEAD_TOKEN_CHUNK) * min(shape.vocab_size, FUSED_HEAD_VOCAB_CHUNK)
-        if dev.is_cuda:
-            logits = tile * cb * FUSED_HEAD_TILES_TRITON
-        else:
-            logits = tile * 4 * FUSED_HEAD_FP32_TILES_TORCH
-        logits += tokens * shape.hidden_size * 4  # the fp32 gradient of the hidden states
+    logits = _head_bytes(method, tokens, shape, cb, dev, training=True)
 
     # --- DPO reference ---------------------------------------------------------
     reference = 0.0
@@ -681,6 +674,21 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
         reference = max(0.0, ref_transient - policy_transient)
         reference += tokens * 4 * 2  # the reference log-probs kept for the loss
 
+    # --- evaluation ------------------------------------------------------------
+    # Held-out batches are twice the training batch unless set (trainer_builders.
+    # eval_batch_size): no activations are kept for a backward pass, but ORPO's full
+    # logits grow with the batch and can outgrow the training step's peak. Only the
+    # excess over the training step's transient memory is counted.
+    evaluation = 0.0
+    if float(getattr(cfg, "eval_fraction", 0.0) or 0.0) > 0:
+        eval_batch = int(getattr(cfg, "eval_batch_size", 0) or 0) or 2 * batch
+        eval_tokens = eval_batch * _sequences_per_example(method) * length
+        eval_peak = ((per_token + 3 * shape.hidden_size) * cb * eval_tokens
+                     + _head_bytes(method, eval_tokens, shape, cb, dev, training=False))
+        evaluation = max(0.0, eval_peak - (saved + logits + reference))
+        if not dev.is_cuda:
+            evaluation *= 1 + CPU_ALLOCATOR_SLACK
+
     parts: dict[str, float] = {
         "weights": weights / MB,
         "lora": lora_params * lora_bytes / MB,
@@ -691,6 +699,7 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
     }
     if method == "dpo":
         parts["reference"] = reference / MB
+    parts["evaluation"] = evaluation / MB
     dynamic = sum(parts.values())
     if dev.is_cuda:
         parts["overhead"] = CUDA_CONTEXT_MB + CUDA_ALLOCATOR_SLACK * dynamic
@@ -707,6 +716,25 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
         training = sum(parts.values())
         parts["loading"] = max(0.0, loaded + mapped - training)
     return parts, notes
+
+
+def _head_bytes(method: str, tokens: int, shape: ModelShape, cb: int, dev: _Device, training: bool) -> float:
+    """The LM head's transient memory for ``tokens`` scored tokens. ORPO builds the full
+    (tokens x vocabulary) logits, so this term grows with length times vocabulary and is
+    the largest one for Gemma's 262k vocabulary at long lengths; SFT and DPO score through
+    TRL's tiled head, whose cost stops growing at one tile."""
+    if method == "orpo":
+        # Training: the logits, the chosen half made contiguous, its log-softmax and the
+        # logits' gradient; evaluation: the forward copies only.
+        return tokens * shape.vocab_size * cb * (FULL_LOGITS_COPIES if training else EVAL_FULL_LOGITS_COPIES)
+    tile = min(tokens, FUSED_HEAD_TOKEN_CHUNK) * min(shape.vocab_size, FUSED_HEAD_VOCAB_CHUNK)
+    if dev.is_cuda:
+        head = tile * cb * (FUSED_HEAD_TILES_TRITON if training else 1.0)
+    else:
+        head = tile * 4 * (FUSED_HEAD_FP32_TILES_TORCH if training else FUSED_HEAD_FP32_TILES_TORCH / 2)
+    if training:
+        head += tokens * shape.hidden_size * 4  # the fp32 gradient of the hidden states
+    return head
 
 
 def estimate_memory(config, device: dict | None = None, shape: ModelShape | None = None) -> MemoryEstimate:

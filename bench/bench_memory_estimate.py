@@ -8,12 +8,22 @@ reports the process's peak RSS next to the estimate for the same settings.
     python bench/bench_memory_estimate.py                 # tiny and Gemma, SFT and DPO
     python bench/bench_memory_estimate.py --all           # also ORPO, precompute, no checkpointing, medium
     python bench/bench_memory_estimate.py gemma-dpo tiny-sft --json out.json
+    python bench/bench_memory_estimate.py --sweep           # long prompts, lengths 64..2048, ORPO/DPO/SFT
     BENCH_PROFILE=1 python bench/bench_memory_estimate.py --child gemma-sft   # one case, torch profile on stderr
 
 Batch 2, max length 128, LoRA r=16 all-linear, 4-bit NF4, 2 optimizer steps. On
 a 2-core machine a Gemma case takes 1.5-6 minutes: 4-bit Gemma training on the
 CPU measured 8-60 s per step here, the slow end while other processes shared
 the cores.
+
+``--sweep`` measures the estimate across sequence lengths on long-prompt data
+(``backend.synthetic_long_prompts``, cut to fit by the worker's own long-prompt
+policy, so every sequence reaches Max length, as the estimate assumes) with a
+"wide" model: few thin layers and a 64k vocabulary (Gemma ties a 262k one), so
+the LM head and logits dominate at long lengths as they do for Gemma, while
+lengths up to 2,048 still fit this machine. Each sweep case also evaluates on
+held-out rows with the evaluation batch size (twice the training batch), which
+the estimate includes.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 STEPS = 2
+SWEEP_STEPS = 1  # the LoRA optimizer state is a few MB here: one step shows the peak
 BATCH = 2
 MAX_LENGTH = 128
 
@@ -51,6 +62,16 @@ CASES: dict[str, tuple[str, str, dict]] = {
     "medium-dpo": ("medium", "dpo", {}),
 }
 DEFAULT_CASES = ["tiny-sft", "tiny-dpo", "gemma-sft", "gemma-dpo"]
+SWEEP_LENGTHS = (64, 256, 1024, 2048)
+SWEEP_METHODS = ("orpo", "dpo", "sft")
+SWEEP_BATCH = 1
+WIDE_VOCAB = 65536
+for _method in SWEEP_METHODS:
+    for _length in SWEEP_LENGTHS:
+        CASES[f"wide-{_method}-{_length}"] = ("wide", _method, {"max_length": _length,
+                                                                 "per_device_train_batch_size": SWEEP_BATCH})
+# The issue's run: ORPO on Gemma, batch 1, max length 512, long prompts (about 14 GB of RAM).
+CASES["gemma-orpo-long512"] = ("gemma", "orpo", {"max_length": 512, "per_device_train_batch_size": 1})
 
 
 def _rss_mb() -> float:
@@ -107,9 +128,9 @@ def _texts(n: int) -> list[dict]:
     return rows
 
 
-def _build_medium_model(folder: Path) -> Path:
-    """A random 8-layer, hidden-768 Llama with a 32k vocabulary, stored in bf16 like
-    published checkpoints. Its tokenizer is the tiny one: its ids fit the vocabulary."""
+def _build_random_llama(folder: Path, **shape) -> Path:
+    """A random Llama of ``shape`` stored in bf16 like published checkpoints. Its tokenizer
+    is the tiny one: its ids fit any vocabulary."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -118,19 +139,49 @@ def _build_medium_model(folder: Path) -> Path:
 
     tokenizer = build_tiny_tokenizer()
     ensure_chat_template(tokenizer)
-    config = LlamaConfig(
-        vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=8,
-        num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-    )
+    config = LlamaConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, **shape)
     torch.manual_seed(0)
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
 
 
+def _build_medium_model(folder: Path) -> Path:
+    """8 layers, hidden 768, an untied 32k vocabulary: most weights quantized."""
+    return _build_random_llama(folder, vocab_size=32000, hidden_size=768, intermediate_size=3072,
+                               num_hidden_layers=8, num_attention_heads=12, num_key_value_heads=4,
+                               max_position_embeddings=1024, tie_word_embeddings=False)
+
+
+def _build_wide_model(folder: Path, vocab_size: int = WIDE_VOCAB) -> Path:
+    """4 thin layers and a large tied vocabulary (like Gemma's): the LM head outweighs the
+    decoder, so the logits term is what is measured."""
+    return _build_random_llama(folder, vocab_size=vocab_size, hidden_size=256, intermediate_size=1024,
+                               num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                               max_position_embeddings=4096, tie_word_embeddings=True)
+
+
+def _long_prompt_data(method: str, max_length: int, tokenizer, rows_needed: int):
+    """Long-prompt rows cut to fit by the worker's policy; only rows that then fill
+    ``max_length`` are kept, so every batch is as long as the estimate assumes."""
+    from datasets import Dataset
+
+    from backend.long_prompts import fit_dataset, row_lengths
+    from backend.synthetic_long_prompts import long_prompt_rows
+
+    words = max(8, max_length)  # at least a token a word: every tail prompt outgrows max_length
+    rows = long_prompt_rows(max(8 * rows_needed, 48), median_words=words, tail_words=words, tail_share=0.5)
+    full = [r for r in rows if sum(row_lengths(tokenizer, r["prompt"], [r["chosen"], r["rejected"]])) >= max_length]
+    full = (full * rows_needed)[:rows_needed]
+    keys = ("prompt", "completion") if method == "sft" else ("prompt", "chosen", "rejected")
+    data = Dataset.from_list([{k: r["chosen"] if k == "completion" else r[k] for k in keys} for r in full])
+    return fit_dataset(data, tokenizer, max_length, "truncate_left")[0]
+
+
 def _model_folder(which: str, work: Path) -> Path:
+    if which == "wide":
+        return _build_wide_model(work / "wide")
     if which == "tiny":
         from backend.tiny_model import build_tiny_model
 
@@ -149,6 +200,7 @@ def run_case(name: str) -> dict:
     worker uses, so the measurement follows whatever the app really does.
     """
     which, method, overrides = CASES[name]
+    long_prompts = which == "wide" or name.endswith("-long512")
     t0 = time.time()
     baseline = _rss_mb()
     from datasets import Dataset
@@ -156,16 +208,17 @@ def run_case(name: str) -> dict:
     from backend import trainer_builders as tb
     from backend.run_config import default_config
 
+    steps = SWEEP_STEPS if which == "wide" else STEPS
+    settings = dict(per_device_train_batch_size=BATCH, max_length=MAX_LENGTH)
+    settings.update(overrides)
     cfg = default_config(
         method,
-        per_device_train_batch_size=BATCH,
         gradient_accumulation_steps=1,
-        max_length=MAX_LENGTH,
-        max_steps=STEPS,
+        max_steps=steps,
         quantization="4bit",
         save_steps=0,
-        eval_fraction=0.0,
-        **overrides,
+        eval_fraction=0.05 if long_prompts else 0.0,
+        **settings,
     )
     precision = tb.choose_precision()
     before_torch = _rss_mb()
@@ -176,11 +229,17 @@ def run_case(name: str) -> dict:
         with _PeakSampler() as load_peak:
             model = tb.build_model(str(folder), cfg, precision)
         after_load = _rss_mb()
-        rows = _texts(BATCH * STEPS)
-        keys = ("prompt", "completion") if method == "sft" else ("prompt", "chosen", "rejected")
-        data = Dataset.from_list([{k: r[k] for k in keys} for r in rows])
+        eval_data = None
+        if long_prompts:
+            batch = cfg.per_device_train_batch_size
+            data = _long_prompt_data(method, cfg.max_length, tokenizer, batch * steps)
+            eval_data = _long_prompt_data(method, cfg.max_length, tokenizer, tb.eval_batch_size(cfg))
+        else:
+            rows = _texts(BATCH * STEPS)
+            keys = ("prompt", "completion") if method == "sft" else ("prompt", "chosen", "rejected")
+            data = Dataset.from_list([{k: r[k] for k in keys} for r in rows])
         args = tb.build_trl_args(cfg, precision, str(work / "out"), has_eval=False)
-        trainer = tb.build_trainer(cfg, model, tokenizer, args, data, None, callbacks=[])
+        trainer = tb.build_trainer(cfg, model, tokenizer, args, data, eval_data, callbacks=[])
         after_init = _rss_mb()
         with _PeakSampler() as train_peak:
             t_train = time.time()
@@ -193,6 +252,11 @@ def run_case(name: str) -> dict:
             else:
                 trainer.train()
             train_s = time.time() - t_train
+        eval_peak = None
+        if eval_data is not None:
+            with _PeakSampler() as eval_sampler:
+                trainer.evaluate()
+            eval_peak = eval_sampler.peak
         batch = next(iter(trainer.get_train_dataloader()))
         shapes = {k: list(v.shape) for k, v in batch.items() if hasattr(v, "shape")}
         model_config = json.loads((folder / "config.json").read_text())
@@ -208,8 +272,9 @@ def run_case(name: str) -> dict:
         "rss_after_load_mb": after_load,
         "rss_after_trainer_init_mb": after_init,
         "train_peak_mb": train_peak.peak,
+        "eval_peak_mb": eval_peak,
         "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "train_s_per_step": train_s / STEPS,
+        "train_s_per_step": train_s / steps,
         "wall_s": time.time() - t0,
         "batch_shapes": shapes,
     }
@@ -229,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("cases", nargs="*", help=f"cases to run (default: {' '.join(DEFAULT_CASES)})")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--all", action="store_true", help="run every case")
+    parser.add_argument("--sweep", action="store_true",
+                        help=f"long prompts at lengths {', '.join(map(str, SWEEP_LENGTHS))} for "
+                             f"{', '.join(SWEEP_METHODS)} (the wide model)")
     parser.add_argument("--json", help="write every result to this file")
     opts = parser.parse_args(argv)
 
@@ -239,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     from backend.device_info import describe_device
 
     device = describe_device()
-    names = list(CASES) if opts.all else (opts.cases or DEFAULT_CASES)
+    sweep = [name for name in CASES if name.startswith("wide-")]
+    names = list(CASES) if opts.all else (opts.cases or (sweep if opts.sweep else DEFAULT_CASES))
     unknown = [n for n in names if n not in CASES]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known: {', '.join(CASES)}")
@@ -259,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     if results:
         ratios = [r["estimate"]["total_mb"] / r["process_peak_mb"] for r in results]
         print(f"estimate / measured: min {min(ratios):.2f}, max {max(ratios):.2f}", flush=True)
+        worst = max(ratios, key=lambda x: abs(x - 1))
+        print(f"largest error {100 * (worst - 1):+.0f}% "
+              f"({'within' if abs(worst - 1) <= 0.15 else 'OUTSIDE'} ±15%)", flush=True)
     if opts.json:
         Path(opts.json).write_text(json.dumps(results, indent=2))
     return 0
@@ -269,7 +341,9 @@ def _print_row(r: dict) -> None:
     measured = r["process_peak_mb"]
     line = (
         f"{r['case']:<22} measured peak {measured:5.0f} MB (loading {r['load_peak_mb']:.0f}, "
-        f"training {r['train_peak_mb']:.0f}), {r['train_s_per_step']:.1f} s/step"
+        f"training {r['train_peak_mb']:.0f}"
+        + (f", evaluation {r['eval_peak_mb']:.0f}" if r.get("eval_peak_mb") else "")
+        + f"), {r['train_s_per_step']:.1f} s/step"
     )
     if est:
         line += f" | estimate {est['total_mb']:5.0f} MB, estimate/measured {est['total_mb'] / measured:.2f}"

@@ -169,6 +169,42 @@ def test_grows_with_batch_and_length():
     assert total(per_device_train_batch_size=2, max_length=2048) > base
 
 
+LENGTHS = (64, 256, 512, 1024, 2048)
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo", "orpo"])
+@pytest.mark.parametrize("device", [GPU_24GB, CPU_16GB], ids=["gpu", "cpu"])
+def test_every_method_grows_with_length(method, device):
+    totals = [total(method, device, GEMMA3_270M, max_length=n, per_device_train_batch_size=1) for n in LENGTHS]
+    # On the CPU a short run can peak while loading, which no length changes.
+    assert totals == sorted(totals) and totals[-1] > 1.5 * totals[0]
+
+
+def test_orpo_logits_scale_with_length_times_vocabulary_and_dominate_for_gemma():
+    def logits(shape, length):
+        return estimate_memory(default_config("orpo", max_length=length, per_device_train_batch_size=1,
+                                              eval_fraction=0.0), CPU_16GB, shape).parts["logits"]
+
+    half_vocab = dataclasses.replace(GEMMA3_270M, vocab_size=GEMMA3_270M.vocab_size // 2)
+    assert logits(GEMMA3_270M, 1024) == pytest.approx(2 * logits(half_vocab, 1024))
+    assert logits(GEMMA3_270M, 2048) == pytest.approx(2 * logits(GEMMA3_270M, 1024))
+    parts = estimate_memory(default_config("orpo", max_length=2048, per_device_train_batch_size=1),
+                            CPU_16GB, GEMMA3_270M).parts
+    assert max(parts, key=parts.get) == "logits"
+
+
+def test_evaluation_batches_are_included_when_they_outgrow_the_training_step():
+    def parts(**values):
+        cfg = default_config("orpo", max_length=1024, per_device_train_batch_size=1, **values)
+        return estimate_memory(cfg, CPU_16GB, GEMMA3_270M).parts
+
+    assert "evaluation" not in parts(eval_fraction=0.0)
+    default = parts(eval_fraction=0.05)  # evaluation batch: twice the training batch
+    bigger = parts(eval_fraction=0.05, eval_batch_size=8)
+    assert 0 < default["evaluation"] < bigger["evaluation"]
+    assert sum(bigger.values()) > sum(default.values()) > sum(parts(eval_fraction=0.0).values())
+
+
 def test_weights_4bit_below_8bit_below_none():
     weights = {q: estimate_memory(default_config("sft", quantization=q), GPU_80GB, LLAMA_SHAPE).parts["weights"]
                for q in ("4bit", "8bit", "none")}
