@@ -164,8 +164,16 @@ def load_dataset_file(
         held = _heldout_name(loaded, eval_split, where)
         if held:
             # The held-out rows are read as the training rows were, so their columns agree.
-            loaded.heldout = _load_split(where, hub, forced or loaded.format, split=held, on_preview=None,
-                                         **options)
+            try:
+                loaded.heldout = _load_split(where, hub, forced or loaded.format, split=held, on_preview=None,
+                                             **options)
+            except LoadCancelled:
+                raise
+            except DatasetError as err:
+                raise DatasetError(
+                    f"The {held} split, which would be held out for evaluation, cannot be used: {err.message} "
+                    "Fix it, or set the held-out split to none to hold out a share of the training rows.",
+                    path=err.path, line=err.line, field=err.field, columns=err.columns) from None
             _check_same_shape(loaded, loaded.heldout, where)
             loaded.notes.append(f"The {held} split ({loaded.heldout.rows_kept} rows) is held out for "
                                 "evaluation and the Compare tab.")
@@ -217,7 +225,14 @@ def _load_split(where, hub: bool, forced: DataFormat | None, *, column_map, spli
             source = stack.enter_context(open_rows(where, split))
             splits = list(folder_splits(where)) if where.is_dir() else []
             used = split or ("train" if "train" in splits else splits[0] if len(splits) == 1 else "")
-        loaded = _load_source(where, source, forced, column_map, progress, should_stop, on_preview, spill_at)
+        try:
+            loaded = _load_source(where, source, forced, column_map, progress, should_stop, on_preview, spill_at)
+        except DatasetError as err:
+            if source.origin is None or err.path != str(where):
+                raise
+            # A split that is one file of a folder: name that file, not the folder.
+            raise type(err)(err.message, path=source.origin, line=err.line, field=err.field,
+                            columns=err.columns) from None
     loaded.split, loaded.splits = used, splits
     if info is not None:
         loaded.hub = info.to_dict()

@@ -312,3 +312,12 @@ def test_worker_trains_on_a_hub_split_and_evaluates_on_its_test_split(hub_caches
     assert source["id"] == REPO and source["revision"] == COMMIT and source["split"] == "train"
     assert source["heldout_split"] == "test"
     assert "data_path: acme/tiny-prefs" in (run.run_dir / "config.yaml").read_text()
+
+
+def test_test_split_written_differently_is_refused_naming_the_file(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", pairs(4))
+    write_jsonl(tmp_path / "test.jsonl", [{"prompt": "Hi?", "completion": "Hello."}] * 2)
+    with pytest.raises(DatasetError) as caught:
+        load_dataset_file(tmp_path)
+    assert "test.jsonl" in str(caught.value) and "chosen" in str(caught.value)
+    assert load_dataset_file(tmp_path, eval_split="none").rows_kept == 4
