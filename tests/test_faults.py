@@ -26,7 +26,7 @@ from backend.events import (
     WorkerWarning,
 )
 from backend.fault_injection import ENV_VAR, parse_faults
-from backend.run_config import load_yaml
+from backend.run_config import load_yaml, replace_values
 from backend.run_folder import (
     append_event,
     current_attempt_events,
@@ -314,6 +314,9 @@ def test_a_real_host_out_of_memory_is_classified(tiny_model_dir, tmp_path, studi
 
 
 def test_max_length_below_every_prompt_is_refused_with_the_field_named(tiny_model_dir, tmp_path):
+    # TRL drops (DPO) or empties (ORPO, SFT) such examples; the Long prompts setting decides
+    # first: truncate_left (the default) trains on them with their prompts cut, drop refuses
+    # to leave out most of the data.
     data = tmp_path / "long_prompts.jsonl"
     with data.open("w") as fh:
         for i in range(16):
@@ -322,15 +325,15 @@ def test_max_length_below_every_prompt_is_refused_with_the_field_named(tiny_mode
         fh.write(json.dumps({"prompt": "Short?", "chosen": " Yes.", "rejected": " No."}) + "\n")
     cfg = tiny_run_config("dpo", tiny_model_dir, data, max_length=32, max_steps=2)
     _run, events = run_to_completion(cfg, timeout=120)
-    warning = next(e for e in events if isinstance(e, WorkerWarning) and e.kind == "rows_dropped")
-    assert "16 of 17" in warning.message and "Max length" in warning.message
+    assert isinstance(events[-1], RunFinished), events[-1]
+    warning = next(e for e in events if isinstance(e, WorkerWarning) and e.kind == "long_prompts")
+    assert "16 of 17" in warning.message and "Max length 32" in warning.message
+    assert not any(isinstance(e, WorkerWarning) and e.kind == "rows_dropped" for e in events)
 
-    for line in data.read_text().splitlines()[-1:]:
-        data.write_text(data.read_text().replace(line + "\n", ""))
-    run, events = run_to_completion(cfg, timeout=120)
+    run, events = run_to_completion(replace_values(cfg, {"long_prompts": "drop"}), timeout=120)
     failed = events[-1]
     assert isinstance(failed, RunFailed) and failed.kind == "bad_config", failed
-    assert failed.message.startswith("max_length:") and "shorter than every prompt" in failed.message
+    assert failed.message.startswith("max_length:") and "most of the data" in failed.message
     assert not any(isinstance(e, TrainLog) for e in events)
 
 
