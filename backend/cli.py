@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     settings = sub.add_parser("settings", help="list every setting of a method with its default and help")
     settings.add_argument("method", choices=METHODS)
+
+    from backend.cli_export import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 
@@ -372,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_runs(args)
     if args.command == "settings":
         return cmd_settings(args)
+    if args.command == "export":
+        from backend.cli_export import cmd_export
+
+        return cmd_export(args)
     parser.print_help()
     return 2
 

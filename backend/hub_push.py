@@ -24,8 +24,8 @@ def check_can_push(repo_id: str) -> str:
         raise HubPushError(f"{repo_id!r} is not a Hugging Face repo id; write it as user-or-org/name.")
     if hub_offline():
         raise HubPushError(
-            f"Cannot push to {repo_id}: the studio is offline (HF_HUB_OFFLINE is set). The export is kept on "
-            "disk; push it later with network access, or upload the folder with `hf upload`.")
+            f"Cannot push to {repo_id}: the studio is offline (HF_HUB_OFFLINE is set). Export without pushing, "
+            "then upload the folder with `hf upload` once you are online.")
     from huggingface_hub import get_token
 
     token = get_token()

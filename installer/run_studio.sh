@@ -23,6 +23,8 @@ sys.exit(any(importlib.util.find_spec(m) is None for m in needed))' 2>/dev/null;
         .venv/bin/python -m pip install -q "torch==2.13.0" || true
     fi
     .venv/bin/python -m pip install -q -e . -c installer/constraints.txt
+    # GGUF/Ollama export only; the studio works without it, so a failure here is not fatal.
+    bash installer/install_llama_converter.sh || echo "llama.cpp's converter was not installed: GGUF export is off." >&2
     echo "$WANT" > "$STAMP"
 fi
 

@@ -13,6 +13,8 @@ fi
 .venv/bin/python -m pip install -q -e ".[test]" -c installer/constraints.txt
 # run_studio.sh then knows these dependencies are installed (it checks this stamp).
 sha256sum pyproject.toml | cut -d' ' -f1 > .venv/.alignstudio-installed
+# llama.cpp's converter for the GGUF export tests, apart from the venv's packages.
+bash installer/install_llama_converter.sh
 # Debian's Qt runtime libraries, needed by PySide6 even offscreen, if missing.
 MISSING=$(.venv/bin/python installer/qt_system_libs.py offscreen || true)
 if { [ -n "$MISSING" ] || ! .venv/bin/python -c "from PySide6 import QtWidgets" 2>/dev/null; } && command -v apt-get >/dev/null; then

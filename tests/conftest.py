@@ -96,14 +96,19 @@ def trained_dpo_run(tmp_path_factory, tiny_model_dir) -> Path:
     """One tiny DPO run with 16 held-out pairs, trained once for every compare test.
 
     It lives in a home of its own, so the per-test homes never see it."""
+    home = tmp_path_factory.mktemp("trained-dpo-home")
+    return train_easy_dpo_in_own_home(home, tiny_model_dir, max_steps=20, eval_fraction=0.25)
+
+
+def train_easy_dpo_in_own_home(home: Path, model_dir: Path, **overrides) -> Path:
+    """Train a tiny DPO run on the easy pairs with ``home`` as ALIGNSTUDIO_HOME; its run folder."""
     from backend.training_run import run_to_completion
 
-    home = tmp_path_factory.mktemp("trained-dpo-home")
     mp = pytest.MonkeyPatch()
     mp.setenv("ALIGNSTUDIO_HOME", str(home))
     try:
         data = write_easy_preferences(home / "easy_prefs.jsonl")
-        cfg = tiny_run_config("dpo", tiny_model_dir, data, max_steps=20, eval_fraction=0.25)
+        cfg = tiny_run_config("dpo", model_dir, data, **overrides)
         run, events = run_to_completion(cfg, runs_root=home / "runs", timeout=300)
     finally:
         mp.undo()

@@ -1,0 +1,88 @@
+"""``alignstudio export RUN --format adapter|merged|gguf|ollama [--quantization Q] [--out DIR] [--push REPO]``.
+
+The export runs in the same worker process the window uses. Ctrl-C asks it to
+stop at the next safe point; a second Ctrl-C terminates it. Either way nothing
+is left under the final name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+from backend.export_plan import EXPORT_FORMATS, GGUF_TYPES, MERGED_PRECISIONS
+
+
+def add_export_parser(sub) -> None:
+    export = sub.add_parser("export", help="export a run: adapter, merged model, GGUF or Ollama",
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            description=__doc__.split("\n\n", 1)[1])
+    export.add_argument("run", help="a run folder, or a run's name in the runs folder")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument("--quantization", default="",
+                        help=f"merged: {', '.join(MERGED_PRECISIONS)} (default float32); "
+                             f"gguf/ollama: {', '.join(GGUF_TYPES)} (default f16 / q8_0)")
+    export.add_argument("--out", default="", help="output folder (default: the run's exports/ folder)")
+    export.add_argument("--push", default="", metavar="REPO_ID",
+                        help="also upload to this Hugging Face repo (needs `hf auth login` and network)")
+    export.add_argument("--runs-dir", help="where to look up a run given by name (default ~/AlignStudio/runs)")
+    export.add_argument("--check-tokens", type=int, default=24,
+                        help="greedy tokens compared after merging or converting (default 24)")
+
+
+def resolve_run(run: str, runs_dir: str | None = None) -> Path:
+    from backend.paths import runs_dir as default_runs_dir
+
+    path = Path(run).expanduser()
+    if path.is_dir():
+        return path
+    candidate = Path(runs_dir or default_runs_dir()).expanduser() / run
+    return candidate if candidate.is_dir() else path
+
+
+def cmd_export(args) -> int:
+    from backend.export_events import ExportFailed, ExportFinished, ExportPhase
+    from backend.export_plan import ExportError, ExportRequest
+    from backend.export_run import ExportRun
+
+    request = ExportRequest(run_dir=str(resolve_run(args.run, args.runs_dir)), format=args.format,
+                            quantization=args.quantization, out_dir=args.out, push_repo=args.push,
+                            check_tokens=args.check_tokens)
+    try:
+        export = ExportRun.start(request)
+    except ExportError as exc:
+        print(f"Cannot export: {exc}")
+        return 2
+    interrupts = 0
+
+    def on_sigint(signum, frame):
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            print("\nStopping the export (Ctrl-C again to terminate it)...", flush=True)
+            export.request_stop()
+        else:
+            export.kill()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    code = 1
+    try:
+        for event in export.events():
+            if isinstance(event, ExportPhase):
+                pct = f"{event.fraction:4.0%} " if event.fraction is not None else "     "
+                print(f"{pct}{event.message}", flush=True)
+            elif isinstance(event, ExportFinished):
+                for check in event.checks:
+                    print(f"  check: {check['name']}: {check['verdict']}")
+                print(f"Exported to {event.path} in {event.seconds:.0f} s")
+                if event.pushed_to:
+                    print(f"Pushed to {event.pushed_to}")
+                code = 0
+            elif isinstance(event, ExportFailed):
+                print(f"Export failed: {event.message}")
+                code = 2 if event.kind == "bad_request" else 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        export.close()
+    return code
