@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.prompt_rendering import display_text, is_messages, response_token_ids
+from backend.prompt_rendering import common_prefix_length, display_text, is_messages, response_token_ids
 
 POLICIES = ("truncate_left", "drop", "refuse")
 # The minimum answer budget: the share of Max length a cut prompt leaves to the answer.
@@ -239,12 +239,7 @@ def fit_dataset(dataset, tokenizer, max_length: int, policy: str):
     fit = LengthFit(max_length=max_length)
     result = FitResult(fit=fit, policy=policy)
     plans: dict[int, Any] = {}
-    for index, row in enumerate(dataset):
-        split = _split_messages(row)
-        if split is None or not split[1]:
-            continue
-        prompt, answers = split
-        prompt_len, answer_len = row_lengths(tokenizer, prompt, answers)
+    for index, prompt, answers, (prompt_len, answer_len) in _measured_rows(dataset, tokenizer):
         fit.add(prompt_len, answer_len)
         if prompt_len + answer_len <= max_length:
             continue
@@ -259,6 +254,48 @@ def fit_dataset(dataset, tokenizer, max_length: int, policy: str):
     if plans:
         dataset = dataset.map(_apply_prompt, with_indices=True, fn_kwargs={"plans": plans})
     return dataset, result
+
+
+_MEASURE_CHUNK = 512
+
+
+def _measured_rows(dataset, tokenizer):
+    """(index, prompt, answers, (prompt tokens, longest answer tokens)) for each row with a
+    prompt. Text prompts are tokenized a chunk at a time (a fast tokenizer encodes a batch
+    in parallel), the same way ``row_lengths`` counts them; conversations row by row."""
+    chunk: list[tuple[int, Any, list[Any]]] = []
+    for index, row in enumerate(dataset):
+        split = _split_messages(row)
+        if split is None or not split[1]:
+            continue
+        prompt, answers = split
+        if not isinstance(prompt, str) or not all(isinstance(a, str) for a in answers):
+            yield index, prompt, answers, row_lengths(tokenizer, prompt, answers)
+            continue
+        chunk.append((index, prompt, answers))
+        if len(chunk) == _MEASURE_CHUNK:
+            yield from _measure_text_chunk(chunk, tokenizer)
+            chunk = []
+    yield from _measure_text_chunk(chunk, tokenizer)
+
+
+def _measure_text_chunk(chunk, tokenizer):
+    if not chunk:
+        return
+    eos = tokenizer.eos_token or ""
+    texts = []
+    for _index, prompt, answers in chunk:
+        texts.append(prompt)
+        texts += [prompt + a + (eos if eos and not a.endswith(eos) else "") for a in answers]
+    ids = iter(tokenizer(texts)["input_ids"])
+    for index, prompt, answers in chunk:
+        prompt_ids = next(ids)
+        prompt_len, longest = 0, 0
+        for _answer in answers:
+            full = next(ids)
+            n = common_prefix_length(prompt_ids, full)
+            prompt_len, longest = max(prompt_len, n), max(longest, len(full) - n)
+        yield index, prompt, answers, (prompt_len, longest)
 
 
 def _apply_prompt(row: dict[str, Any], index: int, plans: dict[int, Any]) -> dict[str, Any]:
