@@ -141,6 +141,9 @@ class RunsTab(QWidget):
         self.compare_button = QPushButton("Compare…")
         self.compare_button.setToolTip("Open this run's adapter in the Compare tab, next to its base model.")
         self.compare_button.clicked.connect(self._compare)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Export the adapter, a merged model, a GGUF file or an Ollama model.")
+        self.export_button.clicked.connect(self._export)
         self.resume_button = QPushButton("Resume")
         self.resume_button.setObjectName("primaryButton")
         self.resume_button.clicked.connect(self._resume)
@@ -207,8 +210,8 @@ class RunsTab(QWidget):
         self.detail_tabs.addTab(self.config_stack, "Config")
 
         bar = QHBoxLayout()
-        for b in (self.refresh_button, self.overlay_button, self.folder_button, self.compare_button, self.resume_button,
-                  self.reuse_button, self.delete_button):
+        for b in (self.refresh_button, self.overlay_button, self.folder_button, self.compare_button, self.export_button,
+                  self.resume_button, self.reuse_button, self.delete_button):
             bar.addWidget(b)
         bar.addStretch(1)
         bar.addWidget(self.count_label)
@@ -335,6 +338,7 @@ class RunsTab(QWidget):
         self.reuse_button.setEnabled(len(selected) == 1)
         adapter = len(selected) == 1 and bool(getattr(self._summaries.get(selected[0]), "adapter_path", ""))
         self.compare_button.setEnabled(adapter)
+        self.export_button.setEnabled(adapter)
         self._update_resume_button(selected)
         self.delete_button.setEnabled(bool(selected) and not running)
         self.delete_button.setToolTip("Stop the run before deleting it." if running
@@ -451,6 +455,14 @@ class RunsTab(QWidget):
         selected = self.selected_run_dirs()
         if selected:
             self.sig_compare_requested.emit(selected[0])
+
+    def _export(self) -> None:
+        from app.export_dialog import ExportDialog
+
+        selected = self.selected_run_dirs()
+        if selected:
+            self.export_dialog = ExportDialog(selected[0], parent=self)
+            self.export_dialog.show()
 
     def _update_resume_button(self, selected: list[str]) -> None:
         summary = self._summaries.get(selected[0]) if len(selected) == 1 else None

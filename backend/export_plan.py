@@ -17,7 +17,7 @@ from backend.run_folder import ADAPTER_DIR, CONFIG_FILE
 
 EXPORT_FORMATS = ("adapter", "merged", "gguf", "ollama")
 FORMAT_LABELS = {
-    "adapter": "LoRA adapter (small; needs the base model)",
+    "adapter": "LoRA adapter (runs on its base model)",
     "merged": "Merged model (safetensors)",
     "gguf": "GGUF file (llama.cpp, LM Studio)",
     "ollama": "Ollama (GGUF + Modelfile)",
