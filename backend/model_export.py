@@ -377,6 +377,9 @@ def _export_gguf(plan: ExportPlan, state: ExportState, work: Path, staged: Path,
     gguf_file = work / f"model-{outtype}.gguf"
     run_converter(plan, state, hf_dir, gguf_file, outtype, plan.run_dir / "export.log")
     _checkpoint(state)
+    note = _give_source_tokenizer(plan, state, work, hf_dir, gguf_file)
+    if note:
+        checks.append(note)
     state.phase("checking", "Loading the GGUF file back and comparing greedy answers", 0.8)
     checks += check_gguf(gguf_file, merged, plan.request.check_tokens, outtype)
     if plan.request.format == "gguf":
@@ -389,6 +392,30 @@ def _export_gguf(plan: ExportPlan, state: ExportState, work: Path, staged: Path,
     (staged / "Modelfile").write_text(render_modelfile(name, getattr(tokenizer, "chat_template", None),
                                                        tokenizer.eos_token), encoding="utf-8")
     return checks
+
+
+def _give_source_tokenizer(plan: ExportPlan, state: ExportState, work: Path, hf_dir: Path,
+                           gguf_file: Path) -> dict | None:
+    """Without a tokenizer.model the converter guesses a vocabulary transformers cannot
+    read; a base model that came from a GGUF file has the right one in that file."""
+    from backend.gguf_tokenizer import donor_gguf, transplant_tokenizer
+    from backend.run_folder import load_run_config
+
+    if (hf_dir / "tokenizer.model").is_file():
+        return None
+    donor = donor_gguf(load_run_config(plan.run_dir).model, work)
+    if donor is None:
+        return None
+    state.phase("converting", f"Taking the tokenizer from {donor.name}, the file the base model came from", 0.75)
+    fixed = work / "with-source-tokenizer.gguf"
+    try:
+        transplant_tokenizer(gguf_file, donor, fixed)
+    except ValueError as exc:
+        return {"name": "GGUF tokenizer", "identical": False, "verdict": f"kept the converter's: {exc}"}
+    os.replace(fixed, gguf_file)
+    return {"name": "GGUF tokenizer", "identical": True,
+            "verdict": f"taken from {donor.name} (llama.cpp's SentencePiece vocabulary of the base model), "
+                       "since the model folder has no tokenizer.model"}
 
 
 def _write_card_and_report(plan: ExportPlan, result: ExportResult, staged: Path) -> None:

