@@ -73,6 +73,15 @@ class ExportDialog(QDialog):
         out_row = QHBoxLayout()
         out_row.addWidget(self.out_edit, 1)
         out_row.addWidget(browse)
+        self.compare_edit = QLineEdit()
+        self.compare_edit.setPlaceholderText("batch compare .jsonl (optional)")
+        self.compare_edit.setToolTip("A batch compare exported as JSON Lines from the Compare tab: its summary goes "
+                                     "into the model card. Without one, a *compare*.jsonl in the run folder is used.")
+        compare_browse = QPushButton("Browse…")
+        compare_browse.clicked.connect(self._browse_compare)
+        compare_row = QHBoxLayout()
+        compare_row.addWidget(self.compare_edit, 1)
+        compare_row.addWidget(compare_browse)
         self.push_check = QCheckBox("Also upload to the Hugging Face Hub")
         self.repo_edit = QLineEdit()
         self.repo_edit.setPlaceholderText("user-or-org/model-name")
@@ -83,6 +92,7 @@ class ExportDialog(QDialog):
         form.addRow("Precision", self.quant_box)
         form.addRow("", self.quant_hint)
         form.addRow("Save in", out_row)
+        form.addRow("Model card", compare_row)
         form.addRow(self.push_check, self.repo_edit)
 
         self.banner = NoticeBanner()
@@ -162,10 +172,17 @@ class ExportDialog(QDialog):
         if folder:
             self.out_edit.setText(folder)
 
+    def _browse_compare(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Batch compare for the model card", str(self.run_dir),
+                                              "JSON Lines (*.jsonl)")
+        if path:
+            self.compare_edit.setText(path)
+
     def request(self) -> ExportRequest:
         return ExportRequest(run_dir=str(self.run_dir), format=self.format_box.currentData(),
                              quantization=self.quant_box.currentData() or "", out_dir=self.out_edit.text().strip(),
-                             push_repo=self.repo_edit.text().strip() if self.push_check.isChecked() else "")
+                             push_repo=self.repo_edit.text().strip() if self.push_check.isChecked() else "",
+                             compare_file=self.compare_edit.text().strip())
 
     # ------------------------------------------------------------------ running
     def start_export(self) -> None:
@@ -215,7 +232,8 @@ class ExportDialog(QDialog):
         return self._export is not None
 
     def _set_running(self, running: bool) -> None:
-        for widget in (self.format_box, self.quant_box, self.out_edit, self.push_check, self.export_button):
+        for widget in (self.format_box, self.quant_box, self.out_edit, self.compare_edit, self.push_check,
+                       self.export_button):
             widget.setEnabled(not running)
         self.quant_box.setEnabled(not running and bool(QUANTIZATIONS[self.format_box.currentData()]))
         self.repo_edit.setEnabled(not running and self.push_check.isChecked())

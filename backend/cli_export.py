@@ -26,6 +26,9 @@ def add_export_parser(sub) -> None:
     export.add_argument("--out", default="", help="output folder (default: the run's exports/ folder)")
     export.add_argument("--push", default="", metavar="REPO_ID",
                         help="also upload to this Hugging Face repo (needs `hf auth login` and network)")
+    export.add_argument("--compare", default="", metavar="FILE.jsonl",
+                        help="a batch-compare JSON Lines export whose summary goes into the model card "
+                             "(default: one saved in the run folder, if any)")
     export.add_argument("--runs-dir", help="where to look up a run given by name (default ~/AlignStudio/runs)")
     export.add_argument("--check-tokens", type=int, default=24,
                         help="greedy tokens compared after merging or converting (default 24)")
@@ -48,6 +51,7 @@ def cmd_export(args) -> int:
 
     request = ExportRequest(run_dir=str(resolve_run(args.run, args.runs_dir)), format=args.format,
                             quantization=args.quantization, out_dir=args.out, push_repo=args.push,
+                            compare_file=args.compare,
                             check_tokens=args.check_tokens)
     try:
         export = ExportRun.start(request)

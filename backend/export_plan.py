@@ -44,6 +44,7 @@ class ExportRequest:
     quantization: str = ""
     out_dir: str = ""  # default: the run's exports/ folder
     push_repo: str = ""  # a Hugging Face repo id to upload to afterwards, or ""
+    compare_file: str = ""  # a batch-compare JSONL export whose summary goes into the model card
     check_tokens: int = 24  # greedy tokens compared after a merge or conversion
 
     def to_dict(self) -> dict:
@@ -115,6 +116,10 @@ def plan_export(request: ExportRequest) -> ExportPlan:
                 f"A {fmt} export needs llama.cpp's converter, which is not installed in {converter}. Install it "
                 "apart from the studio's packages (its own 'gguf' package must not replace the one the studio "
                 f"uses): {CONVERTER_INSTALL.format(dir=converter)}")
+    if request.compare_file:
+        from backend.model_card import read_compare_summary
+
+        read_compare_summary(Path(request.compare_file).expanduser())  # raises ExportError naming the file
     if request.push_repo:
         from backend.hub_push import HubPushError, check_can_push
 

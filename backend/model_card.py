@@ -7,6 +7,7 @@ says the same as one made from the window. No torch here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ from backend.run_folder import current_attempt_events, load_run_config, read_eve
 from backend.run_config import to_dict
 
 COMPARE_SUMMARY_FILE = "compare_summary.json"
+COMPARE_EXPORT_GLOB = "*compare*.jsonl"
 
 _COMPARE_LINES = (
     ("base_accuracy", "Preference accuracy, base model", "pct"),
@@ -35,13 +37,37 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def find_compare_summary(run_dir: Path) -> dict | None:
-    """A batch-compare summary saved in the run folder, if any."""
-    path = run_dir / COMPARE_SUMMARY_FILE
+def read_compare_summary(path: Path) -> dict:
+    """The summary line of a batch-compare JSONL export. Raises ExportError naming the file."""
+    from backend.compare_export import read_jsonl_export
+    from backend.export_plan import ExportError
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        summary, _rows = read_jsonl_export(path)
+    except OSError as exc:
+        raise ExportError(f"The compare file {path} cannot be read: {exc.strerror or exc}.") from None
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ExportError(f"{path} is not a batch-compare JSON Lines export ({exc}).") from None
+    if summary is None:
+        raise ExportError(f"{path} has no summary line; export the batch compare as JSON Lines from the Compare "
+                          "tab and pick that file.")
+    return dataclasses.asdict(summary)
+
+
+def find_compare_summary(run_dir: Path) -> dict | None:
+    """A batch-compare summary kept in the run folder (``compare_summary.json``, or the newest
+    ``*compare*.jsonl`` export saved there), if any."""
+    try:
+        return json.loads((run_dir / COMPARE_SUMMARY_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        pass
+    exports = sorted(run_dir.glob(COMPARE_EXPORT_GLOB), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in exports:
+        try:
+            return read_compare_summary(path)
+        except ValueError:
+            continue
+    return None
 
 
 def render_model_card(run_dir: str | Path, export_format: str, quantization: str = "",

@@ -424,7 +424,12 @@ def _write_card_and_report(plan: ExportPlan, result: ExportResult, staged: Path)
     folder = staged if staged.is_dir() else None
     report = {"format": result.format, "quantization": result.quantization, "run": str(plan.run_dir),
               "checks": result.checks, "seconds": result.seconds, "time": time.time()}
-    card = render_model_card(plan.run_dir, result.format, result.quantization, result.checks)
+    compare = None
+    if plan.request.compare_file:
+        from backend.model_card import read_compare_summary
+
+        compare = read_compare_summary(Path(plan.request.compare_file).expanduser())
+    card = render_model_card(plan.run_dir, result.format, result.quantization, result.checks, compare)
     if folder is not None:
         (folder / "README.md").write_text(card, encoding="utf-8")
         (folder / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")

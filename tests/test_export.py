@@ -296,3 +296,46 @@ def test_stopped_and_killed_exports_leave_nothing_under_the_final_name(trained_d
     export.close()
     assert isinstance(events[-1], ExportFailed) and events[-1].kind == "killed", events[-1]
     no_leftovers(tmp_path, export.plan.final_path)
+
+
+def test_model_card_has_config_data_metrics_and_compare_summary(tmp_path):
+    from backend.compare_export import export_jsonl
+    from backend.compare_scoring import CompareSummary
+    from backend.events import RunFinished, RunStarted, TrainLog, WorkerWarning
+    from backend.model_card import read_compare_summary, render_model_card
+    from backend.run_folder import append_event
+
+    run = fake_run(tmp_path)
+    append_event(run, RunStarted(run_dir=str(run), method="dpo", config={}, device={}, total_params=10,
+                                 trainable_params=2, total_steps=5, train_rows=40, eval_rows=8))
+    append_event(run, WorkerWarning(message="3 rows were dropped: empty chosen answer.", kind="rows_dropped"))
+    append_event(run, TrainLog(step=5, epoch=1.0, metrics={"loss": 0.25, "rewards/margins": 1.5}, total_steps=5))
+    append_event(run, RunFinished(adapter_path=str(run / "adapter"), stopped=False, step=5, total_steps=5,
+                                  elapsed_seconds=3.0, summary={}))
+    compare = tmp_path / "run-compare.jsonl"
+    export_jsonl(compare, [], CompareSummary(n_rows=8, n_pairs=8, base_accuracy=0.5, aligned_accuracy=0.875))
+    summary = read_compare_summary(compare)
+    assert summary["aligned_accuracy"] == 0.875
+    card = render_model_card(run, "merged", "float32",
+                             [{"name": "merged (float32) vs base + adapter", "verdict": "identical"}], summary)
+    for text in ("base_model: \"some/model\"", "Rows used for training: 40; held out for evaluation: 8",
+                 "3 rows were dropped", "Final `rewards/margins`: 1.5", "Status: completed, step 5 of 5",
+                 "Preference accuracy, aligned model: 87.5%", "merged (float32) vs base + adapter: identical",
+                 "beta: 0.1"):
+        assert text in card, text
+    # Saved in the run folder, the same export is found without being named.
+    (tmp_path / "run-compare.jsonl").rename(run / "run-compare.jsonl")
+    assert "Preference accuracy, base model: 50.0%" in render_model_card(run, "adapter")
+
+
+def test_a_compare_file_that_is_not_one_is_refused(tmp_path):
+    run = fake_run(tmp_path)
+    bad = tmp_path / "notes.jsonl"
+    bad.write_text('{"type": "note", "text": "x"}\n')
+    with pytest.raises(ExportError, match="notes.jsonl has no summary line"):
+        plan_export(ExportRequest(str(run), "adapter", compare_file=str(bad)))
+    bad.write_text('{"type": "row", "prompt": "x"}\n')
+    with pytest.raises(ExportError, match="notes.jsonl is not a batch-compare JSON Lines export"):
+        plan_export(ExportRequest(str(run), "adapter", compare_file=str(bad)))
+    with pytest.raises(ExportError, match="cannot be read"):
+        plan_export(ExportRequest(str(run), "adapter", compare_file=str(tmp_path / "missing.jsonl")))

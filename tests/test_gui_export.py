@@ -48,6 +48,10 @@ def test_bad_request_shows_a_banner_and_starts_nothing(qtbot, tmp_path):
     assert dialog.banner.isVisibleTo(dialog) and dialog.banner.severity() == "error"
     assert "is a file" in dialog.banner.text()
     assert not dialog.is_running() and dialog.export_button.isEnabled()
+    dialog.out_edit.setText(str(tmp_path / "exports"))
+    dialog.compare_edit.setText(str(tmp_path / "missing.jsonl"))
+    dialog.export_button.click()
+    assert "missing.jsonl cannot be read" in dialog.banner.text() and not dialog.is_running()
 
 
 def merged_export_dialog(qtbot, run_dir: Path, out: Path, precision: str) -> ExportDialog:
