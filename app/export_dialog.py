@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFileDialog, QForm
 
 from app.background_call import call_in_background
 from backend.export_plan import (DEFAULT_QUANTIZATION, EXPORT_FORMATS, FORMAT_LABELS, QUANTIZATIONS, ExportError,
-                                 ExportRequest, converter_dir, converter_installed, plan_export)
+                                 ExportRequest, converter_dir, converter_installed)
 from widgets.notice_banner import NoticeBanner
 
 QUANTIZATION_HINTS = {
@@ -190,8 +190,7 @@ class ExportDialog(QDialog):
 
         request = self.request()
         try:
-            plan_export(request)  # cheap: a bad request is refused here, in a sentence
-            export = ExportRun.start(request)
+            export = ExportRun.start(request)  # checks the request first: a bad one is refused in a sentence
         except ExportError as exc:
             self.banner.show_notice("error", "Cannot export", html.escape(str(exc)))
             self.banner.show()

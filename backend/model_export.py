@@ -343,7 +343,12 @@ def run_export(plan: ExportPlan, state: ExportState) -> ExportResult:
         from backend.hub_push import push_to_hub
 
         state.phase("pushing", f"Uploading to {plan.request.push_repo}", 0.97)
-        result.pushed_to = push_to_hub(plan.final_path, plan.request.push_repo)
+        try:
+            result.pushed_to = push_to_hub(plan.final_path, plan.request.push_repo)
+        except Exception as exc:  # noqa: BLE001 - the export itself is done and stays on disk
+            result.checks.append({"name": "Hub upload", "identical": False,
+                                  "verdict": f"failed ({type(exc).__name__}: {exc}); the export is on disk at "
+                                             f"{plan.final_path}"})
     state.phase("done", f"Exported to {plan.final_path}", 1.0)
     return result
 
