@@ -193,6 +193,15 @@ def test_orpo_logits_scale_with_length_times_vocabulary_and_dominate_for_gemma()
     assert max(parts, key=parts.get) == "logits"
 
 
+def test_the_issues_orpo_run_matches_its_measured_peak():
+    # bench/bench_memory_estimate.py gemma-orpo-long512: Gemma 3 270M, ORPO, batch 1, max
+    # length 512, long prompts, evaluation on, 4-bit on the CPU: 6,982 MB peak RSS.
+    est = estimate_memory(default_config("orpo", per_device_train_batch_size=1, max_length=512), CPU_16GB,
+                          GEMMA3_270M)
+    assert est.total_mb == pytest.approx(6982, rel=0.15)
+    assert est.parts["logits"] > est.total_mb / 2 and est.parts["evaluation"] > 0
+
+
 def test_evaluation_batches_are_included_when_they_outgrow_the_training_step():
     def parts(**values):
         cfg = default_config("orpo", max_length=1024, per_device_train_batch_size=1, **values)
