@@ -36,7 +36,9 @@ class SamplingSettings:
     """How answers are sampled; both sides always use the same settings and seed.
 
     The field metadata (label, help, range) is the same kind the run settings
-    carry, so the window can build this form the same way.
+    carry, so the window can build this form the same way. ``stop_strings``
+    left unset (None) takes the loaded run's default (``ModelReady.default_stop_strings``);
+    an empty list means none.
     """
 
     max_new_tokens: int = setting(128, "Longest answer in tokens.", label="Max new tokens",
