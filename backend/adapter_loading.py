@@ -78,9 +78,9 @@ def resolve_load_spec(run_dir: str | Path | None = None, adapter_dir: str | Path
                       beta: float | None = None) -> LoadSpec:
     """Decide what a load means, from a run folder, an adapter folder, or a model alone.
 
-    A run folder supplies the base model, quantization, trust_remote_code and
-    beta from its config.yaml. An adapter folder inside a run (its adapter/ or a
-    checkpoint) uses that run's settings; any other adapter takes its base model
+    A run folder supplies the base model, quantization and beta from its
+    config.yaml; permission to run the model's code never comes from it. An
+    adapter folder inside a run (its adapter/ or a checkpoint) uses that run's settings; any other adapter takes its base model
     from ``model`` or adapter_config.json, and the default quantization of a new
     run. Explicit arguments override what the run says.
     """
@@ -116,12 +116,16 @@ def resolve_load_spec(run_dir: str | Path | None = None, adapter_dir: str | Path
         method = cfg.method
         run_beta = getattr(cfg, "beta", DEFAULT_BETA)
         quant = quantization or cfg.quantization
-        trust = cfg.trust_remote_code
-        allow_pickle = cfg.allow_pickle_weights
     else:
         base_model = model if model is not None else (_adapter_base_model(adapter) if adapter is not None else "")
-        method, run_beta, trust, allow_pickle = "", DEFAULT_BETA, False, False
+        method, run_beta = "", DEFAULT_BETA
         quant = quantization or default_config("sft").quantization
+    # Never from the run folder: only what the process that started this one was granted
+    # (the window's confirmed grants), with the model's files hashed again now.
+    from backend.code_permissions import launch_model_permissions
+
+    granted = launch_model_permissions(base_model or "")
+    trust, allow_pickle = granted["trust_remote_code"], granted["allow_pickle_weights"]
     if adapter is None and model is None:
         raise AdapterLoadError("Pick a run, an adapter folder or a model to load.")
     return LoadSpec(

@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any other setting, e.g. --set beta=0.2 (repeatable); see `alignstudio settings`")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or crashed run from its last checkpoint")
+    # Only these flags grant permission to run code: config files and run folders cannot.
+    train.add_argument("--trust-remote-code", action="store_true",
+                       help="let this model run its own Python code (only for a model whose author you trust)")
+    train.add_argument("--allow-pickle-weights", action="store_true",
+                       help="let this model's pickle weights (pytorch_model.bin) be unpickled")
+    train.add_argument("--allow-reward-code", action="store_true",
+                       help="let a reward-functions Python file run during training")
     train.add_argument("--quiet", action="store_true", help="only the final summary")
 
     data = sub.add_parser("data", help="dataset tools")
@@ -108,8 +115,12 @@ def _data_path_beside(cfg, config_path: Path):
 
 def _config_file_and_problems(path: str | Path):
     """The config a file describes, with every setting it gets wrong (not just the first)."""
+    from backend.code_permissions import file_asked_message, strip_file_only_settings
+
     path = Path(path).expanduser()
-    data = read_yaml_mapping(path)
+    data, asked = strip_file_only_settings(read_yaml_mapping(path))
+    if asked:
+        print(f"note: {file_asked_message(path, asked)}", file=sys.stderr)
     cfg = default_config(str(data.get("method") or ""))
     cfg, problems = apply_values(cfg, {k: v for k, v in data.items() if k != "method"})
     return _data_path_beside(cfg, path), problems
@@ -161,6 +172,9 @@ def config_and_problems(args) -> tuple[object, list[tuple[str, str]]]:
                       ("quantization", "quantization")):
         if getattr(args, name) is not None:
             values[key] = getattr(args, name)
+    for name in ("trust_remote_code", "allow_pickle_weights"):
+        if getattr(args, name, False):
+            values[name] = True
     for item in args.set:
         if "=" not in item:
             problems.append((item, f"--set {item}: expected KEY=VALUE, e.g. --set beta=0.2"))
@@ -211,10 +225,13 @@ def cmd_train(args) -> int:
         if args.resume:
             from backend.preflight import resume_problems
 
-            problems = resume_problems(args.resume)
+            granted = {name: True for name in ("trust_remote_code", "allow_pickle_weights")
+                       if getattr(args, name, False)}
+            problems = resume_problems(args.resume, permissions=granted)
             if problems:
                 raise ConfigError(problems)
-            run = TrainingRun.resume(args.resume)
+            run = TrainingRun.resume(args.resume, granted=replace_values(
+                load_yaml(Path(args.resume) / "config.yaml"), granted))
             method = load_yaml(Path(args.resume) / "config.yaml").method
         else:
             from backend.preflight import run_preflight

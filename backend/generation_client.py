@@ -108,7 +108,10 @@ class GenerationSession:
                 os.replace(log_path, log_path.with_suffix(".log.old"))
         except OSError:
             pass
-        env = dict(os.environ)
+        from backend.code_permissions import launch_environment, stored_launch_subjects
+
+        # The user's confirmed grants, which the worker checks against the model's files again.
+        env = launch_environment(os.environ, stored_launch_subjects())
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
         log = log_path.open("ab")

@@ -198,7 +198,8 @@ def _check_weight_format(folder: Path, where: str, allow_pickle_weights: bool) -
             "an untrusted source can take over your computer; safetensors files hold only numbers. "
             "Ask the author for a safetensors version or convert the files to safetensors. If you trust "
             "where they come from, turn on 'Allow pickle weights' under More model options "
-            "(CLI: --set allow_pickle_weights=true): they are then read with torch.load(weights_only=True), "
+            "(CLI: --allow-pickle-weights; the window asks you to confirm): they are then read with "
+            "torch.load(weights_only=True), "
             "which blocks most code but is not a guarantee.",
             setting="allow_pickle_weights",
         )
@@ -246,7 +247,7 @@ def _check_model_code(config: dict, where: str, trust_remote_code: bool) -> None
             f"model's repository ({', '.join(files) or 'auto_map'}). That code would run on your computer, "
             "with your permissions, as the model loads, which is why it is refused by default. Read the "
             "code or make sure you trust its author, then turn on 'Trust remote code' under More model "
-            "options (CLI: --set trust_remote_code=true).",
+            "options (CLI: --trust-remote-code; the window asks you to confirm).",
             setting="trust_remote_code",
         )
     if known is not None:

@@ -13,6 +13,8 @@ Nothing here imports torch or transformers: the window runs it on Train.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 import shutil
@@ -92,7 +94,7 @@ def check_before_training(cfg: BaseRunConfig, **kwargs) -> BaseRunConfig:
 
 
 def resume_problems(run_dir: str | Path, *, free_space: FreeSpace | None = None,
-                    reach_hub: HubProbe | None = None) -> list[tuple[str, str]]:
+                    reach_hub: HubProbe | None = None, permissions: dict | None = None) -> list[tuple[str, str]]:
     """Every reason the run in ``run_dir`` cannot be continued now. Between a crash and
     a resume the world moves: the dataset or the model may have been moved, the disk
     filled up, or the run may already be running in another window."""
@@ -107,11 +109,15 @@ def resume_problems(run_dir: str | Path, *, free_space: FreeSpace | None = None,
         return [("run", f"The run's {CONFIG_FILE} cannot be read: {exc}")]
     if worker_alive(run_dir):
         return [("run", f"{run_dir.name} is still training (in this or another window); it cannot be resumed twice.")]
+    if permissions:  # granted by the user for this resume (a run folder never carries them)
+        cfg = dataclasses.replace(cfg, **permissions)
     problems = model_problems(cfg, reach_hub=reach_hub)
     if cfg.data_path and not Path(cfg.data_path).expanduser().exists() and not is_hub_id(cfg.data_path):
         problems.append(("data_path", f"The run's dataset {cfg.data_path} is no longer there. Put it back, or "
                                       "train again with its settings and a new dataset path."))
-    writable = runs_folder_problem(run_dir)
+    from backend.output_containment import escaping_links_problem
+
+    writable = runs_folder_problem(run_dir) or escaping_links_problem(run_dir)
     if writable:
         problems.append(("output_dir", writable))
     else:

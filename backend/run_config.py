@@ -605,6 +605,11 @@ def to_dict(cfg: BaseRunConfig) -> dict[str, Any]:
 def from_dict(data: dict[str, Any]) -> BaseRunConfig:
     if not isinstance(data, dict):
         raise ConfigError([("config", "expected a mapping of setting names to values")])
+    from backend.code_permissions import strip_file_only_settings
+
+    # Configs come from files that travel: what they say about permissions and the
+    # runs folder is dropped here, once, for every reader (see backend.code_permissions).
+    data, _asked = strip_file_only_settings(data)
     cls = config_class(str(data.get("method", "")))
     return replace_values(cls(), {k: v for k, v in data.items() if k != "method"})
 
@@ -614,7 +619,11 @@ def save_yaml(cfg: BaseRunConfig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "# AlignStudio run configuration; `alignstudio train --config` on this file repeats the run\n"
-    text += yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+    # Permissions and the runs folder are the user's, on this machine: never written for a reader to trust.
+    from backend.code_permissions import FILE_CANNOT_SET
+
+    kept = {k: v for k, v in to_dict(cfg).items() if k not in FILE_CANNOT_SET}
+    text += yaml.safe_dump(kept, sort_keys=False, allow_unicode=True)
     write_text_atomic(path, text)
     return path
 

@@ -35,7 +35,8 @@ EVAL_SPLIT_FILE = "eval_split.jsonl"
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:40] or "run"
+    # Leading dots go too: a run named ".." must still be a folder inside the runs folder.
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:40] or "run"
 
 
 def create_run_dir(cfg: BaseRunConfig, runs_root: str | Path | None = None) -> Path:

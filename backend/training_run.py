@@ -84,19 +84,23 @@ class TrainingRun:
         """Validate ``config``, create its run folder and launch the worker."""
         check(config)
         run_dir = create_run_dir(config, runs_root)
-        return cls._launch(run_dir, resume=False)
+        return cls._launch(run_dir, resume=False, granted=config)
 
     @classmethod
-    def resume(cls, run_dir: str | Path) -> "TrainingRun":
-        """Continue a stopped or crashed run from its last checkpoint, in the same folder."""
-        return cls._launch(Path(run_dir), resume=True)
+    def resume(cls, run_dir: str | Path, granted: BaseRunConfig | None = None) -> "TrainingRun":
+        """Continue a stopped or crashed run from its last checkpoint, in the same folder.
+        ``granted``: the run's config with the permissions the user granted for this resume."""
+        return cls._launch(Path(run_dir), resume=True, granted=granted)
 
     @classmethod
-    def _launch(cls, run_dir: Path, resume: bool) -> "TrainingRun":
+    def _launch(cls, run_dir: Path, resume: bool, granted: BaseRunConfig | None = None) -> "TrainingRun":
         cmd = [sys.executable, "-m", "backend.training_worker", str(run_dir)]
         if resume:
             cmd.append("--resume")
-        env = dict(os.environ)
+        from backend.code_permissions import config_launch_subjects, launch_environment
+
+        # Permissions reach the worker only through this launch's environment (see backend.code_permissions).
+        env = launch_environment(os.environ, config_launch_subjects(granted) if granted is not None else [])
         # The worker must find the backend package even when the studio runs from a checkout.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")

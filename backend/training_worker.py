@@ -180,7 +180,10 @@ def _train(state: WorkerState) -> int:
     from backend.run_config import check
 
     run_dir, emit, stop, resume = state.run_dir, state.emit, state.stop, state.resume
-    cfg = check(load_run_config(run_dir))
+    from backend.code_permissions import apply_launch_grants
+
+    # The run folder grants nothing: permissions come from this launch, checked against the files now.
+    cfg = apply_launch_grants(check(load_run_config(run_dir)))
     state.enter_phase("loading_model", "Loading the model")
 
     from backend.model_source import local_model_folder, model_source_for_config

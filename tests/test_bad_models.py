@@ -113,7 +113,7 @@ def test_pickle_only_weights_are_refused_with_the_reason(tmp_path):
     assert err.setting == "allow_pickle_weights"
     assert "pytorch_model.bin" in text and "training_args.bin" not in text
     assert "can run any program while it is being loaded" in text
-    assert "safetensors" in text and "Allow pickle weights" in text and "allow_pickle_weights=true" in text
+    assert "safetensors" in text and "Allow pickle weights" in text and "--allow-pickle-weights" in text
     assert "weights_only=True" in text
     assert resolve_checked_model(str(folder), allow_pickle_weights=True).kind == "folder"
 
@@ -140,7 +140,7 @@ def test_model_type_only_its_repository_defines_needs_trust_remote_code(tmp_path
     assert err.setting == "trust_remote_code"
     assert "needs its own Python code" in text and "'my_arch'" in text
     assert "configuration_mine.py" in text and "modeling_mine.py" in text
-    assert "with your permissions" in text and "Trust remote code" in text and "trust_remote_code=true" in text
+    assert "with your permissions" in text and "Trust remote code" in text and "--trust-remote-code" in text
     assert resolve_checked_model(str(folder), trust_remote_code=True).kind == "folder"
 
 

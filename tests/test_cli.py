@@ -113,7 +113,7 @@ def test_every_problem_is_printed_with_its_label_before_anything_starts(tmp_path
     assert "both true" in text and "[load_in_4bit, load_in_8bit]" in text
     assert "Beta must be above 0" in text and "[beta]" in text
     assert "did you mean 'learning_rate'" in text
-    assert "Model: The model in" in text and "pickle" in text and "allow_pickle_weights=true" in text
+    assert "Model: The model in" in text and "pickle" in text and "--allow-pickle-weights" in text
     assert "Runs folder: The runs folder" in text and "is a file, not a folder" in text
     assert "Max length (tokens) is 64" in text and "long.jsonl" in text and "[max_length]" in text
     assert "No run was started." in text and "Traceback" not in text
