@@ -91,6 +91,7 @@ class LiveTrainingView(QWidget):
         self._method = ""
         self._running = False
         self._can_train = (False, "")
+        self._ready_note = ""  # what Train would do to the data (cut prompts), under the ready line
         self._pending_log = None
         self._queue: deque = deque()
         self._drain_timer = QTimer(self)
@@ -291,10 +292,13 @@ class LiveTrainingView(QWidget):
         self._can_train = (ok, reason)
         self._apply_train_state()
 
-    def show_ready(self, text: str) -> None:
-        """Say what Train would do, unless a run or its outcome is on screen."""
+    def show_ready(self, text: str, note: str = "") -> None:
+        """Say what Train would do, unless a run or its outcome is on screen; ``note``
+        (the smaller line under it) says what it would do to the data, e.g. cut prompts."""
+        self._ready_note = note
         if not self._running and not self.banner.isVisible():
             self.phase_label.setText(text)
+        self._apply_train_state()
 
     def clear_outcome(self, *_args) -> None:
         """A new dataset, a data error or a changed setting: the last run's outcome
@@ -311,8 +315,9 @@ class LiveTrainingView(QWidget):
         ok, reason = self._can_train
         self.train_button.setEnabled(ok and not self._running)
         self.train_button.setToolTip(reason if not ok else "Start training with these settings.")
-        self.ready_hint.setText(reason if not ok else "")
-        self.ready_hint.setVisible(bool(reason) and not ok and not self._running)
+        hint = reason if not ok else self._ready_note
+        self.ready_hint.setText(hint)
+        self.ready_hint.setVisible(bool(hint) and not self._running and not self.banner.isVisible())
 
     def request_stop(self) -> None:
         """Behave as if Stop was pressed (also used by the window on close and on a NaN loss)."""

@@ -34,7 +34,7 @@ from app.model_panel import ModelPanel
 from app.runs_tab import RunsTab
 from app.studio_settings import StudioSettings
 from app.training_supervisor import TrainingController
-from backend.preflight import max_length_problems, resume_problems, run_preflight
+from backend.preflight import max_length_notes, max_length_problems, resume_problems, run_preflight
 from backend.run_config import (ConfigError, default_config, describe_problems, field_label, replace_values, to_dict,
                                 validate)
 from widgets.card import Card
@@ -393,8 +393,12 @@ class StudioWindow(QMainWindow):
         self.live.set_can_train(ok, reason)
         result = self.data_panel.current()
         if ok and result is not None:
+            # What Max length will do to long examples, before anything starts (the worker
+            # says the same once it has counted with the real tokenizer).
+            notes = " ".join(max_length_notes(cfg, getattr(result, "report", None)))
             self.live.show_ready(f"Ready to train {cfg.method.upper()} on {Path(result.path).name} "
-                                 f"({result.loaded.rows_kept:,} rows) with {self.model_panel.display_name()}.")
+                                 f"({result.loaded.rows_kept:,} rows) with {self.model_panel.display_name()}.",
+                                 note=notes)
         elif not self.controller.is_running():
             self.live.show_ready("Not ready to train yet." if result is not None
                                  else "Load a dataset, pick a method, press Train.")
