@@ -317,7 +317,9 @@ class LiveTrainingView(QWidget):
         self.train_button.setToolTip(reason if not ok else "Start training with these settings.")
         hint = reason if not ok else self._ready_note
         self.ready_hint.setText(hint)
-        self.ready_hint.setVisible(bool(hint) and not self._running and not self.banner.isVisible())
+        # A note about the data belongs to "Ready to train", not under a run's outcome.
+        shown = bool(reason) if not ok else bool(hint) and not self.banner.isVisible()
+        self.ready_hint.setVisible(shown and not self._running)
 
     def request_stop(self) -> None:
         """Behave as if Stop was pressed (also used by the window on close and on a NaN loss)."""
