@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-reward-code", action="store_true",
                        help="let a reward-functions Python file run during training")
     train.add_argument("--quiet", action="store_true", help="only the final summary")
+    train.add_argument("--accelerate-config", metavar="FILE",
+                       help="train in several processes under `accelerate launch` with this config "
+                            "(DDP, FSDP, DeepSpeed; `alignstudio export RUN --as-command` writes one)")
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command")
@@ -249,7 +252,7 @@ def cmd_train(args) -> int:
             for note in notes:
                 print(f"note: {note}", file=sys.stderr)
             method = cfg.method
-            run = TrainingRun.start(cfg, args.runs_dir)
+            run = TrainingRun.start(cfg, args.runs_dir, accelerate_config=args.accelerate_config)
     except ConfigError as exc:
         for line in describe_problems(exc.problems):
             print(f"error: {line}", file=sys.stderr)

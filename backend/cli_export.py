@@ -1,8 +1,12 @@
-"""``alignstudio export RUN --format adapter|merged|gguf|ollama [--quantization Q] [--out DIR] [--push REPO]``.
+"""``alignstudio export RUN --format adapter|merged|gguf|ollama [--quantization Q] [--out DIR] [--push REPO]``
+or ``alignstudio export RUN --as-command [--layout ddp|fsdp|zero2|zero3] [--processes N]``.
 
 The export runs in the same worker process the window uses. Ctrl-C asks it to
 stop at the next safe point; a second Ctrl-C terminates it. Either way nothing
 is left under the final name.
+
+--as-command writes the run's config, an accelerate config for the layout and a
+launch script (plus, for sft and dpo, a config that `trl sft|dpo --config` reads).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import signal
 from pathlib import Path
 
 from backend.export_plan import EXPORT_FORMATS, GGUF_TYPES, MERGED_PRECISIONS
+from backend.launch_layouts import LAYOUTS
 
 
 def add_export_parser(sub) -> None:
@@ -19,7 +24,14 @@ def add_export_parser(sub) -> None:
                             formatter_class=argparse.RawDescriptionHelpFormatter,
                             description=__doc__.split("\n\n", 1)[1])
     export.add_argument("run", help="a run folder, or a run's name in the runs folder")
-    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument("--format", choices=EXPORT_FORMATS, help="what to export (or --as-command)")
+    export.add_argument("--as-command", action="store_true",
+                        help="write a command that trains the run again in several processes")
+    export.add_argument("--layout", choices=LAYOUTS, default="ddp",
+                        help="--as-command: ddp (a copy per GPU), fsdp, zero2 or zero3 (DeepSpeed); default ddp")
+    export.add_argument("--processes", type=int, default=2, help="--as-command: processes (GPUs), default 2")
+    export.add_argument("--cpu", action="store_true",
+                        help="--as-command: TRL's config trains on the CPU in fp32 (default: GPUs in bf16)")
     export.add_argument("--quantization", default="",
                         help=f"merged: {', '.join(MERGED_PRECISIONS)} (default float32); "
                              f"gguf/ollama: {', '.join(GGUF_TYPES)} (default f16 / q8_0)")
@@ -44,7 +56,33 @@ def resolve_run(run: str, runs_dir: str | None = None) -> Path:
     return candidate if candidate.is_dir() else path
 
 
+def cmd_export_as_command(args) -> int:
+    from backend.launch_command import CommandExportError, export_as_command
+
+    try:
+        result = export_as_command(resolve_run(args.run, args.runs_dir), layout=args.layout,
+                                   num_processes=args.processes, out_dir=args.out or None, on_gpu=not args.cpu,
+                                   log=lambda m: print(m, flush=True))
+    except CommandExportError as exc:
+        print(f"Cannot export: {exc}")
+        return 2
+    print(f"Exported as a command to {result.folder}: {', '.join(result.files)}")
+    for command in result.commands:
+        print(f"  {command}")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def cmd_export(args) -> int:
+    if args.as_command:
+        if args.format:
+            print("Cannot export: choose either --format or --as-command, not both.")
+            return 2
+        return cmd_export_as_command(args)
+    if not args.format:
+        print(f"Cannot export: say what to export with --format ({', '.join(EXPORT_FORMATS)}) or --as-command.")
+        return 2
     from backend.export_events import ExportFailed, ExportFinished, ExportPhase
     from backend.export_plan import ExportError, ExportRequest
     from backend.export_run import ExportRun

@@ -20,6 +20,7 @@ from typing import Callable
 from transformers import TrainerCallback
 
 from backend.events import CheckpointSaved, EvalLog, EvalProgress, Event, PhaseChanged, TrainLog, WorkerWarning
+from backend.process_ranks import any_rank_true, world_size
 from backend.run_clock import evaluations_left
 
 # Before the first evaluation its cost is guessed from the training speed: an
@@ -104,7 +105,8 @@ class EventCallback(TrainerCallback):
         self._last_step_time = now
         # An EMA follows speed changes (warm-up, evaluation pauses) without jitter.
         self._step_seconds_ema = dt if self._step_seconds_ema is None else 0.8 * self._step_seconds_ema + 0.2 * dt
-        if self.stop_requested.is_set():
+        if any_rank_true(self.stop_requested.is_set(), args.device):
+            self.stop_requested.set()  # the worker's after-training steps read it on every rank
             control.should_training_stop = True
             # A checkpoint at the stop step lets Resume continue exactly where the user stopped.
             control.should_save = self.nan_step is None
@@ -224,7 +226,9 @@ class EventCallback(TrainerCallback):
                                elapsed_seconds=now - self.clock_start))
 
     def on_prediction_step(self, args, state, control, **kwargs):
-        if self.stop_requested.is_set():
+        # With several processes an evaluation is cut short on no rank: the others would
+        # wait for this one's results. The stop takes effect at the next step instead.
+        if self.stop_requested.is_set() and world_size() == 1:
             raise EvaluationStopped()
         if not self._evaluating:  # an evaluation nobody announced (a caller of trainer.evaluate())
             self.begin_evaluation(state.global_step, final=not self._training)
@@ -237,7 +241,7 @@ class EventCallback(TrainerCallback):
         self._evaluating = False
         # The evaluation's time is not a step's: the next step's duration starts now.
         self._last_step_time = time.time()
-        if self.stop_requested.is_set():
+        if self.stop_requested.is_set() and world_size() == 1:  # several ranks agree at the next step
             control.should_training_stop = True
         elif self._training:
             self.phase("training", "Training")
@@ -249,7 +253,9 @@ class EventCallback(TrainerCallback):
         self.emit(CheckpointSaved(step=state.global_step, path=str(path)))
 
     def on_substep_end(self, args, state, control, **kwargs):
-        if self.stop_requested.is_set():
+        # Between accumulation passes the ranks cannot agree without an extra all-reduce
+        # per pass, so with several processes stops wait for the optimizer step.
+        if self.stop_requested.is_set() and world_size() == 1:
             control.should_training_stop = True
 
     def phase(self, phase: str, message: str = "") -> None:

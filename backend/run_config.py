@@ -275,6 +275,12 @@ class BaseRunConfig:
     )
     run_name: str = setting("", "Name of the run folder. Empty names it from the time and method.",
                             label="Run name", group="Output", advanced=True)
+    report_to: str = setting(
+        "", "Trackers that also receive every metric, through TRL's own reporting: tensorboard, wandb, "
+        "trackio, mlflow (several separated by commas). Empty: TensorBoard, in the run folder, when it is "
+        "installed; none: only metrics.jsonl.",
+        label="Trackers", group="Output", advanced=True,
+    )
 
 
 @dataclass
@@ -535,6 +541,9 @@ def validate(cfg: BaseRunConfig) -> list[tuple[str, str]]:
     smoothing = getattr(cfg, "label_smoothing", 0.0)
     if loss_type == "robust" and smoothing <= 0.0:
         problems.append(("label_smoothing", "the robust loss needs a label smoothing above 0 (0.1 is typical)"))
+    from backend.tracking import tracker_problems
+
+    problems += tracker_problems(cfg.report_to)
     if loss_type == "exo_pair" and smoothing <= 0.0:
         # TRL raises for this only after the model is loaded; say it before.
         problems.append(("label_smoothing", "the exo_pair loss needs a label smoothing above 0 "

@@ -32,6 +32,8 @@ PID_FILE = "worker.pid"
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 EVAL_SPLIT_FILE = "eval_split.jsonl"
+# Present when the run trains in several processes: the layout accelerate launches.
+ACCELERATE_CONFIG_FILE = "accelerate_config.yaml"
 
 
 def _slug(text: str) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from backend.run_config import BaseRunConfig, DPORunConfig, ORPORunConfig, SFTRunConfig
+from backend.tracking import resolved_trackers
 
 
 @dataclass
@@ -86,7 +88,10 @@ def build_model(model_path: str, cfg: BaseRunConfig, precision: Precision):
 
     refuse_unsafe_weights_or_code(model_path, cfg)
     quant = build_quantization_config(cfg, precision)
-    device_map = {"": 0} if precision.device == "cuda" else "cpu"
+    from backend.process_ranks import local_rank
+
+    # Under a launcher each process trains on its own GPU (LOCAL_RANK); alone, on the first.
+    device_map = {"": local_rank()} if precision.device == "cuda" else "cpu"
     try:
         model = AutoModelForCausalLM.from_pretrained(
             model_path,
@@ -172,7 +177,9 @@ def _common_args(cfg: BaseRunConfig, precision: Precision, output_dir: str, has_
         save_strategy="steps" if cfg.save_steps > 0 else "no",
         save_steps=cfg.save_steps if cfg.save_steps > 0 else 500,
         save_total_limit=cfg.save_total_limit,
-        report_to=[],
+        # metrics.jsonl is always written; trackers get the same keys through TRL's own reporting.
+        report_to=resolved_trackers(cfg.report_to),
+        run_name=Path(output_dir).parent.name,  # the run folder's name, as trackers list the run
         disable_tqdm=True,
         dataloader_num_workers=0,
         max_length=cfg.max_length,

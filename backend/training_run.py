@@ -20,7 +20,7 @@ from typing import Iterator
 
 from backend.events import Event, RunFailed, TERMINAL_TYPES, event_from_json
 from backend.run_config import BaseRunConfig, check
-from backend.run_folder import LOG_FILE, append_event, create_run_dir
+from backend.run_folder import ACCELERATE_CONFIG_FILE, LOG_FILE, append_event, create_run_dir
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +67,25 @@ def describe_exit(code: int, run_dir: Path) -> tuple[str, str, str]:
         "The last lines of its log are below. " + resume)
 
 
+def read_accelerate_config(path: str | Path) -> str:
+    """The text of an accelerate config file; ConfigError naming the file when it is not one."""
+    import yaml
+
+    from backend.run_config import ConfigError
+
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError([("accelerate_config", f"Cannot read the accelerate config {path}: {exc}")]) from exc
+    if not isinstance(data, dict) or "distributed_type" not in data:
+        raise ConfigError([("accelerate_config", f"{path} is not an accelerate config: it has no "
+                                                 "distributed_type (write one with `accelerate config` or "
+                                                 "`alignstudio export RUN --as-command`)")])
+    return text
+
+
 class TrainingRun:
     """A running (or finished) worker process for one run folder."""
 
@@ -80,10 +99,16 @@ class TrainingRun:
 
     # -- starting ----------------------------------------------------------
     @classmethod
-    def start(cls, config: BaseRunConfig, runs_root: str | Path | None = None) -> "TrainingRun":
-        """Validate ``config``, create its run folder and launch the worker."""
+    def start(cls, config: BaseRunConfig, runs_root: str | Path | None = None,
+              accelerate_config: str | Path | None = None) -> "TrainingRun":
+        """Validate ``config``, create its run folder and launch the worker; with an
+        accelerate config (several processes, FSDP, DeepSpeed), under ``accelerate launch``."""
         check(config)
+        layout = read_accelerate_config(accelerate_config) if accelerate_config else None
         run_dir = create_run_dir(config, runs_root)
+        if layout is not None:
+            # Kept in the run folder, so Resume launches the same layout.
+            (run_dir / ACCELERATE_CONFIG_FILE).write_text(layout, encoding="utf-8")
         return cls._launch(run_dir, resume=False, granted=config)
 
     @classmethod
@@ -95,6 +120,9 @@ class TrainingRun:
     @classmethod
     def _launch(cls, run_dir: Path, resume: bool, granted: BaseRunConfig | None = None) -> "TrainingRun":
         cmd = [sys.executable, "-m", "backend.training_worker", str(run_dir)]
+        if (run_dir / ACCELERATE_CONFIG_FILE).exists():
+            cmd[1:2] = ["-m", "accelerate.commands.launch", "--config_file", str(run_dir / ACCELERATE_CONFIG_FILE),
+                        "-m"]
         if resume:
             cmd.append("--resume")
         from backend.code_permissions import config_launch_subjects, launch_environment

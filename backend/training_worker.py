@@ -23,6 +23,7 @@ from typing import Callable
 
 from backend.events import (Event, PhaseChanged, RunFailed, RunFinished, RunStarted, WorkerWarning)
 from backend.fault_injection import hold_phase, planned_faults
+from backend.process_ranks import is_main_process, record_rank_agreement
 from backend.run_folder import (ADAPTER_DIR, CHECKPOINTS_DIR, EVAL_SPLIT_FILE, PID_FILE, latest_checkpoint,
                                 load_run_config, open_metrics_for_append)
 
@@ -235,6 +236,10 @@ def _train(state: WorkerState) -> int:
         from backend.fault_injection import fault_callback
 
         callbacks.append(fault_callback(state.faults))
+    from backend.tracking import tensorboard_dir
+
+    # transformers 5 takes TensorBoard's folder from the environment only: beside metrics.jsonl.
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_dir(run_dir))
     args = build_trl_args(cfg, precision, str(run_dir / CHECKPOINTS_DIR), has_eval=eval_ds is not None)
     trainer = build_trainer(cfg, model, tokenizer, args, train_ds, eval_ds, callbacks)
     # The Trainer's own printer dumps raw dicts into the log; the callback writes readable lines instead.
@@ -271,7 +276,8 @@ def _train(state: WorkerState) -> int:
         finding = diagnose(list(batches.recent), max_length=cfg.max_length, fp16=precision.fp16,
                            learning_rate=cfg.learning_rate, policy=getattr(cfg, "long_prompts", "truncate_left"))
         print(f"NaN diagnosis: {finding.summary} Causes: {', '.join(finding.causes)}", flush=True)
-        raise NonFiniteLoss(callback.nan_step, keep_last_good_adapter(run_dir, callback.nan_step), finding)
+        kept = keep_last_good_adapter(run_dir, callback.nan_step) if is_main_process() else None
+        raise NonFiniteLoss(callback.nan_step, kept, finding)
 
     stopped = stop.is_set() and progress.global_step < progress.max_steps
     if eval_ds is not None and not stop.is_set() and callback.last_eval_step != progress.global_step:
@@ -282,6 +288,7 @@ def _train(state: WorkerState) -> int:
         except EvaluationStopped:
             stopped = True
     state.enter_phase("saving", "Saving the adapter")
+    check_ranks_agree(trainer.model, run_dir, emit)
     adapter = save_adapter_atomically(trainer, run_dir / ADAPTER_DIR)
     peak, kind = peak_memory_mb()
     record_memory_quietly(run_dir, estimate, peak, kind)
@@ -393,7 +400,8 @@ def prepare_datasets(cfg, run_dir: Path):
 
         raise DatasetError("No dataset was given. Choose a dataset file or folder.")
     loaded = load_run_data(cfg)
-    record_data_source(run_dir, loaded)
+    if is_main_process():  # several training processes read the same data; one writes about it
+        record_data_source(run_dir, loaded)
     for note in getattr(loaded, "notes", []) or []:
         print(f"Data: {note}", flush=True)
     if loaded.dropped:
@@ -406,7 +414,7 @@ def prepare_datasets(cfg, run_dir: Path):
     elif cfg.eval_fraction > 0 and n_eval >= 1 and len(dataset) - n_eval >= 1:
         split = dataset.train_test_split(test_size=n_eval, seed=cfg.seed, shuffle=True)
         dataset, eval_ds = split["train"], split["test"]
-    if eval_ds is not None:
+    if eval_ds is not None and is_main_process():
         with (run_dir / EVAL_SPLIT_FILE).open("w", encoding="utf-8") as fh:
             for row in eval_ds:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -501,13 +509,34 @@ def save_stop_checkpoint(trainer, run_dir: Path) -> None:
         print(f"Could not save a checkpoint at the stop step: {exc}", flush=True)
 
 
+def check_ranks_agree(model, run_dir: Path, emit) -> None:
+    """With several processes, DDP must have kept every rank's adapter identical;
+    ``ranks.json`` records each rank's fingerprint, and a mismatch is reported."""
+    record = record_rank_agreement(model, run_dir)
+    if record is None:
+        return
+    if record["identical"]:
+        print(f"All {record['world_size']} processes ended with identical adapters.", flush=True)
+    else:
+        emit(WorkerWarning(message=(f"The {record['world_size']} training processes ended with different "
+                                    f"adapters (see {run_dir / 'ranks.json'}); rank 0's was saved."),
+                           kind="ranks_differ"))
+
+
 def save_adapter_atomically(trainer, target: Path) -> Path:
     import shutil
 
+    from backend.process_ranks import barrier
+
     tmp = target.with_name(target.name + ".saving")
-    shutil.rmtree(tmp, ignore_errors=True)
+    main = is_main_process()
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    # Every rank takes part (sharded layouts gather the weights); only rank 0 writes.
     trainer.save_model(str(tmp))
-    _replace_folder(tmp, target)
+    if main:
+        _replace_folder(tmp, target)
+    barrier()
     return target
 
 
@@ -577,10 +606,18 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(argv[0])
     resume = "--resume" in argv
     events_out = take_over_stdout()
-    (run_dir / PID_FILE).write_text(str(os.getpid()))
-    channel = EventChannel(run_dir, events_out)
-    state = WorkerState(run_dir, resume, channel.emit)
-    watch_for_stop(state)
+    # Under a launcher (accelerate launch, torchrun) every rank runs this; rank 0 alone
+    # writes events, metrics.jsonl and the pid file and hears stop requests, which the
+    # event callback passes on to the other ranks at the next step.
+    main_rank = is_main_process()
+    if main_rank:
+        (run_dir / PID_FILE).write_text(str(os.getpid()))
+        emit = EventChannel(run_dir, events_out).emit
+    else:
+        emit = _discard_event
+    state = WorkerState(run_dir, resume, emit)
+    if main_rank:
+        watch_for_stop(state)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Progress bars are for terminals; in the log they are walls of carriage returns.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -588,10 +625,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_training(state)
     finally:
-        try:
-            (run_dir / PID_FILE).unlink()
-        except OSError:
-            pass
+        if main_rank:
+            try:
+                (run_dir / PID_FILE).unlink()
+            except OSError:
+                pass
+
+
+def _discard_event(event: Event) -> None:
+    pass
 
 
 if __name__ == "__main__":
