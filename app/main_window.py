@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import permission_dialog
 from app.compare_tab import CompareTab
 from app.data_panel import DataPanel
 from app.device_probe import DeviceProbe, describe_device
@@ -34,6 +35,7 @@ from app.model_panel import ModelPanel
 from app.runs_tab import RunsTab
 from app.studio_settings import StudioSettings
 from app.training_supervisor import TrainingController
+from backend.code_permissions import GrantStore, model_subject, ungranted_subjects, with_stored_grants
 from backend.preflight import max_length_notes, max_length_problems, resume_problems, run_preflight
 from backend.run_config import (ConfigError, default_config, describe_problems, field_label, replace_values, to_dict,
                                 validate)
@@ -65,6 +67,8 @@ class StudioWindow(QMainWindow):
         self.setWindowTitle("AlignStudio")
         self.setAcceptDrops(True)
         self.settings = settings or StudioSettings()
+        # Beside the studio's settings, never in a run folder: what the user allowed to run code.
+        self.grants = GrantStore(self.settings.path.parent / "grants.json")
         self.device_info: dict | None = None
         self._initial = {"data": data, "model": model, "method": method, "config": config}
         self._probe_device = probe_device
@@ -265,6 +269,11 @@ class StudioWindow(QMainWindow):
         run_menu.addAction(self.train_action)
         run_menu.addAction(self.stop_action)
 
+        settings_menu = self.menuBar().addMenu("&Settings")
+        permissions_action = QAction("Code permissions…", self)
+        permissions_action.triggered.connect(self.show_code_permissions)
+        settings_menu.addAction(permissions_action)
+
         help_menu = self.menuBar().addMenu("&Help")
         about = QAction("About AlignStudio", self)
         about.triggered.connect(lambda: QMessageBox.about(
@@ -357,6 +366,7 @@ class StudioWindow(QMainWindow):
             except ConfigError as exc:
                 for field_name, message in exc.problems:
                     problems.setdefault(field_name, message)
+        cfg = with_stored_grants(cfg, self.grants)  # what the user allowed for this model's exact files
         for field_name, message in validate(cfg):
             problems.setdefault(field_name, message)
         for field_name, message in self._model_and_data_problems(cfg, result):
@@ -425,6 +435,8 @@ class StudioWindow(QMainWindow):
             self._show_refusal_status(reason, 6000)
             return False
         cfg, problems = self.build_config()
+        if not self.confirm_permissions(cfg):
+            return False
         refusals = self.preflight_problems(cfg)
         if refusals:
             self._refuse_training(problems, refusals)
@@ -496,7 +508,11 @@ class StudioWindow(QMainWindow):
                    else f"it is {summary.status}")
             self.statusBar().showMessage(f"{Path(run_dir).name} cannot be resumed: {why}.", 8000)
             return False
-        refusals = resume_problems(run_dir, free_space=self.free_space)
+        granted = self.granted_run_config(run_dir)
+        if granted is False:
+            return False
+        permissions = {p: True for p in ("trust_remote_code", "allow_pickle_weights") if getattr(granted, p, False)}
+        refusals = resume_problems(run_dir, free_space=self.free_space, permissions=permissions)
         if refusals:
             self.tabs.setCurrentWidget(self.train_page)
             lines = describe_problems(refusals, keys=False)
@@ -511,9 +527,55 @@ class StudioWindow(QMainWindow):
         self.live.begin_run(summary.method, f"(resuming {summary.name} from step {summary.checkpoint_step})",
                             history=history)
         self.statusBar().showMessage(f"Resuming {summary.name} from step {summary.checkpoint_step}…")
-        self.controller.resume(run_dir)
+        self.controller.resume(run_dir, granted=granted or None)
         self.revalidate()
         return True
+
+    # ------------------------------------------------------------ permissions
+    def ask_for(self, subject) -> bool:
+        """Ask the user; remember a yes for these exact files."""
+        changed = self.grants.recorded(subject) is not None
+        if not permission_dialog.ask_permission(subject, self, changed=changed):
+            self._show_refusal_status(f"Not started: you did not allow {subject.name} to "
+                                      f"{subject.describe().split(':')[0]}.", 15000)
+            return False
+        self.grants.grant(subject)
+        return True
+
+    def confirm_permissions(self, cfg) -> bool:
+        """Every permission the settings turn on must be the user's, confirmed for these files."""
+        return all(self.ask_for(subject) for subject in ungranted_subjects(cfg, self.grants))
+
+    def granted_run_config(self, run_dir: str):
+        """A run folder's config with the permissions its model needs, each confirmed by the user
+        (remembered grants count; the folder itself grants nothing). False when the user said no;
+        None when the config cannot be read (the caller's checks say so)."""
+        from backend.model_source import ModelSourceError, resolve_checked_model
+        from backend.run_folder import load_run_config
+
+        try:
+            cfg = with_stored_grants(load_run_config(run_dir), self.grants)
+        except (ConfigError, OSError):
+            return None
+        for _ in range(2):  # a model can need both permissions
+            try:
+                resolve_checked_model(cfg.model, trust_remote_code=cfg.trust_remote_code,
+                                      allow_pickle_weights=cfg.allow_pickle_weights)
+                return cfg
+            except ModelSourceError as exc:
+                subject = model_subject(cfg.model, exc.setting) if exc.setting != "model" else None
+                if subject is None:
+                    return cfg  # not a permission problem: the resume or compare checks report it
+                if not self.ask_for(subject):
+                    return False
+                cfg = replace_values(cfg, {exc.setting: True})
+        return cfg
+
+    def show_code_permissions(self) -> None:
+        from app.settings_dialog import CodePermissionsPage
+
+        CodePermissionsPage(self.grants, self).exec()
+        self._schedule_validation()
 
     def _offer_resume(self, runs: list) -> None:
         """After a run ends early, offer to continue it if it left a checkpoint. The runs
@@ -591,6 +653,11 @@ class StudioWindow(QMainWindow):
             base = load_run_config(run_dir).model
         except (ConfigError, OSError):
             base = None
+        before = self.grants.grants()
+        if self.granted_run_config(run_dir) is False:
+            return
+        if self.grants.grants() != before:
+            self.compare_tab.release_worker("permission")  # a fresh worker is launched with the new grant
         self.tabs.setCurrentWidget(self.compare_tab)
         self.compare_tab.open_adapter_folder(summary.adapter_path, base)
 

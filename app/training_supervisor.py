@@ -40,6 +40,7 @@ class ResumeRequest:
     """Continue the run in ``run_dir`` from its last checkpoint (instead of starting a new run)."""
 
     run_dir: str
+    granted: object = None  # the run's config with the permissions the user granted for this resume
 
 
 def lower_priority(pid: int, niceness: int = WORKER_NICENESS) -> None:
@@ -122,7 +123,7 @@ class TrainingSupervisor(QObject):
         try:
             try:
                 if isinstance(request, ResumeRequest):
-                    run = TrainingRun.resume(request.run_dir)
+                    run = TrainingRun.resume(request.run_dir, granted=request.granted)
                 else:
                     run = TrainingRun.start(request, runs_root=self._runs_root)
             except ConfigError as exc:
@@ -226,9 +227,10 @@ class TrainingController(QObject):
     def start(self, config) -> None:
         self._launch(config)
 
-    def resume(self, run_dir: str) -> None:
-        """Continue a stopped or crashed run from its last checkpoint."""
-        self._launch(ResumeRequest(str(run_dir)))
+    def resume(self, run_dir: str, granted=None) -> None:
+        """Continue a stopped or crashed run from its last checkpoint; ``granted``: its config
+        with the permissions the user granted (never read from the run folder)."""
+        self._launch(ResumeRequest(str(run_dir), granted))
 
     def _launch(self, request) -> None:
         if self._busy:

@@ -227,8 +227,9 @@ class GrantStore:
 
 def with_stored_grants(cfg, store: GrantStore):
     """``cfg`` with each model permission the user already granted for its model (same files) turned on."""
+    granted = {g["permission"] for g in store.grants()}  # hash nothing on a keystroke unless a grant could match
     values = {p: True for p in MODEL_PERMISSIONS
-              if not getattr(cfg, p) and store.is_granted(model_subject(cfg.model, p))}
+              if p in granted and not getattr(cfg, p) and store.is_granted(model_subject(cfg.model, p))}
     return dataclasses.replace(cfg, **values) if values else cfg
 
 
