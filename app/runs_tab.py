@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.background_call import call_in_background
+from app.tensorboard_launcher import TENSORBOARD_LOG, TensorBoardLauncher, why_no_tensorboard
 from backend.config_diff import config_differences, parse_config_text, value_text
 from backend.run_clock import format_duration
 from app.metric_catalog import collect_points, feed_points, style_for_key
@@ -42,6 +43,7 @@ STATUS_COLOURS = {
     "failed": "#b91c1c", "damaged": "#b45309", "interrupted": "#b45309",
 }
 RUN_DIR_ROLE = Qt.ItemDataRole.UserRole + 10
+TENSORBOARD_START_S = 60.0  # its first start imports a lot
 SORT_ROLE = Qt.ItemDataRole.UserRole + 11
 
 
@@ -144,6 +146,14 @@ class RunsTab(QWidget):
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip("Export the adapter, a merged model, a GGUF file or an Ollama model.")
         self.export_button.clicked.connect(self._export)
+        self.command_button = QPushButton("Export as command…")
+        self.command_button.setToolTip("Write this run's config, an accelerate config and launch scripts that train "
+                                       "it again in several processes (DDP, FSDP, DeepSpeed ZeRO-2/3).")
+        self.command_button.clicked.connect(self._export_command)
+        self.tensorboard_button = QPushButton("TensorBoard")
+        self.tensorboard_button.clicked.connect(self._open_tensorboard)
+        self.tensorboard = TensorBoardLauncher()
+        self.destroyed.connect(lambda *_, launcher=self.tensorboard: launcher.stop())
         self.resume_button = QPushButton("Resume")
         self.resume_button.setObjectName("primaryButton")
         self.resume_button.clicked.connect(self._resume)
@@ -211,7 +221,8 @@ class RunsTab(QWidget):
 
         bar = QHBoxLayout()
         for b in (self.refresh_button, self.overlay_button, self.folder_button, self.compare_button, self.export_button,
-                  self.resume_button, self.reuse_button, self.delete_button):
+                  self.command_button, self.tensorboard_button, self.resume_button, self.reuse_button,
+                  self.delete_button):
             bar.addWidget(b)
         bar.addStretch(1)
         bar.addWidget(self.count_label)
@@ -339,6 +350,10 @@ class RunsTab(QWidget):
         adapter = len(selected) == 1 and bool(getattr(self._summaries.get(selected[0]), "adapter_path", ""))
         self.compare_button.setEnabled(adapter)
         self.export_button.setEnabled(adapter)
+        self.command_button.setEnabled(len(selected) == 1)
+        why_not = why_no_tensorboard(selected[0]) if len(selected) == 1 else "Select one run."
+        self.tensorboard_button.setEnabled(not why_not)
+        self.tensorboard_button.setToolTip(why_not or "Open TensorBoard on this run's event files in the browser.")
         self._update_resume_button(selected)
         self.delete_button.setEnabled(bool(selected) and not running)
         self.delete_button.setToolTip("Stop the run before deleting it." if running
@@ -463,6 +478,35 @@ class RunsTab(QWidget):
         if selected:
             self.export_dialog = ExportDialog(selected[0], parent=self)
             self.export_dialog.show()
+
+    def _export_command(self) -> None:
+        from app.command_export_dialog import CommandExportDialog
+
+        selected = self.selected_run_dirs()
+        if selected:
+            self.command_dialog = CommandExportDialog(selected[0], parent=self)
+            self.command_dialog.show()
+
+    def _open_tensorboard(self) -> None:
+        selected = self.selected_run_dirs()
+        if not selected:
+            return
+        url = self.tensorboard.start(selected[0])
+        launcher = self.tensorboard
+        self.tensorboard_button.setEnabled(False)
+        self.tensorboard_button.setText("TensorBoard starting…")
+
+        def opened(answering: bool) -> None:
+            self.tensorboard_button.setText("TensorBoard")
+            self._update_buttons()
+            if answering:
+                QDesktopServices.openUrl(QUrl(url))
+            else:
+                QMessageBox.warning(self, "TensorBoard did not start",
+                                    f"TensorBoard did not answer at {url}. Its output is in "
+                                    f"{Path(selected[0]) / TENSORBOARD_LOG}.")
+
+        call_in_background(lambda: launcher.wait_until_answering(TENSORBOARD_START_S), opened, owner=self)
 
     def _update_resume_button(self, selected: list[str]) -> None:
         summary = self._summaries.get(selected[0]) if len(selected) == 1 else None

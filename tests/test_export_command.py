@@ -19,6 +19,15 @@ from backend.run_folder import create_run_dir
 from tests.conftest import tiny_run_config
 
 
+SHOTS = os.environ.get("ALIGNSTUDIO_SHOTS")  # a folder to save the screens in, when set
+
+
+def shot(widget, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        widget.grab().save(str(Path(SHOTS) / name))
+
+
 def _run_folder(method, tiny_model_dir, data, **overrides) -> Path:
     return create_run_dir(tiny_run_config(method, tiny_model_dir, data, **overrides))
 
@@ -91,3 +100,45 @@ def test_format_or_as_command_must_be_chosen(tiny_model_dir, easy_preferences, c
     run_dir = _run_folder("sft", tiny_model_dir, easy_preferences)
     assert cli_main(["export", str(run_dir)]) == 2
     assert "--as-command" in capsys.readouterr().out
+
+
+@pytest.mark.gui
+def test_runs_tab_export_as_command_shows_what_to_type(qtbot, tiny_model_dir, easy_preferences):
+    from app.runs_tab import RunsTab
+    run_dir = _run_folder("dpo", tiny_model_dir, easy_preferences)
+    tab = RunsTab()
+    qtbot.addWidget(tab)
+    tab.resize(1400, 700)
+    tab.refresh()
+    qtbot.waitUntil(lambda: tab.table.rowCount() == 1, timeout=30_000)
+    assert not tab.command_button.isEnabled()
+    tab.table.selectRow(0)
+    assert tab.command_button.isEnabled()
+    shot(tab, "runs-tab-command-button.png")
+    tab.command_button.click()
+    dialog = tab.command_dialog
+    assert dialog.isVisible() and dialog.run_dir == run_dir
+    dialog.layout_box.setCurrentIndex(dialog.layout_box.findData("fsdp"))
+    dialog.processes_box.setValue(4)
+    with qtbot.waitSignal(dialog.sig_exported, timeout=60_000) as blocker:
+        dialog.export_button.click()
+    folder = blocker.args[0].folder
+    assert folder == run_dir / "exports" / "command-fsdp-4"
+    text = dialog.commands_view.toPlainText()
+    assert str(folder / "launch.sh") in text and str(folder / "launch_trl.sh") in text
+    assert "accelerate_fsdp.yaml" in dialog.status.text() and dialog.open_button.isEnabled()
+    assert yaml.safe_load((folder / "accelerate_fsdp.yaml").read_text())["num_processes"] == 4
+    shot(dialog, "export-as-command.png")
+
+
+@pytest.mark.gui
+def test_command_dialog_names_a_run_folder_without_config(qtbot, tmp_path):
+    from app.command_export_dialog import CommandExportDialog
+
+    dialog = CommandExportDialog(str(tmp_path))
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.start()
+    qtbot.waitUntil(lambda: dialog.banner.isVisible(), timeout=10_000)
+    assert dialog.banner.title() == "Not exported" and "has no config.yaml" in dialog.banner.text()
+    assert dialog.export_button.isEnabled() and dialog.banner.details() == ""  # a refusal needs no traceback

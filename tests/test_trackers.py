@@ -67,3 +67,42 @@ def test_unknown_tracker_names_the_choices():
 @pytest.mark.skipif(not HAS_TENSORBOARD, reason="the test extra installs tensorboard")
 def test_empty_setting_means_tensorboard_when_installed():
     assert resolved_trackers("") == ["tensorboard"]
+
+
+@pytest.mark.slow
+@pytest.mark.gui
+@pytest.mark.skipif(not HAS_TENSORBOARD, reason="the test extra installs tensorboard")
+def test_runs_tab_opens_tensorboard_on_the_run(qtbot, tiny_model_dir, easy_preferences, monkeypatch):
+    import json
+    import urllib.request
+
+    from PySide6.QtGui import QDesktopServices
+
+    from app.runs_tab import RunsTab
+
+    with_tb, _ = run_to_completion(tiny_run_config("sft", tiny_model_dir, easy_preferences, max_steps=2,
+                                                   quantization="none", run_name="with-tb"))
+    run_to_completion(tiny_run_config("sft", tiny_model_dir, easy_preferences, max_steps=1, quantization="none",
+                                      report_to="none", run_name="without-tb"))
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toString()) or True)
+    tab = RunsTab()
+    qtbot.addWidget(tab)
+    tab.refresh()
+    qtbot.waitUntil(lambda: tab.table.rowCount() == 2, timeout=30_000)
+    rows = {tab.table.item(r, 0).text(): r for r in range(2)}
+    tab.table.selectRow(rows["without-tb"])
+    assert not tab.tensorboard_button.isEnabled()
+    assert "wrote no TensorBoard files" in tab.tensorboard_button.toolTip()
+    tab.table.selectRow(rows["with-tb"])
+    assert tab.tensorboard_button.isEnabled()
+    try:
+        tab.tensorboard_button.click()
+        qtbot.waitUntil(lambda: bool(opened), timeout=90_000)
+        assert opened == [tab.tensorboard.url]
+        # TensorBoard itself serves the run's scalars.
+        with urllib.request.urlopen(tab.tensorboard.url + "data/plugin/scalars/tags", timeout=10) as reply:
+            tags = json.loads(reply.read())
+        assert any("train/loss" in run_tags for run_tags in tags.values()), tags
+    finally:
+        tab.tensorboard.stop()
