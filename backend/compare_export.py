@@ -59,18 +59,19 @@ def summary_path_for(csv_path: str | Path) -> Path:
 
 
 def export_csv(path: str | Path, rows: list[CompareRow], summary: CompareSummary) -> list[Path]:
+    # CRLF rows (RFC 4180): the csv module then quotes a lone \r inside an answer instead of letting it end the row.
     path = Path(path)
     table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=ROW_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(table, fieldnames=ROW_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _csv_value(v) for k, v in row.to_dict().items()})
     write_text_atomic(path, table.getvalue())
 
     side = io.StringIO()
-    pairs = csv.writer(side, lineterminator="\n")
+    pairs = csv.writer(side, lineterminator="\r\n")
     pairs.writerow(["key", "value"])
-    pairs.writerow(["headline", summary.headline()])
+    pairs.writerow(["headline", _csv_value(summary.headline())])
     for key, value in summary.to_dict().items():
         pairs.writerow([key, json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else
                         _csv_value(value)])
@@ -79,9 +80,21 @@ def export_csv(path: str | Path, rows: list[CompareRow], summary: CompareSummary
     return [path, summary_file]
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection);
+# OWASP's advice is a leading apostrophe, which shows the text as typed.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(text: str) -> str:
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _csv_value(value: Any) -> Any:
+    """A cell: text from the data or a model cannot become a formula; numbers stay numbers."""
     if value is None:
         return ""
+    if isinstance(value, str):
+        return neutralise_formula(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value

@@ -53,8 +53,16 @@ def check_prompt(prompt: Any) -> None:
 
 
 def _template_ids(tokenizer, messages: list[dict[str, Any]], add_generation_prompt: bool) -> list[int]:
-    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True,
-                                            return_dict=True)
+    from backend.chat_templates import template_refusal
+
+    try:
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                tokenize=True, return_dict=True)
+    except Exception as exc:  # noqa: BLE001 - a sandbox refusal gets its sentence, anything else goes on up
+        refusal = template_refusal(exc, tokenizer)
+        if refusal is not None:
+            raise refusal from exc
+        raise
     ids = encoded["input_ids"]
     if ids and isinstance(ids[0], list):  # some tokenizers keep a batch dimension for one conversation
         ids = ids[0]
