@@ -63,3 +63,23 @@ def test_a_file_that_is_not_an_accelerate_config_is_refused_by_name(tiny_model_d
     with pytest.raises(ConfigError) as info:
         TrainingRun.start(cfg, accelerate_config=bad)
     assert "layout.yaml" in str(info.value.problems) and "distributed_type" in str(info.value.problems)
+
+
+@pytest.mark.slow
+def test_stop_reaches_every_rank_at_the_same_step(tiny_model_dir, easy_preferences, tmp_path):
+    layout = write_accelerate_config(tmp_path / "ddp.yaml", "ddp", num_processes=2, port=_free_port())
+    cfg = tiny_run_config("sft", tiny_model_dir, easy_preferences, max_steps=100000, quantization="none",
+                          per_device_train_batch_size=2, save_steps=0)
+    run = TrainingRun.start(cfg, accelerate_config=layout)
+    events = []
+    for event in run.events():
+        events.append(event)
+        if isinstance(event, TrainLog) and event.step == 2:
+            run.request_stop()  # reaches rank 0 only; rank 1 must stop at the same step or hang
+    assert run.wait(timeout=120) == 0
+    run.close()
+    finished = events[-1]
+    assert isinstance(finished, RunFinished) and finished.stopped, run.log_path.read_text()[-3000:]
+    assert 2 <= finished.step < 100
+    ranks = json.loads((run.run_dir / RANKS_FILE).read_text())
+    assert ranks["world_size"] == 2 and ranks["identical"]
