@@ -113,3 +113,25 @@ def test_a_run_folder_from_elsewhere_asks_before_anything_loads(qtbot, window, t
     (model / "pytorch_model.bin").write_bytes((model / "pytorch_model.bin").read_bytes() + b"\0")
     answer_next_confirmation(False, seen)
     assert window.granted_run_config(str(run_dir)) is False and len(seen) == 3
+
+
+def test_a_received_config_changes_neither_permissions_nor_the_studio_settings(qtbot, window, tmp_path,
+                                                                              tiny_model_dir):
+    from backend.run_config import save_yaml
+    from tests.conftest import tiny_run_config
+
+    data = write_preference_file(tmp_path / "prefs.jsonl")
+    received = tmp_path / "received.yaml"
+    save_yaml(tiny_run_config("dpo", tiny_model_dir, data), received)
+    with received.open("a") as fh:
+        fh.write(f"trust_remote_code: true\nallow_pickle_weights: true\noutput_dir: {tmp_path / 'elsewhere'}\n")
+    window.open_config_file(str(received))
+    cfg = window.build_config()[0]
+    assert cfg.model == str(tiny_model_dir) and cfg.method == "dpo"  # the recipe is taken ...
+    assert (cfg.trust_remote_code, cfg.allow_pickle_weights, cfg.output_dir) == (False, False, "")  # ... not these
+    window.method_panel.remember()  # what Train does with the form's values
+    window.settings.sync()
+    assert b"elsewhere" not in window.settings.path.read_bytes()
+    assert window.settings.value("runs/extra_roots", []) == []
+    assert not window.settings.method_values("dpo").get("trust_remote_code")
+    assert window.grants.grants() == []
