@@ -103,6 +103,9 @@ class CompareWorkerLink(QObject):
         self._requests: dict[str, str] = {}  # request id -> op, for requests not finished yet
         self._closing: list[threading.Thread] = []
         self._loading_since: float | None = None
+        # Set by the window: asks the user before a model may run its own code; returns
+        # "ok", "granted" (a new grant: the worker must be restarted to get it) or "refused".
+        self.confirm_code: Callable[[str], str] | None = None
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.timeout.connect(self.poll)
@@ -156,11 +159,18 @@ class CompareWorkerLink(QObject):
         from backend.adapter_loading import AdapterLoadError, resolve_load_spec
 
         try:
-            resolve_load_spec(**spec)
+            resolved = resolve_load_spec(**spec)
         except AdapterLoadError as exc:
             self._emit_local_error("bad_adapter", str(exc),
                                    "Pick a finished run, its adapter/ folder or one of its checkpoints.")
             return False
+        answer = self.confirm_code(resolved.model) if self.confirm_code else "ok"
+        if answer == "refused":
+            self._emit_local_error("not_allowed", "The model was not loaded: you did not allow it to run code.",
+                                   "Pick it again to be asked again, or pick another model.")
+            return False
+        if answer == "granted" and self._session is not None:
+            self.release()  # grants reach a worker only when it is launched
         self._previous_ready = self._ready if self._state == "ready" else None
         self._ready = None
         self._load_key = key

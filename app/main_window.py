@@ -50,9 +50,9 @@ TRAIN_KEYS = ("Ctrl+Return", "Ctrl+Enter")
 # on a setting; that setting is flagged too, so the way out is one click away.
 PERMISSION_HINTS = {
     "allow_pickle_weights": "Turn this on to load this model's pickle weights, only if you trust where they "
-                            "come from (see the message under the model).",
+                            "come from (see the message under the model); Train then asks you to confirm.",
     "trust_remote_code": "Turn this on to run this model's own code, only if you trust its author "
-                         "(see the message under the model).",
+                         "(see the message under the model); Train then asks you to confirm.",
 }
 
 
@@ -129,6 +129,7 @@ class StudioWindow(QMainWindow):
 
         self.runs_tab = RunsTab(extra_roots=lambda: self.settings.value("runs/extra_roots", []))
         self.compare_tab = CompareTab()
+        self.compare_tab.link.confirm_code = self.confirm_model_code
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(train_page, "Train")
@@ -550,13 +551,26 @@ class StudioWindow(QMainWindow):
         """A run folder's config with the permissions its model needs, each confirmed by the user
         (remembered grants count; the folder itself grants nothing). False when the user said no;
         None when the config cannot be read (the caller's checks say so)."""
-        from backend.model_source import ModelSourceError, resolve_checked_model
         from backend.run_folder import load_run_config
 
         try:
-            cfg = with_stored_grants(load_run_config(run_dir), self.grants)
+            cfg = load_run_config(run_dir)
         except (ConfigError, OSError):
             return None
+        return self.granted_config(cfg)
+
+    def confirm_model_code(self, model: str) -> str:
+        """For the Compare tab: "ok", "granted" (asked now, and allowed) or "refused"."""
+        before = self.grants.grants()
+        if self.granted_config(default_config("sft", model=model)) is False:
+            return "refused"
+        return "granted" if self.grants.grants() != before else "ok"
+
+    def granted_config(self, cfg):
+        """``cfg`` with each permission its model needs, asked for unless already granted; False on a no."""
+        from backend.model_source import ModelSourceError, resolve_checked_model
+
+        cfg = with_stored_grants(cfg, self.grants)
         for _ in range(2):  # a model can need both permissions
             try:
                 resolve_checked_model(cfg.model, trust_remote_code=cfg.trust_remote_code,
@@ -653,11 +667,6 @@ class StudioWindow(QMainWindow):
             base = load_run_config(run_dir).model
         except (ConfigError, OSError):
             base = None
-        before = self.grants.grants()
-        if self.granted_run_config(run_dir) is False:
-            return
-        if self.grants.grants() != before:
-            self.compare_tab.release_worker("permission")  # a fresh worker is launched with the new grant
         self.tabs.setCurrentWidget(self.compare_tab)
         self.compare_tab.open_adapter_folder(summary.adapter_path, base)
 

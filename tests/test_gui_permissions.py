@@ -135,3 +135,27 @@ def test_a_received_config_changes_neither_permissions_nor_the_studio_settings(q
     assert window.settings.value("runs/extra_roots", []) == []
     assert not window.settings.method_values("dpo").get("trust_remote_code")
     assert window.grants.grants() == []
+
+
+def test_compare_asks_before_loading_a_model_that_needs_permission(qtbot, window, tmp_path, tiny_model_dir):
+    from backend.run_config import save_yaml
+    from tests.conftest import tiny_run_config
+
+    model = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "model.safetensors").rename(model / "pytorch_model.bin")
+    run_dir = tmp_path / "copied-run"
+    save_yaml(tiny_run_config("dpo", model, tmp_path / "data.jsonl"), run_dir / "config.yaml")
+    (run_dir / "adapter").mkdir()
+    (run_dir / "adapter" / "adapter_config.json").write_text("{}")
+
+    seen: list = []
+    answer_next_confirmation(False, seen)
+    with qtbot.waitSignal(window.compare_tab.link.sig_error, timeout=10_000) as error:
+        assert window.compare_tab.link.load({"run_dir": str(run_dir)}) is False
+    assert error.args[0].kind == "not_allowed" and "did not allow" in error.args[0].message
+    assert seen[0]["title"] == "Load this model's pickle weights?"
+    assert window.compare_tab.link.pid() is None  # no worker was started for it
+    answer_next_confirmation(True, seen)
+    assert window.confirm_model_code(str(model)) == "granted"
+    assert window.confirm_model_code(str(model)) == "ok" and len(seen) == 2  # remembered: not asked again
