@@ -44,6 +44,19 @@ def answer_next_confirmation(allow: bool, seen: list, shot: str = "") -> None:
     QTimer.singleShot(50, answer)
 
 
+def copied_run_on_pickle_weights(tmp_path: Path, tiny_model_dir: Path) -> tuple[Path, Path]:
+    """A run folder as received from elsewhere, on a model whose weights are only pickle."""
+    from backend.run_config import save_yaml
+    from tests.conftest import tiny_run_config
+
+    model = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "model.safetensors").rename(model / "pytorch_model.bin")
+    run_dir = tmp_path / "copied-run"
+    save_yaml(tiny_run_config("dpo", model, tmp_path / "data.jsonl"), run_dir / "config.yaml")
+    return model, run_dir
+
+
 @pytest.mark.slow
 def test_train_asks_before_model_code_runs_and_remembers_the_answer(qtbot, window, tmp_path, tiny_model_dir):
     marker = tmp_path / "remote-code-ran"
@@ -87,15 +100,8 @@ def test_train_asks_before_model_code_runs_and_remembers_the_answer(qtbot, windo
 
 
 def test_a_run_folder_from_elsewhere_asks_before_anything_loads(qtbot, window, tmp_path, tiny_model_dir):
-    """Resume and Compare go through granted_run_config: the run folder's own say-so counts for nothing."""
-    from backend.run_config import save_yaml
-    from tests.conftest import tiny_run_config
-
-    model = tmp_path / "pickled"
-    shutil.copytree(tiny_model_dir, model)
-    (model / "model.safetensors").rename(model / "pytorch_model.bin")
-    run_dir = tmp_path / "copied-run"
-    save_yaml(tiny_run_config("sft", model, tmp_path / "data.jsonl"), run_dir / "config.yaml")
+    """Resume goes through granted_run_config: the run folder's own say-so counts for nothing."""
+    model, run_dir = copied_run_on_pickle_weights(tmp_path, tiny_model_dir)
     with (run_dir / "config.yaml").open("a") as fh:
         fh.write("allow_pickle_weights: true\ntrust_remote_code: true\n")
 
@@ -138,14 +144,7 @@ def test_a_received_config_changes_neither_permissions_nor_the_studio_settings(q
 
 
 def test_compare_asks_before_loading_a_model_that_needs_permission(qtbot, window, tmp_path, tiny_model_dir):
-    from backend.run_config import save_yaml
-    from tests.conftest import tiny_run_config
-
-    model = tmp_path / "pickled"
-    shutil.copytree(tiny_model_dir, model)
-    (model / "model.safetensors").rename(model / "pytorch_model.bin")
-    run_dir = tmp_path / "copied-run"
-    save_yaml(tiny_run_config("dpo", model, tmp_path / "data.jsonl"), run_dir / "config.yaml")
+    model, run_dir = copied_run_on_pickle_weights(tmp_path, tiny_model_dir)
     (run_dir / "adapter").mkdir()
     (run_dir / "adapter" / "adapter_config.json").write_text("{}")
 
