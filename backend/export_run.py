@@ -43,7 +43,10 @@ class ExportRun(TrainingRun):
 
         plan = plan_export(request)
         log_path = plan.run_dir / EXPORT_LOG
-        env = dict(os.environ)
+        from backend.code_permissions import launch_environment, stored_launch_subjects
+
+        # The base model loads with the grants the user confirmed in the window, never the run folder's say.
+        env = launch_environment(os.environ, stored_launch_subjects())
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
         with log_path.open("ab") as log:
