@@ -300,6 +300,13 @@ class LiveTrainingView(QWidget):
             self.phase_label.setText(text)
         self._apply_train_state()
 
+    def show_not_started(self) -> None:
+        """Train was refused before anything started: "Ready to train" above the refusal
+        would contradict it."""
+        if not self._running:
+            self.phase_label.setText("Training was not started: see why below.")
+            self._apply_train_state()
+
     def clear_outcome(self, *_args) -> None:
         """A new dataset, a data error or a changed setting: the last run's outcome
         ("Done", its banner) is no longer the news. The run stays in the Runs tab."""

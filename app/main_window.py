@@ -476,6 +476,7 @@ class StudioWindow(QMainWindow):
         lines = describe_problems(refusals, keys=False)
         title = "Training was not started" + (f": {len(lines)} problems to fix first" if len(lines) > 1 else "")
         self.live.banner.show_notice("error", title, "\n\n".join(lines))
+        self.live.show_not_started()
         self._show_refusal_status(f"Training was not started: {lines[0][:140]}", 15000)
 
     def _show_refusal_status(self, message: str, timeout_ms: int) -> None:

@@ -121,6 +121,8 @@ def test_full_disk_refuses_train_with_a_banner_and_no_run_folder(qtbot, window, 
     banner = window.live.banner
     assert banner.isVisible() and banner.severity() == "error"
     assert "Training was not started" in banner.title()
+    assert window.live.phase_label.text().startswith("Training was not started")  # not "Ready to train"
+    assert not window.live.ready_hint.isVisible()
     assert "Not enough free disk space" in banner.text() and "5 MB free" in banner.text()
     assert str(studio_home / "runs") in banner.text()
     assert "output_dir" in window.method_panel.shown_problems()
