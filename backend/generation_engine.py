@@ -126,8 +126,9 @@ class _SideDecoder:
                 processors = list(processors) + [engine.suppress_stop]
             with engine.adapter_state(self.side):
                 out = engine.forward(input_ids=self.next_input, attention_mask=self.attention_mask,
-                                     position_ids=self.position_ids, past_key_values=self.cache, use_cache=True)
-            self.cache = out.past_key_values
+                                     position_ids=self.position_ids, use_cache=True,
+                                     **{engine.cache_arg: self.cache})
+            self.cache = out[engine.cache_arg]
             logits = out.logits[:, -1, :].float()
             scores = logits
             for processor in processors:
@@ -164,6 +165,19 @@ def _plain_lora_layers(model) -> list | None:
     return layers or None
 
 
+def _cache_argument(model) -> str:
+    """transformers 5 names the KV cache ``cache`` (``past_key_values`` is deprecated
+    and warns on every token); models written for older versions still take the old name."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        parameters = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 class GenerationEngine:
     def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
@@ -172,6 +186,7 @@ class GenerationEngine:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
         self._logits_to_keep = True
+        self.cache_arg = _cache_argument(loaded.model)
         self._lora_layers = _plain_lora_layers(loaded.model) if loaded.has_adapter else None
         # Stop strings for requests that leave them unset; the worker sets them from the run's prompt format.
         self.default_stop_strings: list[str] = []

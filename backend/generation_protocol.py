@@ -201,6 +201,8 @@ class LoadRequest(Request):
     folder; its base model is read from adapter_config.json or from ``model``),
     or only ``model`` for the base model alone (a playground without adapter).
     ``quantization`` (4bit | 8bit | none) and ``beta`` override the run's.
+    ``dtype`` (auto | fp32 | bf16) is what unquantized weights decode in
+    (``backend.inference_precision``); unset takes $ALIGNSTUDIO_GENERATION_DTYPE, else auto.
     Loading a different adapter on the same base model reuses the loaded weights.
     """
 
@@ -210,6 +212,7 @@ class LoadRequest(Request):
     model: str | None = None
     quantization: str | None = None
     beta: float | None = None
+    dtype: str | None = None
 
 
 @dataclass

@@ -56,7 +56,7 @@ from backend.generation_protocol import (
 # before the process ends anyway (a model load cannot be interrupted).
 EXIT_GRACE_SECONDS = 3.0
 # Rows generated together in a batch compare; a batch shares one forward per token.
-BATCH_SIZE = {"cuda": 8, "cpu": 4}
+BATCH_SIZE = {"cuda": 8, "cpu": 8}
 
 
 class EventWriter:
@@ -125,6 +125,7 @@ class GenerationService:
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.loaded = None
         self.engine = None
+        self.dtype = ""  # the dtype choice the loaded weights were cast for
 
     # -- dispatch ------------------------------------------------------------
     def handle(self, request: Request, cancel: threading.Event) -> None:
@@ -164,8 +165,11 @@ class GenerationService:
     def load(self, request: LoadRequest, cancel: threading.Event) -> None:
         from backend.adapter_loading import resolve_load_spec
 
+        from backend.inference_precision import apply_decode_precision, requested_dtype
+
         spec = resolve_load_spec(run_dir=request.run_dir, adapter_dir=request.adapter_dir, model=request.model,
                                  quantization=request.quantization, beta=request.beta)
+        dtype = requested_dtype(request.dtype)  # a bad choice is refused before the loaded model is dropped
         started = time.perf_counter()
 
         def on_phase(phase: str, message: str) -> None:
@@ -173,7 +177,9 @@ class GenerationService:
 
         from backend.adapter_loading import load_model, swap_adapter
 
-        reused = self.loaded is not None and self.loaded.spec.base_key == spec.base_key
+        # Weights cast for another dtype choice are not the ones this request wants.
+        reused = (self.loaded is not None and self.loaded.spec.base_key == spec.base_key
+                  and self.dtype == dtype)
         loaded, self.loaded, self.engine = self.loaded, None, None
         if reused:
             # On failure the half-swapped model is dropped with `loaded`; a new load starts clean.
@@ -183,6 +189,10 @@ class GenerationService:
             loaded = None
             _free_memory()
             loaded = load_model(spec, log=self.log, on_phase=on_phase)
+        # After a swap too: a new adapter arrives in fp32 on weights that may be bf16.
+        label = apply_decode_precision(loaded, dtype)
+        self.dtype = dtype
+        self.log(f"Decoding in {label} (dtype choice {dtype}, quantization {spec.quantization}).")
         from backend.generation_engine import GenerationEngine
 
         from backend.prompt_rendering import default_stop_strings, read_heldout_rows
@@ -384,6 +394,8 @@ def classify_generation_failure(exc: BaseException) -> tuple[str, str, str]:
         return "no_adapter", text, "Load a run or an adapter folder to compare with the aligned model."
     if isinstance(exc, AdapterLoadError):
         return "bad_adapter", text, "Pick a finished run, its adapter/ folder or one of its checkpoints."
+    if name == "PrecisionChoiceError":
+        return "bad_request", text, "Choose auto, fp32 or bf16."
     if isinstance(exc, ValueError) and "prompt" in text:
         return "bad_request", text, "Check the prompt."
     if name == "OutOfMemoryError" or "out of memory" in text.lower() or isinstance(exc, MemoryError):
@@ -458,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter")
     parser.add_argument("--model")
     parser.add_argument("--quantization", choices=("4bit", "8bit", "none"))
+    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"),
+                        help="what unquantized weights decode in (default: auto, bf16 on a CPU that has it)")
     args = parser.parse_args(argv)
 
     from backend.training_worker import take_over_stdout
@@ -480,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     if args.run_dir or args.adapter or args.model:
         load = LoadRequest(id="load-0", run_dir=args.run_dir, adapter_dir=args.adapter, model=args.model,
-                           quantization=args.quantization)
+                           quantization=args.quantization, dtype=args.dtype)
         flags.register(load.id)
         requests.put(load)
     service = GenerationService(writer.emit)

@@ -1,12 +1,16 @@
-"""Compare worker timings: load, streaming both sides, scoring, batch, cancel, close.
+"""Generation speed: the studio's engine against plain ``generate``, then the Compare worker's timings.
 
-The worker is driven through GenerationSession exactly as the window drives it.
-As a yardstick, a plain transformers script (no studio code) generates the same
-number of tokens with ``model.generate`` on the same base model in a fresh
-process; the worker's base-only tokens/s against it shows what the lockstep
-loop and the adapter switching cost.
+First, in this one process and interleaved round by round (the machine may be
+shared, so only side-by-side figures mean anything), on the same loaded
+weights: tokens/s of the studio's engine for one stream and for a batch of 8
+prompts, plain transformers ``generate`` for the same, and the memory-bandwidth
+limit (the bytes of weights one decoding step reads against the machine's
+measured copy speed). Then the worker driven through GenerationSession exactly
+as the window drives it: load, streaming both sides, scoring, batch, cancel, close.
 
-    python bench/bench_generation.py                      # embedded Gemma 3 270M, 4-bit
+    python bench/bench_generation.py                      # embedded Gemma 3 270M, best precision
+    python bench/bench_generation.py --speed-only         # only the side-by-side table
+    python bench/bench_generation.py --dtype fp32         # the training precision on a CPU
     python bench/bench_generation.py --model tiny         # seconds, for a smoke check
     python bench/bench_generation.py --run-dir RUN        # a real run's adapter
 """
@@ -14,12 +18,11 @@ loop and the adapter switching cost.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -37,28 +40,84 @@ PROMPTS = [
     "Question: What is water made of?\nAnswer:",
 ]
 
-# Written out in full as a user of transformers would: no studio code.
-PLAIN_SCRIPT = textwrap.dedent(r'''
-    import json, sys, time
+
+def copy_bandwidth_bytes_per_s(device) -> float:
+    """Best of five copies of 256 MB: each reads and writes every byte once."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-    p = json.loads(sys.argv[1])
-    tok = AutoTokenizer.from_pretrained(p["model"])
-    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else (
-        torch.float16 if torch.cuda.is_available() else torch.float32)
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=dtype) if p["quantization"] == "4bit" else None
-    model = AutoModelForCausalLM.from_pretrained(p["model"], dtype=dtype, quantization_config=quant,
-                                                 device_map={"": 0} if torch.cuda.is_available() else "cpu")
-    rates = []
-    for prompt in p["prompts"]:
-        inputs = tok(prompt, return_tensors="pt").to(model.device)
+
+    src = torch.ones(64 * 2**20, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(5):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
-        out = model.generate(**inputs, do_sample=False, max_new_tokens=p["tokens"], min_new_tokens=p["tokens"],
-                             pad_token_id=tok.pad_token_id or tok.eos_token_id)
-        rates.append((out.shape[1] - inputs["input_ids"].shape[1]) / (time.perf_counter() - start))
-    print(json.dumps({"tokens_per_second": sorted(rates)[len(rates) // 2]}))
-''')
+        dst.copy_(src)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * src.element_size() / best
+
+
+def weight_bytes(model) -> int:
+    """Bytes one decoding step reads: every parameter once (a tied embedding is the
+    output layer and is counted once; packed 4-bit weights count as their bytes)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def speed_table(model_path: str, quantization: str, dtype: str, tokens: int, rounds: int) -> dict:
+    import torch
+
+    from backend.adapter_loading import load_model, resolve_load_spec
+    from backend.generation_engine import GenerationEngine
+    from backend.generation_protocol import SamplingSettings
+    from backend.inference_precision import apply_decode_precision
+
+    loaded = load_model(resolve_load_spec(model=model_path, quantization=quantization), log=lambda m: None)
+    label = apply_decode_precision(loaded, dtype)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    engine = GenerationEngine(loaded)
+    forced = SamplingSettings.from_dict({"greedy": True, "max_new_tokens": tokens, "min_new_tokens": tokens,
+                                         "stop_strings": []})
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def ours(prompts):
+        start = time.perf_counter()
+        answers = engine.generate(prompts, "base", forced, threading.Event(), on_token=lambda a, t: None)
+        return sum(len(a["base"].ids) for a in answers) / (time.perf_counter() - start)
+
+    def plain(prompts):
+        tokenizer.padding_side = "left"
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**inputs, do_sample=False, max_new_tokens=tokens, min_new_tokens=tokens,
+                                 pad_token_id=pad)
+        return (out.shape[1] - inputs["input_ids"].shape[1]) * len(prompts) / (time.perf_counter() - start)
+
+    cases = {"engine_1": (ours, PROMPTS[:1]), "plain_1": (plain, PROMPTS[:1]),
+             "engine_8": (ours, PROMPTS), "plain_8": (plain, PROMPTS)}
+    for run, prompts in cases.values():  # warm-up: first calls pay for allocations and kernel picks
+        run(prompts[:1])
+    rates: dict[str, list[float]] = {name: [] for name in cases}
+    for i in range(rounds):
+        for name, (run, prompts) in cases.items():
+            rates[name].append(run(prompts if i % 2 == 0 else prompts[::-1]))
+    r = {name: statistics.median(values) for name, values in rates.items()}
+    bandwidth = copy_bandwidth_bytes_per_s(engine.device)
+    per_token = weight_bytes(model)
+    limit = bandwidth / per_token
+    return {
+        "speed_precision": f"{loaded.precision.device} {label} quantization={quantization}",
+        "engine_1_stream_tok_s": r["engine_1"], "plain_generate_1_stream_tok_s": r["plain_1"],
+        "engine_batch8_tok_s": r["engine_8"], "plain_generate_batch8_tok_s": r["plain_8"],
+        "weights_read_per_token_MB": per_token / 1e6, "copy_bandwidth_GB_s": bandwidth / 1e9,
+        "bandwidth_limit_1_stream_tok_s": limit,
+        "ratio_engine_vs_plain_1_stream": r["engine_1"] / r["plain_1"],
+        "ratio_engine_vs_plain_batch8": r["engine_8"] / r["plain_8"],
+        "ratio_engine_batch8_vs_1_stream": r["engine_8"] / r["engine_1"],
+        "ratio_engine_1_stream_vs_bandwidth_limit": r["engine_1"] / limit,
+    }
 
 
 def live(session, request_id: str, timeout: float = 600.0):
@@ -93,10 +152,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="", help="'tiny', a model folder, or empty for the embedded Gemma")
     parser.add_argument("--run-dir", default="", help="compare this run's adapter instead of a random one")
-    parser.add_argument("--quantization", default="4bit", choices=("4bit", "8bit", "none"))
-    parser.add_argument("--tokens", type=int, default=64, help="new tokens per answer")
-    parser.add_argument("--no-plain", action="store_true", help="skip the plain transformers yardstick")
+    parser.add_argument("--quantization", default="", choices=("", "4bit", "8bit", "none"),
+                        help="default: none on a CPU (bf16 is faster there than 4-bit), 4bit on a GPU")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="what unquantized weights decode in (the worker's choice, see inference_precision)")
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens per answer")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the side-by-side table")
+    parser.add_argument("--speed-only", action="store_true", help="only the side-by-side speed table")
     args = parser.parse_args()
+    if not args.quantization:
+        import torch
+
+        args.quantization = "4bit" if torch.cuda.is_available() else "none"
+    os.environ["ALIGNSTUDIO_GENERATION_DTYPE"] = args.dtype  # the worker below inherits it
 
     from backend.generation_client import GenerationSession
     from backend.generation_protocol import (BatchSummaryReady, GenerationDone, RequestFinished, ResponsesScored,
@@ -117,6 +185,10 @@ def main() -> int:
             model_path = str(build_tiny_model(work / "tiny"))
         else:
             model_path = local_model_folder(resolve_model_source(args.model))
+    results.update(speed_table(model_path, args.quantization, args.dtype, args.tokens, args.rounds))
+    if args.speed_only:
+        return show(results)
+    if not args.run_dir:
         adapter = make_adapter(model_path, work / "adapter")
         start_kwargs = dict(adapter_dir=str(adapter), model=model_path, quantization=args.quantization)
 
@@ -179,16 +251,14 @@ def main() -> int:
     session.close()
     results["close_s"] = time.perf_counter() - sent
 
-    if not args.no_plain:
-        out = subprocess.run([sys.executable, "-c", PLAIN_SCRIPT, json.dumps(
-            {"model": model_path, "quantization": args.quantization, "tokens": args.tokens, "prompts": PROMPTS[:4]})],
-            capture_output=True, text=True, check=True)
-        plain = json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_second"]
-        results["plain_generate_tokens_per_s"] = plain
-        results["base_only_vs_plain"] = results["base_only_tokens_per_s"] / plain
+    results["worker_base_only_vs_engine_1_stream"] = (results["base_only_tokens_per_s"]
+                                                      / results["engine_1_stream_tok_s"])
+    return show(results)
 
+
+def show(results: dict) -> int:
     for key, value in results.items():
-        print(f"{key:36s} {value:.3f}" if isinstance(value, float) else f"{key:36s} {value}")
+        print(f"{key:42s} {value:.3f}" if isinstance(value, float) else f"{key:42s} {value}")
     return 0
 
 
