@@ -26,6 +26,9 @@ class CommandExportDialog(QDialog):
     """The folder was written: a backend.launch_command.CommandExport."""
 
     def __init__(self, run_dir: str, parent: QWidget | None = None):
+        from backend.methods import method_label
+        from backend.trl_cli_config import trl_cli_methods
+
         super().__init__(parent)
         self.run_dir = Path(run_dir)
         self.setWindowTitle(f"Export {self.run_dir.name} as a command")
@@ -35,8 +38,9 @@ class CommandExportDialog(QDialog):
 
         intro = QLabel(f"<b>{html.escape(self.run_dir.name)}</b><br>Writes this run's settings, an accelerate "
                        "config and launch scripts that train it again in several processes (one per GPU) with "
-                       "<code>accelerate launch</code>; for SFT and DPO also a config for TRL's own "
-                       "<code>trl sft|dpo</code> command.")
+                       "<code>accelerate launch</code>; for a method TRL's command line has ("
+                       f"{html.escape(', '.join(method_label(m) for m in trl_cli_methods()))}) also a config for TRL's own "
+                       "<code>trl</code> command.")
         intro.setWordWrap(True)
         self.layout_box = QComboBox()
         for layout in LAYOUTS:

@@ -38,7 +38,6 @@ from widgets.wheel_guard import calm_focus
 DATA_FILE_FILTER = ("Datasets (*.jsonl *.json *.csv *.tsv *.parquet *.arrow *.ndjson *.gz *.bz2 *.xz *.zst);;"
                     "All files (*)")
 _AUTO = "(automatic)"
-METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO", "kto": "KTO", "reward": "Reward model"}
 
 
 def report_html(report) -> str:
@@ -47,10 +46,13 @@ def report_html(report) -> str:
     rows = (f"<b>{report.rows_kept:,}</b> rows kept of {report.rows_total:,}"
             + (f", <span style='color:#b45309'><b>{report.rows_dropped:,}</b> left out</span>"
                if report.rows_dropped else ""))
-    methods = ", ".join(METHOD_NAMES.get(m, m) for m in report.supported_methods)
+    from backend.methods import method_label
+
+    methods = ", ".join(method_label(m) for m in report.supported_methods)
+    usable = f"usable for {esc(methods)}" if methods else "no method the studio can train uses this data yet"
     parts = [
         f"<div><b>{esc(report.format_label)}</b></div>",
-        f"<div style='color:#374151'>{rows} · usable for {esc(methods)}</div>",
+        f"<div style='color:#374151'>{rows} · {usable}</div>",
     ]
     mapped = [f"{esc(src)} → {esc(fld)}" for fld, src in report.column_mapping.items() if src != fld]
     if mapped:

@@ -18,7 +18,6 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
-METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO"}
 
 
 @dataclass
@@ -279,8 +278,10 @@ def load_and_report(path: str, data_format: str | None, column_map: dict | None,
     )
     if should_stop is not None and should_stop():
         raise dataset_loading.LoadCancelled("Loading was cancelled.")
+    from backend.methods import method_keys
+
     reasons = {method: dataset_loading.unsupported_reason(method, loaded.format)
-               for method in METHOD_NAMES if method not in loaded.supported_methods}
+               for method in method_keys() if method not in loaded.supported_methods}
     preview_rows = dataset_loading.preview_rows(loaded, dataset_loading.PREVIEW_ROWS)
 
     def result(report, measuring: bool = False) -> DatasetLoadResult:

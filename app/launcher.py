@@ -14,6 +14,8 @@ STUDIO_COMMAND = "studio"
 
 
 def studio_parser() -> argparse.ArgumentParser:
+    from backend.methods import method_keys
+
     parser = argparse.ArgumentParser(
         prog="alignstudio",
         description="Open the AlignStudio window. Other commands (train, data, runs, settings) run headless; "
@@ -21,10 +23,10 @@ def studio_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data", metavar="FILE", help="dataset file or folder to load at start-up")
     parser.add_argument("--model", metavar="MODEL", help="base model: a Hugging Face id, a folder or a .gguf file")
-    parser.add_argument("--method", choices=("sft", "dpo", "orpo"), help="training method to select")
+    parser.add_argument("--method", choices=method_keys(), help="training method to select")
     parser.add_argument("--config", metavar="YAML", help="settings to load: a run's config.yaml, or your own")
     parser.add_argument("--demo", action="store_true",
-                        help="open with the demo run: DPO on the embedded Gemma 3 270M and the demo data")
+                        help="open with the demo run: preference tuning of the embedded Gemma 3 270M on the demo data")
     return parser
 
 

@@ -30,6 +30,7 @@ from app.log_tail import LogTailer
 from app.metric_catalog import points_from_event, style_for_key
 from app.training_diagnostics import TrainingDiagnostics
 from backend.events import EvalLog, TrainLog
+from backend.methods import find_method, method_label
 from backend.run_clock import format_duration
 from backend.worker_log_filter import WorkerLogFilter
 from widgets.log_console import LogConsole
@@ -265,7 +266,7 @@ class LiveTrainingView(QWidget):
         if self._grid is None:
             from widgets.metric_plots import MetricPlotGrid
 
-            # A DPO run logs about a dozen plotted keys; their widgets are built while idle.
+            # A preference run logs about a dozen plotted keys; their widgets are built while idle.
             self._grid = MetricPlotGrid(style_for_key, empty_text="Waiting for the first logged step…",
                                         follow_headroom=0.25, prebuild_plots=14)
             self._grid.set_smoothing(self.smoothing.value() / 100)
@@ -416,6 +417,7 @@ class LiveTrainingView(QWidget):
         self.tailer.follow(log_path)
 
     def on_run_started(self, event) -> None:
+        self._method = event.method or self._method
         self.diagnostics.reset(event.total_steps, event.method, event.eval_rows)
         self.progress.setRange(0, max(1, event.total_steps))
         self.progress.setValue(event.resumed_from_step)
@@ -424,7 +426,7 @@ class LiveTrainingView(QWidget):
         where = device.get("name", "GPU") if device.get("kind") == "cuda" else "CPU"
         precision = device.get("precision", "")
         self.phase_label.setText(
-            f"Training {event.method.upper()} on {event.train_rows:,} examples"
+            f"Training {method_label(event.method)} on {event.train_rows:,} examples"
             + (f" ({event.eval_rows:,} held out)" if event.eval_rows else "")
             + f" · {event.trainable_params:,} trainable of {event.total_params:,} parameters"
             + f" · {where}" + (f", {precision}" if precision else "")
@@ -593,7 +595,8 @@ class LiveTrainingView(QWidget):
         title = (f"Stopped at step {event.step}: the adapter trained so far is saved" if stopped
                  else f"Finished {event.step} steps in {format_duration(event.elapsed_seconds)}")
         summary = []
-        for key, label in (("loss", "loss"), ("rewards/margins", "margin"), ("rewards/accuracies", "accuracy")):
+        spec = find_method(self._method)
+        for key, label in spec.summary_metrics if spec else (("loss", "loss"),):
             x, y = self._grid.series_data(key) if self._grid else ((), ())
             if len(y):
                 summary.append(f"{label} {y[-1]:.3g}")

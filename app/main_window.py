@@ -36,6 +36,7 @@ from app.runs_tab import RunsTab
 from app.studio_settings import StudioSettings
 from app.training_supervisor import TrainingController
 from backend.code_permissions import GrantStore, model_subject, ungranted_subjects, with_stored_grants
+from backend.methods import DEFAULT_METHOD, method_label
 from backend.preflight import max_length_notes, max_length_problems, resume_problems, run_preflight
 from backend.run_config import (ConfigError, default_config, describe_problems, field_label, replace_values, to_dict,
                                 validate)
@@ -407,7 +408,7 @@ class StudioWindow(QMainWindow):
             # What Max length will do to long examples, before anything starts (the worker
             # says the same once it has counted with the real tokenizer).
             notes = " ".join(max_length_notes(cfg, getattr(result, "report", None)))
-            self.live.show_ready(f"Ready to train {cfg.method.upper()} on {Path(result.path).name} "
+            self.live.show_ready(f"Ready to train {method_label(cfg.method)} on {Path(result.path).name} "
                                  f"({result.loaded.rows_kept:,} rows) with {self.model_panel.display_name()}.",
                                  note=notes)
         elif not self.controller.is_running():
@@ -563,7 +564,8 @@ class StudioWindow(QMainWindow):
     def confirm_model_code(self, model: str) -> str:
         """For the Compare tab: "ok", "granted" (asked now, and allowed) or "refused"."""
         before = self.grants.grants()
-        if self.granted_config(default_config("sft", model=model)) is False:
+        # Only the model's permissions matter here; any method's config carries them.
+        if self.granted_config(default_config(DEFAULT_METHOD, model=model)) is False:
             return "refused"
         return "granted" if self.grants.grants() != before else "ok"
 
@@ -607,7 +609,7 @@ class StudioWindow(QMainWindow):
         self.live.request_stop()
 
     def _on_run_started(self, event) -> None:
-        self.statusBar().showMessage(f"Training {event.method.upper()}…")
+        self.statusBar().showMessage(f"Training {method_label(event.method)}…")
 
     def _remember_memory_kind(self, event) -> None:
         self._memory_kind = event.memory_kind or self._memory_kind

@@ -21,7 +21,7 @@ _PART_LABELS = {
     "optimizer": "Optimizer state",
     "gradients": "Gradients",
     "activations": "Activations",
-    "reference": "DPO reference pass",
+    "reference": "Reference pass",
     "overhead": "Runtime overhead",
 }
 
@@ -63,7 +63,7 @@ class MemoryPanel(QWidget):
         self.suggestions = QLabel()
         self.suggestions.setWordWrap(True)
         self.unavailable = QLabel(
-            "A peak-memory estimate (weights, LoRA, optimizer, activations, the DPO reference pass) "
+            "A peak-memory estimate (weights, LoRA, optimizer, activations, the reference pass) "
             "appears here once the estimator is part of this build."
         )
         self.unavailable.setObjectName("mutedText")

@@ -2,9 +2,10 @@
 
 The form is generated from the method's config dataclass (labels, help texts as
 tooltips, ranges, choices, basic/advanced); nothing about a setting is retyped
-here. Each method remembers the values the user changed from its defaults, so
-switching DPO -> SFT -> DPO does not lose a tuned beta, and a DPO learning rate
-never leaks into SFT.
+here. The methods come from the registry (backend.methods), listed under their
+groups. Each method remembers the values the user changed from its defaults, so
+switching methods back and forth does not lose a tuned beta, and one method's
+learning rate never leaks into another.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from typing import Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QStandardItemModel
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from app.studio_settings import StudioSettings
-from backend.run_config import METHOD_LABELS, METHODS, default_config, to_dict, user_fields
+from backend.methods import DEFAULT_METHOD, all_methods, find_method, grouped_methods, method_keys
+from backend.run_config import default_config, to_dict, user_fields
 from widgets.config_form import ConfigForm
+from widgets.grouped_combo import GroupedComboBox
 
 # Set by the data and model panels, not by the form.
 PANEL_FIELDS = frozenset({"model", "data_path", "data_format", "column_map"})
@@ -26,7 +29,7 @@ MODEL_GROUP = "Model"
 
 class MethodSettingsPanel(QWidget):
     sig_method_changed = Signal(str)
-    """The user (or a reopened run) switched the method; carries its key (sft, dpo, orpo)."""
+    """The user (or a reopened run) switched the method; carries its registry key."""
 
     sig_values_changed = Signal()
     """A setting changed in either form."""
@@ -37,9 +40,11 @@ class MethodSettingsPanel(QWidget):
         self._method = ""
         self._supported: list[str] | None = None
 
-        self.method_combo = QComboBox()
-        for method in METHODS:
-            self.method_combo.addItem(METHOD_LABELS[method], method)
+        self.method_combo = GroupedComboBox()
+        for group, specs in grouped_methods():
+            self.method_combo.add_group(group)
+            for spec in specs:
+                self.method_combo.add_choice(spec.title, spec.key, spec.summary)
         self.method_combo.currentIndexChanged.connect(self._on_method_picked)
         self.reason_label = QLabel()
         self.reason_label.setObjectName("mutedText")
@@ -69,8 +74,8 @@ class MethodSettingsPanel(QWidget):
         layout.addWidget(self.description)
         layout.addWidget(self.form)
 
-        method = settings.last_method("dpo")
-        self.set_method(method if method in METHODS else "dpo")
+        method = settings.last_method(DEFAULT_METHOD)
+        self.set_method(method if method in method_keys() else DEFAULT_METHOD)
 
     # ---------------------------------------------------------------- method
     def method(self) -> str:
@@ -85,7 +90,7 @@ class MethodSettingsPanel(QWidget):
         self.method_combo.setCurrentIndex(max(self.method_combo.findData(method), 0))
         self.method_combo.blockSignals(False)
         cfg = default_config(method)
-        self.description.setText((type(cfg).__doc__ or "").strip().splitlines()[0])
+        self.description.setText(find_method(method).summary)
         current = to_dict(cfg)
         remembered = values if values is not None else self._settings.method_values(method)
         current.update({k: v for k, v in remembered.items() if k in current and k not in PANEL_FIELDS})
@@ -107,20 +112,21 @@ class MethodSettingsPanel(QWidget):
         model: QStandardItemModel = self.method_combo.model()
         notes = []
         for i in range(self.method_combo.count()):
-            method = self.method_combo.itemData(i)
+            if self.method_combo.is_header(i):
+                continue
+            spec = find_method(self.method_combo.itemData(i))
             item = model.item(i)
-            ok = supported is None or method in supported
+            ok = supported is None or spec.key in supported
             item.setEnabled(ok)
-            reason = (reasons or {}).get(method, "") if not ok else ""
-            item.setToolTip(reason)
-            label = METHOD_LABELS[method] + ("" if ok else "  — not for this data")
-            item.setText(label)
+            reason = (reasons or {}).get(spec.key, "") if not ok else ""
+            item.setToolTip(reason or spec.summary)
+            item.setText(spec.title + ("" if ok else "  — not for this data"))
             if reason:
                 notes.append(reason)
         self.reason_label.setText("\n".join(notes))
         self.reason_label.setVisible(bool(notes))
         if supported is not None and self._method not in supported:
-            usable = [m for m in METHODS if m in supported]
+            usable = [spec.key for spec in all_methods() if spec.key in supported]
             if usable:
                 self.set_method(usable[0])
 

@@ -1,7 +1,8 @@
 """Which plot each training metric goes on, and in which colour.
 
-TRL's metric keys arrive unchanged, so this table is the one place that knows
-that ``rewards/chosen`` and ``rewards/rejected`` share a plot. A key it has
+TRL's metric keys arrive unchanged; the keys every trainer logs are listed here,
+and each method's own (``rewards/chosen`` and ``rewards/rejected`` sharing a
+plot, say) come from its spec in the registry (backend.methods). A key it has
 never heard of still gets a plot of its own: plots follow the metrics a method
 actually logs, not a fixed list.
 
@@ -16,6 +17,7 @@ from functools import lru_cache
 from typing import Iterable
 
 from backend.events import EvalLog, Event, TrainLog
+from backend.methods import all_methods
 from widgets.series_style import SeriesStyle
 
 CHOSEN = "#16a34a"
@@ -38,28 +40,26 @@ IGNORED_KEYS = frozenset({
     "num_input_tokens_seen",
 })
 
-# key: (plot id, plot title, series label, colour, line, order, smooth)
-_KNOWN: dict[str, tuple[str, str, str, str, str, int, bool]] = {
+# key: (plot id, plot title, series label, colour, line, order, smooth); what every trainer logs.
+_SHARED: dict[str, tuple[str, str, str, str, str, int, bool]] = {
     "loss": ("loss", "Loss", "train", TRAIN, "solid", 10, True),
-    "rewards/margins": ("margins", "Reward margin (chosen − rejected)", "margin", MARGIN, "solid", 20, True),
-    "rewards/chosen": ("rewards", "Rewards: chosen vs rejected", "chosen", CHOSEN, "solid", 30, True),
-    "rewards/rejected": ("rewards", "Rewards: chosen vs rejected", "rejected", REJECTED, "dash", 30, True),
-    "rewards/accuracies": ("accuracy", "Reward accuracy", "accuracy", ACCURACY, "solid", 40, True),
-    "logps/chosen": ("logps", "Log-probs: chosen vs rejected", "chosen", CHOSEN, "solid", 50, True),
-    "logps/rejected": ("logps", "Log-probs: chosen vs rejected", "rejected", REJECTED, "dash", 50, True),
-    "nll_loss": ("nll_loss", "NLL loss (the SFT part of ORPO)", "NLL", "#db2777", "solid", 60, True),
-    "log_odds_ratio": ("log_odds_ratio", "Log-odds ratio", "log-odds ratio", MARGIN, "solid", 62, True),
-    "log_odds_chosen": ("log_odds_chosen", "Log-odds of chosen over rejected", "log-odds", "#9333ea", "solid", 64,
-                        True),
-    "mean_token_accuracy": ("token_accuracy", "Token accuracy", "accuracy", ACCURACY, "solid", 70, True),
-    "logits/chosen": ("logits", "Mean logits: chosen vs rejected", "chosen", CHOSEN, "solid", 80, True),
-    "logits/rejected": ("logits", "Mean logits: chosen vs rejected", "rejected", REJECTED, "dash", 80, True),
     "entropy": ("entropy", "Entropy", "entropy", "#a16207", "solid", 85, True),
     "learning_rate": ("learning_rate", "Learning rate", "lr", NEUTRAL, "solid", 90, False),
     "grad_norm": ("grad_norm", "Gradient norm", "grad norm", "#ea580c", "solid", 92, True),
     MEMORY_KEY: ("memory", "Peak memory (MB)", "peak", "#0f766e", "solid", 94, False),
     THROUGHPUT_KEY: ("throughput", "Throughput (tokens/s)", "tokens/s", "#1d4ed8", "solid", 96, True),
 }
+
+
+def _known() -> dict[str, tuple[str, str, str, str, str, int, bool]]:
+    known = dict(_SHARED)
+    for spec in all_methods():
+        for m in spec.metrics:
+            known.setdefault(m.key, (m.plot, m.title, m.label, m.colour, m.line_style, m.order, True))
+    return known
+
+
+_KNOWN = _known()
 
 
 @lru_cache(maxsize=4096)
@@ -123,10 +123,4 @@ def feed_events(grid, events: Iterable[Event], run: str = "live") -> int:
 
 
 # What each method is expected to log, for tests and the empty-state text.
-EXPECTED_KEYS = {
-    "sft": ("loss", "mean_token_accuracy", "learning_rate", "grad_norm"),
-    "dpo": ("loss", "rewards/margins", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
-            "logps/chosen", "logps/rejected", "learning_rate", "grad_norm"),
-    "orpo": ("loss", "nll_loss", "log_odds_ratio", "rewards/margins", "rewards/chosen", "rewards/rejected",
-             "logps/chosen", "logps/rejected", "learning_rate", "grad_norm"),
-}
+EXPECTED_KEYS = {spec.key: spec.expected_keys for spec in all_methods()}

@@ -33,11 +33,25 @@ from PySide6.QtWidgets import (
 from app.background_call import call_in_background
 from app.tensorboard_launcher import TENSORBOARD_LOG, TensorBoardLauncher, why_no_tensorboard
 from backend.config_diff import config_differences, parse_config_text, value_text
+from backend.methods import all_methods, method_label
 from backend.run_clock import format_duration
 from app.metric_catalog import collect_points, feed_points, style_for_key
 from backend.paths import runs_dir
 
-COLUMNS = ("Run", "Status", "Method", "Model", "Data", "Started", "Duration", "Steps", "Loss", "Margin", "Accuracy")
+
+
+def _metric_columns() -> tuple[tuple[str, str], ...]:
+    """(key, header) of the final-metric columns: every registered method's summary metrics, once."""
+    columns: dict[str, str] = {}
+    for spec in all_methods():
+        for key, label in spec.summary_metrics:
+            columns.setdefault(key, label[:1].upper() + label[1:])
+    return tuple(columns.items())
+
+
+METRIC_COLUMNS = _metric_columns()
+COLUMNS = ("Run", "Status", "Method", "Model", "Data", "Started", "Duration", "Steps") + tuple(
+    header for _key, header in METRIC_COLUMNS)
 STATUS_COLOURS = {
     "completed": "#15803d", "stopped": "#2563eb", "running": "#7c3aed",
     "failed": "#b91c1c", "damaged": "#b45309", "interrupted": "#b45309",
@@ -68,11 +82,12 @@ def _metric_text(value) -> tuple[str, float | None]:
 
 def _setting_labels(configs: list[dict]) -> dict[str, str]:
     """Each setting's label in the settings form, for the methods of ``configs``."""
-    from backend.run_config import METHODS, default_config, user_fields
+    from backend.methods import method_keys
+    from backend.run_config import default_config, user_fields
 
     labels: dict[str, str] = {"method": "Method"}
     for method in dict.fromkeys(c.get("method") for c in configs):
-        if method in METHODS:
+        if method in method_keys():
             for f in user_fields(default_config(method)):
                 labels.setdefault(f.name, f.metadata.get("label") or f.name)
     return labels
@@ -281,14 +296,14 @@ class RunsTab(QWidget):
             started = _dt.datetime.fromtimestamp(run.started_at).strftime("%Y-%m-%d %H:%M") if run.started_at else ""
             metrics = dict(run.final_metrics or {})
             cells = [
-                (run.name, None), (run.status, None), (run.method.upper(), None),
+                (run.name, None), (run.status, None), (method_label(run.method), None),
                 (Path(run.model).name if run.model and Path(run.model).is_absolute() else run.model, None),
                 (Path(run.data_path).name if run.data_path else "", None),
                 (started, run.started_at or 0.0),
                 (format_duration(run.duration_s) if run.duration_s is not None else "", run.duration_s or 0.0),
                 (f"{run.step}/{run.total_steps}" if run.total_steps else str(run.step), float(run.step)),
             ]
-            for key in ("loss", "rewards/margins", "rewards/accuracies"):
+            for key, _header in METRIC_COLUMNS:
                 cells.append(_metric_text(metrics.get(key)))
             for col, (text, sort_value) in enumerate(cells):
                 item = _SortableItem(text)
@@ -402,7 +417,7 @@ class RunsTab(QWidget):
             summary = self._summaries.get(run_dir)
             label = Path(run_dir).name
             if summary is not None and len(details) > 1:
-                label = f"{label} ({summary.method.upper()})"
+                label = f"{label} ({method_label(summary.method)})"
             grid.add_run(run_dir, label)
             names.append(label)
         for run_dir, points, _config, _count in details:
@@ -450,7 +465,7 @@ class RunsTab(QWidget):
     def _describe(summary, event_count: int) -> str:
         if summary is None:
             return f"{event_count} events"
-        parts = [f"{summary.method.upper()} on {Path(summary.data_path).name if summary.data_path else '?'}",
+        parts = [f"{method_label(summary.method)} on {Path(summary.data_path).name if summary.data_path else '?'}",
                  f"model {summary.model}", f"status {summary.status}"]
         if summary.duration_s is not None:
             parts.append(f"took {format_duration(summary.duration_s)}")

@@ -74,7 +74,7 @@ class StudioSettings:
                                                "column_map": column_map or None})
 
     # --------------------------------------------------------------- method
-    def last_method(self, default: str = "dpo") -> str:
+    def last_method(self, default: str) -> str:
         value = self.qsettings.value("train/method")
         return value if isinstance(value, str) and value else default
 

@@ -3,6 +3,8 @@
 Each rule looks for a pattern practitioners learn to recognise on loss curves
 and says, in words, what it usually means and what to try. The rules only read
 numbers, so they are tested without a window and run on replayed runs too.
+Which rules watch a run its method's spec says (``MethodSpec.diagnostics``, by
+rule code); a run of no known method gets every rule.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ class TrainingDiagnostics:
                 track.add(float(value))
         raised: list[Diagnosis] = []
         cleared: list[str] = []
-        for rule in (self._non_finite_loss, self._both_pushed_down, self._too_easy, self._margins_flat):
+        for rule in self._rules():
             result = rule(step)
             if result is None:
                 continue
@@ -100,6 +102,14 @@ class TrainingDiagnostics:
         return raised, cleared
 
     # ----------------------------------------------------------------- rules
+    def _rules(self):
+        from backend.methods import find_method
+
+        rules = {"non_finite_loss": self._non_finite_loss, "both_pushed_down": self._both_pushed_down,
+                 "too_easy": self._too_easy, "margins_flat": self._margins_flat}
+        spec = find_method(self.method)
+        return list(rules.values()) if spec is None else [rules[code] for code in spec.diagnostics if code in rules]
+
     def _track(self, key: str) -> _Track:
         return self._tracks.get(key) or _Track()
 
@@ -141,8 +151,8 @@ class TrainingDiagnostics:
                 f"The margin grew from {start_m:.2f} to {now_m:.2f}, but the log-probability of the chosen "
                 f"answers fell from {start_c:.1f} to {now_c:.1f}: the model pushes both answers down, the "
                 "rejected ones faster. It can win the preference while getting worse at writing good answers.",
-                "Try a lower learning rate or a higher beta, fewer epochs, or ORPO (its NLL term keeps the "
-                "chosen answers likely). Check the outputs in the Compare tab before trusting this run.",
+                "Try a lower learning rate or a higher beta, fewer epochs, or a method that also trains on the "
+                "chosen answers (an NLL term keeps them likely). Check the outputs in the Compare tab before trusting this run.",
                 step,
             )
         return code if code in self._active and not falling else None

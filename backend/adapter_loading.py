@@ -31,7 +31,7 @@ class LoadSpec:
     model: str  # as resolve_model_source reads it: "" (embedded), a folder, a .gguf file or a hub id
     adapter_dir: str  # "" for the base model alone
     run_dir: str  # "" when the adapter does not come from a run folder
-    method: str  # dpo | orpo | sft | "" when unknown
+    method: str  # a registry key (backend.methods); "" when unknown
     beta: float
     quantization: str
     trust_remote_code: bool = False
@@ -84,7 +84,7 @@ def resolve_load_spec(run_dir: str | Path | None = None, adapter_dir: str | Path
     from ``model`` or adapter_config.json, and the default quantization of a new
     run. Explicit arguments override what the run says.
     """
-    from backend.run_config import ConfigError, default_config, load_yaml
+    from backend.run_config import BaseRunConfig, ConfigError, default_config, load_yaml
 
     if quantization is not None and quantization not in QUANTIZATIONS:
         raise AdapterLoadError(f"Quantization must be one of {', '.join(QUANTIZATIONS)}; got {quantization!r}.")
@@ -119,7 +119,7 @@ def resolve_load_spec(run_dir: str | Path | None = None, adapter_dir: str | Path
     else:
         base_model = model if model is not None else (_adapter_base_model(adapter) if adapter is not None else "")
         method, run_beta = "", DEFAULT_BETA
-        quant = quantization or default_config("sft").quantization
+        quant = quantization or BaseRunConfig().quantization
     # Never from the run folder: only what the process that started this one was granted
     # (the window's confirmed grants), with the model's files hashed again now.
     from backend.code_permissions import launch_model_permissions
@@ -168,6 +168,7 @@ def load_model(spec: LoadSpec, log: Callable[[str], None] = print,
     """Load the base model as the run trained it, then its adapter."""
     from backend.chat_templates import GEMMA_TEMPLATE, PLAIN_TEMPLATE
     from backend.model_source import local_model_folder, resolve_model_source
+    from backend.methods import DEFAULT_METHOD
     from backend.run_config import default_config
 
     on_phase = on_phase or (lambda phase, message: None)
@@ -180,7 +181,7 @@ def load_model(spec: LoadSpec, log: Callable[[str], None] = print,
     transformers.utils.logging.disable_progress_bar()
     from backend.trainer_builders import build_model, build_tokenizer, choose_precision
 
-    cfg = default_config(spec.method or "sft", quantization=spec.quantization,
+    cfg = default_config(spec.method or DEFAULT_METHOD, quantization=spec.quantization,
                          trust_remote_code=spec.trust_remote_code, allow_pickle_weights=spec.allow_pickle_weights)
     precision = choose_precision()
     started = time.time()

@@ -15,7 +15,8 @@ from pathlib import Path
 from backend.events import (CheckpointSaved, EvalLog, EvalProgress, PhaseChanged, RunFailed, RunFinished,
                             RunStarted, TrainLog, WorkerWarning)
 from backend.run_clock import format_duration
-from backend.run_config import (METHODS, ConfigError, apply_values, default_config, describe_problems, load_yaml,
+from backend.methods import DEFAULT_METHOD, find_method, grouped_methods, method_keys, method_label
+from backend.run_config import (ConfigError, apply_values, default_config, describe_problems, load_yaml,
                                 read_yaml_mapping, replace_values, user_fields, validate)
 
 def _demo_dir() -> Path:
@@ -32,20 +33,14 @@ DEMO_DIR = _demo_dir()
 DEMO_DATA = DEMO_DIR / "demo_preferences.jsonl"
 DEMO_CONFIG = DEMO_DIR / "demo_dpo.yaml"
 
-# Metrics shown on the per-step line, by method; every metric still lands in metrics.jsonl.
-_KEY_METRICS = {
-    "dpo": ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"),
-    "orpo": ("loss", "nll_loss", "log_odds_ratio", "rewards/margins", "rewards/accuracies"),
-    "sft": ("loss", "mean_token_accuracy", "grad_norm"),
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignstudio", description="Fine-tune and preference-align language models.")
     sub = parser.add_subparsers(dest="command")
 
     train = sub.add_parser("train", help="train headless (same worker as the studio window)")
-    train.add_argument("--method", choices=METHODS, help="sft, dpo or orpo (default: from --config, else dpo)")
+    train.add_argument("--method", choices=method_keys(),
+                       help=f"{', '.join(method_keys())} (default: from --config, else {DEFAULT_METHOD}); "
+                       "`alignstudio methods` says what each needs")
     train.add_argument("--data", help="dataset file or folder, or a Hugging Face dataset id owner/name "
                        "(default: the demo preference set)")
     _add_split_arguments(train)
@@ -86,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--runs-dir")
 
     settings = sub.add_parser("settings", help="list every setting of a method with its default and help")
-    settings.add_argument("method", choices=METHODS)
+    settings.add_argument("method", choices=method_keys())
+
+    sub.add_parser("methods", help="list every training method with the data it needs")
 
     from backend.cli_export import add_export_parser
 
@@ -156,7 +153,7 @@ def config_and_problems(args) -> tuple[object, list[tuple[str, str]]]:
     elif not args.data:
         cfg = load_config_file(DEMO_CONFIG)  # no data named: the demo run, sized for a laptop
     else:
-        cfg = default_config(args.method or "dpo")
+        cfg = default_config(args.method or DEFAULT_METHOD)
     if args.method:
         cfg = switch_method(cfg, args.method)
     values: dict[str, object] = {}
@@ -273,7 +270,9 @@ def cmd_train(args) -> int:
             run.kill()
 
     previous = signal.signal(signal.SIGINT, on_sigint)
-    keys = _KEY_METRICS.get(method, ("loss",))
+    # Every metric still lands in metrics.jsonl; the per-step line shows the method's headline ones.
+    spec = find_method(method)
+    keys = spec.headline if spec else ("loss",)
     code = 1
     last_eval_line = [0.0]
     try:
@@ -282,7 +281,7 @@ def cmd_train(args) -> int:
                 print(f"... {event.message or event.phase}")
             elif isinstance(event, RunStarted):
                 dev = event.device
-                print(f"Training {event.method.upper()} on {dev.get('name') or dev.get('kind')} "
+                print(f"Training {method_label(event.method)} on {dev.get('name') or dev.get('kind')} "
                       f"({dev.get('precision')}): {event.train_rows} rows, {event.eval_rows} held out, "
                       f"{event.total_steps} steps, {event.trainable_params:,} of {event.total_params:,} "
                       "parameters trainable")
@@ -370,7 +369,7 @@ def cmd_runs(args) -> int:
     for r in runs:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at)) if r.started_at else "-"
         loss = r.final_metrics.get("loss")
-        print(f"{started}  {r.method.upper():4}  {r.status:11}  step {r.step}/{r.total_steps}  "
+        print(f"{started}  {method_label(r.method):4}  {r.status:11}  step {r.step}/{r.total_steps}  "
               f"took {format_duration(r.duration_s):>7}  "
               f"loss {_fmt(loss)}  {r.run_dir}")
     return 0
@@ -385,6 +384,15 @@ def cmd_settings(args) -> int:
     return 0
 
 
+def cmd_methods(args) -> int:
+    """Each registered method under its group: what it is for and the data it needs."""
+    for group, specs in grouped_methods():
+        print(f"{group}:")
+        for spec in specs:
+            print(f"  {spec.key:<8} {spec.title}\n           {spec.summary}\n           data: {spec.data.needs}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -396,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_runs(args)
     if args.command == "settings":
         return cmd_settings(args)
+    if args.command == "methods":
+        return cmd_methods(args)
     if args.command == "export":
         from backend.cli_export import cmd_export
 

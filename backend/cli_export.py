@@ -6,7 +6,7 @@ stop at the next safe point; a second Ctrl-C terminates it. Either way nothing
 is left under the final name.
 
 --as-command writes the run's config, an accelerate config for the layout and a
-launch script (plus, for sft and dpo, a config that `trl sft|dpo --config` reads).
+launch script (plus, for a method TRL's command line has, a config that `trl <method> --config` reads).
 """
 
 from __future__ import annotations

@@ -22,15 +22,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from datasets import Features
 
-ALL_METHODS = ("sft", "dpo", "orpo", "kto", "reward")
-
-METHOD_NAMES = {
-    "sft": "SFT",
-    "dpo": "DPO",
-    "orpo": "ORPO",
-    "kto": "KTO",
-    "reward": "Reward-model training",
-}
 
 
 class DatasetError(Exception):
@@ -112,17 +103,21 @@ _PAIRED_PREFERENCE = {
 }
 
 
-def supported_methods(fmt: DataFormat) -> list[str]:
-    """Training methods a dataset in ``fmt`` can feed.
-
-    Pairs serve SFT (on prompt + chosen) and KTO (each pair unpaired into a
-    good and a bad example) as well as the pairwise methods.
-    """
+def data_kind(fmt: DataFormat) -> str:
+    """The kind of data ``fmt`` holds, as method specs name it (backend.methods.spec.DATA_KINDS)."""
     if fmt.is_paired_preference:
-        return ["sft", "dpo", "orpo", "kto", "reward"]
+        return "pairs"
     if fmt is DataFormat.UNPAIRED_PREFERENCE:
-        return ["kto"]
-    return ["sft"]
+        return "unpaired"
+    return "single"
+
+
+def supported_methods(fmt: DataFormat) -> list[str]:
+    """The registered training methods a dataset in ``fmt`` can feed, as is or converted:
+    only methods the studio can train, so the data report never promises another."""
+    from backend.methods import methods_for_data
+
+    return methods_for_data(data_kind(fmt))
 
 
 # Canonical fields each format needs (required, optional). A column map from

@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from backend.dataset_formats import (
-    ALL_METHODS,
-    METHOD_NAMES,
     REASON_HINTS,
     REASON_LABELS,
     DataFormat,
@@ -40,6 +38,7 @@ from backend.dataset_formats import (
     RowProblem,
     detect_format,
     normalise_row,
+    data_kind,
     output_features,
     supported_methods,
 )
@@ -258,28 +257,25 @@ def _load_source(path, source: RowSource, forced, column_map, progress, should_s
 
 
 def dataset_for_method(loaded: LoadedDataset, method: str) -> Dataset:
-    """The normalised dataset in the columns TRL's trainer for ``method`` reads.
+    """The normalised dataset in the columns TRL's trainer for ``method`` reads: the
+    data as loaded when the method accepts its kind as it is, else through the
+    conversion the method's spec names for that kind (``CONVERSIONS``)."""
+    from backend.methods import find_method, method_keys
 
-    sft: prompt/completion, messages or text; dpo/orpo/reward:
-    prompt/chosen/rejected; kto: prompt/completion/label.
-    """
-    method = method.strip().lower()
-    if method not in ALL_METHODS:
+    spec = find_method(method)
+    if spec is None:
         raise DatasetError(
-            f"'{method}' is not a training method AlignStudio knows; choose one of {', '.join(ALL_METHODS)}.",
+            f"'{method}' is not a training method AlignStudio knows; choose one of {', '.join(method_keys())}.",
             path=loaded.path,
         )
-    if method not in loaded.supported_methods:
-        raise DatasetError(unsupported_reason(method, loaded.format), path=loaded.path)
-
+    if spec.key not in loaded.supported_methods:
+        raise DatasetError(unsupported_reason(spec.key, loaded.format), path=loaded.path)
+    kind = data_kind(loaded.format)
     ds = loaded.dataset
-    if loaded.format.is_paired_preference:
-        if method == "sft":
-            return ds.select_columns(["prompt", "chosen"]).rename_column("chosen", "completion")
-        if method == "kto":
-            return _unpair(ds)
-        return ds.select_columns(["prompt", "chosen", "rejected"])
-    return ds
+    if kind == "pairs":
+        ds = ds.select_columns(["prompt", "chosen", "rejected"])
+    conversion = spec.data.convert.get(kind)
+    return CONVERSIONS[conversion](ds) if conversion else ds
 
 
 def preview_rows(loaded: LoadedDataset, n: int = 50) -> list[dict[str, str]]:
@@ -682,25 +678,14 @@ def _late_column_notes(head_columns: list[str], all_columns: list[str], detectio
 
 def unsupported_reason(method: str, fmt: DataFormat) -> str:
     """Why ``method`` cannot train on data in ``fmt``, for a tooltip or error."""
-    name = METHOD_NAMES[method]
-    if method in ("dpo", "orpo", "reward"):
-        if fmt is DataFormat.UNPAIRED_PREFERENCE:
-            return (
-                f"{name} needs pairs of a chosen and a rejected answer to the same prompt; "
-                f"this file has single answers labelled good or bad ({fmt.label}). Use KTO instead."
-            )
-        return (
-            f"{name} needs pairs of a chosen and a rejected answer; this file has single answers "
-            f"({fmt.label}). Use SFT, or provide a file with prompt, chosen and rejected columns."
-        )
-    if method == "kto":
-        return (
-            f"KTO needs answers marked good or bad; this file has single answers without such a "
-            f"judgement ({fmt.label}). Use SFT, or provide preference pairs."
-        )
-    return (
-        f"{name} learns from good examples only; this file mixes good and bad answers ({fmt.label}). Use KTO."
-    )
+    from backend.methods import get_method
+
+    spec = get_method(method)
+    return spec.data.refusal(data_kind(fmt), spec.label, fmt.label)
+
+
+def _chosen_as_completion(ds: "Dataset") -> "Dataset":
+    return ds.select_columns(["prompt", "chosen"]).rename_column("chosen", "completion")
 
 
 def _unpair(ds: "Dataset") -> "Dataset":
@@ -718,3 +703,7 @@ def _unpair(ds: "Dataset") -> "Dataset":
         {"prompt": ds.features["prompt"], "completion": ds.features["chosen"], "label": Value("bool")}
     )
     return _build_dataset({"prompt": prompts, "completion": completions, "label": labels}, features)
+
+
+# How a method's spec turns one kind of data into the kind it trains on (DataNeed.convert).
+CONVERSIONS = {"chosen_as_completion": _chosen_as_completion, "unpair": _unpair}

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.dataset_formats import METHOD_NAMES, REASON_LABELS
+from backend.dataset_formats import REASON_LABELS
 from backend.dataset_loading import LoadedDataset
 from backend.tokenizer_cache import load_tokenizer, tokenizer_file
 
@@ -385,8 +385,10 @@ def format_report_text(report: DataReport) -> str:
     lines.append(
         f"Rows      {report.rows_total} read, {report.rows_kept} kept, {report.rows_dropped} dropped"
     )
-    methods = ", ".join(METHOD_NAMES.get(m, m) for m in report.supported_methods)
-    lines.append(f"Use for   {methods}")
+    from backend.methods import method_label
+
+    methods = ", ".join(method_label(m) for m in report.supported_methods)
+    lines.append(f"Use for   {methods or 'no method the studio can train yet'}")
 
     if report.lengths:
         unit = report.length_unit + (f", {report.tokenizer}" if report.tokenizer else ", characters ÷ 4")

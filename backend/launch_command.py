@@ -22,7 +22,7 @@ import yaml
 from backend.launch_layouts import LAYOUT_LABELS, LAYOUTS, write_accelerate_config
 from backend.run_config import replace_values, save_yaml
 from backend.run_folder import CONFIG_FILE, load_run_config
-from backend.trl_cli_config import TRL_CLI_METHODS, trl_cli_config
+from backend.trl_cli_config import trl_cli_config, trl_cli_methods
 
 
 class CommandExportError(ValueError):
@@ -88,8 +88,9 @@ def _write(cfg, tmp: Path, final: Path, layout: str, num_processes: int, on_gpu:
     result.commands.append(f"bash {shlex.quote(str(final / 'launch.sh'))}")
     result.files += [CONFIG_FILE, accel, "launch.sh"]
 
-    if cfg.method in TRL_CLI_METHODS:
-        trl_method = TRL_CLI_METHODS[cfg.method]
+    commands = trl_cli_methods()
+    if cfg.method in commands:
+        trl_method = commands[cfg.method]
         log("Writing the training rows for TRL's command line")
         rows = _write_training_rows(cfg, tmp / "train.jsonl")
         model_path = _model_path(cfg, log)

@@ -105,7 +105,7 @@ PART_LABELS = {
     "optimizer": "AdamW state",
     "activations": "Activations",
     "logits": "LM head / logits",
-    "reference": "DPO reference pass",
+    "reference": "Reference pass",
     "evaluation": "Evaluation batches",
     "tokenizer": "Tokenizer",
     "overhead": "Runtime overhead",
@@ -571,8 +571,11 @@ def _lora_targets(shape: ModelShape, targets: str) -> list[tuple[str, int, int]]
     return [lin for lin in linears if lin[0] in wanted]
 
 
-def _sequences_per_example(method: str) -> int:
-    return 2 if method in ("dpo", "orpo") else 1
+def _traits(method: str):
+    from backend.methods import MemoryTraits, find_method
+
+    spec = find_method(method)
+    return spec.memory if spec else MemoryTraits()
 
 
 def _layer_activation_elems(shape: ModelShape, targets: list[tuple[str, int, int]], lora_dropout: float,
@@ -613,12 +616,13 @@ def _layer_activation_elems(shape: ModelShape, targets: list[tuple[str, int, int
 def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list[str]]:
     notes: list[str] = []
     cb = DTYPE_BYTES[dev.compute_dtype]
-    method = (getattr(cfg, "method", "") or "sft").lower()
+    traits = _traits(getattr(cfg, "method", ""))
     quant = getattr(cfg, "quantization", "4bit")
     batch = max(1, int(cfg.per_device_train_batch_size))
     length = max(1, int(cfg.max_length))
     checkpointing = bool(getattr(cfg, "gradient_checkpointing", True))
-    precompute = bool(getattr(cfg, "precompute_ref_log_probs", False))
+    skip = traits.reference_skip_setting
+    reference_pass = traits.reference_pass and not (skip and bool(getattr(cfg, skip, False)))
     lora_dropout = float(getattr(cfg, "lora_dropout", 0.0) or 0.0)
     r = max(1, int(cfg.lora_r))
 
@@ -638,12 +642,11 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
                      "the estimate assumes all-linear.")
         targets = shape.layer_linears()
     lora_params = shape.num_layers * sum(r * (fan_in + fan_out) for _n, fan_in, fan_out in targets)
-    # TRL's SFT and DPO trainers cast a quantized model's adapter to bf16; otherwise
-    # peft keeps adapters in fp32.
-    lora_bytes = 2 if quant in ("4bit", "8bit") and method in ("sft", "dpo") else 4
+    # Some TRL trainers cast a quantized model's adapter to bf16; otherwise peft keeps adapters in fp32.
+    lora_bytes = 2 if quant in ("4bit", "8bit") and traits.adapter_half_when_quantized else 4
 
     # --- activations -----------------------------------------------------------
-    tokens = batch * _sequences_per_example(method) * length
+    tokens = batch * traits.sequences_per_example * length
     per_token = _layer_activation_elems(shape, targets, lora_dropout, cb, quant) + 2 * r * len(targets)
     layer = per_token * cb * tokens
     residual = shape.hidden_size * cb * tokens
@@ -661,11 +664,11 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
         saved += 2 * biggest * cb
 
     # --- LM head ---------------------------------------------------------------
-    logits = _head_bytes(method, tokens, shape, cb, dev, training=True)
+    logits = _head_bytes(traits.full_logits, tokens, shape, cb, dev, training=True)
 
-    # --- DPO reference ---------------------------------------------------------
+    # --- reference pass ----------------------------------------------------------
     reference = 0.0
-    if method == "dpo" and not precompute:
+    if reference_pass:
         # No-grad forward over the same 2 x batch sequences before the policy's:
         # one layer's buffers and the head's forward tiles at a time. It only
         # raises the peak where that outgrows the policy's transient buffers.
@@ -676,15 +679,15 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
 
     # --- evaluation ------------------------------------------------------------
     # Held-out batches are twice the training batch unless set (trainer_builders.
-    # eval_batch_size): no activations are kept for a backward pass, but ORPO's full
+    # eval_batch_size): no activations are kept for a backward pass, but full
     # logits grow with the batch and can outgrow the training step's peak. Only the
     # excess over the training step's transient memory is counted.
     evaluation = 0.0
     if float(getattr(cfg, "eval_fraction", 0.0) or 0.0) > 0:
         eval_batch = int(getattr(cfg, "eval_batch_size", 0) or 0) or 2 * batch
-        eval_tokens = eval_batch * _sequences_per_example(method) * length
+        eval_tokens = eval_batch * traits.sequences_per_example * length
         eval_peak = ((per_token + 3 * shape.hidden_size) * cb * eval_tokens
-                     + _head_bytes(method, eval_tokens, shape, cb, dev, training=False))
+                     + _head_bytes(traits.full_logits, eval_tokens, shape, cb, dev, training=False))
         evaluation = max(0.0, eval_peak - (saved + logits + reference))
         if not dev.is_cuda:
             evaluation *= 1 + CPU_ALLOCATOR_SLACK
@@ -697,7 +700,7 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
         "activations": saved / MB,
         "logits": logits / MB,
     }
-    if method == "dpo":
+    if traits.reference_pass:
         parts["reference"] = reference / MB
     parts["evaluation"] = evaluation / MB
     dynamic = sum(parts.values())
@@ -718,12 +721,13 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
     return parts, notes
 
 
-def _head_bytes(method: str, tokens: int, shape: ModelShape, cb: int, dev: _Device, training: bool) -> float:
-    """The LM head's transient memory for ``tokens`` scored tokens. ORPO builds the full
-    (tokens x vocabulary) logits, so this term grows with length times vocabulary and is
-    the largest one for Gemma's 262k vocabulary at long lengths; SFT and DPO score through
-    TRL's tiled head, whose cost stops growing at one tile."""
-    if method == "orpo":
+def _head_bytes(full_logits: bool, tokens: int, shape: ModelShape, cb: int, dev: _Device,
+                training: bool) -> float:
+    """The LM head's transient memory for ``tokens`` scored tokens. A method with
+    ``full_logits`` builds the whole (tokens x vocabulary) logits, so this term grows with
+    length times vocabulary and is the largest one for Gemma's 262k vocabulary at long
+    lengths; the others score through TRL's tiled head, whose cost stops growing at one tile."""
+    if full_logits:
         # Training: the logits, the chosen half made contiguous, its log-softmax and the
         # logits' gradient; evaluation: the forward copies only.
         return tokens * shape.vocab_size * cb * (FULL_LOGITS_COPIES if training else EVAL_FULL_LOGITS_COPIES)
@@ -792,8 +796,9 @@ def _suggestions(cfg, device, shape, total: float, usable: float) -> list[dict]:
 
     if not cfg.gradient_checkpointing:
         consider({"gradient_checkpointing": True}, "turn on gradient checkpointing")
-    if getattr(cfg, "method", "") == "dpo" and not getattr(cfg, "precompute_ref_log_probs", False):
-        consider({"precompute_ref_log_probs": True}, "precompute reference log-probs")
+    skip = _traits(getattr(cfg, "method", "")).reference_skip_setting
+    if skip and not getattr(cfg, skip, False):
+        consider({skip: True}, "precompute reference log-probs")
     batch, accum = int(cfg.per_device_train_batch_size), int(cfg.gradient_accumulation_steps)
     if batch > 1:
         # Divisors keep the effective batch exactly the same.

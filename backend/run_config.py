@@ -1,6 +1,7 @@
-"""Run configuration: one dataclass per training method over a shared base.
+"""Run configuration: the shared base of every method's config, and how configs are read and checked.
 
-These dataclasses are the single source of truth for every setting: the CLI
+The config dataclasses (``BaseRunConfig`` here, one subclass per method in
+``backend/methods``) are the single source of truth for every setting: the CLI
 reads overrides into them, the window generates its settings form from their
 field metadata (label, help, range, choices, basic/advanced), and every run
 saves one as ``config.yaml`` so that the file alone reproduces the run.
@@ -18,14 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-METHODS = ("sft", "dpo", "orpo")
-METHOD_LABELS = {
-    "sft": "SFT (supervised fine-tuning)",
-    "dpo": "DPO (direct preference optimisation)",
-    "orpo": "ORPO (odds-ratio preference optimisation)",
-}
-
 
 def setting(
     default: Any,
@@ -283,83 +276,6 @@ class BaseRunConfig:
     )
 
 
-@dataclass
-class SFTRunConfig(BaseRunConfig):
-    """Supervised fine-tuning on demonstrations (or the chosen side of preference pairs)."""
-
-    method: str = field(default="sft", metadata={"help": "Training method", "internal": True})
-    max_length: int = setting(
-        1024, "Longest example in tokens; longer examples are truncated.",
-        label="Max length (tokens)", minimum=16, maximum=131072, group="Data",
-    )
-    learning_rate: float = setting(
-        2e-4, "Peak learning rate. 1e-4 to 3e-4 is typical for LoRA SFT.",
-        label="Learning rate", minimum=1e-9, maximum=1e-1,
-    )
-    completion_only_loss: bool = setting(
-        True, "Train only on the responses, not on the prompts.", label="Loss on responses only", advanced=True
-    )
-    packing: bool = setting(
-        False, "Pack several short examples into one sequence: faster on short data.", label="Packing",
-        advanced=True,
-    )
-
-
-DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "exo_pair",
-                  "apo_zero", "apo_down", "aot", "aot_unpaired", "discopop", "sigmoid_norm")
-
-
-@dataclass
-class DPORunConfig(BaseRunConfig):
-    """Direct Preference Optimisation on chosen/rejected pairs."""
-
-    method: str = field(default="dpo", metadata={"help": "Training method", "internal": True})
-    learning_rate: float = setting(
-        5e-6, "Peak learning rate. Preference tuning needs far less than SFT: 1e-6 to 5e-5 with LoRA.",
-        label="Learning rate", minimum=1e-9, maximum=1e-1,
-    )
-    beta: float = setting(
-        0.1, "How far the model may move from the reference (the base with the adapter off). "
-        "Higher keeps it closer; 0.01-0.5 is typical.",
-        label="Beta", minimum=1e-6, maximum=100.0, group="Preference",
-    )
-    loss_type: str = setting(
-        "sigmoid", "DPO loss: sigmoid is the original; ipo regularises harder against overfitting; "
-        "hinge is SLiC; robust tolerates noisy labels (with label smoothing).",
-        label="Loss type", choices=DPO_LOSS_TYPES, group="Preference",
-    )
-    label_smoothing: float = setting(
-        0.0, "Assumed fraction of flipped preference labels (robust DPO). 0 trusts every label.",
-        label="Label smoothing", minimum=0.0, maximum=0.49, group="Preference", advanced=True,
-    )
-    precompute_ref_log_probs: bool = setting(
-        False, "Compute the reference log-probs once before training: saves memory and time per step.",
-        label="Precompute reference", group="Preference", advanced=True,
-    )
-
-
-@dataclass
-class ORPORunConfig(BaseRunConfig):
-    """Odds-Ratio Preference Optimisation: SFT and preference in one loss, no reference model."""
-
-    method: str = field(default="orpo", metadata={"help": "Training method", "internal": True})
-    learning_rate: float = setting(
-        8e-6, "Peak learning rate. The ORPO paper uses 8e-6; with LoRA up to 5e-5.",
-        label="Learning rate", minimum=1e-9, maximum=1e-1,
-    )
-    beta: float = setting(
-        0.1, "Weight of the odds-ratio (preference) term against the NLL (SFT) term; lambda in the paper.",
-        label="Beta (lambda)", minimum=1e-6, maximum=100.0, group="Preference",
-    )
-
-
-CONFIG_CLASSES: dict[str, type[BaseRunConfig]] = {
-    "sft": SFTRunConfig,
-    "dpo": DPORunConfig,
-    "orpo": ORPORunConfig,
-}
-
-
 class ConfigError(ValueError):
     """A configuration problem. ``problems`` lists (field, message) pairs."""
 
@@ -368,11 +284,20 @@ class ConfigError(ValueError):
         super().__init__("; ".join(f"{name}: {msg}" for name, msg in problems))
 
 
+def config_classes() -> dict[str, type[BaseRunConfig]]:
+    """Each registered method's config class, by key. The registry is imported here, not at
+    the top: the method modules build their configs on this module's base."""
+    from backend.methods import all_methods
+
+    return {spec.key: spec.config for spec in all_methods()}
+
+
 def config_class(method: str) -> type[BaseRunConfig]:
     key = (method or "").lower()
-    if key not in CONFIG_CLASSES:
-        raise ConfigError([("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")])
-    return CONFIG_CLASSES[key]
+    classes = config_classes()
+    if key not in classes:
+        raise ConfigError([("method", f"unknown method {method!r}; choose one of {', '.join(classes)}")])
+    return classes[key]
 
 
 def default_config(method: str, **values: Any) -> BaseRunConfig:
@@ -471,8 +396,10 @@ def unknown_setting_message(name: str, cfg: BaseRunConfig) -> str:
 
     Unknown keys stay errors rather than being ignored: a misspelt ``lerning_rate``
     silently dropped would train with the default and nobody would notice."""
-    method = cfg.method.upper()
-    owners = [m.upper() for m, cls in CONFIG_CLASSES.items() if name in {f.name for f in user_fields(cls)}]
+    from backend.methods import method_label
+
+    method = method_label(cfg.method)
+    owners = [method_label(m) for m, cls in config_classes().items() if name in {f.name for f in user_fields(cls)}]
     if owners:
         return f"'{name}' is a setting of {'/'.join(owners)} only; {method} has no such setting"
     names = [f.name for f in user_fields(cfg)] + list(QUANTIZATION_ALIASES)
@@ -537,17 +464,15 @@ def validate(cfg: BaseRunConfig) -> list[tuple[str, str]]:
     problems += _target_module_problems(cfg)
     if cfg.max_steps == 0 and cfg.num_train_epochs <= 0:
         problems.append(("num_train_epochs", "set either Epochs above 0 or Max steps"))
-    loss_type = getattr(cfg, "loss_type", None)
-    smoothing = getattr(cfg, "label_smoothing", 0.0)
-    if loss_type == "robust" and smoothing <= 0.0:
-        problems.append(("label_smoothing", "the robust loss needs a label smoothing above 0 (0.1 is typical)"))
+    from backend.methods import find_method
     from backend.tracking import tracker_problems
 
     problems += tracker_problems(cfg.report_to)
-    if loss_type == "exo_pair" and smoothing <= 0.0:
-        # TRL raises for this only after the model is loaded; say it before.
-        problems.append(("label_smoothing", "the exo_pair loss needs a label smoothing above 0 "
-                                            "(the EXO paper uses 0.001)"))
+    spec = find_method(cfg.method)
+    if spec is not None and spec.validate is not None:
+        # A target list already refused as malformed is not judged again by the method.
+        refused = {name for name, _ in problems}
+        problems += [p for p in spec.validate(cfg) if p[0] != "lora_target_modules" or p[0] not in refused]
     return problems
 
 
@@ -566,16 +491,12 @@ def _target_module_problems(cfg: BaseRunConfig) -> list[tuple[str, str]]:
         return [("lora_target_modules", f"LoRA target modules: {', '.join(repr(b) for b in bad)} is not a module "
                                         "name; write 'all-linear' or names separated by commas, "
                                         "e.g. q_proj,v_proj")]
-    if "lm_head" in names and cfg.method == "dpo":
-        # TRL's DPO computes log-probs from lm_head.weight directly, so an adapter there never trains.
-        return [("lora_target_modules", "LoRA target modules: DPO cannot train an adapter on lm_head; "
-                                        "remove it from the list")]
     return []
 
 
 def field_label(name: str) -> str:
     """The label the window shows for setting ``name`` (the name itself for non-settings)."""
-    for cls in CONFIG_CLASSES.values():
+    for cls in config_classes().values():
         for f in user_fields(cls):
             if f.name == name and f.metadata.get("label"):
                 return f.metadata["label"]

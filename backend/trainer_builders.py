@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.run_config import BaseRunConfig, DPORunConfig, ORPORunConfig, SFTRunConfig
+from backend.methods import BuildContext, get_method
+from backend.run_config import BaseRunConfig
 from backend.tracking import resolved_trackers
 
 
@@ -187,49 +188,12 @@ def _common_args(cfg: BaseRunConfig, precision: Precision, output_dir: str, has_
 
 
 def build_trl_args(cfg: BaseRunConfig, precision: Precision, output_dir: str, has_eval: bool):
-    args = _common_args(cfg, precision, output_dir, has_eval)
-    if isinstance(cfg, DPORunConfig):
-        from trl import DPOConfig
-
-        return DPOConfig(
-            **args,
-            beta=cfg.beta,
-            loss_type=[cfg.loss_type],
-            label_smoothing=cfg.label_smoothing,
-            precompute_ref_log_probs=cfg.precompute_ref_log_probs,
-        )
-    if isinstance(cfg, ORPORunConfig):
-        from backend.trl_experimental import ORPOConfig
-
-        return ORPOConfig(**args, beta=cfg.beta)
-    if isinstance(cfg, SFTRunConfig):
-        from trl import SFTConfig
-
-        return SFTConfig(**args, completion_only_loss=cfg.completion_only_loss, packing=cfg.packing)
-    raise TypeError(f"no trainer for {type(cfg).__name__}")
+    """The TRL config of ``cfg.method``: the shared keys plus the method's own."""
+    return get_method(cfg.method).build_args(cfg, _common_args(cfg, precision, output_dir, has_eval))
 
 
 def build_trainer(cfg: BaseRunConfig, model, tokenizer, args, train_dataset, eval_dataset, callbacks):
-    """The TRL trainer for ``cfg.method``. DPO gets no ``ref_model``: with a PEFT
-    model TRL uses the policy with its adapter disabled as the reference, so no
-    second copy of the weights is ever loaded."""
-    common = dict(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=build_lora_config(cfg),
-        callbacks=callbacks,
-    )
-    if isinstance(cfg, DPORunConfig):
-        from trl import DPOTrainer
-
-        return DPOTrainer(ref_model=None, **common)
-    if isinstance(cfg, ORPORunConfig):
-        from backend.trl_experimental import ORPOTrainer
-
-        return ORPOTrainer(**common)
-    from trl import SFTTrainer
-
-    return SFTTrainer(**common)
+    """The TRL trainer of ``cfg.method``, with LoRA from the shared settings."""
+    ctx = BuildContext(cfg=cfg, model=model, tokenizer=tokenizer, args=args, train_dataset=train_dataset,
+                       eval_dataset=eval_dataset, callbacks=callbacks, peft_config=build_lora_config(cfg))
+    return get_method(cfg.method).build(ctx)

@@ -2,7 +2,7 @@
 
 TRL's command line (``trl sft|dpo|kto|reward|grpo|rloo``) parses one flat YAML
 into its ScriptArguments, the method's config, ModelConfig and the dataset
-mixture. Of the studio's methods it runs SFT and DPO (ORPO has no TRL command).
+mixture. Which methods those are, and their own keys, each method's spec says (``trl_cli``).
 The data goes as the normalised JSON Lines the studio trains on, so TRL reads
 the same rows whatever format the original file had. Torch-free.
 """
@@ -12,19 +12,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from backend.run_config import BaseRunConfig, DPORunConfig, SFTRunConfig
+from backend.methods import all_methods, get_method
+from backend.run_config import BaseRunConfig
 from backend.tracking import resolved_trackers
 
-# The studio's methods that TRL's command line has, under TRL's name for them.
-TRL_CLI_METHODS = {"sft": "sft", "dpo": "dpo"}
+
+def trl_cli_methods() -> dict[str, str]:
+    """The studio's methods that TRL's command line has, under TRL's name for them."""
+    return {spec.key: spec.trl_cli for spec in all_methods() if spec.trl_cli}
 
 
 def trl_cli_config(cfg: BaseRunConfig, model_path: str, data_file: str | Path, output_dir: str | Path,
                    on_gpu: bool = True) -> dict[str, Any]:
     """Flat keys for ``trl <method> --config``. ``on_gpu`` picks bf16; else the CPU in fp32."""
-    if cfg.method not in TRL_CLI_METHODS:
+    commands = trl_cli_methods()
+    if cfg.method not in commands:
         raise ValueError(f"TRL's command line has no {cfg.method} command (it has "
-                         f"{', '.join(TRL_CLI_METHODS.values())} of the studio's methods)")
+                         f"{', '.join(commands.values())} of the studio's methods)")
     targets = cfg.lora_target_modules.strip()
     keys: dict[str, Any] = {
         # ModelConfig
@@ -64,9 +68,7 @@ def trl_cli_config(cfg: BaseRunConfig, model_path: str, data_file: str | Path, o
         "bf16": on_gpu,
         "use_cpu": not on_gpu,
     }
-    if isinstance(cfg, DPORunConfig):
-        keys.update(beta=cfg.beta, loss_type=[cfg.loss_type], label_smoothing=cfg.label_smoothing,
-                    precompute_ref_log_probs=cfg.precompute_ref_log_probs)
-    elif isinstance(cfg, SFTRunConfig):
-        keys.update(completion_only_loss=cfg.completion_only_loss, packing=cfg.packing)
+    spec = get_method(cfg.method)
+    if spec.trl_cli_keys is not None:
+        keys.update(spec.trl_cli_keys(cfg))
     return keys

@@ -128,3 +128,14 @@ def test_uncached_hub_id_offline_is_refused_before_a_run_folder_exists(tmp_path,
     assert "someone/not-downloaded" in out.stderr and "offline" in out.stderr and "[model]" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "runs").exists() and _no_run_folder_anywhere(studio_home)
+
+
+def test_methods_lists_every_registered_method_with_its_group_and_data(studio_home):
+    from backend.methods import all_methods
+
+    out = cli("methods", env_home=studio_home, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for spec in all_methods():
+        assert f"{spec.group}:" in out.stdout and spec.title in out.stdout and spec.data.needs in out.stdout
+    train_help = cli("train", "--help", env_home=studio_home, timeout=60).stdout
+    assert "{" + ",".join(s.key for s in all_methods()) + "}" in train_help

@@ -14,7 +14,8 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from backend.dataset_formats import DataFormat, DatasetError, supported_methods
-from backend.dataset_loading import dataset_for_method, load_dataset_file, preview_rows, unsupported_reason
+from backend.dataset_loading import (CONVERSIONS, dataset_for_method, load_dataset_file, preview_rows,
+                                     unsupported_reason)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
 REPO = Path(__file__).resolve().parents[1]
@@ -461,14 +462,15 @@ def test_corrupt_parquet_is_a_dataset_error(tmp_path):
 
 def test_dataset_for_method_gives_trl_columns():
     pairs = load_dataset_file(fixture("preference.jsonl"))
-    for method in ("dpo", "orpo", "reward"):
+    for method in ("dpo", "orpo"):
         assert dataset_for_method(pairs, method).column_names == ["prompt", "chosen", "rejected"]
 
     sft = dataset_for_method(pairs, "sft")
     assert sft.column_names == ["prompt", "completion"]
     assert list(sft["completion"]) == list(pairs.dataset["chosen"])
 
-    kto = dataset_for_method(pairs, "kto")
+    # Unpairing waits for a method that trains on labelled single answers; the conversion is ready.
+    kto = CONVERSIONS["unpair"](pairs.dataset.select_columns(["prompt", "chosen", "rejected"]))
     assert kto.column_names == ["prompt", "completion", "label"]
     assert len(kto) == 2 * len(pairs.dataset)
     assert kto[:2] == {
@@ -482,7 +484,7 @@ def test_dataset_for_method_on_conversational_and_sft_formats():
     conv = load_dataset_file(fixture("preference_conversational.jsonl"))
     sft = dataset_for_method(conv, "sft")
     assert sft[1] == {"prompt": [user("What is 2 + 2?")], "completion": [assistant("4")]}
-    assert dataset_for_method(conv, "kto")[3]["completion"] == [assistant("5")]
+    assert CONVERSIONS["unpair"](conv.dataset)[3]["completion"] == [assistant("5")]
 
     assert dataset_for_method(load_dataset_file(fixture("sharegpt.json")), "sft").column_names == ["messages"]
     assert dataset_for_method(load_dataset_file(fixture("text.jsonl")), "sft").column_names == ["text"]
@@ -490,11 +492,7 @@ def test_dataset_for_method_on_conversational_and_sft_formats():
         "prompt",
         "completion",
     ]
-    assert list(dataset_for_method(load_dataset_file(fixture("unpaired.jsonl")), "kto")["label"]) == [
-        True,
-        False,
-        True,
-    ]
+    assert list(load_dataset_file(fixture("unpaired.jsonl")).dataset["label"]) == [True, False, True]
 
 
 def test_unsupported_method_is_explained():
@@ -503,15 +501,17 @@ def test_unsupported_method_is_explained():
         dataset_for_method(alpaca, "dpo")
     assert "DPO needs pairs of a chosen and a rejected answer" in str(err.value)
     assert "Alpaca" in str(err.value)
-    assert unsupported_reason("kto", DataFormat.TEXT).startswith("KTO needs answers marked good or bad")
-    with pytest.raises(DatasetError, match="KTO"):
+    assert unsupported_reason("sft", DataFormat.UNPAIRED_PREFERENCE).startswith("SFT learns from good examples only")
+    with pytest.raises(DatasetError, match="labelled good or bad"):
         dataset_for_method(load_dataset_file(fixture("unpaired.jsonl")), "orpo")
     with pytest.raises(DatasetError, match="not a training method"):
         dataset_for_method(alpaca, "ppo")
 
 
 def test_supported_methods():
-    assert supported_methods(DataFormat.PREFERENCE) == ["sft", "dpo", "orpo", "kto", "reward"]
+    # Only methods the studio can train: the report never promises one it cannot.
+    assert supported_methods(DataFormat.PREFERENCE) == ["sft", "dpo", "orpo"]
+    assert supported_methods(DataFormat.UNPAIRED_PREFERENCE) == []
     for fmt in (
         DataFormat.TEXT,
         DataFormat.MESSAGES,

@@ -142,7 +142,7 @@ def test_report_is_json_serialisable_and_renders_as_text():
     assert "Preference pairs (prompt, chosen, rejected)" in text
     assert "Query → prompt" in text
     assert "2 read, 2 kept, 0 dropped" in text
-    assert "SFT, DPO, ORPO, KTO, Reward-model training" in text
+    assert "Use for   SFT, DPO, ORPO\n" in text  # only methods the studio can train
     assert "approx. tokens" in text and "median" in text
     assert "Only 2 usable rows" in text
 

@@ -171,7 +171,8 @@ def test_plot_grid_overlays_runs_in_their_own_colours(qtbot):
 
 # --------------------------------------------------------------- other views
 def test_config_form_is_generated_from_the_dataclass(qtbot):
-    from backend.run_config import DPORunConfig, to_dict, user_fields
+    from backend.methods.dpo import DPORunConfig
+    from backend.run_config import to_dict, user_fields
     from widgets.config_form import ConfigForm
 
     form = ConfigForm()

@@ -1,6 +1,7 @@
-"""backend/ is the engine: it must import no Qt, and the GUI-facing modules no torch."""
+"""backend/ is the engine: it must import no Qt; the GUI process (app/, widgets/, the method registry) no torch."""
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,16 +24,25 @@ def test_backend_source_never_imports_qt():
     assert offenders == []
 
 
-def test_gui_facing_backend_modules_import_without_torch_or_qt():
-    code = (
-        "import sys\n"
-        "import backend.run_config, backend.events, backend.training_run, backend.run_folder, backend.cli\n"
-        "import backend.model_source, backend.paths, backend.memory_estimate, backend.device_info\n"
-        "import backend.dataset_loading, backend.dataset_report, backend.dataset_formats\n"
-        "import backend.generation_client, backend.generation_protocol, backend.compare_scoring\n"
-        "import backend.compare_export, backend.prompt_rendering, backend.adapter_loading, backend.preflight\n"
-        "import backend.fault_injection\n"
-        "bad = [m for m in ('torch', 'transformers', 'trl', 'PySide6') if m in sys.modules]\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+def _loaded_after(imports: str) -> list[str]:
+    code = (f"import sys\n{imports}\n"
+            "print(','.join(m for m in ('torch', 'transformers', 'trl', 'PySide6') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    return [m for m in done.stdout.strip().split(",") if m]
+
+
+def test_every_registered_method_module_imports_without_torch_transformers_trl_or_qt():
+    from backend.methods import METHOD_MODULES
+
+    imports = "import backend.methods\n" + "".join(f"import {m}\n" for m in METHOD_MODULES)
+    imports += "backend.methods.all_methods()"
+    assert _loaded_after(imports) == []
+
+
+def test_every_gui_module_imports_without_torch_transformers_or_trl():
+    """The window learns every method (settings, plots, data needs) from the registry alone."""
+    names = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for folder in ("app", "widgets")
+                   for p in (ROOT / folder).rglob("*.py") if p.name != "__main__.py")
+    assert "app.method_settings_panel" in names
+    assert _loaded_after("\n".join(f"import {n}" for n in names)) == ["PySide6"]

@@ -1,11 +1,12 @@
 import pytest
 
-from backend.run_config import (METHODS, ConfigError, apply_values, check, default_config, describe_problems,
+from backend.methods import method_keys
+from backend.run_config import (ConfigError, apply_values, check, default_config, describe_problems,
                                 field_label, from_dict, load_yaml, replace_values, save_yaml, to_dict, user_fields,
                                 validate)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", method_keys())
 def test_every_field_has_help_and_default_validates(method):
     cfg = default_config(method)
     assert validate(cfg) == []

@@ -1,0 +1,76 @@
+"""Supervised fine-tuning: imitate demonstrations (or the chosen side of preference pairs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backend.methods.spec import BuildContext, DataNeed, MemoryTraits, Metric, MethodSpec
+from backend.run_config import BaseRunConfig, setting
+
+
+@dataclass
+class SFTRunConfig(BaseRunConfig):
+    """Supervised fine-tuning on demonstrations (or the chosen side of preference pairs)."""
+
+    method: str = field(default="sft", metadata={"help": "Training method", "internal": True})
+    max_length: int = setting(
+        1024, "Longest example in tokens; longer examples are truncated.",
+        label="Max length (tokens)", minimum=16, maximum=131072, group="Data",
+    )
+    learning_rate: float = setting(
+        2e-4, "Peak learning rate. 1e-4 to 3e-4 is typical for LoRA SFT.",
+        label="Learning rate", minimum=1e-9, maximum=1e-1,
+    )
+    completion_only_loss: bool = setting(
+        True, "Train only on the responses, not on the prompts.", label="Loss on responses only", advanced=True
+    )
+    packing: bool = setting(
+        False, "Pack several short examples into one sequence: faster on short data.", label="Packing",
+        advanced=True,
+    )
+
+
+def build_args(cfg: SFTRunConfig, args: dict):
+    from trl import SFTConfig
+
+    return SFTConfig(**args, completion_only_loss=cfg.completion_only_loss, packing=cfg.packing)
+
+
+def build(ctx: BuildContext):
+    from trl import SFTTrainer
+
+    return SFTTrainer(**ctx.trainer_kwargs())
+
+
+def trl_cli_keys(cfg: SFTRunConfig) -> dict:
+    return {"completion_only_loss": cfg.completion_only_loss, "packing": cfg.packing}
+
+
+SPEC = MethodSpec(
+    key="sft",
+    label="SFT",
+    title="SFT (supervised fine-tuning)",
+    group="Supervised",
+    summary="Imitates good answers: demonstrations, chat logs, or the chosen side of pairs. Start here.",
+    config=SFTRunConfig,
+    data=DataNeed(
+        accepts=frozenset({"single", "pairs"}),
+        convert={"pairs": "chosen_as_completion"},
+        needs="demonstrations (prompt/completion, chat messages, Alpaca, ShareGPT, text); pairs train on "
+              "their chosen answers",
+        refusals={"unpaired": "{name} learns from good examples only; this file mixes good and bad answers "
+                              "({format})."},
+    ),
+    build_args=build_args,
+    build=build,
+    metrics=(
+        Metric("mean_token_accuracy", "token_accuracy", "Token accuracy", "accuracy", role="accuracy", order=70),
+    ),
+    expected_keys=("loss", "mean_token_accuracy", "learning_rate", "grad_norm"),
+    headline=("loss", "mean_token_accuracy", "grad_norm"),
+    summary_metrics=(("loss", "loss"), ("mean_token_accuracy", "token accuracy")),
+    diagnostics=("non_finite_loss",),
+    memory=MemoryTraits(sequences_per_example=1, adapter_half_when_quantized=True),
+    trl_cli="sft",
+    trl_cli_keys=trl_cli_keys,
+)

@@ -1,0 +1,31 @@
+"""SFT's own behaviour: what it trains on and how it reaches TRL."""
+
+from pathlib import Path
+
+from backend.dataset_formats import DataFormat
+from backend.dataset_loading import dataset_for_method, load_dataset_file
+from backend.methods import get_method
+from backend.trl_cli_config import trl_cli_config
+from tests.conftest import tiny_run_config
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "datasets"
+
+
+def test_pairs_train_sft_on_their_chosen_answers():
+    pairs = load_dataset_file(FIXTURES / "preference.jsonl")
+    sft = dataset_for_method(pairs, "sft")
+    assert sft.column_names == ["prompt", "completion"]
+    assert list(sft["completion"]) == list(pairs.dataset["chosen"])
+
+
+def test_refuses_thumbs_up_down_data_with_its_reason():
+    spec = get_method("sft")
+    assert spec.data.refusal("unpaired", spec.label, DataFormat.UNPAIRED_PREFERENCE.label).startswith(
+        "SFT learns from good examples only")
+
+
+def test_trl_command_config_carries_its_settings(tmp_path):
+    cfg = tiny_run_config("sft", tmp_path, tmp_path / "d.jsonl", packing=True, completion_only_loss=False)
+    keys = trl_cli_config(cfg, "model", tmp_path / "train.jsonl", tmp_path / "out")
+    assert keys["packing"] is True and keys["completion_only_loss"] is False
+    assert get_method("sft").trl_cli == "sft"

@@ -1,0 +1,138 @@
+"""Every registered method meets the same contract: the registry is the only place
+that knows a method, its module is torch-free, its config round-trips, and it
+trains through the real worker with the headline metrics its spec promises."""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from backend.methods import GROUP_ORDER, METHOD_MODULES, all_methods, get_method, grouped_methods, method_keys
+from backend.methods.spec import DATA_KINDS, ROLE_COLOURS
+from backend.run_config import check, load_yaml, save_yaml
+from tests.conftest import tiny_run_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = all_methods()
+KEYS = [spec.key for spec in SPECS]
+
+# Files another session is reworking now (generation speed); they are checked
+# once that work lands. Until then they may name a method.
+KNOWN_EXCEPTIONS = {
+    "backend/generation_engine.py", "backend/generation_worker.py", "backend/generation_protocol.py",
+    "backend/prompt_rendering.py",
+}
+
+
+def test_registry_lists_unique_keys_in_known_groups():
+    assert len(set(KEYS)) == len(KEYS) == len(METHOD_MODULES)
+    assert [s.key for _group, specs in grouped_methods() for s in specs] == sorted(
+        KEYS, key=lambda k: GROUP_ORDER.index(get_method(k).group))
+    assert get_method("DPO") is get_method("dpo")
+    with pytest.raises(KeyError):
+        get_method("ppo")
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=KEYS)
+def test_spec_is_complete(spec):
+    assert spec.group in GROUP_ORDER
+    assert spec.summary and "\n" not in spec.summary and len(spec.summary) <= 110, spec.summary
+    assert spec.config().method == spec.key
+    assert set(spec.headline) <= set(spec.expected_keys), "the CLI line would show keys the method never logs"
+    assert {k for k, _label in spec.summary_metrics} <= set(spec.expected_keys)
+    assert all(m.role in ROLE_COLOURS for m in spec.metrics)
+    assert spec.data.accepts <= set(DATA_KINDS) and spec.data.needs
+    for kind in set(DATA_KINDS) - spec.data.accepts:
+        reason = spec.data.refusal(kind, spec.label, "Some format")
+        assert spec.label in reason and "Some format" in reason and kind in spec.data.refusals, kind
+    assert spec.memory.sequences_per_example >= 1
+    if spec.memory.reference_skip_setting:
+        assert isinstance(getattr(spec.config(), spec.memory.reference_skip_setting), bool)
+    from backend.dataset_loading import CONVERSIONS
+
+    assert set(spec.data.convert.values()) <= set(CONVERSIONS)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=KEYS)
+def test_config_validates_and_round_trips_yaml(spec, tmp_path):
+    cfg = check(spec.config(max_steps=3, lora_r=4))
+    again = load_yaml(save_yaml(cfg, tmp_path / "config.yaml"))
+    assert again == cfg and type(again) is spec.config
+
+
+def _method_mentions(path: Path, keys: set[str], class_names: set[str]) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.lower() in keys:
+            found.append(f"{node.value!r} (line {node.lineno})")
+        elif isinstance(node, (ast.Name, ast.Attribute, ast.alias)):
+            name = getattr(node, "id", None) or getattr(node, "attr", None) or getattr(node, "name", "")
+            if name.split(".")[-1] in class_names:
+                found.append(f"{name} (line {getattr(node, 'lineno', '?')})")
+        elif isinstance(node, ast.ImportFrom) and re.match(r"backend\.methods\.\w+$", node.module or ""):
+            if node.module.rsplit(".", 1)[-1] in keys:
+                found.append(f"import from {node.module} (line {node.lineno})")
+    return found
+
+
+def test_no_module_outside_the_registry_names_a_method():
+    keys = set(KEYS)
+    class_names = {spec.config.__name__ for spec in SPECS}
+    offenders = {}
+    for folder in ("backend", "app", "widgets"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel.startswith("backend/methods/") or rel in KNOWN_EXCEPTIONS:
+                continue
+            found = _method_mentions(path, keys, class_names)
+            if found:
+                offenders[rel] = found
+    assert offenders == {}, "name methods through backend.methods instead: " + repr(offenders)
+
+
+def test_the_mention_check_catches_a_method_named_outside(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(f"x = {KEYS[0]!r}\nfrom backend.methods.{KEYS[0]} import {SPECS[0].config.__name__}\n")
+    found = _method_mentions(sample, set(KEYS), {SPECS[0].config.__name__})
+    assert len(found) >= 3, found
+
+
+def test_every_method_has_its_own_test_file_and_the_guide_names_the_steps():
+    missing = [k for k in KEYS if not (ROOT / "tests" / "methods" / f"test_{k}.py").is_file()]
+    assert missing == [], f"registered methods without tests/methods/test_<key>.py: {missing}"
+    guide = (ROOT / "docs" / "adding_a_method.md").read_text(encoding="utf-8")
+    for step in ("backend/methods/", "METHOD_MODULES", "SPEC", "tests/methods/test_", "MethodSpec",
+                 "tests/test_method_registry.py"):
+        assert step in guide, step
+    for field in ("key", "group", "summary", "config", "data", "build_args", "build", "metrics", "headline",
+                  "memory", "implicit_reward", "diagnostics"):
+        assert f"`{field}`" in guide, field
+
+
+# ------------------------------------------------------------- conformance
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", SPECS, ids=KEYS)
+def test_method_trains_through_the_worker(spec, tiny_model_dir, easy_preferences, studio_home):
+    from backend.events import RunFinished, TrainLog
+    from backend.training_run import run_to_completion
+
+    assert "pairs" in spec.data.accepts, "give this method conformance data of a kind it accepts"
+    cfg = tiny_run_config(spec.key, tiny_model_dir, easy_preferences, max_steps=2)
+    run, events = run_to_completion(cfg, timeout=300)
+    assert isinstance(events[-1], RunFinished), events[-1]
+    logs = [e for e in events if isinstance(e, TrainLog)]
+    assert logs and set(spec.headline) <= set(logs[-1].metrics), (spec.headline, sorted(logs[-1].metrics))
+    assert all(math.isfinite(e.metrics["loss"]) for e in logs)
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, run.run_dir / "adapter")
+    assert any("lora_B" in n for n, _p in model.named_parameters())
