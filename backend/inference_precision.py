@@ -5,13 +5,15 @@ the model the way the run trained it. For decoding, bf16 halves the bytes read
 per token, and a CPU with native bf16 arithmetic (AVX512-BF16 or AMX on x86,
 the BF16 extension on Arm) generates about twice as fast in it: on the 2-core
 machine this was written on, Gemma 3 270M gave 9 tok/s in fp32, 12 in 4-bit
-and 18 in bf16 with plain ``generate``. A CPU without it only emulates bf16,
-which is slower than fp32, so "auto" keeps fp32 there.
+and 18 in bf16 with plain ``generate``. A CPU without it converts bf16 in
+software, which can be slower than fp32, so "auto" keeps fp32 there.
 
 Only unquantized weights are cast: 4-bit and 8-bit weights are what a QLoRA
 run trained against and stay as they are; on a GPU the loader already picked
-bf16 or fp16. ``fp32`` keeps the loaded weights untouched, so greedy answers
-and log-probs are exactly those of the training precision.
+bf16 or fp16. On a CPU ``fp32`` keeps the weights as loaded, so greedy answers
+and log-probs are exactly those of the training precision; bf16 rounds the
+logits, so summed log-probs (and the implicit rewards made of them) move a
+little: choose fp32 for the numbers training logged.
 
 Imports torch; runs in the worker only.
 """
