@@ -382,3 +382,31 @@ def test_a_drag_on_one_plot_can_always_be_undone_on_all(qtbot):
     qtbot.mouseDClick(grid.plot_widget("margins").viewport(), Qt.MouseButton.LeftButton)
     assert grid.is_following()
     assert grid.x_range("margins")[1] >= 40
+
+
+def test_method_dropdown_groups_methods_with_their_summary_and_keeps_reasons(qtbot, tmp_path):
+    from app.method_settings_panel import MethodSettingsPanel
+    from app.studio_settings import StudioSettings
+    from backend.methods import grouped_methods
+    from widgets.grouped_combo import DETAIL_ROLE
+
+    panel = MethodSettingsPanel(StudioSettings(tmp_path / "settings.ini"))
+    qtbot.addWidget(panel)
+    combo = panel.method_combo
+    rows = [(combo.is_header(i), combo.itemText(i), combo.itemData(i, DETAIL_ROLE))
+            for i in range(combo.count())]
+    expected = []
+    for group, specs in grouped_methods():
+        expected.append((True, group, None))
+        expected += [(False, spec.title, spec.summary) for spec in specs]
+    assert rows == expected
+    headers = [i for i in range(combo.count()) if combo.is_header(i)]
+    assert all(not combo.model().item(i).isEnabled() for i in headers)
+    assert panel.description.text() == next(s.summary for _g, ss in grouped_methods() for s in ss
+                                            if s.key == panel.method())
+
+    panel.set_supported(["sft"], {"dpo": "DPO needs pairs of a chosen and a rejected answer"})
+    items = {combo.itemData(i): combo.model().item(i) for i in range(combo.count()) if not combo.is_header(i)}
+    assert items["sft"].isEnabled() and not items["dpo"].isEnabled()
+    assert items["dpo"].toolTip().startswith("DPO needs pairs") and "not for this data" in items["dpo"].text()
+    assert panel.method() == "sft" and combo.currentData() == "sft"
