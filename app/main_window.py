@@ -416,7 +416,7 @@ class StudioWindow(QMainWindow):
                                  else "Load a dataset, pick a method, press Train.")
         self.train_action.setEnabled(ok and not self.controller.is_running())
         self.stop_action.setEnabled(self.controller.is_running())
-        if not problems and self.memory_panel.available():
+        if not problems:
             self.memory_panel.request(cfg, self.device_info)
         return ok, reason
 
@@ -647,10 +647,8 @@ class StudioWindow(QMainWindow):
         run_dir = Path(self._active_run_dir) if self._active_run_dir else None
         if run_dir is None or not run_dir.is_dir() or self._run_estimate is None:
             return
-        try:
-            from backend.memory_estimate import record_measured_peak
-        except ImportError:
-            return
+        from backend.memory_estimate import record_measured_peak
+
         # A failed run has no final figure; the highest peak its steps reported is the measurement.
         peak = (event.peak_memory_mb if event is not None else None) or self._last_peak_mb
         try:

@@ -2,18 +2,17 @@
 
 The estimator lives in ``backend.memory_estimate``. It may read a model's
 config from disk, so it runs on the thread pool, debounced while the user types.
-A build without the estimator simply says so.
 """
 
 from __future__ import annotations
 
 import html
-import importlib
 
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from app.background_call import call_in_background
+from backend.memory_estimate import estimate_memory
 
 _PART_LABELS = {
     "weights": "Base weights",
@@ -26,13 +25,6 @@ _PART_LABELS = {
 }
 
 
-def load_estimator():
-    """``estimate_memory`` when the estimator module is installed, else None."""
-    try:
-        module = importlib.import_module("backend.memory_estimate")
-    except ImportError:
-        return None
-    return getattr(module, "estimate_memory", None)
 
 
 def _mb(value: float | None) -> str:
@@ -47,7 +39,7 @@ class MemoryPanel(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._estimate_fn = load_estimator()
+        self._estimate_fn = estimate_memory
         self._generation = 0
         self._pending = None
         self.last_estimate = None
@@ -62,38 +54,29 @@ class MemoryPanel(QWidget):
         self.parts.setWordWrap(True)
         self.suggestions = QLabel()
         self.suggestions.setWordWrap(True)
-        self.unavailable = QLabel(
-            "A peak-memory estimate (weights, LoRA, optimizer, activations, the reference pass) "
-            "appears here once the estimator is part of this build."
-        )
-        self.unavailable.setObjectName("mutedText")
-        self.unavailable.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(6)
-        for w in (self.headline, self.fits_label, self.bar, self.parts, self.suggestions, self.unavailable):
+        for w in (self.headline, self.fits_label, self.bar, self.parts, self.suggestions):
             layout.addWidget(w)
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(250)
         self._debounce.timeout.connect(self._run)
-        self._show_available(self._estimate_fn is not None)
-        if self._estimate_fn is not None:
-            self.headline.setText("Estimating…")
-
-    def available(self) -> bool:
-        return self._estimate_fn is not None
+        for w in (self.fits_label, self.bar, self.parts, self.suggestions):
+            w.setVisible(False)
+        self.headline.setText("Estimating…")
 
     def request(self, config, device_info: dict | None) -> None:
         """Estimate for ``config`` on ``device_info`` soon (later calls replace earlier ones)."""
-        if self._estimate_fn is None or config is None:
+        if config is None:
             return
         self._pending = (config, dict(device_info or {"kind": "cpu"}))
         self._debounce.start()
 
     def estimate_now(self, config, device_info: dict | None):
-        """Synchronous estimate (for the run record); None without an estimator or on error."""
-        if self._estimate_fn is None or config is None:
+        """Synchronous estimate (for the run record); None without a config or on error."""
+        if config is None:
             return None
         try:
             return self._estimate_fn(config, dict(device_info or {"kind": "cpu"}))
@@ -166,7 +149,3 @@ class MemoryPanel(QWidget):
                                  "".join(f"<li>{html.escape(t)}</li>" for t in tips) + "</ul>" if tips else "")
         self.sig_estimate_ready.emit(est)
 
-    def _show_available(self, available: bool) -> None:
-        self.unavailable.setVisible(not available)
-        for w in (self.headline, self.fits_label, self.bar, self.parts, self.suggestions):
-            w.setVisible(available and w is self.headline)

@@ -34,10 +34,8 @@ _LABELS = {
 def check_model(text: str, trust_remote_code: bool = False, allow_pickle_weights: bool = False) -> tuple[str, str]:
     """("", "") when ``text`` names a usable model, else (what is wrong, the setting
     that would change it: ``model``, ``trust_remote_code`` or ``allow_pickle_weights``)."""
-    try:
-        from backend.model_source import ModelSourceError, resolve_checked_model
-    except ImportError:
-        return "", ""
+    from backend.model_source import ModelSourceError, resolve_checked_model
+
     try:
         resolve_checked_model(text, trust_remote_code=trust_remote_code, allow_pickle_weights=allow_pickle_weights)
     except ModelSourceError as exc:

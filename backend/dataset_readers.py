@@ -186,14 +186,8 @@ def _decompressing(raw, compression: str, path: Path):
         import lzma
 
         return lzma.LZMAFile(raw, "rb")
-    try:
-        import zstandard
-    except ImportError:
-        raise DatasetError(
-            "This file is compressed with zstd, which needs the 'zstandard' package "
-            "(pip install zstandard); or unpack it with unzstd and load the file inside.",
-            path=path,
-        ) from None
+    import zstandard  # a dependency of the studio (pyproject.toml)
+
     return _ZstdStream(raw, zstandard)
 
 

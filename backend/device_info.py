@@ -30,10 +30,8 @@ def _cpu_name() -> str:
 
 
 def _system_memory_mb() -> tuple[float | None, float | None]:
-    try:
-        import psutil
-    except ImportError:
-        return None, None
+    import psutil
+
     vm = psutil.virtual_memory()
     return vm.total / _MB, vm.available / _MB
 

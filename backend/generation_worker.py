@@ -365,13 +365,10 @@ def _free_memory() -> None:
     import gc
 
     gc.collect()
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class NoModelLoaded(RuntimeError):
