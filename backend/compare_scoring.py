@@ -10,11 +10,12 @@ prompt, tokenised the way TRL tokenised the training pairs):
 
 - preference accuracy of a model: the fraction of held-out pairs where the
   model gives the chosen response a higher log-likelihood than the rejected one;
-- implicit reward of a response: ``beta * (logp_aligned - logp_base)``, DPO's
-  reward with the base model (adapter off) as the reference; for ORPO and SFT
-  runs it is still a measure of how far the adapter moved that response;
+- implicit reward of a response: ``beta * (logp_aligned - logp_base)``, the
+  reward of the methods whose spec says ``implicit_reward``, with the base model
+  (adapter off) as the reference; for other runs it is still a measure of how
+  far the adapter moved that response;
 - reward accuracy: the fraction of pairs where the chosen response has the
-  higher implicit reward (DPO's ``rewards/accuracies`` on the held-out rows);
+  higher implicit reward (TRL's ``rewards/accuracies`` on the held-out rows);
 - length change: the aligned model's mean answer length against the base's.
 
 Ties count as not preferred: a model that cannot tell the two apart has not
@@ -106,7 +107,7 @@ class CompareRow:
     aligned_answer_logp_base: float | None = None
     aligned_answer_logp_aligned: float | None = None
     aligned_answer_reward: float | None = None
-    # Held-out preference pair (sums of log-probs, as DPO uses them).
+    # Held-out preference pair (sums of log-probs over the response tokens).
     chosen: str | None = None
     rejected: str | None = None
     chosen_tokens: int | None = None

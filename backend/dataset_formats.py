@@ -613,8 +613,8 @@ def _describe(value: Any) -> str:
 
 
 def _absent(row: dict[str, Any], col: str) -> RowProblem:
-    # Naming what the row does hold makes a row of another format (an SFT
-    # example among preference pairs, say) recognisable at a glance.
+    # Naming what the row does hold makes a row of another format (a single
+    # answer among preference pairs, say) recognisable at a glance.
     held = ", ".join(map(str, list(row)[:8])) or "no fields at all"
     return RowProblem(col, f"is missing (this row has {held})", "missing")
 

@@ -13,22 +13,24 @@ bitsandbytes 0.50, as built by ``backend.trainer_builders``):
   loaded in. NF4 with double quantization stores 0.5 byte per weight plus one
   8-bit absmax per 64 weights and one fp32 per 256 absmax blocks.
 * LoRA adapter, its gradients and AdamW's two moments, all in the adapter's own
-  dtype: TRL's SFT and DPO trainers cast the adapter of a quantized model to bf16,
-  ORPO and unquantized models keep peft's fp32 adapter. The Trainer keeps no fp32
+  dtype: some TRL trainers cast the adapter of a quantized model to bf16
+  (``MemoryTraits.adapter_half_when_quantized``); the others, and unquantized
+  models, keep peft's fp32 adapter. The Trainer keeps no fp32
   master copy of trainable weights (no mixed-precision master weights), so there
   is none to count.
 * Activations saved for the backward pass, per token and layer, for a decoder
   with SDPA attention (no seq x seq score matrix is stored), counting only what
   autograd keeps around frozen weights (see ``_layer_activation_elems``).
   Gradient checkpointing keeps only each layer's input and recomputes one layer
-  at a time. DPO and ORPO run chosen and rejected together: two sequences per
-  example.
-* The LM head. TRL 1.16's SFT and DPO trainers score tokens through a fused,
-  tiled head and never build the (tokens x vocab) logits: the cost is a few
-  tiles of up to 4096 tokens x 32768 vocabulary entries. ORPO still builds the
-  full logits, plus the cross-entropy's log-softmax copy and their gradients;
-  with a 262k vocabulary that is the largest single item.
-* The DPO reference pass: with a PEFT model the reference is the policy with its
+  at a time. Pairwise methods run chosen and rejected together
+  (``MemoryTraits.sequences_per_example``).
+* The LM head. Most TRL 1.16 trainers score tokens through a fused, tiled head
+  and never build the (tokens x vocab) logits: the cost is a few tiles of up to
+  4096 tokens x 32768 vocabulary entries. A method whose trainer still builds
+  the full logits (``MemoryTraits.full_logits``) pays for them, the
+  cross-entropy's log-softmax copy and their gradients; with a 262k vocabulary
+  that is the largest single item.
+* A reference pass (``MemoryTraits.reference_pass``): with a PEFT model the reference is the policy with its
   adapter disabled, so no second copy of the weights exists. The no-grad forward
   runs before the policy's forward and frees its buffers, so it adds to the peak
   only where its transient buffers outgrow the policy's own.
@@ -85,7 +87,7 @@ FUSED_HEAD_TOKEN_CHUNK = 4096
 FUSED_HEAD_VOCAB_CHUNK = 32768
 FUSED_HEAD_FP32_TILES_TORCH = 8.0
 FUSED_HEAD_TILES_TRITON = 1.5
-# ORPO's full-logits path: logits, the chosen half made contiguous, its
+# The full-logits path (MemoryTraits.full_logits): logits, the chosen half made contiguous, its
 # log-softmax, and the logits' gradient, in units of the full logits tensor.
 FULL_LOGITS_COPIES = 3.5
 # Evaluation keeps no gradient: the logits, the chosen half's copy and its log-softmax.

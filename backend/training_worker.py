@@ -78,6 +78,7 @@ class WorkerState:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.faults = planned_faults()
+        self.cfg = None  # the run's config, once read: failure hints name the method's own settings
 
     def enter_phase(self, phase: str, message: str) -> None:
         with self.lock:
@@ -165,7 +166,7 @@ def run_training(state: WorkerState) -> int:
         emit(stopped_before_training(state))
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure must become an event
-        kind, message, hint = classify_failure(exc)
+        kind, message, hint = classify_failure(exc, state.cfg)
         emit(RunFailed(kind=kind, message=message, hint=hint, traceback=traceback.format_exc(),
                        elapsed_seconds=state.elapsed()))
         print(traceback.format_exc(), file=sys.stderr, flush=True)
@@ -184,7 +185,7 @@ def _train(state: WorkerState) -> int:
     from backend.code_permissions import apply_launch_grants
 
     # The run folder grants nothing: permissions come from this launch, checked against the files now.
-    cfg = apply_launch_grants(check(load_run_config(run_dir)))
+    cfg = state.cfg = apply_launch_grants(check(load_run_config(run_dir)))
     state.enter_phase("loading_model", "Loading the model")
 
     from backend.model_source import local_model_folder, model_source_for_config
@@ -558,7 +559,17 @@ def _replace_folder(new: Path, target: Path) -> None:
 _OUT_OF_MEMORY_SIGNS = ("out of memory", "can't allocate memory", "cublas_status_alloc_failed", "std::bad_alloc")
 
 
-def classify_failure(exc: BaseException) -> tuple[str, str, str]:
+def _method_memory_tip(cfg) -> str:
+    """The method's own way to save memory, from its spec (e.g. a reference pass it can precompute)."""
+    from backend.methods import find_method
+    from backend.run_config import field_label
+
+    spec = find_method(getattr(cfg, "method", "")) if cfg is not None else None
+    skip = spec.memory.reference_skip_setting if spec is not None else ""
+    return f", turning on {field_label(skip)} (the reference log-probs computed once)," if skip else ","
+
+
+def classify_failure(exc: BaseException, cfg=None) -> tuple[str, str, str]:
     """(kind, message, hint) for a failure, in words a user can act on."""
     from backend.run_config import ConfigError
 
@@ -583,7 +594,7 @@ def classify_failure(exc: BaseException) -> tuple[str, str, str]:
             sign in text.lower() for sign in _OUT_OF_MEMORY_SIGNS):
         return "out_of_memory", f"Out of memory: {text.splitlines()[0][:300]}", (
             "Try a shorter max length, a smaller batch size with more gradient accumulation, "
-            "4-bit quantization, gradient checkpointing, or (DPO) precomputed reference log-probs.")
+            "4-bit quantization" + _method_memory_tip(cfg) + " or gradient checkpointing.")
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return "interrupted", "The worker was interrupted.", "Resume the run from its last checkpoint."
     if isinstance(exc, OSError) and ("does not appear to have" in text or "not a valid model" in text

@@ -1,6 +1,6 @@
 """A run's settings as a config file that ``trl <method> --config FILE`` reads as it is.
 
-TRL's command line (``trl sft|dpo|kto|reward|grpo|rloo``) parses one flat YAML
+TRL's command line (``trl <method>``, for the methods TRL has a command for) parses one flat YAML
 into its ScriptArguments, the method's config, ModelConfig and the dataset
 mixture. Which methods those are, and their own keys, each method's spec says (``trl_cli``).
 The data goes as the normalised JSON Lines the studio trains on, so TRL reads
