@@ -296,6 +296,12 @@ class DataPanel(QWidget):
         self.preview.setVisible(True)
 
     def _on_loaded(self, result: DatasetLoadResult) -> None:
+        if self._result is not None and self._result.measuring and result.loaded is self._result.loaded:
+            # The same rows, now measured with the model's tokenizer: only the report changes
+            # (the loader's end of busy revalidates the settings against it).
+            self._result = result
+            self.report_view.setHtml(report_html(result.report))
+            return
         self._result = result
         self._failure = None
         self._columns = list(result.source_columns)

@@ -111,3 +111,29 @@ def test_a_slow_tokenizer_does_not_hold_the_report_back(qtbot, tiny_model_dir, e
     qtbot.waitUntil(lambda: len(results) == 1 and not loader.is_busy(), timeout=30_000)
     assert not results[0].measuring and results[0].report.length_unit == "tokens"
     loader.wait()
+
+
+@pytest.mark.gui
+def test_the_window_reads_a_file_once_while_its_lengths_are_measured(qtbot, studio_home, tiny_model_dir,
+                                                                      easy_preferences, monkeypatch):
+    """The early report and the measured one are the same rows: the window takes them in
+    once (recent files, Compare's prompts) and only the report changes."""
+    from backend import tokenizer_cache
+    from tests.gui_helpers import drop_paths, make_studio_window
+
+    monkeypatch.setattr(tokenizer_cache, "SLOW_TOKENIZER_BYTES", 1)
+    monkeypatch.setattr(tokenizer_cache, "_cache", {})
+    window = make_studio_window(qtbot)
+    window.model_panel.set_kind("local")
+    window.model_panel.text.setText(str(tiny_model_dir))
+    qtbot.waitUntil(lambda: window.data_panel._tokenizer_provider() == str(tiny_model_dir), timeout=10_000)
+    changed, shown = [], []
+    window.data_panel.sig_dataset_changed.connect(changed.append)
+    window.data_panel.loader.sig_loaded.connect(shown.append)
+    assert drop_paths(window, [easy_preferences])
+    qtbot.waitUntil(lambda: len(shown) == 2 and not window.data_panel.loader.is_busy(), timeout=30_000)
+    assert [r.measuring for r in shown] == [True, False]
+    assert len(changed) == 1 and changed[0] is shown[0]
+    current = window.data_panel.current()
+    assert current is shown[1] and current.report.length_unit == "tokens"
+    assert "tokens" in window.data_panel.report_view.toPlainText()
