@@ -1,8 +1,8 @@
 """Generation and scoring on one loaded model, with the adapter switched per side.
 
 The base side runs under ``model.disable_adapter()``: the same weights with
-the LoRA path really off, which is also the reference model DPO trained
-against. Both sides decode in lockstep (one token for the base side, one for
+the LoRA path really off, which is also the reference model that methods with
+a reference pass trained against. Both sides decode in lockstep (one token for the base side, one for
 the aligned side, and again), each with its own KV cache and its own random
 generator seeded with the same seed; the answers stream into both panes
 together, and the adapter is the only difference between them.

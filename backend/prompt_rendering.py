@@ -15,7 +15,7 @@ The rule, shared by generation and scoring:
   prompt alone is not a prefix of the whole, the response starts where the two
   diverge, as in TRL.
 
-So what the Compare tab measures is what DPO's ``logps/chosen`` measured.
+So what the Compare tab measures is what TRL's ``logps/chosen`` measured in training.
 Nothing here imports torch; the functions take a tokenizer object.
 """
 
