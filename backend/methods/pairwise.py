@@ -26,5 +26,8 @@ PAIRS_ONLY = DataNeed(
         "single": ("{name} needs pairs of a chosen and a rejected answer; this file has single answers "
                    "({format}). Use a supervised method, or provide a file with prompt, chosen and rejected "
                    "columns."),
+        "prompts": ("{name} needs a chosen and a rejected answer for each prompt; this file has prompts only "
+                    "({format}). Use a method that samples its own answers and grades them, or add chosen and "
+                    "rejected columns."),
     },
 )

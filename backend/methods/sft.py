@@ -59,7 +59,9 @@ SPEC = MethodSpec(
         needs="demonstrations (prompt/completion, chat messages, Alpaca, ShareGPT, text); pairs train on "
               "their chosen answers",
         refusals={"unpaired": "{name} learns from good examples only; this file mixes good and bad answers "
-                              "({format})."},
+                              "({format}).",
+                  "prompts": "{name} needs an answer to imitate for each prompt; this file has prompts only "
+                             "({format}). Add a completion column, or use a method that grades sampled answers."},
     ),
     build_args=build_args,
     build=build,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 # The kinds of data a method can be offered, as the dataset detector tells them apart.
-DATA_KINDS = ("single", "pairs", "unpaired")
+DATA_KINDS = ("single", "pairs", "unpaired", "prompts")
 
 # Colours mean the same thing on every plot: chosen green, rejected red, and so on.
 ROLE_COLOURS = {
@@ -24,6 +24,9 @@ ROLE_COLOURS = {
     "neutral": "#475569",
     "nll": "#db2777",
     "odds": "#9333ea",
+    "reward": "#ea580c",
+    "kl": "#0d9488",
+    "length": "#a16207",
 }
 
 
@@ -112,6 +115,10 @@ class MethodSpec:
     diagnostics: tuple[str, ...] = ()  # codes of the metric rules that apply (app.training_diagnostics)
     memory: MemoryTraits = MemoryTraits()
     implicit_reward: bool = False  # Compare can score answers with the policy/reference log-ratio
+    model_head: str = "causal_lm"  # "score": a one-output sequence-classification head (a reward model)
+    # Config fields naming another model or file the method needs (a reward model run, a
+    # reward-functions file); the form, the CLI and the conformance test fill them generically.
+    requires: tuple[str, ...] = ()
     validate: Callable[[Any], list[tuple[str, str]]] | None = None  # method-only checks on a config
     trl_cli: str = ""  # the `trl <command>` that runs it, when TRL's command line has one
     trl_cli_keys: Callable[[Any], dict] | None = None  # its own keys for that command's config file
