@@ -5,6 +5,7 @@ trains through the real worker with the headline metrics its spec promises."""
 from __future__ import annotations
 
 import ast
+import json
 import math
 import re
 from pathlib import Path
@@ -108,24 +109,56 @@ def test_every_method_has_its_own_test_file_and_the_guide_names_the_steps():
 
 
 # ------------------------------------------------------------- conformance
+# The fixture that provides each kind of other input a method may require (MethodSpec.requires).
+REQUIRED_INPUT_FIXTURES = {"reward_model": "tiny_reward_model_run"}
+
+
+def _conformance_data(spec, easy_preferences: Path, tmp_path: Path) -> Path:
+    """Pairs where the method accepts them (as is or converted); otherwise a small file of its own kind."""
+    if "pairs" in spec.data.accepts:
+        return easy_preferences
+    rows = [{"prompt": f"Question {i}: can you help me with task {i % 7}?"} for i in range(32)]
+    if "unpaired" in spec.data.accepts:
+        rows = [dict(r, completion=" Sure, happy to help." if i % 2 else " No.", label=bool(i % 2))
+                for i, r in enumerate(rows)]
+    elif "single" in spec.data.accepts:
+        rows = [dict(r, completion=" Sure, happy to help.") for r in rows]
+    path = tmp_path / f"conformance_{spec.key}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_every_required_input_has_a_conformance_fixture():
+    missing = {f for spec in SPECS for f in spec.requires} - set(REQUIRED_INPUT_FIXTURES)
+    assert missing == set(), f"add a fixture for these required inputs to REQUIRED_INPUT_FIXTURES: {missing}"
+    for spec in SPECS:
+        for name in spec.requires:
+            assert hasattr(spec.config(), name), f"{spec.key} requires {name!r}, which its config lacks"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS, ids=KEYS)
-def test_method_trains_through_the_worker(spec, tiny_model_dir, easy_preferences, studio_home):
+def test_method_trains_through_the_worker(spec, tiny_model_dir, easy_preferences, studio_home, tmp_path,
+                                          request):
     from backend.events import RunFinished, TrainLog
     from backend.training_run import run_to_completion
 
-    assert "pairs" in spec.data.accepts, "give this method conformance data of a kind it accepts"
-    cfg = tiny_run_config(spec.key, tiny_model_dir, easy_preferences, max_steps=2)
+    inputs = {name: str(request.getfixturevalue(REQUIRED_INPUT_FIXTURES[name])) for name in spec.requires}
+    data = _conformance_data(spec, easy_preferences, tmp_path)
+    cfg = tiny_run_config(spec.key, tiny_model_dir, data, max_steps=2, **inputs)
     run, events = run_to_completion(cfg, timeout=300)
     assert isinstance(events[-1], RunFinished), events[-1]
     logs = [e for e in events if isinstance(e, TrainLog)]
     assert logs and set(spec.headline) <= set(logs[-1].metrics), (spec.headline, sorted(logs[-1].metrics))
-    assert all(math.isfinite(e.metrics["loss"]) for e in logs)
+    assert all(math.isfinite(e.metrics["loss"]) for e in logs if "loss" in e.metrics)
 
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    if spec.model_head == "score":
+        base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1, dtype=torch.float32)
+    else:
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, run.run_dir / "adapter")
     assert any("lora_B" in n for n, _p in model.named_parameters())
