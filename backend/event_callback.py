@@ -82,6 +82,7 @@ class EventCallback(TrainerCallback):
         self._eval_steps = 0
         self._eval_batch_size = 1
         self._train_examples_per_step = 1
+        self._samples = None  # a SampleCapture once the worker asks for samples (backend.sample_capture)
 
     # -- lifecycle ---------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
@@ -137,6 +138,7 @@ class EventCallback(TrainerCallback):
         self.last_metrics = metrics
         event = self._train_log(args, state, epoch, metrics)
         self.emit(event)
+        self._emit_samples(state.global_step)
         print(f"step {state.global_step}/{state.max_steps}  " + _readable(metrics), flush=True)
         loss = metrics.get("loss")
         if loss is not None and not math.isfinite(loss) and self.nan_step is None:
@@ -179,6 +181,27 @@ class EventCallback(TrainerCallback):
             peak_memory_mb=peak,
             memory_kind=kind,
         )
+
+    # -- sampled completions ----------------------------------------------
+    def watch_samples(self, trainer) -> None:
+        """Send the completions ``trainer`` samples and grades (an RL method's trainer)
+        with each training log; only the main process speaks for the run."""
+        from backend.process_ranks import is_main_process
+        from backend.sample_capture import SampleCapture
+
+        self._samples = SampleCapture(trainer) if is_main_process() else None
+
+    def _emit_samples(self, step: int) -> None:
+        capture = self._samples
+        if capture is None:
+            return
+        batch = capture.collect(step)
+        if batch is not None:
+            self.emit(batch)
+        elif capture.broken:
+            self._samples = None
+            self.emit(WorkerWarning(message=f"The sample table stays empty: {capture.broken}.",
+                                    kind="samples"))
 
     # -- evaluation --------------------------------------------------------
     def eval_batches(self) -> int:

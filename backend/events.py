@@ -140,10 +140,27 @@ class RunFailed(Event):
     elapsed_seconds: float | None = None  # the run clock; None when the worker died without a word
 
 
+@dataclass
+class SampleBatch(Event):
+    """The completions the policy sampled at a step of an RL method, as its graders scored them.
+
+    Each row is a dict: ``prompt`` and ``completion`` (text, long ones cut in the middle),
+    ``scores`` (grader name -> score, NaN where the grader abstained), ``reward`` (the
+    weighted total), ``advantage`` and ``group`` (rows sharing it answer the same prompt).
+    Only the last rows of a generation batch travel (``total_rows`` says how many it had).
+    """
+
+    type: ClassVar[str] = "samples"
+    step: int
+    graders: list[str]
+    rows: list[dict[str, Any]]
+    total_rows: int = 0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (RunStarted, PhaseChanged, TrainLog, EvalProgress, EvalLog, CheckpointSaved, WorkerWarning,
-                RunFinished, RunFailed)
+                RunFinished, RunFailed, SampleBatch)
 }
 TERMINAL_TYPES = (RunFinished, RunFailed)
 

@@ -122,3 +122,6 @@ class MethodSpec:
     validate: Callable[[Any], list[tuple[str, str]]] | None = None  # method-only checks on a config
     trl_cli: str = ""  # the `trl <command>` that runs it, when TRL's command line has one
     trl_cli_keys: Callable[[Any], dict] | None = None  # its own keys for that command's config file
+    # The trainer samples completions and grades them while it trains: the worker sends the
+    # latest ones (SampleBatch events) and the window shows them in a table.
+    samples: bool = False
