@@ -26,6 +26,7 @@ from backend.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    SampleBatch,
     TrainLog,
     WorkerWarning,
 )
@@ -92,6 +93,9 @@ class TrainingSupervisor(QObject):
     sig_failed = Signal(object)
     """RunFailed: the run ended with an error; the event carries a hint for the user."""
 
+    sig_samples = Signal(object)
+    """SampleBatch: completions an RL method sampled, with their graders' scores."""
+
     sig_idle = Signal()
     """The worker has exited and its streams are closed; a new run may start."""
 
@@ -105,6 +109,7 @@ class TrainingSupervisor(QObject):
         (WorkerWarning, "sig_warning"),
         (RunFinished, "sig_finished"),
         (RunFailed, "sig_failed"),
+        (SampleBatch, "sig_samples"),
     )
 
     def __init__(self, runs_root=None):

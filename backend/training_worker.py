@@ -252,6 +252,10 @@ def _train(state: WorkerState) -> int:
 
     batches = watch_training_batches(trainer, keep=cfg.gradient_accumulation_steps * cfg.logging_steps)
     callback.tokens_per_example = tokens_per_example(trainer.train_dataset)
+    from backend.methods import find_method
+
+    if getattr(find_method(cfg.method), "samples", False):
+        callback.watch_samples(trainer)
     _check_stop(stop)
 
     resume_from = None
