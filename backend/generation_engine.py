@@ -282,17 +282,22 @@ class GenerationEngine:
 
     def generate(self, prompts: list[Any], side: str, sampling: SamplingSettings, cancel: threading.Event,
                  on_token: TokenCallback | None = None, on_done: DoneCallback | None = None,
-                 first_row: int = 0) -> list[dict[str, Answer]]:
+                 first_row: int = 0, seeds: list[int] | None = None) -> list[dict[str, Answer]]:
         """Answer every prompt on the requested side(s), in lockstep. Returns one
-        {side: Answer} per prompt; ``row`` numbers start at ``first_row``."""
+        {side: Answer} per prompt; ``row`` numbers start at ``first_row``. ``seeds``
+        gives each row its own seed (the same prompt repeated then samples different
+        answers in one batch); otherwise every row takes the sampling seed."""
         sides = self.sides(side)
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
         prompt_ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
         for ids in prompt_ids:
             if not ids:
                 raise ValueError("The prompt is empty: type something for the model to continue.")
         decoders = [
-            _SideDecoder(self, s, [Answer(row=first_row + i, side=s, prompt_ids=ids, seed=seed)
+            _SideDecoder(self, s, [Answer(row=first_row + i, side=s, prompt_ids=ids,
+                                          seed=seeds[i] if seeds is not None else seed)
                                    for i, ids in enumerate(prompt_ids)])
             for s in sides
         ]

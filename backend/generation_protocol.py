@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from backend.best_of_n import BestOfNReport, BestOfNResult
 from backend.compare_scoring import CompareRow, CompareSummary, ResponseScore
 from backend.events import Event, _decode_floats
 from backend.run_config import setting
@@ -279,6 +280,33 @@ class BatchCompareRequest(Request):
 
 
 @dataclass
+class BestOfNRequest(Request):
+    """Sample ``n`` answers to each prompt from one side (base | aligned) in one batched
+    generation, score them with ``reward_model`` (a reward model run or folder) and/or
+    ``graders`` (entries as the RL methods' configs hold them; ``reward_file`` and
+    ``allow_reward_code`` for a file of reward functions), and rank them. Prompts:
+    ``prompt`` (one), ``prompts``, ``rows`` (their other columns reach the graders by
+    name), or none for the loaded run's held-out split; ``limit`` caps them (0: all).
+    ``baseline`` is the single answer best-of-N is measured against: "first" (sample
+    0, free) or "greedy" (one more batched call). One ``best_of_n_row`` per prompt,
+    then ``best_of_n_report``."""
+
+    op: ClassVar[str] = "best_of_n"
+    prompt: Any = None
+    prompts: list[Any] | None = None
+    rows: list[dict[str, Any]] | None = None
+    limit: int = 0
+    n: int = 4
+    side: str = "aligned"
+    sampling: dict[str, Any] = field(default_factory=dict)
+    reward_model: str = ""
+    graders: list[dict[str, Any]] = field(default_factory=list)
+    reward_file: str = ""
+    allow_reward_code: bool = False
+    baseline: str = "first"
+
+
+@dataclass
 class CancelRequest(Request):
     """Stop request ``target`` (its id), or every running and queued request when
     ``target`` is "*" or empty. A generation stops within a token; the cancelled
@@ -297,7 +325,7 @@ class ShutdownRequest(Request):
 
 REQUEST_TYPES: dict[str, type[Request]] = {
     cls.op: cls for cls in (LoadRequest, GenerateRequest, ChatRequest, ScoreRequest, BatchCompareRequest,
-                            CancelRequest, ShutdownRequest)
+                            BestOfNRequest, CancelRequest, ShutdownRequest)
 }
 
 
@@ -461,6 +489,37 @@ class BatchSummaryReady(GenerationEvent):
 
 
 @dataclass
+class BestOfNRowReady(GenerationEvent):
+    """One prompt of a best-of-N request: its N answers ranked, best first."""
+
+    type: ClassVar[str] = "best_of_n_row"
+    result: BestOfNResult = None  # type: ignore[assignment]
+    total: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.result, dict):
+            self.result = BestOfNResult.from_dict(self.result)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["result"] = self.result.to_dict() if self.result is not None else None
+        return data
+
+
+@dataclass
+class BestOfNReportReady(GenerationEvent):
+    """A best-of-N request finished (or was stopped): best-of-N against the single answer."""
+
+    type: ClassVar[str] = "best_of_n_report"
+    report: BestOfNReport = None  # type: ignore[assignment]
+    headline: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.report, dict):
+            self.report = BestOfNReport.from_dict(self.report)
+
+
+@dataclass
 class GenerationError(GenerationEvent):
     """Something failed. ``request_id`` is empty for a failure outside a request.
     ``fatal`` means nothing is loaded any more: load again (or restart)."""
@@ -499,7 +558,8 @@ class WorkerExited(GenerationEvent):
 
 EVENT_TYPES: dict[str, type[GenerationEvent]] = {
     cls.type: cls for cls in (ModelReady, WorkerStatus, TokenStreamed, GenerationDone, ResponsesScored,
-                              BatchRowReady, BatchSummaryReady, GenerationError, RequestFinished, WorkerExited)
+                              BatchRowReady, BatchSummaryReady, BestOfNRowReady, BestOfNReportReady,
+                              GenerationError, RequestFinished, WorkerExited)
 }
 
 

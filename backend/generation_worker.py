@@ -32,6 +32,7 @@ from backend.generation_protocol import (
     BatchCompareRequest,
     BatchRowReady,
     BatchSummaryReady,
+    BestOfNRequest,
     CancelRequest,
     ChatRequest,
     GenerateRequest,
@@ -138,6 +139,7 @@ class GenerationService:
                 ChatRequest: self.chat,
                 ScoreRequest: self.score,
                 BatchCompareRequest: self.batch_compare,
+                BestOfNRequest: self.best_of_n,
             }[type(request)]
             handler(request, cancel)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an event, the worker lives on
@@ -354,6 +356,11 @@ class GenerationService:
         )
         self.emit(BatchSummaryReady(request_id=request.id, summary=summary, headline=summary.headline()))
 
+    def best_of_n(self, request: BestOfNRequest, cancel: threading.Event) -> None:
+        from backend.best_of_n import serve_request
+
+        serve_request(self, request, cancel)
+
 
 def _done_event(request_id: str, answer) -> GenerationDone:
     return GenerationDone(request_id=request_id, side=answer.side, text=answer.text, n_tokens=answer.n_tokens,
@@ -385,6 +392,8 @@ def classify_generation_failure(exc: BaseException) -> tuple[str, str, str]:
     text = str(exc) or name
     if isinstance(exc, ProtocolError):
         return "bad_request", text, "This is a bug in the caller; the worker is still usable."
+    if name == "BestOfNError":
+        return "bad_request", text, "Change the best-of-N settings and try again."
     if isinstance(exc, NoModelLoaded):
         return "no_model", text, "Pick a run or an adapter first; the model loads once and stays loaded."
     if name == "NoAdapterError":
