@@ -72,6 +72,7 @@ class DataFormat(Enum):
     ALPACA = "alpaca"
     PROMPT_COMPLETION = "prompt_completion"
     TEXT = "text"
+    PROMPT_ONLY = "prompt_only"
 
     @property
     def label(self) -> str:
@@ -93,6 +94,7 @@ _LABELS = {
     DataFormat.ALPACA: "Alpaca instructions (instruction, input, output)",
     DataFormat.PROMPT_COMPLETION: "Prompt and completion",
     DataFormat.TEXT: "Plain text",
+    DataFormat.PROMPT_ONLY: "Prompts only (to be answered and graded)",
 }
 
 _PAIRED_PREFERENCE = {
@@ -109,6 +111,8 @@ def data_kind(fmt: DataFormat) -> str:
         return "pairs"
     if fmt is DataFormat.UNPAIRED_PREFERENCE:
         return "unpaired"
+    if fmt is DataFormat.PROMPT_ONLY:
+        return "prompts"
     return "single"
 
 
@@ -133,6 +137,7 @@ FORMAT_FIELDS: dict[DataFormat, tuple[tuple[str, ...], tuple[str, ...]]] = {
     DataFormat.ALPACA: (("instruction", "output"), ("input",)),
     DataFormat.PROMPT_COMPLETION: (("prompt", "completion"), ()),
     DataFormat.TEXT: (("text",), ()),
+    DataFormat.PROMPT_ONLY: (("prompt",), ()),
 }
 
 CANONICAL_FIELDS = sorted({f for req, opt in FORMAT_FIELDS.values() for f in req + opt})
@@ -141,7 +146,7 @@ CANONICAL_FIELDS = sorted({f for req, opt in FORMAT_FIELDS.values() for f in req
 # lower-casing and turning spaces and hyphens into underscores.
 _CONVERSATION_ALIASES = ("messages", "conversations", "conversation", "chat", "dialog", "dialogue")
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
-    "prompt": ("prompt", "question", "query", "instruction", "input", "user_prompt", "user"),
+    "prompt": ("prompt", "question", "query", "instruction", "problem", "input", "user_prompt", "user"),
     "chosen": (
         "chosen",
         "chosen_response",
@@ -206,6 +211,7 @@ REASON_LABELS = {
     "no_shared_prompt": "no prompt could be found",
     "bad_label": "label is not good/bad",
     "identical_pair": "chosen identical to rejected",
+    "mixed_types": "value unlike the rest of its column",
     # Not "duplicate row": followed by a count or a row number it read as "a duplicate of row 5".
     "duplicate": "repeated rows",
 }
@@ -232,6 +238,7 @@ REASON_HINTS = {
     "no_shared_prompt": "Add a prompt column, or let chosen and rejected begin with the same conversation.",
     "bad_label": "Use true/false (or good/bad) as the label.",
     "identical_pair": "A pair teaches something only when the chosen answer differs from the rejected one.",
+    "mixed_types": "Write every value of a column the same way (all text, all numbers or all lists).",
     "duplicate": "Remove the repeated rows.",
 }
 
@@ -275,6 +282,9 @@ class FormatDetection:
     conversational: bool = False
     hh_transcripts: bool = False
     notes: list[str] = field(default_factory=list)
+    # Prompts only: source columns kept as they are (graders read them by name), each
+    # with the kind of value it holds (``_extra_kind``).
+    extra_columns: dict[str, str] = field(default_factory=dict)
 
     @property
     def output_columns(self) -> list[str]:
@@ -340,7 +350,9 @@ def detect_format(
     else:
         detection = _recognise(mapping_for, kinds, columns, path)
 
-    detection.notes[:0] = _mapping_notes(detection.column_mapping, columns)
+    if detection.format is DataFormat.PROMPT_ONLY:
+        _keep_other_columns(detection, columns, kinds)
+    detection.notes[:0] = _mapping_notes(detection.column_mapping, columns, detection.extra_columns)
     return detection
 
 
@@ -392,11 +404,18 @@ def _recognise(mapping_for, kinds: "_ValueKinds", columns, path) -> FormatDetect
         if not missing:
             return _with_style(fmt, mapping, kinds)
 
+    # A prompt and no answer of any kind: prompts for a method that samples and grades its
+    # own answers. A lone chosen or rejected column is a broken pair, not extra data.
+    prompts, _ = mapping_for(DataFormat.PROMPT_ONLY)
+    if (prompts and kinds.of(prompts["prompt"]) in ("text", "messages")
+            and "chosen" not in pref and "rejected" not in pref):
+        return _with_style(DataFormat.PROMPT_ONLY, prompts, kinds)
+
     # Nothing complete: name what the closest format lacks, so the person can
     # rename a column or map it by hand.
     best = None
     for rank, fmt in enumerate(DataFormat):
-        if fmt is DataFormat.UNPAIRED_PREFERENCE:
+        if fmt in (DataFormat.UNPAIRED_PREFERENCE, DataFormat.PROMPT_ONLY):
             continue
         mapping, missing = mapping_for(fmt)
         distinctive = [f for f in mapping if f != "input"]
@@ -457,15 +476,64 @@ def _with_style(fmt: DataFormat, mapping: dict[str, str], kinds: "_ValueKinds") 
         det.notes.append("ShareGPT 'from'/'value' turns were converted to 'role'/'content' messages.")
     if fmt is DataFormat.ALPACA:
         det.notes.append("The prompt is the instruction, followed by the input when there is one.")
+    if fmt is DataFormat.PROMPT_ONLY:
+        det.conversational = kinds.of(mapping["prompt"]) == "messages"
     return det
 
 
-def _mapping_notes(mapping: dict[str, str], columns: list[str]) -> list[str]:
+def _mapping_notes(mapping: dict[str, str], columns: list[str], kept: dict[str, str]) -> list[str]:
     notes = [f"Column '{src}' is used as '{fld}'." for fld, src in mapping.items() if src != fld]
-    unused = [c for c in columns if c not in mapping.values()]
+    if kept:
+        json_text = [c for c, kind in kept.items() if kind == "json"]
+        notes.append(f"Kept as they are, for graders to read by name: {', '.join(map(str, kept))}."
+                     + (f" Nested values in {', '.join(json_text)} are kept as JSON text." if json_text else ""))
+    unused = [c for c in columns if c not in mapping.values() and c not in kept]
     if unused:
         notes.append(f"Ignored columns: {', '.join(map(str, unused))}.")
     return notes
+
+
+def _keep_other_columns(detection: FormatDetection, columns: list[str], kinds: "_ValueKinds") -> None:
+    used = set(detection.column_mapping.values())
+    for col in columns:
+        # The normalised prompt is called 'prompt', so a second column of that name cannot stay.
+        if col in used or str(col) in detection.column_mapping:
+            continue
+        detection.extra_columns[str(col)] = _extra_kind(kinds._values(col))
+
+
+def _extra_kind(values: list[Any]) -> str:
+    """The column type a kept column gets, from its first values: one of string, int,
+    float, bool, list_string, list_int, list_float, or json (anything nested deeper,
+    or mixed, kept as JSON text so that no value is lost)."""
+    kinds = {_scalar_kind(v) for v in values}
+    if not kinds or kinds == {"string"}:
+        return "string"
+    if kinds <= {"int", "float"}:
+        return "float" if "float" in kinds else "int"
+    if kinds == {"bool"}:
+        return "bool"
+    if kinds <= {"string", "int", "float"}:
+        return "string"
+    if all(isinstance(v, list) for v in values):
+        items = {_scalar_kind(item) for v in values for item in v}
+        if not items or items == {"string"}:
+            return "list_string"
+        if items <= {"int", "float"}:
+            return "list_float" if "float" in items else "list_int"
+    return "json"
+
+
+def _scalar_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    return "nested"
 
 
 class _ValueKinds:
@@ -553,6 +621,14 @@ def output_features(detection: FormatDetection) -> Features:
         return Features({"messages": message})
     if fmt in (DataFormat.ALPACA, DataFormat.PROMPT_COMPLETION):
         return Features({"prompt": text_or_messages, "completion": text_or_messages})
+    if fmt is DataFormat.PROMPT_ONLY:
+        from datasets import Sequence
+
+        types = {"string": Value("string"), "json": Value("string"), "int": Value("int64"),
+                 "float": Value("float64"), "bool": Value("bool"), "list_string": Sequence(Value("string")),
+                 "list_int": Sequence(Value("int64")), "list_float": Sequence(Value("float64"))}
+        return Features({"prompt": text_or_messages,
+                         **{col: types[kind] for col, kind in detection.extra_columns.items()}})
     return Features({"text": Value("string")})
 
 
@@ -597,7 +673,50 @@ def normalise_row(detection: FormatDetection, row: dict[str, Any]) -> dict[str, 
         return {"prompt": prompt, "completion": output}
     if fmt is DataFormat.PROMPT_COMPLETION:
         return _prompt_and_completion(row, m["prompt"], m["completion"], detection.conversational)
+    if fmt is DataFormat.PROMPT_ONLY:
+        prompt = (_messages(row, m["prompt"], default_role="user") if detection.conversational
+                  else _text(row, m["prompt"]))
+        out = {"prompt": prompt}
+        for col, kind in detection.extra_columns.items():
+            out[col] = _kept_value(row.get(col), col, kind)
+        return out
     return {"text": _text(row, m["text"])}
+
+
+_KIND_WORDS = {"string": "text", "int": "whole numbers", "float": "numbers", "bool": "true/false",
+               "list_string": "lists of text", "list_int": "lists of whole numbers",
+               "list_float": "lists of numbers"}
+
+
+def _kept_value(value: Any, col: str, kind: str) -> Any:
+    """A kept column's value in the column's type; a value that cannot take it is a
+    RowProblem naming the column, never a silent change of meaning."""
+    if value is None or _is_nan(value):
+        return None
+    if kind == "json":
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if kind == "string":
+        # A bare number in a column of text answers (42 among "41"s) is the same answer.
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif kind == "bool":
+        if isinstance(value, bool):
+            return value
+    elif kind in ("int", "float"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if kind == "float":
+                return float(value)
+            if float(value).is_integer():
+                return int(value)
+    else:
+        value = _maybe_json_list(value)
+        if isinstance(value, list):
+            try:
+                return [_kept_value(item, col, kind[len("list_"):]) for item in value]
+            except RowProblem:
+                pass
+    held = f"is text ({value[:40]!r})" if isinstance(value, str) else _describe(value)
+    raise RowProblem(col, f"{held}, but the earlier rows of this column hold {_KIND_WORDS[kind]}", "mixed_types")
 
 
 def _describe(value: Any) -> str:

@@ -515,7 +515,8 @@ def _row_digest(row: dict[str, Any]) -> int:
     duplicates within one load; two different rows share a digest with odds
     of about n²/2⁶⁵ (one in 300,000 for ten million rows)."""
     key = tuple(
-        tuple((m["role"], m["content"]) for m in v) if isinstance(v, list) else v for v in row.values()
+        tuple((m["role"], m["content"]) if isinstance(m, dict) else m for m in v) if isinstance(v, list) else v
+        for v in row.values()
     )
     return hash(key) & _DIGEST_MASK or 1
 
@@ -705,5 +706,21 @@ def _unpair(ds: "Dataset") -> "Dataset":
     return _build_dataset({"prompt": prompts, "completion": completions, "label": labels}, features)
 
 
+def _prompts_from_pairs(ds: "Dataset") -> "Dataset":
+    """The prompts of preference pairs, for a method that samples and grades its own
+    answers. Each prompt once (the first pair's row): a prompt with four pairs would
+    otherwise be trained on four times as often. chosen and rejected stay as columns,
+    so a grader can read them by name."""
+    seen: set = set()
+    keep = []
+    for index, prompt in enumerate(ds["prompt"]):
+        key = tuple((m["role"], m["content"]) for m in prompt) if isinstance(prompt, list) else prompt
+        if key not in seen:
+            seen.add(key)
+            keep.append(index)
+    return ds if len(keep) == len(ds) else ds.select(keep).flatten_indices()
+
+
 # How a method's spec turns one kind of data into the kind it trains on (DataNeed.convert).
-CONVERSIONS = {"chosen_as_completion": _chosen_as_completion, "unpair": _unpair}
+CONVERSIONS = {"chosen_as_completion": _chosen_as_completion, "unpair": _unpair,
+               "prompts_from_pairs": _prompts_from_pairs}

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.dataset_formats import REASON_LABELS
+from backend.dataset_formats import REASON_LABELS, DataFormat
 from backend.dataset_loading import LoadedDataset
 from backend.tokenizer_cache import load_tokenizer, tokenizer_file
 
@@ -109,6 +109,9 @@ def build_report(
     measure, unit, tokenizer_name = _length_function(tokenizer_path, warnings)
 
     ds = loaded.dataset
+    if loaded.format is DataFormat.PROMPT_ONLY:
+        # The other columns are the graders' (a reference answer, tests): not text the model reads.
+        ds = ds.select_columns(["prompt"])
     n = len(ds)
     if n > max_rows:
         ds = ds.select(_sample_indices(n, max_rows))
@@ -396,7 +399,12 @@ def format_report_text(report: DataReport) -> str:
         lines.append(f"  {'':<11}{'min':>7}{'mean':>9}{'median':>9}{'p95':>9}{'max':>8}")
         for name, s in report.lengths.items():
             lines.append(f"  {name:<11}{s.min:>7}{s.mean:>9.1f}{s.median:>9.1f}{s.p95:>9.1f}{s.max:>8}")
-        if report.suggested_max_length:
+        if report.suggested_max_length and report.format == DataFormat.PROMPT_ONLY.value:
+            lines.append(
+                f"  95% of prompts fit in {report.suggested_max_length} {report.length_unit}; "
+                "leave room for the answers the model writes."
+            )
+        elif report.suggested_max_length:
             lines.append(
                 f"  95% of examples fit in {report.suggested_max_length} {report.length_unit} "
                 "(suggested max length)."

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, DatasetDict
 
-from backend.dataset_formats import DataFormat, DatasetError, supported_methods
+from backend.dataset_formats import DataFormat, DatasetError, data_kind, supported_methods
 from backend.dataset_loading import (CONVERSIONS, dataset_for_method, load_dataset_file, preview_rows,
                                      unsupported_reason)
 
@@ -509,9 +509,15 @@ def test_unsupported_method_is_explained():
 
 
 def test_supported_methods():
-    # Only methods the studio can train: the report never promises one it cannot.
-    assert supported_methods(DataFormat.PREFERENCE) == ["sft", "dpo", "orpo"]
-    assert supported_methods(DataFormat.UNPAIRED_PREFERENCE) == []
+    # Only methods the studio can train: the report never promises one it cannot. Other methods
+    # join the registry over time, so the check is on the ones whose data needs are known here.
+    from backend.methods import method_keys
+
+    for fmt in DataFormat:
+        assert set(supported_methods(fmt)) <= set(method_keys())
+    assert {"sft", "dpo", "orpo"} <= set(supported_methods(DataFormat.PREFERENCE))
+    assert not {"sft", "dpo", "orpo"} & set(supported_methods(DataFormat.UNPAIRED_PREFERENCE))
+    assert not {"sft", "dpo", "orpo"} & set(supported_methods(DataFormat.PROMPT_ONLY))
     for fmt in (
         DataFormat.TEXT,
         DataFormat.MESSAGES,
@@ -519,7 +525,7 @@ def test_supported_methods():
         DataFormat.SHAREGPT,
         DataFormat.PROMPT_COMPLETION,
     ):
-        assert supported_methods(fmt) == ["sft"]
+        assert "sft" in supported_methods(fmt) and "dpo" not in supported_methods(fmt)
     assert all(fmt.label and fmt.label[0].isupper() for fmt in DataFormat)
 
 
@@ -557,3 +563,94 @@ def test_backend_stays_free_of_torch_and_qt():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------- prompts only
+
+
+def test_prompts_only_keeps_every_other_column_for_graders():
+    loaded = load_dataset_file(fixture("prompts_only.jsonl"))
+    assert loaded.format is DataFormat.PROMPT_ONLY and not loaded.conversational
+    assert loaded.format.label == "Prompts only (to be answered and graded)"
+    assert loaded.column_mapping == {"prompt": "problem"}
+    assert loaded.dataset.column_names == ["prompt", "solution", "subset", "level", "tests", "meta"]
+    rows = loaded.dataset.to_list()
+    # A bare number among text answers is the same answer; a column missing from a row is None.
+    assert rows[0] == {"prompt": "What is 7 * 6?", "solution": "42", "subset": "arithmetic", "level": "1",
+                       "tests": ["42"], "meta": None}
+    assert rows[1]["solution"] == "7" and rows[1]["tests"] == ["7", "seven"]
+    assert rows[2]["level"] == "hard" and json.loads(rows[2]["meta"]) == {"source": "quiz"}
+    # The blank prompt is left out with its line and field named.
+    assert [(d.line, d.field, d.code) for d in loaded.dropped] == [(3, "problem", "empty")]
+    assert any("Kept as they are, for graders" in n and "solution" in n for n in loaded.notes)
+    assert not any(n.startswith("Ignored columns") for n in loaded.notes)
+
+
+def test_prompts_only_as_chat_messages_and_string_prompts_become_user_turns():
+    loaded = load_dataset_file(fixture("prompts_chat.jsonl"))
+    assert loaded.format is DataFormat.PROMPT_ONLY and loaded.conversational
+    assert loaded.dataset[0]["prompt"] == [{"role": "system", "content": "Answer with a number."},
+                                           user("How many legs has a cat?")]
+    assert loaded.dataset[2] == {"prompt": [user("How many sides has a triangle?")], "reference": "3"}
+    assert [(d.line, d.field, d.reason) for d in loaded.dropped] == [(4, "prompt", "is an empty list of messages")]
+
+
+@pytest.mark.parametrize("prompt_column", ["prompt", "question", "instruction", "problem", "query"])
+def test_prompts_only_is_recognised_under_each_prompt_name(tmp_path, prompt_column):
+    path = write_jsonl(tmp_path / "p.jsonl", [{prompt_column: "Why is the sky blue?", "id": 7}])
+    loaded = load_dataset_file(path)
+    assert loaded.format is DataFormat.PROMPT_ONLY
+    assert loaded.dataset.to_list() == [{"prompt": "Why is the sky blue?", "id": 7}]
+
+
+def test_prompts_only_is_not_guessed_when_an_answer_is_there(tmp_path):
+    # An answer column makes demonstrations; a lone chosen column is a broken pair.
+    qa = write_jsonl(tmp_path / "qa.jsonl", [{"question": "2+2?", "answer": "4"}])
+    assert load_dataset_file(qa).format is DataFormat.PROMPT_COMPLETION
+    half = write_jsonl(tmp_path / "half.jsonl", [{"prompt": "2+2?", "chosen": "4"}])
+    with pytest.raises(DatasetError, match="'rejected'"):
+        load_dataset_file(half)
+    # Chosen by hand, the answer is kept as a column of its own for a grader to compare with.
+    forced = load_dataset_file(qa, format="prompt_only")
+    assert forced.dataset.to_list() == [{"prompt": "2+2?", "answer": "4"}]
+    assert forced.supported_methods == supported_methods(DataFormat.PROMPT_ONLY)
+
+
+def test_prompts_only_empty_everywhere_names_file_line_and_field(tmp_path):
+    path = write_jsonl(tmp_path / "blank.jsonl", [{"prompt": ""}, {"prompt": None}, {"prompt": 5}])
+    with pytest.raises(DatasetError) as err:
+        load_dataset_file(path, format="prompt_only")
+    text = str(err.value)
+    assert text.startswith("blank.jsonl: None of the 3 rows could be used")
+    assert "line 1, 'prompt': is empty" in text and "Prompts only" in text
+
+
+def test_a_kept_value_unlike_its_column_drops_only_that_row(tmp_path):
+    # The column's type comes from the first rows (those the format is recognised from).
+    rows = [{"prompt": f"Q{i}", "points": i} for i in range(60)] + [{"prompt": "Q60", "points": "many"}]
+    loaded = load_dataset_file(write_jsonl(tmp_path / "p.jsonl", rows))
+    assert list(loaded.dataset["points"]) == list(range(60))
+    (drop,) = loaded.dropped
+    assert (drop.line, drop.field, drop.code) == (61, "points", "mixed_types")
+    assert drop.reason == "is text ('many'), but the earlier rows of this column hold whole numbers"
+
+
+def test_prompts_from_pairs_keeps_each_prompt_once_with_its_pair():
+    pairs = load_dataset_file(fixture("preference.jsonl")).dataset
+    doubled = CONVERSIONS["prompts_from_pairs"](
+        __import__("datasets").concatenate_datasets([pairs, pairs]))
+    assert doubled.column_names == ["prompt", "chosen", "rejected"]
+    assert doubled.to_list() == pairs.to_list()
+    conv = load_dataset_file(fixture("preference_conversational.jsonl")).dataset
+    prompts = CONVERSIONS["prompts_from_pairs"](conv)
+    assert prompts[0]["prompt"] == [{"role": "system", "content": "Be brief."}, user("Name a primary colour.")]
+    assert data_kind(DataFormat.PROMPT_ONLY) == "prompts"
+
+
+def test_prompts_only_preview_and_methods():
+    loaded = load_dataset_file(fixture("prompts_only.jsonl"))
+    assert preview_rows(loaded)[1]["tests"] == "7\nseven"
+    for method in ("sft", "dpo", "orpo"):
+        assert method not in loaded.supported_methods
+        with pytest.raises(DatasetError, match="prompts only"):
+            dataset_for_method(loaded, method)

@@ -142,7 +142,11 @@ def test_report_is_json_serialisable_and_renders_as_text():
     assert "Preference pairs (prompt, chosen, rejected)" in text
     assert "Query → prompt" in text
     assert "2 read, 2 kept, 0 dropped" in text
-    assert "Use for   SFT, DPO, ORPO\n" in text  # only methods the studio can train
+    # Only methods the studio can train, named as the registry names them (it grows).
+    from backend.methods import method_label
+
+    assert f"Use for   {', '.join(method_label(m) for m in report.supported_methods)}\n" in text
+    assert "Use for   SFT, DPO, ORPO" in text
     assert "approx. tokens" in text and "median" in text
     assert "Only 2 usable rows" in text
 
@@ -206,3 +210,15 @@ def test_a_repeated_row_names_the_row_it_repeats(tmp_path):
     assert report.dropped_examples == [{"line": 3, "field": None,
                                         "reason": "repeats an earlier line (first seen at line 1)"}]
     assert "line 3: repeats an earlier line (first seen at line 1)" in format_report_text(report)
+
+
+def test_prompts_only_measures_the_prompts_and_lists_the_kept_columns():
+    loaded = load_dataset_file(FIXTURES / "prompts_only.jsonl")
+    report = build_report(loaded)
+    assert report.format_label == "Prompts only (to be answered and graded)"
+    assert list(report.lengths) == ["prompt"] and report.lengths["prompt"].count == 3
+    assert report.length_fit(64) is None and report.chosen_longer_fraction is None
+    text = format_report_text(report)
+    assert "95% of prompts fit in" in text and "leave room for the answers" in text
+    assert "Kept as they are, for graders to read by name: solution, subset, level, tests, meta." in text
+    assert "line 3 [problem]: is empty" in text
