@@ -61,7 +61,7 @@ CLI_FLAGS = {"trust_remote_code": "--trust-remote-code", "allow_pickle_weights":
              REWARD_CODE: "--allow-reward-code"}
 
 # Settings a file that travels must not set: permissions, and where the studio writes.
-FILE_CANNOT_SET = MODEL_PERMISSIONS + ("output_dir",)
+FILE_CANNOT_SET = PERMISSIONS + ("output_dir",)
 
 
 def strip_file_only_settings(data: dict) -> tuple[dict, list[str]]:
@@ -243,6 +243,8 @@ def ungranted_subjects(cfg, store: GrantStore) -> list[CodeSubject]:
 def config_launch_subjects(cfg) -> list[CodeSubject]:
     """What ``cfg``'s permission settings (set by the user in this process) grant its model."""
     subjects = [model_subject(cfg.model, p) for p in MODEL_PERMISSIONS if getattr(cfg, p, False)]
+    if getattr(cfg, REWARD_CODE, False) and getattr(cfg, "reward_file", ""):
+        subjects.append(file_subject(cfg.reward_file))  # hashed now: the worker runs these bytes or none
     return [s for s in subjects if s is not None]
 
 
