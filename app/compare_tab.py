@@ -411,7 +411,3 @@ class CompareTab(QWidget):
 
     def remember_export_dir(self, folder: str) -> None:
         self._export_dir = folder
-
-
-# The main window builds the tab under its first name.
-ComparePlaceholder = CompareTab

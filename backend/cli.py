@@ -136,14 +136,6 @@ def switch_method(cfg, method: str):
     return replace_values(target, keep)
 
 
-def config_from_args(args) -> "object":
-    """The run config the arguments describe; ConfigError listing every problem with it."""
-    cfg, problems = config_and_problems(args)
-    if problems:
-        raise ConfigError(problems)
-    return cfg
-
-
 def config_and_problems(args) -> tuple[object, list[tuple[str, str]]]:
     """The config the arguments describe as far as it can be built, and every problem
     with it: unreadable values are left at their defaults and reported."""
