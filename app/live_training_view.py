@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from app.log_tail import LogTailer
 from app.metric_catalog import points_from_event, style_for_key
 from app.training_diagnostics import TrainingDiagnostics
-from backend.events import EvalLog, TrainLog
+from backend.events import EvalLog, SampleBatch, TrainLog
 from backend.methods import find_method, method_label
 from backend.run_clock import format_duration
 from backend.worker_log_filter import WorkerLogFilter
@@ -246,6 +246,7 @@ class LiveTrainingView(QWidget):
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(upper)
         self.splitter.addWidget(console_side)
+        self.sample_table = None  # created for a method whose spec samples completions (spec.samples)
         self.splitter.setStretchFactor(0, 4)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([620, 170])
@@ -389,9 +390,12 @@ class LiveTrainingView(QWidget):
         grid.set_follow_headroom(0.25)
         self.plots_stack.setCurrentWidget(grid)
         self.metric_count.setText("")
+        self._show_samples_for(method)
         for event in history:
             if isinstance(event, (TrainLog, EvalLog)):
                 grid.add_step(event.step, {key: value for key, _step, value in points_from_event(event)})
+            elif isinstance(event, SampleBatch):
+                self._ensure_sample_table().add_batch(event)
         self._running = True
         self._apply_train_state()
         self._force_timer.stop()
@@ -575,6 +579,33 @@ class LiveTrainingView(QWidget):
             self.notes.add_note(note.code, note.severity, note.title, note.text, note.advice)
             if note.stop_recommended and self.stop_button.isEnabled():
                 self.sig_stop_advised.emit(note.title)
+
+    # --------------------------------------------------------------- samples
+    def _show_samples_for(self, method: str) -> None:
+        """The sample table sits between the plots and the log for a method that samples."""
+        spec = find_method(method)
+        wanted = bool(spec is not None and spec.samples)
+        if wanted:
+            self._ensure_sample_table()
+        if self.sample_table is not None:
+            self.sample_table.clear()
+            self.sample_table.setHidden(not wanted)
+
+    def _ensure_sample_table(self):
+        if self.sample_table is None:
+            from widgets.sample_table import SampleTable
+
+            self.sample_table = SampleTable()
+            self.sample_table.setMinimumHeight(160)
+            self.splitter.insertWidget(1, self.sample_table)
+            self.splitter.setStretchFactor(1, 2)
+            self.splitter.setSizes([430, 260, 130])
+        self.sample_table.setHidden(False)
+        return self.sample_table
+
+    def on_samples(self, event) -> None:
+        """A SampleBatch: the newest completions go on top of the table."""
+        self._ensure_sample_table().add_batch(event)
 
     def on_checkpoint(self, event) -> None:
         self.console.append_line(f"[studio] checkpoint saved at step {event.step}: {event.path}")

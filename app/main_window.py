@@ -186,6 +186,7 @@ class StudioWindow(QMainWindow):
         sup.sig_eval_progress.connect(self.live.on_eval_progress)
         sup.sig_checkpoint.connect(self.live.on_checkpoint)
         sup.sig_warning.connect(self.live.on_warning)
+        sup.sig_samples.connect(self.live.on_samples)
         sup.sig_finished.connect(self._on_finished)
         sup.sig_failed.connect(self._on_failed)
         sup.sig_idle.connect(self._on_idle)

@@ -37,6 +37,21 @@ EASY_RUN_LENGTH = 3  # consecutive logs at ~1.0
 FLAT_MIN_STEPS = 20
 FLAT_MARGIN = 0.02
 RECENT_WINDOW = 10  # points that make up "lately" for the flat-margin rule
+# RL (sampled completions scored by graders)
+HISTORY = 60  # points kept per metric for trends over a run
+ZERO_STD_FRACTION = 0.8  # share of groups whose completions all scored the same
+ZERO_STD_CLEAR = 0.6
+ZERO_STD_POINTS = 3  # consecutive logs above it before a note
+SCORE_FLOOR = 0.02  # a grader mean this close to 0 (or 1) means "almost nothing (everything) passes"
+LENGTH_HACK_CORRELATION = 0.8
+LENGTH_HACK_GROWTH = 0.3  # completions 30% longer than at the start
+CLIPPED_RATIO = 0.5
+CLIPPED_CLEAR = 0.3
+KL_RUNAWAY = 1.0  # nats per token; a GRPO run that learns without drifting stays well under 0.1
+KL_GROWTH = 5.0  # recent KL this many times its early level...
+KL_GROWTH_FLOOR = 0.2  # ...and above this
+CONSTANT_GRADER_POINTS = 5
+CONSTANT_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -45,8 +60,11 @@ class _Track:
 
     first: list[float] = field(default_factory=list)
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_WINDOW))
+    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
     count: int = 0
     last: float = math.nan
+    low: float = math.inf  # lowest and highest value ever seen
+    high: float = -math.inf
 
     def add(self, value: float) -> None:
         self.count += 1
@@ -54,6 +72,12 @@ class _Track:
         if len(self.first) < EARLY_WINDOW:
             self.first.append(value)
         self.recent.append(value)
+        self.history.append(value)
+        if math.isfinite(value):
+            self.low, self.high = min(self.low, value), max(self.high, value)
+
+    def latest(self, n: int) -> list[float]:
+        return [v for v in list(self.recent)[-n:] if math.isfinite(v)]
 
 
 class TrainingDiagnostics:
@@ -70,6 +94,7 @@ class TrainingDiagnostics:
         self._tracks: dict[str, _Track] = {}
         self._active: dict[str, Diagnosis] = {}
         self._easy_streak = 0
+        self._zero_std_streak = 0
 
     def active(self) -> list[Diagnosis]:
         order = {"error": 0, "warning": 1, "info": 2}
@@ -88,17 +113,19 @@ class TrainingDiagnostics:
         raised: list[Diagnosis] = []
         cleared: list[str] = []
         for rule in self._rules():
-            result = rule(step)
-            if result is None:
-                continue
-            if isinstance(result, str):
-                if result in self._active:
-                    del self._active[result]
-                    cleared.append(result)
-                continue
-            if result.code not in self._active:
-                self._active[result.code] = result
-                raised.append(result)
+            outcome = rule(step)
+            # A rule about each of several things (every grader) returns a list.
+            for result in outcome if isinstance(outcome, list) else [outcome]:
+                if result is None:
+                    continue
+                if isinstance(result, str):
+                    if result in self._active:
+                        del self._active[result]
+                        cleared.append(result)
+                    continue
+                if result.code not in self._active:
+                    self._active[result.code] = result
+                    raised.append(result)
         return raised, cleared
 
     # ----------------------------------------------------------------- rules
@@ -106,7 +133,10 @@ class TrainingDiagnostics:
         from backend.methods import find_method
 
         rules = {"non_finite_loss": self._non_finite_loss, "both_pushed_down": self._both_pushed_down,
-                 "too_easy": self._too_easy, "margins_flat": self._margins_flat}
+                 "too_easy": self._too_easy, "margins_flat": self._margins_flat,
+                 "rewards_all_equal": self._rewards_all_equal, "length_hacking": self._length_hacking,
+                 "completions_clipped": self._completions_clipped, "kl_runaway": self._kl_runaway,
+                 "grader_constant": self._graders_constant}
         spec = find_method(self.method)
         return list(rules.values()) if spec is None else [rules[code] for code in spec.diagnostics if code in rules]
 
@@ -205,3 +235,146 @@ class TrainingDiagnostics:
                 step,
             )
         return code if code in self._active else None
+
+    # -------------------------------------------------------- RL rules
+    def _grader_names(self) -> list[str]:
+        """Graders the run logs (TRL: ``rewards/<name>/mean``)."""
+        return [key[len("rewards/"):-len("/mean")] for key in self._tracks
+                if key.startswith("rewards/") and key.endswith("/mean") and key.count("/") >= 2]
+
+    def _rewards_all_equal(self, step: int):
+        track = self._track("frac_reward_zero_std")
+        code = "rewards_all_equal"
+        if not track.count or not math.isfinite(track.last):
+            return None
+        self._zero_std_streak = self._zero_std_streak + 1 if track.last >= ZERO_STD_FRACTION else 0
+        if code in self._active:
+            return code if track.last < ZERO_STD_CLEAR else None
+        if self._zero_std_streak < ZERO_STD_POINTS:
+            return None
+        share = fmean(track.latest(ZERO_STD_POINTS))
+        means = {name: self._track(f"rewards/{name}/mean").last for name in self._grader_names()}
+        means = {name: v for name, v in means.items() if math.isfinite(v)}
+        failing = [n for n, v in means.items() if abs(v) <= SCORE_FLOOR]
+        passing = [n for n, v in means.items() if abs(v - 1.0) <= SCORE_FLOOR]
+        if means and len(failing) == len(means):
+            why = (f"Every completion scores 0 with {_names(failing)}: the graders are too strict for what this "
+                   "model writes now, so no completion is better than its neighbours.")
+            advice = ("Give partial credit (a format grader beside the exact answer, a numeric match with a "
+                      "tolerance, a marker the model already uses), use easier prompts, or raise the max "
+                      "completion length if answers are cut before they end. Try the graders on a few "
+                      "completions before the next run.")
+        elif means and len(passing) == len(means):
+            why = (f"Every completion scores 1 with {_names(passing)}: the graders are too lenient, everything "
+                   "passes, so nothing is better than anything else.")
+            advice = ("Make the graders stricter (an exact answer instead of a format check, a tighter pattern "
+                      "or length target), add a grader that tells good from merely valid, or use harder prompts.")
+        else:
+            why = ("Within most groups every completion got the same reward, so their advantages are zero and "
+                   "those prompts teach nothing.")
+            advice = ("Sample more variety: more completions per prompt, a higher temperature; or add a grader "
+                      "with graded scores (partial credit) instead of pass/fail only. The sample table marks "
+                      "such groups with '='.")
+        return Diagnosis(code, "warning", "Most groups got one reward for all their completions",
+                         f"At step {step}, {share:.0%} of the groups had no spread in reward. {why}", advice, step)
+
+    def _length_hacking(self, step: int):
+        reward = self._track("reward")
+        length = self._track("completions/mean_length")
+        code = "length_hacking"
+        pairs = [(r, n) for r, n in zip(list(reward.history)[-length.count:], list(length.history)[-reward.count:])
+                 if math.isfinite(r) and math.isfinite(n)]
+        if len(pairs) < MIN_POINTS_FOR_TRENDS:
+            return None
+        rewards, lengths = [p[0] for p in pairs], [p[1] for p in pairs]
+        start_len, now_len = fmean(lengths[:EARLY_WINDOW]), fmean(lengths[-EARLY_WINDOW:])
+        start_r, now_r = fmean(rewards[:EARLY_WINDOW]), fmean(rewards[-EARLY_WINDOW:])
+        correlation = _correlation(rewards, lengths)
+        longer = start_len > 0 and now_len > (1 + LENGTH_HACK_GROWTH) * start_len
+        if longer and now_r > start_r and correlation >= LENGTH_HACK_CORRELATION:
+            return Diagnosis(
+                code, "warning", "Reward is rising with completion length",
+                f"Completions grew from {start_len:.0f} to {now_len:.0f} tokens on average while the reward rose "
+                f"from {start_r:.3g} to {now_r:.3g}, in step (correlation {correlation:.2f}). The model may be "
+                "learning that longer answers score better rather than that better answers do.",
+                "Read a few long completions in the sample table. If length is what pays, add a length target "
+                "grader (or lower the weight of the grader that rewards it), use the dr_grpo loss, which does "
+                "not favour long completions, and mask truncated completions.",
+                step)
+        return code if code in self._active and not longer else None
+
+    def _completions_clipped(self, step: int):
+        track = self._track("completions/clipped_ratio")
+        code = "completions_clipped"
+        recent = track.latest(EARLY_WINDOW)
+        if len(recent) < EARLY_WINDOW:
+            return None
+        share = fmean(recent)
+        if share >= CLIPPED_RATIO:
+            return Diagnosis(
+                code, "warning", "Most completions are cut at the max completion length",
+                f"Over the last {len(recent)} logs {share:.0%} of the completions hit the max completion length "
+                "before they ended: a grader looking for a final answer rarely sees one, and cut answers are "
+                "graded as they stand.",
+                "Raise the max completion length (memory grows with it), ask for short answers in the prompt or "
+                "the system prompt, or turn on masking of truncated completions so cut ones do not count in the "
+                "loss.",
+                step)
+        return code if code in self._active and share < CLIPPED_CLEAR else None
+
+    def _kl_runaway(self, step: int):
+        track = self._track("kl")
+        code = "kl_runaway"
+        recent = track.latest(EARLY_WINDOW)
+        if track.count < MIN_POINTS_FOR_TRENDS or len(recent) < EARLY_WINDOW:
+            return None
+        start = fmean([v for v in track.first if math.isfinite(v)] or [0.0])
+        now = fmean(recent)
+        grew = now > KL_GROWTH_FLOOR and now > KL_GROWTH * max(start, 1e-9)
+        if now > KL_RUNAWAY or grew:
+            return Diagnosis(
+                code, "warning", "The policy is drifting fast from the reference (KL)",
+                f"The KL to the reference model is {now:.3g} per token now, against {start:.3g} at the start. "
+                "A KL that keeps climbing usually means the model found something the graders over-reward and is "
+                "leaving fluent text behind to chase it.",
+                "Read the latest samples. Lower the learning rate, raise beta (the KL weight), use fewer "
+                "iterations per generation, or stop and keep an earlier checkpoint.",
+                step)
+        return code if code in self._active and now < KL_GROWTH_FLOOR else None
+
+    def _graders_constant(self, step: int):
+        results = []
+        for name in self._grader_names():
+            track = self._track(f"rewards/{name}/mean")
+            spread = self._track(f"rewards/{name}/std")
+            code = f"grader_constant:{name}"
+            values = [v for v in track.history if math.isfinite(v)]
+            spreads = [v for v in spread.history if math.isfinite(v)]
+            if len(values) < CONSTANT_GRADER_POINTS:
+                continue
+            constant = (max(values) - min(values) <= CONSTANT_TOLERANCE
+                        and (not spreads or max(spreads) <= CONSTANT_TOLERANCE))
+            if constant and len(values) == track.count:
+                results.append(Diagnosis(
+                    code, "warning", f"The grader '{name}' gives every completion the same score",
+                    f"In all {track.count} logged steps '{name}' scored every completion {values[-1]:.3g}: it adds "
+                    "nothing to the learning signal, and its weight only shifts every reward alike.",
+                    "Check its settings (the reference column it reads, the pattern, the answer marker) against a "
+                    "few rows with Try the graders; remove it if it cannot tell completions apart.",
+                    step))
+            elif not constant:
+                results.append(code if code in self._active else None)
+        return results
+
+
+def _names(names: list[str]) -> str:
+    quoted = [f"'{n}'" for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _correlation(xs: list[float], ys: list[float]) -> float:
+    mx, my = fmean(xs), fmean(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else 0.0

@@ -312,6 +312,8 @@ def user_fields(cls_or_cfg) -> list[dataclasses.Field]:
 
 def _field_type(f: dataclasses.Field) -> type:
     # Annotations are strings (``from __future__ import annotations``); the default tells the type.
+    if str(f.type).startswith("list"):
+        return list
     if f.default is None or f.default is dataclasses.MISSING:
         return dict if "dict" in str(f.type) else str
     return type(f.default)
@@ -335,7 +337,7 @@ def coerce_value(f: dataclasses.Field, value: Any) -> Any:
     """Turn a CLI/GUI/YAML value into the field's type, or raise ConfigError naming the field."""
     kind = _field_type(f)
     if value is None:
-        return None if kind is dict else f.default
+        return None if kind is dict else [] if kind is list else f.default
     try:
         if kind is bool:
             return parse_bool(value)
@@ -358,6 +360,14 @@ def coerce_value(f: dataclasses.Field, value: Any) -> Any:
             if not isinstance(value, dict):
                 raise ValueError
             return dict(value)
+        if kind is list:
+            # A list of mappings (e.g. graders), given as YAML text by --set or the form.
+            parsed = (yaml.safe_load(value) if value.strip() else []) if isinstance(value, str) else value
+            if isinstance(parsed, dict):
+                parsed = [parsed]
+            if not isinstance(parsed, (list, tuple)):
+                raise ValueError
+            return list(parsed)
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError([(f.name, f"expected {kind.__name__}, got {value!r}")]) from None
