@@ -369,7 +369,7 @@ def coerce_value(f: dataclasses.Field, value: Any) -> Any:
                 raise ValueError
             return list(parsed)
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, yaml.YAMLError):
         raise ConfigError([(f.name, f"expected {kind.__name__}, got {value!r}")]) from None
 
 
