@@ -34,10 +34,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from backend.atomic_files import write_json_atomic
 
 LAUNCH_ENV = "ALIGNSTUDIO_GRANTS"
 MODEL_PERMISSIONS = ("trust_remote_code", "allow_pickle_weights")
@@ -219,10 +220,7 @@ class GrantStore:
 
     def _write(self, grants: list[dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".grants.", dir=self.path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(grants, fh, indent=1)
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, grants, indent=1)
 
 
 def with_stored_grants(cfg, store: GrantStore):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from backend.compare_scoring import CompareRow, CompareSummary
-from backend.run_config import write_text_atomic
+from backend.atomic_files import write_text_atomic
 
 FORMATS = ("csv", "jsonl", "html")
 

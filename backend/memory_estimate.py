@@ -50,10 +50,11 @@ import dataclasses
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from backend.atomic_files import write_json_atomic
 
 MB = 2**20
 
@@ -877,17 +878,7 @@ def record_measured_peak(run_dir, estimate_dict: dict | None, measured_peak_mb: 
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / MEMORY_RECORD_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{MEMORY_RECORD_FILE}.", dir=run_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(target, record)
     return target
 
 

@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from backend.atomic_files import write_json_atomic
+
 RANKS_FILE = "ranks.json"
 
 
@@ -86,7 +88,5 @@ def record_rank_agreement(model, run_dir: Path) -> dict | None:
         return None
     record = {"world_size": len(gathered), "ranks": gathered,
               "identical": len({g["fingerprint"] for g in gathered}) == 1}
-    tmp = run_dir / (RANKS_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    os.replace(tmp, run_dir / RANKS_FILE)
+    write_json_atomic(run_dir / RANKS_FILE, record, indent=1)
     return record
