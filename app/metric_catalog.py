@@ -55,11 +55,35 @@ def _known() -> dict[str, tuple[str, str, str, str, str, int, bool]]:
     known = dict(_SHARED)
     for spec in all_methods():
         for m in spec.metrics:
-            known.setdefault(m.key, (m.plot, m.title, m.label, m.colour, m.line_style, m.order, True))
+            if "*" not in m.key:
+                known.setdefault(m.key, (m.plot, m.title, m.label, m.colour, m.line_style, m.order, True))
     return known
 
 
+def _patterns() -> list[tuple[str, str, tuple[str, str, str, str, str, int, bool]]]:
+    """Metric keys with one ``*`` stand for a family whose names only the run knows (one key
+    per grader, ``rewards/*/mean``): each member joins the family's plot, labelled by what
+    the ``*`` matched and coloured apart from its siblings."""
+    found = []
+    for spec in all_methods():
+        for m in spec.metrics:
+            if m.key.count("*") == 1:
+                prefix, suffix = m.key.split("*")
+                found.append((prefix, suffix, (m.plot, m.title, m.label, m.colour, m.line_style, m.order, True)))
+    return found
+
+
 _KNOWN = _known()
+_PATTERNS = _patterns()
+
+
+def _family_style(base: str):
+    for prefix, suffix, (plot, title, label, _colour, line, order, smooth) in _PATTERNS:
+        if base.startswith(prefix) and base.endswith(suffix) and len(base) > len(prefix) + len(suffix):
+            name = base[len(prefix):len(base) - len(suffix)]
+            colour = _OTHER_PALETTE[zlib.crc32(name.encode()) % len(_OTHER_PALETTE)]
+            return (plot, title, label.replace("*", name) if "*" in label else name, colour, line, order, smooth)
+    return None
 
 
 @lru_cache(maxsize=4096)
@@ -69,7 +93,7 @@ def style_for_key(key: str) -> SeriesStyle | None:
     base = key[5:] if is_eval else key
     if base in IGNORED_KEYS or key in IGNORED_KEYS:
         return None
-    known = _KNOWN.get(base)
+    known = _KNOWN.get(base) or _family_style(base)
     if known is None:
         colour = _OTHER_PALETTE[zlib.crc32(base.encode()) % len(_OTHER_PALETTE)]
         known = (f"other:{base}", base, base.rsplit("/", 1)[-1], colour, "solid", 500, True)

@@ -187,3 +187,19 @@ def test_live_view_shows_the_sample_table_only_for_a_sampling_method(qtbot):
     assert view.sample_table.model.rowCount() == 4
     view.begin_run(plain.key)
     assert view.sample_table.isHidden() and view.sample_table.model.rowCount() == 0
+
+
+def test_a_metric_family_puts_every_grader_on_one_plot(monkeypatch):
+    import app.metric_catalog as catalog
+
+    family = ("rewards/", "/mean", ("graders", "Each grader's mean reward", "*", "#ea580c", "solid", 20, True))
+    monkeypatch.setattr(catalog, "_PATTERNS", [family])
+    catalog.style_for_key.cache_clear()
+    try:
+        a, b = catalog.style_for_key("rewards/answer_match/mean"), catalog.style_for_key("rewards/format/mean")
+        assert (a.plot_id, b.plot_id) == ("graders", "graders")
+        assert (a.label, b.label) == ("answer_match", "format") and a.color != b.color
+        assert catalog.style_for_key("rewards/format/std").plot_id != "graders"
+        assert catalog.style_for_key("rewards//mean").plot_id != "graders"
+    finally:
+        catalog.style_for_key.cache_clear()
