@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     from backend.cli_export import add_export_parser
 
     add_export_parser(sub)
+    from backend.cli_generate import add_generate_parser
+
+    add_generate_parser(sub)
     return parser
 
 
@@ -402,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         from backend.cli_export import cmd_export
 
         return cmd_export(args)
+    if args.command == "generate":
+        from backend.cli_generate import cmd_generate
+
+        return cmd_generate(args)
     parser.print_help()
     return 2
 

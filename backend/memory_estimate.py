@@ -110,6 +110,7 @@ PART_LABELS = {
     "logits": "LM head / logits",
     "reference": "Reference pass",
     "evaluation": "Evaluation batches",
+    "sampling": "Sampling (KV cache, completion log-probs)",
     "tokenizer": "Tokenizer",
     "overhead": "Runtime overhead",
     "loading": "Checkpoint mapped while loading",
@@ -706,6 +707,8 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
     if traits.reference_pass:
         parts["reference"] = reference / MB
     parts["evaluation"] = evaluation / MB
+    if traits.generated_tokens_setting:
+        parts["sampling"] = _sampling_bytes(cfg, traits, shape, cb) / MB
     dynamic = sum(parts.values())
     if dev.is_cuda:
         parts["overhead"] = CUDA_CONTEXT_MB + CUDA_ALLOCATOR_SLACK * dynamic
@@ -722,6 +725,25 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
         training = sum(parts.values())
         parts["loading"] = max(0.0, loaded + mapped - training)
     return parts, notes
+
+
+def _sampling_bytes(cfg, traits, shape: ModelShape, cb: int) -> float:
+    """What sampling adds for a method that generates while it trains: the KV cache of one
+    generation batch (the training batch times the accumulation steps, at least one whole
+    group of completions per prompt) over prompt plus completion, the sampling step's
+    logits, and the fp32 log-probs over the vocabulary of each micro-batch's completion
+    tokens (the policy's, and the reference's or the old policy's when they are kept)."""
+    group = max(1, int(getattr(cfg, traits.group_size_setting, 1) or 1)) if traits.group_size_setting else 1
+    completion = max(1, int(getattr(cfg, traits.generated_tokens_setting, 1) or 1))
+    batch = max(1, int(cfg.per_device_train_batch_size))
+    generation_batch = max(batch * max(1, int(getattr(cfg, "gradient_accumulation_steps", 1) or 1)), group)
+    length = max(1, int(cfg.max_length))  # prompt plus completion; validation keeps them within it
+    kv_cache = generation_batch * length * shape.num_layers * 2 * shape.kv_dim * cb
+    sampling_logits = generation_batch * shape.vocab_size * 4 * 2
+    log_prob_passes = 1 + (float(getattr(cfg, "beta", 0.0) or 0.0) > 0) + (int(getattr(cfg, "num_iterations", 1)
+                                                                                or 1) > 1)
+    completion_logits = batch * completion * shape.vocab_size * 4 * min(2, log_prob_passes)
+    return kv_cache + sampling_logits + completion_logits
 
 
 def _head_bytes(full_logits: bool, tokens: int, shape: ModelShape, cb: int, dev: _Device,

@@ -13,7 +13,8 @@ from functools import lru_cache
 from backend.methods.spec import BuildContext, DataNeed, MemoryTraits, Metric, MethodSpec
 
 # Registration order is the order of menus and listings.
-METHOD_MODULES = ("backend.methods.sft", "backend.methods.dpo", "backend.methods.orpo")
+METHOD_MODULES = ("backend.methods.sft", "backend.methods.dpo", "backend.methods.orpo",
+                  "backend.methods.grpo", "backend.methods.rloo")
 DEFAULT_METHOD = "dpo"  # what a first start and `alignstudio train` without --method pick
 GROUP_ORDER = ("Supervised", "Offline preference", "Reward model", "Online", "RL")
 

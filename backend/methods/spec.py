@@ -75,6 +75,11 @@ class MemoryTraits:
     reference_skip_setting: str = ""  # a bool setting that precomputes the reference instead
     full_logits: bool = False  # builds the whole (tokens x vocabulary) logits instead of TRL's tiled head
     adapter_half_when_quantized: bool = False  # TRL casts the adapter of a quantized model to bf16
+    # A method that samples while it trains: the settings holding the completions sampled per
+    # prompt (the group) and the longest completion; the estimate adds the sampling batch's KV
+    # cache and the completions' log-prob pass.
+    group_size_setting: str = ""
+    generated_tokens_setting: str = ""
 
 
 @dataclass
@@ -125,3 +130,6 @@ class MethodSpec:
     # The trainer samples completions and grades them while it trains: the worker sends the
     # latest ones (SampleBatch events) and the window shows them in a table.
     samples: bool = False
+    # The name of a ready demo for the method (resources/demo/demo_<name>.yaml and its data): the
+    # window's one-click entry and `alignstudio train --demo <name>` find it here.
+    demo: str = ""
