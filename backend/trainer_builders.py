@@ -84,8 +84,14 @@ def build_quantization_config(cfg: BaseRunConfig, precision: Precision):
     )
 
 
-def build_model(model_path: str, cfg: BaseRunConfig, precision: Precision):
-    from transformers import AutoModelForCausalLM
+def model_head(cfg: BaseRunConfig) -> str:
+    """"score" when the method trains a one-output score head (a reward model), else "causal_lm"."""
+    return get_method(cfg.method).model_head
+
+
+def build_model(model_path: str, cfg: BaseRunConfig, precision: Precision, head: str | None = None):
+    """The base model with the head the method trains (``head`` overrides the method's)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     refuse_unsafe_weights_or_code(model_path, cfg)
     quant = build_quantization_config(cfg, precision)
@@ -93,9 +99,13 @@ def build_model(model_path: str, cfg: BaseRunConfig, precision: Precision):
 
     # Under a launcher each process trains on its own GPU (LOCAL_RANK); alone, on the first.
     device_map = {"": local_rank()} if precision.device == "cuda" else "cpu"
+    score = (head or model_head(cfg)) == "score"
+    # A score head has one output, the reward; it starts random and is trained with the adapter.
+    head_kwargs = {"num_labels": 1} if score else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = (AutoModelForSequenceClassification if score else AutoModelForCausalLM).from_pretrained(
             model_path,
+            **head_kwargs,
             dtype=precision.compute_dtype,
             quantization_config=quant,
             device_map=device_map,
@@ -108,6 +118,10 @@ def build_model(model_path: str, cfg: BaseRunConfig, precision: Precision):
     except pickle.UnpicklingError as exc:
         raise pickle_refused(model_path, exc) from exc
     model.config.use_cache = False  # the KV cache only costs memory while training
+    if score and model.config.pad_token_id is None:
+        # The score is read at the last non-pad token, which needs a pad id; the tokenizer pads with EOS.
+        eos = model.config.eos_token_id
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
     return model
 
 
@@ -129,6 +143,8 @@ def pickle_refused(model_path: str, exc: Exception):
 def build_lora_config(cfg: BaseRunConfig):
     from peft import LoraConfig
 
+    score = model_head(cfg) == "score"
+
     targets: str | list[str] = cfg.lora_target_modules.strip()
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
@@ -138,7 +154,9 @@ def build_lora_config(cfg: BaseRunConfig):
         lora_dropout=cfg.lora_dropout,
         target_modules=targets,
         bias="none",
-        task_type="CAUSAL_LM",
+        task_type="SEQ_CLS" if score else "CAUSAL_LM",
+        # The random score head must learn too; PEFT saves a full copy of it with the adapter.
+        modules_to_save=["score"] if score else None,
     )
 
 

@@ -100,6 +100,16 @@ class WorkerState:
                 self.emit(stopped_before_training(self))
                 # Holding the lock keeps the main thread from starting to train meanwhile.
                 _exit_now(0, self.run_dir)
+        from backend.graders import when_grader_hangs
+
+        # The trainer looks at the stop flag between steps only; a grader that never returns would hold it.
+        when_grader_hangs(self._end_for_stuck_grader)
+
+    def _end_for_stuck_grader(self, failure) -> None:
+        if self.emit is not None:
+            self.emit(RunFailed(kind=failure.failure_kind, message=str(failure), hint=failure.hint,
+                                elapsed_seconds=self.elapsed()))
+        _exit_now(1, self.run_dir)
 
 
 def earlier_attempts_seconds(run_dir: Path) -> float:
@@ -294,7 +304,7 @@ def _train(state: WorkerState) -> int:
             stopped = True
     state.enter_phase("saving", "Saving the adapter")
     check_ranks_agree(trainer.model, run_dir, emit)
-    adapter = save_adapter_atomically(trainer, run_dir / ADAPTER_DIR)
+    adapter = save_adapter_atomically(trainer, run_dir / ADAPTER_DIR, describe=head_marker_writer(cfg))
     peak, kind = peak_memory_mb()
     record_memory_quietly(run_dir, estimate, peak, kind)
     summary = dict(callback.summary)
@@ -491,7 +501,8 @@ def tokens_per_example(dataset) -> float | None:
     """Mean tokens one example costs a forward pass; for trainers that do not log num_tokens."""
     if dataset is None or len(dataset) == 0:
         return None
-    cols = [c for c in dataset.column_names if c in ("chosen_input_ids", "rejected_input_ids")]
+    cols = [c for c in dataset.column_names if c in ("chosen_input_ids", "rejected_input_ids", "chosen_ids",
+                                                     "rejected_ids")]
     cols = cols or [c for c in dataset.column_names if c == "input_ids"]
     if not cols:
         return None
@@ -528,7 +539,19 @@ def check_ranks_agree(model, run_dir: Path, emit) -> None:
                            kind="ranks_differ"))
 
 
-def save_adapter_atomically(trainer, target: Path) -> Path:
+def head_marker_writer(cfg) -> Callable[[Path], object] | None:
+    """A score head's adapter folder also says it is a reward model and on which base
+    (``backend.reward_scoring``), so it loads as one from the folder alone."""
+    from backend.trainer_builders import model_head
+
+    if model_head(cfg) != "score":
+        return None
+    from backend.reward_scoring import write_reward_marker
+
+    return lambda folder: write_reward_marker(folder, cfg)
+
+
+def save_adapter_atomically(trainer, target: Path, describe: Callable[[Path], object] | None = None) -> Path:
     import shutil
 
     from backend.process_ranks import barrier
@@ -540,6 +563,8 @@ def save_adapter_atomically(trainer, target: Path) -> Path:
     # Every rank takes part (sharded layouts gather the weights); only rank 0 writes.
     trainer.save_model(str(tmp))
     if main:
+        if describe is not None:
+            describe(tmp)
         _replace_folder(tmp, target)
     barrier()
     return target
@@ -581,6 +606,8 @@ def classify_failure(exc: BaseException, cfg=None) -> tuple[str, str, str]:
     name = type(exc).__name__
     if isinstance(exc, ConfigError):
         return "bad_config", text, "Fix the setting named above and start again."
+    if getattr(exc, "failure_kind", ""):  # a failure that knows its kind and hint (e.g. a broken grader)
+        return exc.failure_kind, text, getattr(exc, "hint", "")
     if name == "DatasetError":
         return "bad_data", text, "Run `alignstudio data inspect` on the file to see every problem."
     if name == "ModelSourceError":

@@ -102,13 +102,28 @@ def trained_dpo_run(tmp_path_factory, tiny_model_dir) -> Path:
 
 def train_easy_dpo_in_own_home(home: Path, model_dir: Path, **overrides) -> Path:
     """Train a tiny DPO run on the easy pairs with ``home`` as ALIGNSTUDIO_HOME; its run folder."""
+    return train_easy_run_in_own_home("dpo", home, model_dir, **overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """One tiny reward model run (polite beats rude), trained once for every test that needs a
+    reward model (graders, Best-of-N, reward evaluation, methods that require one). Six steps:
+    enough for its scores to rank the easy pairs, so graders built on it give varying rewards."""
+    home = tmp_path_factory.mktemp("reward-model-home")
+    return train_easy_run_in_own_home("bradley_terry", home, tiny_model_dir, max_steps=6, logging_steps=1,
+                                      learning_rate=5e-3, eval_fraction=0.25)
+
+
+def train_easy_run_in_own_home(method: str, home: Path, model_dir: Path, **overrides) -> Path:
+    """Train a tiny ``method`` run on the easy pairs with ``home`` as ALIGNSTUDIO_HOME; its run folder."""
     from backend.training_run import run_to_completion
 
     mp = pytest.MonkeyPatch()
     mp.setenv("ALIGNSTUDIO_HOME", str(home))
     try:
         data = write_easy_preferences(home / "easy_prefs.jsonl")
-        cfg = tiny_run_config("dpo", model_dir, data, **overrides)
+        cfg = tiny_run_config(method, model_dir, data, **overrides)
         run, events = run_to_completion(cfg, runs_root=home / "runs", timeout=300)
     finally:
         mp.undo()
