@@ -34,11 +34,18 @@ class MethodSettingsPanel(QWidget):
     sig_values_changed = Signal()
     """A setting changed in either form."""
 
+    sig_try_graders = Signal()
+    """"Try the graders" was pressed in the grader editor (a method whose config has graders)."""
+
     def __init__(self, settings: StudioSettings, parent=None):
         super().__init__(parent)
         self._settings = settings
         self._method = ""
         self._supported: list[str] | None = None
+        self.grader_editor = None  # app.grader_editor.GraderEditor, made for a method with graders
+        self._grader_permission = (None, None)  # (ask, grant store) the window lends the editor
+        self._dataset_columns: list[str] = []
+        self._reward_model_runs: list[tuple[str, str]] = []
 
         self.method_combo = GroupedComboBox()
         for group, specs in grouped_methods():
@@ -73,6 +80,7 @@ class MethodSettingsPanel(QWidget):
         layout.addWidget(self.reason_label)
         layout.addWidget(self.description)
         layout.addWidget(self.form)
+        self._layout = layout
 
         method = settings.last_method(DEFAULT_METHOD)
         self.set_method(method if method in method_keys() else DEFAULT_METHOD)
@@ -94,9 +102,13 @@ class MethodSettingsPanel(QWidget):
         current = to_dict(cfg)
         remembered = values if values is not None else self._settings.method_values(method)
         current.update({k: v for k, v in remembered.items() if k in current and k not in PANEL_FIELDS})
-        fields = [f for f in user_fields(cfg) if f.name not in PANEL_FIELDS]
+        graders = "graders" in current
+        # The grader editor edits these together; the generic form leaves them out.
+        together = {"graders", "reward_file", "reward_model", "allow_reward_code"} if graders else set()
+        fields = [f for f in user_fields(cfg) if f.name not in PANEL_FIELDS and f.name not in together]
         self.model_form.build([f for f in fields if f.metadata.get("group") == MODEL_GROUP], current)
         self.form.build([f for f in fields if f.metadata.get("group") != MODEL_GROUP], current)
+        self._show_grader_editor(graders, current)
         self._settings.set_last_method(method)
         self.sig_method_changed.emit(method)
         self.sig_values_changed.emit()
@@ -133,29 +145,82 @@ class MethodSettingsPanel(QWidget):
     def method_supported(self) -> bool:
         return self._supported is None or self._method in self._supported
 
+    # --------------------------------------------------------------- graders
+    def set_grader_permission(self, ask, grants) -> None:
+        """How the grader editor asks to let a reward file run, and where grants are kept."""
+        self._grader_permission = (ask, grants)
+        if self.grader_editor is not None:
+            self.grader_editor.set_permission(ask, grants)
+
+    def set_dataset_columns(self, result) -> None:
+        """The loaded dataset (a DatasetLoadResult or None): its columns for the graders' reference columns."""
+        self._dataset_columns = list(getattr(result, "source_columns", None) or [])
+        if self.grader_editor is not None:
+            self.grader_editor.set_columns(self._dataset_columns)
+
+    def set_reward_model_runs(self, runs) -> None:
+        """The runs listed in the Runs tab: the finished reward-model runs are offered as graders."""
+        found = []
+        for run in runs:
+            spec = find_method(getattr(run, "method", ""))
+            if spec is not None and spec.model_head == "score" and getattr(run, "adapter_path", ""):
+                found.append((f"{run.name} ({spec.label})", str(run.run_dir)))
+        self._reward_model_runs = found
+        if self.grader_editor is not None:
+            self.grader_editor.set_reward_model_runs(found)
+
+    def _graders_shown(self) -> bool:
+        return self.grader_editor is not None and not self.grader_editor.isHidden()
+
+    def _show_grader_editor(self, wanted: bool, values: dict[str, Any]) -> None:
+        if wanted and self.grader_editor is None:
+            from app.grader_editor import GraderEditor  # the graders package loads only for such methods
+
+            ask, grants = self._grader_permission
+            self.grader_editor = GraderEditor(ask_permission=ask, grants=grants)
+            self.grader_editor.set_columns(self._dataset_columns)
+            self.grader_editor.set_reward_model_runs(self._reward_model_runs)
+            self.grader_editor.sig_values_changed.connect(self._on_values)
+            self.grader_editor.sig_try_requested.connect(self.sig_try_graders)
+            self._layout.addWidget(self.grader_editor)
+        if self.grader_editor is not None:
+            if wanted:
+                self.grader_editor.set_values(values)
+            self.grader_editor.setHidden(not wanted)
+
     # ---------------------------------------------------------------- values
     def values(self) -> dict[str, Any]:
         merged = self.model_form.values()
         merged.update(self.form.values())
+        if self._graders_shown():
+            merged.update(self.grader_editor.values())
         return merged
 
     def parse_problems(self) -> dict[str, str]:
         problems = self.model_form.parse_problems()
         problems.update(self.form.parse_problems())
+        if self._graders_shown() and self.grader_editor.problems():
+            problems["graders"] = "; ".join(self.grader_editor.problems())
         return problems
 
     def set_problems(self, problems: dict[str, str]) -> None:
         self.model_form.set_problems(problems)
         self.form.set_problems(problems)
+        if self._graders_shown():
+            self.grader_editor.set_outside_problems(problems)
 
     def shown_problems(self) -> dict[str, str]:
         shown = self.model_form.shown_problems()
         shown.update(self.form.shown_problems())
+        if self._graders_shown():
+            shown.update(self.grader_editor.shown_problems())
         return shown
 
     def set_values(self, values: dict[str, Any]) -> None:
         self.model_form.set_values(values)
         self.form.set_values(values)
+        if self._graders_shown() and "graders" in values:
+            self.grader_editor.set_values({**self.grader_editor.values(), **values})
         self.sig_values_changed.emit()
 
     def editor(self, name: str):

@@ -234,6 +234,11 @@ def with_stored_grants(cfg, store: GrantStore):
 def ungranted_subjects(cfg, store: GrantStore) -> list[CodeSubject]:
     """The permissions ``cfg`` turns on for its model that the user has not confirmed for these files."""
     subjects = [model_subject(cfg.model, p) for p in MODEL_PERMISSIONS if getattr(cfg, p)]
+    if getattr(cfg, REWARD_CODE, False) and getattr(cfg, "reward_file", ""):
+        try:  # a reward file allowed before is asked for again once its bytes changed
+            subjects.append(file_subject(cfg.reward_file))
+        except (FileNotFoundError, OSError):
+            pass  # the config check names the missing file
     return [s for s in subjects if s is not None and not store.is_granted(s)]
 
 

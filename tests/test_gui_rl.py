@@ -203,3 +203,137 @@ def test_a_metric_family_puts_every_grader_on_one_plot(monkeypatch):
         assert catalog.style_for_key("rewards//mean").plot_id != "graders"
     finally:
         catalog.style_for_key.cache_clear()
+
+
+# ------------------------------------------------------------------ grader editor
+REWARD_FILE = '''"""Rewards for a test."""
+import pathlib
+pathlib.Path(__file__).with_name("ran.txt").write_text("the file ran")
+
+
+def has_answer(completions, **kwargs):
+    """1 when an answer tag is there."""
+    return [1.0 if "<answer>" in c else 0.0 for c in completions]
+
+
+def near_answer(completions, answer, **kwargs):
+    return [0.0 for _ in completions]
+
+
+def _helper():
+    return 1
+'''
+
+
+def _editor(qtbot, answers):
+    from app.grader_editor import GraderEditor
+
+    asked = []
+
+    def ask(subject):
+        asked.append(subject)
+        return answers.pop(0)
+
+    editor = GraderEditor(ask_permission=ask)
+    qtbot.addWidget(editor)
+    return editor, asked
+
+
+def test_grader_editor_round_trips_graders_with_settings_and_weights(qtbot):
+    editor, _ = _editor(qtbot, [])
+    values = {"graders": [{"grader": "numeric_match", "weight": 2.0, "column": "solution", "extract": "boxed"},
+                          {"grader": "banned_words", "weight": -0.5, "words": "sorry"}],
+              "reward_file": "", "reward_model": "", "allow_reward_code": False}
+    editor.set_columns(["prompt", "solution"])
+    editor.set_values(values)
+    assert editor.values() == values
+    assert editor.problems() == []
+    numeric = editor.rows()[0]
+    assert [numeric.settings["column"].widget.itemText(i) for i in range(2)] == ["prompt", "solution"]
+    # A setting that does not parse is named, not dropped or crashed on.
+    numeric.settings["tolerance"].widget.setText("tight")
+    assert any("Tolerance must be a number" in p for p in editor.problems())
+    # Removing a grader and adding one.
+    numeric.remove_button.click()
+    editor.add_grader("valid_json")
+    assert [e["grader"] for e in editor.values()["graders"]] == ["banned_words", "valid_json"]
+
+
+def test_a_named_reward_model_shows_as_a_grader_with_its_picker(qtbot):
+    editor, _ = _editor(qtbot, [])
+    editor.set_reward_model_runs([("rm run (Reward model)", "/runs/rm")])
+    editor.set_values({"graders": [], "reward_file": "", "reward_model": "/models/rm", "allow_reward_code": False})
+    row = editor.rows()[0]
+    assert row.key == "reward_model" and row.reward_model() == "/models/rm"
+    assert row.model_picker.itemText(0) == "rm run (Reward model)"
+    row.model_picker.setCurrentText("")
+    assert any("reward_model" in p and "name the reward model" in p for p in editor.problems())
+    row.remove_button.click()
+    assert editor.values()["reward_model"] == "" and editor.values()["graders"] == []
+
+
+def test_reward_file_functions_are_listed_without_running_it_and_run_only_when_allowed(qtbot, tmp_path):
+    path = tmp_path / "my_rewards.py"
+    path.write_text(REWARD_FILE)
+    editor, asked = _editor(qtbot, [False, True])
+    editor.set_reward_file(str(path))
+    assert not (tmp_path / "ran.txt").exists()
+    assert list(editor._function_boxes) == ["has_answer", "near_answer"]
+    assert "2 functions found in my_rewards.py (read, not run)" in editor.file_status.text()
+    graders = editor.values()["graders"]
+    assert {"grader": "file:has_answer", "weight": 1.0} in graders and editor.values()["allow_reward_code"] is False
+    assert any("only once you allow the file" in p for p in editor.problems())
+    # The user says no: the box stays unticked. Then yes: allowed, for this file.
+    editor.allow_box.setChecked(True)
+    assert not editor.allow_box.isChecked() and asked[0].location == str(path.resolve())
+    editor.allow_box.setChecked(True)
+    assert editor.values()["allow_reward_code"] is True and len(asked) == 2
+    assert editor.problems() == []
+    assert not (tmp_path / "ran.txt").exists()
+
+
+def test_a_broken_reward_file_is_named_with_its_line(qtbot, tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text("def grade(completions, **kw):\n    return [1.0 for c in completions\n")
+    editor, _ = _editor(qtbot, [])
+    editor.set_reward_file(str(path))
+    assert "broken.py, line" in editor.file_status.text()
+    assert any("broken.py" in p for p in editor.problems())
+
+
+def test_settings_panel_edits_graders_with_the_editor_for_a_method_that_has_them(qtbot, tmp_path):
+    from app.method_settings_panel import MethodSettingsPanel
+    from app.studio_settings import StudioSettings
+    from backend.methods import all_methods
+
+    panel = MethodSettingsPanel(StudioSettings(tmp_path / "settings.json"))
+    qtbot.addWidget(panel)
+    grading = next(s for s in all_methods() if "graders" in s.config.__dataclass_fields__)
+    plain = next(s for s in all_methods() if "graders" not in s.config.__dataclass_fields__)
+    panel.set_method(grading.key)
+    assert "graders" not in panel.form.field_names() and "reward_file" not in panel.form.field_names()
+    panel.grader_editor.add_grader("regex_match")
+    assert panel.values()["graders"][-1] == {"grader": "regex_match", "weight": 1.0}
+    panel.grader_editor.rows()[-1].settings["pattern"].widget.setText("(")
+    assert "regex_match" in panel.parse_problems()["graders"]
+    panel.set_method(plain.key)
+    assert panel.grader_editor.isHidden() and "graders" not in panel.values()
+
+
+def test_train_asks_again_for_an_allowed_reward_file_whose_code_changed(tmp_path):
+    from backend.code_permissions import GrantStore, ungranted_subjects
+    from backend.methods import all_methods
+    from backend.run_config import default_config
+
+    path = tmp_path / "rewards.py"
+    path.write_text(REWARD_FILE)
+    grading = next(s for s in all_methods() if "graders" in s.config.__dataclass_fields__)
+    cfg = default_config(grading.key, reward_file=str(path), allow_reward_code=True)
+    store = GrantStore(tmp_path / "grants.json")
+    [subject] = ungranted_subjects(cfg, store)
+    assert subject.permission == "allow_reward_code"
+    store.grant(subject)
+    assert ungranted_subjects(cfg, store) == []
+    path.write_text(REWARD_FILE + "\n# changed\n")
+    assert [s.location for s in ungranted_subjects(cfg, store)] == [str(path.resolve())]
+    assert ungranted_subjects(default_config(grading.key, reward_file=str(path)), store) == []
