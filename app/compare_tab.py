@@ -37,6 +37,7 @@ from app.compare_prompts import (
 from app.compare_sampling import SamplingPanel
 from app.compare_side_by_side import SideBySideView
 from app.compare_worker_link import CompareWorkerLink, load_key
+from backend.methods import method_label
 from backend.prompt_rendering import display_text
 from backend.run_folder import ADAPTER_DIR
 from widgets.card import Card
@@ -322,7 +323,8 @@ class CompareTab(QWidget):
         where = str(device.get("kind", "")).upper()
         adapter = f" + adapter {Path(ready.adapter).parent.name}/{Path(ready.adapter).name}" if ready.adapter \
             else " (no adapter: base model only)"
-        method = f"{ready.method.upper()}, β {ready.beta:g}" if ready.method else f"β {ready.beta:g}"
+        beta = f"β {ready.beta:g}" if ready.implicit_reward else "no implicit reward"
+        method = f"{method_label(ready.method)}, {beta}" if ready.method else beta
         weights = QUANTIZATION_TEXT.get(ready.quantization) or str(device.get("precision") or "not quantised")
         parts = [method, weights, where, f"loaded in {ready.load_seconds:.1f} s"]
         return f"Ready: {ready.model_label}{adapter}\n" + " · ".join(p for p in parts if p)

@@ -36,6 +36,8 @@ class LoadSpec:
     quantization: str
     trust_remote_code: bool = False
     allow_pickle_weights: bool = False
+    # Whether β·(log p aligned − log p base) means something for this adapter: its method's spec says.
+    implicit_reward: bool = True
 
     @property
     def base_key(self) -> tuple:
@@ -137,7 +139,19 @@ def resolve_load_spec(run_dir: str | Path | None = None, adapter_dir: str | Path
         quantization=quant,
         trust_remote_code=trust,
         allow_pickle_weights=allow_pickle,
+        implicit_reward=_has_implicit_reward(method),
     )
+
+
+def _has_implicit_reward(method: str) -> bool:
+    """An adapter of unknown origin may be a preference run's: its reward is shown. A run
+    says its method, and the method's spec says whether the log-ratio is a reward of it."""
+    from backend.methods import find_method
+
+    if not method:
+        return True
+    spec = find_method(method)
+    return bool(spec and spec.implicit_reward)
 
 
 @dataclass

@@ -32,8 +32,9 @@ from typing import Any, Iterable
 DEFAULT_BETA = 0.1
 
 
-def implicit_reward(beta: float, logp_aligned_sum: float | None, logp_base_sum: float | None) -> float | None:
-    if logp_aligned_sum is None or logp_base_sum is None:
+def implicit_reward(beta: float | None, logp_aligned_sum: float | None, logp_base_sum: float | None) -> float | None:
+    """None where either side is missing, or ``beta`` is None: the method has no implicit reward."""
+    if beta is None or logp_aligned_sum is None or logp_base_sum is None:
         return None
     return beta * (logp_aligned_sum - logp_base_sum)
 
@@ -62,7 +63,7 @@ class ResponseScore:
 
     @classmethod
     def from_sums(cls, index: int, label: str, n_tokens: int, logp_base_sum: float | None,
-                  logp_aligned_sum: float | None, beta: float) -> "ResponseScore":
+                  logp_aligned_sum: float | None, beta: float | None) -> "ResponseScore":
         return cls(
             index=index,
             label=label,

@@ -222,6 +222,11 @@ class GenerationEngine:
         return self.loaded.spec.beta
 
     @property
+    def reward_beta(self) -> float | None:
+        """β for implicit rewards, None when the loaded adapter's method has none."""
+        return self.loaded.spec.beta if self.loaded.spec.implicit_reward else None
+
+    @property
     def device(self):
         return next(self.model.parameters()).device
 
@@ -381,7 +386,7 @@ class GenerationEngine:
     def score_ids(self, prompt_ids: list[int], completion_ids: list[int], index: int, label: str) -> ResponseScore:
         base = self.sequence_logp(prompt_ids, completion_ids, "base")
         aligned = self.sequence_logp(prompt_ids, completion_ids, "aligned") if self.has_adapter else None
-        return ResponseScore.from_sums(index, label, len(completion_ids), base, aligned, self.beta)
+        return ResponseScore.from_sums(index, label, len(completion_ids), base, aligned, self.reward_beta)
 
     def score_texts(self, prompt: Any, responses: list[Any], labels: list[str] | None = None,
                     add_eos: bool | None = None, cancel: threading.Event | None = None) -> list[ResponseScore]:

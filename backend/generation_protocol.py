@@ -383,6 +383,7 @@ class ModelReady(GenerationEvent):
     run_dir: str = ""
     method: str = ""
     beta: float = 0.1
+    implicit_reward: bool = True  # False: the method has no implicit reward; scores carry none
     quantization: str = ""
     device: dict[str, Any] = field(default_factory=dict)
     prompt_style: str = "raw"  # raw | chat

@@ -224,6 +224,7 @@ class GenerationService:
             run_dir=spec.run_dir,
             method=spec.method,
             beta=spec.beta,
+            implicit_reward=spec.implicit_reward,
             quantization=spec.quantization,
             device=describe_precision(loaded.precision),
             prompt_style=style,

@@ -94,3 +94,32 @@ def test_row_round_trips_through_dict_with_derived_fields():
     assert CompareRow.from_dict(data) == row
     nan_row = _pair_row(8, math.nan, -2.0, -1.0, -2.0)
     assert nan_row.base_prefers_chosen is None
+
+
+def _run_folder(root, method: str):
+    from backend.run_config import default_config, save_yaml
+
+    run = root / f"run-{method}"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text('{"base_model_name_or_path": "x"}')
+    save_yaml(default_config(method, model="some-model"), run / "config.yaml")
+    return run
+
+
+def test_only_methods_with_an_implicit_reward_get_one_in_compare(tmp_path):
+    """β·(log p aligned − log p base) is the reward of the methods whose spec says so; for the
+    others Compare shows the log-prob change alone, not a reward the run never optimised."""
+    from backend.adapter_loading import resolve_load_spec
+    from backend.methods import all_methods
+
+    specs = {s.key: s for s in all_methods()}
+    with_reward = [k for k, s in specs.items() if s.implicit_reward]
+    without = [k for k, s in specs.items() if not s.implicit_reward]
+    assert with_reward and without
+    for key in with_reward[:1] + without[:1]:
+        spec = resolve_load_spec(run_dir=_run_folder(tmp_path, key))
+        assert spec.method == key and spec.implicit_reward is specs[key].implicit_reward
+    assert resolve_load_spec(model="m").implicit_reward  # a model alone: nothing says otherwise
+    none = ResponseScore.from_sums(0, "base", 4, -10.0, -9.0, None)
+    assert none.implicit_reward is None and none.logp_aligned_mean == -9.0 / 4
+    assert ResponseScore.from_sums(0, "base", 4, -10.0, -9.0, 0.5).implicit_reward == 0.5

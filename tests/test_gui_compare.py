@@ -92,9 +92,10 @@ def test_token_deltas_merge_per_pane_and_never_pass_their_done():
 def test_numbers_become_plain_sentences():
     from widgets.compare_format import is_verbosity_shift, likelihood_sentence, preference_sentence
 
-    assert "2.7× as likely" in likelihood_sentence(-10.0, -11.0, 0.1)
-    assert "less likely" in likelihood_sentence(-12.0, -10.0, -0.2)
-    assert "about equally likely" in likelihood_sentence(-10.0, -10.05, -0.005)
+    assert "2.7× as likely" in likelihood_sentence(-10.0, -11.0)
+    assert "less likely" in likelihood_sentence(-12.0, -10.0)
+    assert "about equally likely" in likelihood_sentence(-10.0, -10.05)
+    assert "Load a run" in likelihood_sentence(None, -10.0)
     assert "prefers its own answer" in preference_sentence(-0.2, 0.3)
     assert "prefers the base model's answer" in preference_sentence(0.3, -0.2)
     assert is_verbosity_shift(1.3) and is_verbosity_shift(0.7) and not is_verbosity_shift(1.1)

@@ -64,8 +64,9 @@ class AnswerPane(QFrame):
             ("logp_aligned", "Mean log-prob under the aligned model",
              "Average log-probability per answer token when the adapter is on."),
             ("reward", "Implicit reward β·(log p aligned − log p base)",
-             ("DPO's reward for this answer, with the base model as the reference: positive when training made "
-              "the answer more likely. Summed over the answer's tokens.")),
+             ("The reward that preference methods with a reference model optimise, for this answer: positive "
+              "when training made the answer more likely. Summed over the answer's tokens. Shown as – for a "
+              "run whose method has no such reward (supervised, reward model, RL).")),
         ]
         for i, (key, text, tip) in enumerate(rows):
             k = QLabel(text)
@@ -142,8 +143,7 @@ class AnswerPane(QFrame):
         self._values["reward"].setText(signed(score.implicit_reward))
         self._values["reward"].setToolTip(f"β = {beta:g}; summed over {score.n_tokens} tokens "
                                           "(the stop token included when the model ended its answer).")
-        self.explanation.setText(likelihood_sentence(score.logp_aligned_sum, score.logp_base_sum,
-                                                     score.implicit_reward))
+        self.explanation.setText(likelihood_sentence(score.logp_aligned_sum, score.logp_base_sum))
         self.state_label.setText("")
 
     def set_state(self, text: str) -> None:

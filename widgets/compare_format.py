@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 
 MINUS = "\u2212"
-# Below this implicit reward, both models find an answer about equally likely.
+# Below this implicit reward, the aligned model has no clear preference between two answers.
 NEGLIGIBLE_REWARD = 0.01
+# Below this change of an answer's summed log-probability (nats), both models find it about equally likely.
+NEGLIGIBLE_LOGP_CHANGE = 0.1
 # A length ratio this far from 1 is called a verbosity shift.
 VERBOSITY_SHIFT = 0.20
 
@@ -59,14 +61,14 @@ def times(factor: float) -> str:
     return f"{factor:.1f}×"
 
 
-def likelihood_sentence(logp_aligned_sum: float | None, logp_base_sum: float | None,
-                        reward: float | None) -> str:
-    """What the implicit reward of one answer means, in one plain sentence."""
-    if reward is None or not (_finite(logp_aligned_sum) and _finite(logp_base_sum)):
+def likelihood_sentence(logp_aligned_sum: float | None, logp_base_sum: float | None) -> str:
+    """How training changed the likelihood of one answer, in one plain sentence. It holds for any
+    method; only some also read the change as an implicit reward."""
+    if not (_finite(logp_aligned_sum) and _finite(logp_base_sum)):
         return "Load a run or an adapter to see how alignment changed this answer."
-    if abs(reward) < NEGLIGIBLE_REWARD:
-        return "Both models find this answer about equally likely: alignment barely touched it."
     diff = logp_aligned_sum - logp_base_sum
+    if abs(diff) < NEGLIGIBLE_LOGP_CHANGE:
+        return "Both models find this answer about equally likely: alignment barely touched it."
     factor = math.exp(min(abs(diff), 50.0))
     if diff > 0:
         return f"The aligned model finds this answer {times(factor)} as likely as the base model does: " \
