@@ -30,7 +30,7 @@ TILES = [
     ("base_accuracy", "Base prefers chosen",
      "The same for the base model (adapter off): where the run started from."),
     ("reward_accuracy", "Reward ranks chosen first",
-     ("Pairs where the chosen response has the higher implicit reward β·(log p aligned − log p base): DPO's "
+     ("Pairs where the chosen response has the higher implicit reward β·(log p aligned − log p base): the "
       "reward accuracy, measured on rows the run did not train on.")),
     ("mean_reward_margin", "Mean reward margin",
      "Average of reward(chosen) − reward(rejected) over the pairs; positive means the preference was learned."),

@@ -85,7 +85,7 @@ COLUMNS: list[Column] = [
            "Does the aligned model (adapter on) find the chosen response more likely than the rejected one? "
            "Green when it does." + _PAIR_NOTE, True, pair=True, colour=_aligned_prefers_colour),
     Column("Reward\nprefers chosen", _prefers(lambda r: r.reward_prefers_chosen),
-           "Does the implicit reward rank the chosen response above the rejected one? This is what DPO trains "
+           "Does the implicit reward rank the chosen response above the rejected one? This is what preference methods with a reference model train "
            "for, and what preference accuracy counts." + _PAIR_NOTE, True, pair=True),
 ]
 TEXT_COLUMNS = tuple(i for i, c in enumerate(COLUMNS) if c.full_text)
