@@ -1,16 +1,99 @@
-"""DPO's own checks: the loss settings it refuses before a model is loaded, and its TRL config."""
+"""DPO's own checks: every loss TRL's DPOTrainer has (kept equal to TRL's own list), the
+weighted extra losses, the settings refused before a model is loaded, its TRL config, and
+one training step per loss on the tiny model, all in this process."""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from functools import lru_cache
+from pathlib import Path
 
 import pytest
 
 from backend.memory_estimate import GEMMA3_270M, estimate_memory
-from backend.run_config import default_config, validate
+from backend.methods.dpo import DPO_LOSS_TYPES, F_DIVERGENCE_LOSSES, parse_extra_losses
+from backend.run_config import default_config, describe_problems, validate
+
+# The settings each loss needs before TRL accepts it (the rest train on the defaults).
+NEEDS = {"robust": {"label_smoothing": 0.1}, "exo_pair": {"label_smoothing": 1e-3}}
+
+
+def _trl_file(relative: str) -> Path:
+    import importlib.util
+
+    return Path(importlib.util.find_spec("trl").origin).parent / relative
+
+
+def _losses_in_dpo_trainer() -> set[str]:
+    """The loss names DPOTrainer._compute_loss branches on, read from TRL's source."""
+    tree = ast.parse(_trl_file("trainer/dpo_trainer.py").read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == "_compute_loss":
+            for cmp in ast.walk(node):
+                if (isinstance(cmp, ast.Compare) and isinstance(cmp.left, ast.Name) and cmp.left.id == "loss_type"
+                        and isinstance(cmp.comparators[0], ast.Constant)):
+                    names.add(cmp.comparators[0].value)
+    return names
+
+
+def test_the_studio_offers_exactly_the_losses_of_the_installed_trl():
+    from trl import DPOConfig
+
+    in_trainer = _losses_in_dpo_trainer()
+    assert len(in_trainer) >= 15, in_trainer  # the source still has the shape this reads
+    assert set(DPO_LOSS_TYPES) == in_trainer, "TRL's DPOTrainer has other losses than the studio's list"
+    help_text = DPOConfig.__dataclass_fields__["loss_type"].metadata["help"]
+    assert set(re.findall(r"`'(\w+)'`", help_text)) == set(DPO_LOSS_TYPES)
+    assert len(DPO_LOSS_TYPES) == len(set(DPO_LOSS_TYPES))
 
 
 def test_losses_that_need_label_smoothing_say_so():
     for loss in ("robust", "exo_pair"):
         problems = dict(validate(default_config("dpo", loss_type=loss)))
         assert "label smoothing above 0" in problems["label_smoothing"], loss
-    assert validate(default_config("dpo", loss_type="robust", label_smoothing=0.1)) == []
+        assert validate(default_config("dpo", loss_type=loss, **NEEDS[loss])) == []
+    # also when the loss is an extra one
+    problems = dict(validate(default_config("dpo", extra_losses="exo_pair:0.5")))
+    assert "exo_pair loss needs a label smoothing above 0" in problems["label_smoothing"]
+
+
+def test_extra_losses_are_read_with_weights_and_bad_entries_named():
+    assert parse_extra_losses("sft:0.5, bco_pair:0.2") == ([("sft", 0.5), ("bco_pair", 0.2)], [])
+    assert parse_extra_losses(" SFT ; hinge=2 ,, ") == ([("sft", 1.0), ("hinge", 2.0)], [])
+    assert parse_extra_losses("") == ([], [])
+    problems = dict(validate(default_config("dpo", extra_losses="sftt:0.5, bco_pair:x, ipo:-1, hinge, hinge:2")))
+    message = problems["extra_losses"]
+    assert "'sftt:0.5': there is no loss 'sftt'; did you mean sft?" in message
+    assert "'bco_pair:x': the weight 'x' is not a number" in message
+    assert "'ipo:-1': the weight must be a number above 0" in message
+    assert "'hinge:2': hinge is listed twice" in message
+    assert describe_problems([("extra_losses", message)])[0].startswith("Extra losses: 'sftt:0.5'")
+    problems = dict(validate(default_config("dpo", loss_type="sigmoid", extra_losses="sigmoid:0.5")))
+    assert "sigmoid is already the main loss" in problems["extra_losses"]
+    assert validate(default_config("dpo", extra_losses="bco_pair:0.2, sft:1", loss_weight=0.8)) == []
+
+
+def test_settings_trl_would_reject_after_loading_are_refused_first():
+    def problems(**values):
+        return dict(validate(default_config("dpo", **values)))
+
+    aot = problems(loss_type="aot", per_device_train_batch_size=1)
+    assert "batch size of 1 it is plain sigmoid DPO" in aot["per_device_train_batch_size"]
+    assert "Weight pairs (WPO) does not work with the aot_unpaired loss" in problems(
+        loss_type="aot_unpaired", use_weighting=True)["use_weighting"]
+    # TRL 1.16 fails at the first step on this one (an in-place weight on the sft loss's broadcast view)
+    assert "does not work with the sft loss" in problems(loss_type="ipo", extra_losses="sft",
+                                                          use_weighting=True)["use_weighting"]
+    assert "does not work with the hinge loss" in problems(loss_type="hinge", use_weighting=True)["use_weighting"]
+    assert "use one of the two" in problems(loss_type="apo_zero", extra_losses="apo_down")["extra_losses"]
+    diverged = problems(f_divergence_type="js_divergence", extra_losses="bco_pair:0.2")
+    assert "does not work with the bco_pair loss" in diverged["f_divergence_type"]
+    assert validate(default_config("dpo", f_divergence_type="js_divergence", extra_losses="sft")) == []
+    assert "must be between 0 and 1" in problems(ld_alpha=1.5)["ld_alpha"]
+    assert "above 0" in problems(loss_weight=0.0)["loss_weight"]
 
 
 def test_lm_head_adapter_is_refused_once():
@@ -28,11 +111,104 @@ def test_precomputing_the_reference_drops_its_memory_part():
     assert live.parts.get("reference", 0) > 0 and "reference" not in pre.parts
 
 
-@pytest.mark.slow
-def test_trl_config_gets_beta_loss_and_smoothing(tmp_path):
+def _trl_args(tmp_path, **values):
     from backend.trainer_builders import Precision, build_trl_args
 
-    cfg = default_config("dpo", beta=0.3, loss_type="ipo", label_smoothing=0.0)
-    args = build_trl_args(cfg, Precision("cpu", None, bf16=False, fp16=False), str(tmp_path), has_eval=False)
+    cfg = default_config("dpo", **values)
+    assert validate(cfg) == []
+    return build_trl_args(cfg, Precision("cpu", None, bf16=False, fp16=False), str(tmp_path), has_eval=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", DPO_LOSS_TYPES)
+def test_each_loss_builds_its_trl_config(loss, tmp_path):
+    args = _trl_args(tmp_path, beta=0.3, loss_type=loss, **NEEDS.get(loss, {}))
     assert type(args).__name__ == "DPOConfig"
-    assert args.beta == 0.3 and list(args.loss_type) == ["ipo"]
+    assert args.beta == 0.3 and list(args.loss_type) == [loss] and args.loss_weights is None
+    assert args.label_smoothing == NEEDS.get(loss, {}).get("label_smoothing", 0.0)
+
+
+@pytest.mark.slow
+def test_combined_losses_and_their_settings_reach_trl(tmp_path):
+    args = _trl_args(tmp_path, loss_type="sigmoid", loss_weight=0.8, extra_losses="bco_pair:0.2, sft")
+    assert list(args.loss_type) == ["sigmoid", "bco_pair", "sft"] and args.loss_weights == [0.8, 0.2, 1.0]
+    args = _trl_args(tmp_path, loss_type="discopop", discopop_tau=0.1, use_weighting=True, ld_alpha=0.5,
+                     f_divergence_type="alpha_divergence", f_alpha_divergence_coef=0.3)
+    assert (args.discopop_tau, args.use_weighting, args.ld_alpha) == (0.1, True, 0.5)
+    assert (args.f_divergence_type, args.f_alpha_divergence_coef) == ("alpha_divergence", 0.3)
+    args = _trl_args(tmp_path)  # the defaults leave TRL's own defaults alone
+    assert (args.ld_alpha, args.f_divergence_type, args.use_weighting) == (None, "reverse_kl", False)
+
+
+# ------------------------------------------------------------- training, in this process
+# One process for every loss: the builders the worker uses, then trainer.train() for one step.
+# Unquantized, for speed: the 4-bit path is the conformance test's (tests/test_method_registry.py).
+_STATE: dict = {}
+
+
+@pytest.fixture(scope="module")
+def one_step_setup(tiny_model_dir, tmp_path_factory):
+    import datasets
+    import transformers
+    from datasets import Dataset
+
+    from tests.conftest import POLITE, RUDE
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.set_verbosity_error()
+    rows = [{"prompt": f"Question {i}: can you help me?", "chosen": " " + POLITE[i % 3],
+             "rejected": " " + RUDE[i % 3]} for i in range(8)]
+    _STATE.update(model_dir=tiny_model_dir, data=Dataset.from_list(rows), out=tmp_path_factory.mktemp("dpo-losses"))
+    yield
+    _first_step.cache_clear()
+    _STATE.clear()
+
+
+@lru_cache(maxsize=None)
+def _first_step(settings: tuple) -> tuple[float, float, object]:
+    """(loss, grad norm, trainer) of one step with ``settings``; a step taken once per settings."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from backend.trainer_builders import build_model, build_tokenizer, build_trainer, build_trl_args, \
+        choose_precision
+    from backend.run_config import check
+    from tests.conftest import tiny_run_config
+
+    values = dict(settings)
+    cfg = check(tiny_run_config("dpo", _STATE["model_dir"], Path("in-memory.jsonl"), quantization="none", max_steps=1,
+                                per_device_train_batch_size=2, logging_steps=1, report_to="none", **values))
+    precision = choose_precision()
+    model_dir = str(_STATE["model_dir"])
+    tokenizer, model = build_tokenizer(model_dir, cfg), build_model(model_dir, cfg, precision)
+    args = build_trl_args(cfg, precision, str(_STATE["out"] / str(abs(hash(settings)))), has_eval=False)
+    trainer = build_trainer(cfg, model, tokenizer, args, _STATE["data"], None, [])
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    logged = next(h for h in trainer.state.log_history if "loss" in h)
+    return logged["loss"], logged["grad_norm"], trainer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", DPO_LOSS_TYPES)
+def test_every_loss_trains_a_step(loss, one_step_setup):
+    value, grad_norm, trainer = _first_step(tuple(dict(loss_type=loss, **NEEDS.get(loss, {})).items()))
+    assert trainer.loss_types == [loss]
+    assert math.isfinite(value) and math.isfinite(grad_norm) and grad_norm > 0, (loss, value, grad_norm)
+
+
+@pytest.mark.slow
+def test_combined_losses_train_as_the_weighted_sum_of_their_parts(one_step_setup):
+    # MPO: sigmoid 0.8, bco_pair 0.2, sft 1. The first step starts from the reference
+    # (LoRA B is zero) on the same seeded batch, so each part's first loss is known.
+    parts = {loss: _first_step((("loss_type", loss),))[0] for loss in ("sigmoid", "bco_pair", "sft")}
+    mpo, grad_norm, trainer = _first_step((("loss_type", "sigmoid"), ("loss_weight", 0.8),
+                                           ("extra_losses", "bco_pair:0.2, sft:1")))
+    assert trainer.loss_types == ["sigmoid", "bco_pair", "sft"] and trainer.loss_weights == [0.8, 0.2, 1.0]
+    expected = 0.8 * parts["sigmoid"] + 0.2 * parts["bco_pair"] + parts["sft"]
+    assert mpo == pytest.approx(expected, rel=1e-3) and grad_norm > 0
+    # The settings some losses read train too: WPO, LD-DPO, an f-divergence, DiscoPOP's tau.
+    value, grad_norm, _trainer = _first_step((("loss_type", "discopop"), ("discopop_tau", 0.1), ("use_weighting", True),
+                                              ("ld_alpha", 0.5), ("f_divergence_type", "js_divergence"),
+                                              ("extra_losses", "ipo:0.5")))
+    assert math.isfinite(value) and grad_norm > 0
+    assert set(F_DIVERGENCE_LOSSES) <= set(DPO_LOSS_TYPES)
