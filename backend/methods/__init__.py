@@ -15,7 +15,8 @@ from backend.methods.spec import BuildContext, DataNeed, MemoryTraits, Metric, M
 # Registration order is the order of menus and listings.
 METHOD_MODULES = ("backend.methods.sft", "backend.methods.dpo", "backend.methods.orpo",
                   "backend.methods.grpo", "backend.methods.rloo",
-                  "backend.methods.bradley_terry")
+                  "backend.methods.bradley_terry",
+                  "backend.methods.ppo")
 DEFAULT_METHOD = "dpo"  # what a first start and `alignstudio train` without --method pick
 GROUP_ORDER = ("Supervised", "Offline preference", "Reward model", "Online", "RL")
 
