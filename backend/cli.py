@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--accelerate-config", metavar="FILE",
                        help="train in several processes under `accelerate launch` with this config "
                             "(DDP, FSDP, DeepSpeed; `alignstudio export RUN --as-command` writes one)")
+    from backend.cli_rewards import add_graders_parser, add_reward_arguments
+
+    add_reward_arguments(train)
+    add_graders_parser(sub)
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command")
@@ -145,6 +149,10 @@ def config_and_problems(args) -> tuple[object, list[tuple[str, str]]]:
     problems: list[tuple[str, str]] = []
     if args.config:
         cfg, problems = _config_file_and_problems(args.config)
+    elif getattr(args, "demo", None):
+        from backend.cli_rewards import demo_config
+
+        cfg, problems = demo_config(args.demo)
     elif not args.data:
         cfg = load_config_file(DEMO_CONFIG)  # no data named: the demo run, sized for a laptop
     else:
@@ -176,6 +184,9 @@ def config_and_problems(args) -> tuple[object, list[tuple[str, str]]]:
             continue
         key, value = item.split("=", 1)
         values[key.strip().replace("-", "_")] = value.strip()
+    from backend.cli_rewards import reward_values
+
+    problems += reward_values(args, cfg, values)
     cfg, found = apply_values(cfg, values)
     problems += found
     flagged = {name for name, _ in problems}
@@ -409,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
         from backend.cli_generate import cmd_generate
 
         return cmd_generate(args)
+    if args.command == "graders":
+        from backend.cli_rewards import cmd_graders
+
+        return cmd_graders(args)
     parser.print_help()
     return 2
 
