@@ -177,6 +177,16 @@ def event_from_json(line: str) -> Event:
     return event_from_dict(json.loads(line))
 
 
+def event_of_types(line: str, types: dict[str, type[Event]], what: str = "event") -> Event:
+    """One JSON line of another worker's protocol (``types``: type name -> Event class)."""
+    data = json.loads(line)
+    cls = types.get(data.get("type", ""))
+    if cls is None:
+        raise ValueError(f"unknown {what} {data.get('type')!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: _decode_floats(v) for k, v in data.items() if k in names})
+
+
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 

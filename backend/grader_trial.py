@@ -12,8 +12,6 @@ Torch is imported only after the cheap checks.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import math
 import os
 import stat
@@ -23,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
-from backend.events import Event, _decode_floats
+from backend.events import Event, event_of_types
 
 DEFAULT_PROMPTS = 4
 DEFAULT_COMPLETIONS = 4
@@ -68,12 +66,7 @@ TRIAL_EVENTS = {cls.type: cls for cls in (TrialPhase, TrialResult, TrialFailed)}
 
 
 def trial_event_from_json(line: str) -> Event:
-    data = json.loads(line)
-    cls = TRIAL_EVENTS.get(data.get("type", ""))
-    if cls is None:
-        raise ValueError(f"unknown trial event {data.get('type')!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: _decode_floats(v) for k, v in data.items() if k in names})
+    return event_of_types(line, TRIAL_EVENTS, "trial event")
 
 
 # ------------------------------------------------------------------ scoring
