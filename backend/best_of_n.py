@@ -224,13 +224,11 @@ class RewardFunctionScorer:
     model wrapped as one): the total is the weighted sum, as TRL adds them, with a
     function's None skipped for that answer."""
 
-    def __init__(self, funcs: list[Callable], weights: list[float], names: list[str], label: str = "",
-                 closers: list[Callable[[], None]] | None = None):
+    def __init__(self, funcs: list[Callable], weights: list[float], names: list[str], label: str = ""):
         if not funcs:
             raise BestOfNError("Nothing to score the answers with: give a reward model or at least one grader.")
         self.funcs, self.weights, self.names = list(funcs), [float(w) for w in weights], list(names)
         self.label = label or " + ".join(self.names)
-        self._closers = list(closers or [])
 
     def score(self, prompts, completions, completion_ids, columns):
         shaped = trl_completions(prompts, completions)
@@ -253,53 +251,32 @@ class RewardFunctionScorer:
         return [t if c else math.nan for t, c in zip(totals, counted)], parts
 
     def close(self) -> None:
-        for close in self._closers:
-            close()
+        """Drop the functions, and with them a reward model's weights."""
+        import gc
 
-
-def reward_model_function(source: str, *, trust_remote_code: bool = False, allow_pickle_weights: bool = False):
-    """A reward model run (or a one-output classifier folder) as a TRL-style reward
-    function, and the function that frees it."""
-    from backend.reward_scoring import load_reward_scorer
-
-    scorer = load_reward_scorer(source, trust_remote_code=trust_remote_code,
-                                allow_pickle_weights=allow_pickle_weights)
-
-    def reward_model(prompts, completions, **_columns):
-        texts = [c[-1]["content"] if isinstance(c, list) and c and isinstance(c[-1], dict) else c
-                 for c in completions]
-        return scorer.score(list(prompts), texts)
-
-    return reward_model, scorer.close
+        self.funcs = []
+        gc.collect()
 
 
 def build_scorer(*, reward_model: str = "", graders: list[dict] | None = None, reward_file: str = "",
-                 allow_reward_code: bool = False, run_dir: str = "") -> RewardFunctionScorer:
-    """The scorer a request or the CLI asks for: a reward model run, graders (the GRPO
-    helper's entries, a reward file's functions among them), or both, added up."""
-    funcs, weights, names, closers = [], [], [], []
-    entries = [dict(e) for e in graders or []]
-    if reward_file and not any(str(e.get("grader", "")).startswith("file:") for e in entries):
-        raise BestOfNError(f"The reward file {reward_file} is given but no grader uses it: add an entry "
-                           "{\"grader\": \"file:<function>\"}.")
-    if entries:
-        from backend.graders import build_reward_functions
+                 allow_reward_code: bool = False, run_dir: str | None = None,
+                 model_permissions: dict | None = None) -> RewardFunctionScorer:
+    """The scorer a request or the CLI asks for: a reward model run, graders (entries as the
+    RL methods' configs hold them, a reward file's functions among them), or both, added
+    up with their weights. Built by ``backend.graders.build_reward_functions``, so a grader
+    scores here exactly as it rewards in training."""
+    from backend.graders import build_reward_functions
 
-        for entry in entries:
-            if reward_file and str(entry.get("grader", "")).startswith("file:"):
-                entry.setdefault("reward_file", reward_file)
-        funcs, weights, names = (list(x) for x in build_reward_functions(
-            entries, reward_file_allowed=allow_reward_code, run_dir=run_dir))
-    if reward_model:
-        func, close = reward_model_function(reward_model)
-        funcs.append(func)
-        weights.append(1.0)
-        names.append("reward model")
-        closers.append(close)
-    if not funcs:
+    entries = [dict(e) for e in graders or []]
+    if reward_model and not any(e.get("grader") == "reward_model" for e in entries):
+        entries.append({"grader": "reward_model", "weight": 1.0})
+    if not entries:
         raise BestOfNError("Nothing to score the answers with: give a reward model run or at least one grader.")
-    label = " + ".join(names) if not reward_model or entries else f"reward model {_short(reward_model)}"
-    return RewardFunctionScorer(funcs, weights, names, label=label, closers=closers)
+    funcs, weights, names = build_reward_functions(
+        entries, reward_file_allowed=allow_reward_code, run_dir=run_dir, reward_file=reward_file,
+        reward_model=reward_model, model_permissions=model_permissions)
+    label = f"reward model {_short(reward_model)}" if names == ["reward_model"] else " + ".join(names)
+    return RewardFunctionScorer(list(funcs), list(weights), list(names), label=label)
 
 
 def _short(path: str) -> str:
@@ -488,8 +465,7 @@ def serve_request(service, request, cancel: threading.Event) -> None:
     items = request_items(request, spec.run_dir)
     service.emit(WorkerStatus(request_id=request.id, phase="scoring", message="Loading the scorer"))
     scorer = cached_scorer(reward_model=request.reward_model, graders=request.graders,
-                           reward_file=request.reward_file, allow_reward_code=request.allow_reward_code,
-                           run_dir=spec.run_dir)
+                           reward_file=request.reward_file, allow_reward_code=request.allow_reward_code)
     service.emit(WorkerStatus(request_id=request.id, phase="generating",
                               message=f"Sampling {request.n} answers to each of {len(items)} prompts"))
     _results, report = run_batch(

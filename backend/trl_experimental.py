@@ -4,6 +4,7 @@ ORPO (and PPO, online DPO) live under ``trl.experimental`` in TRL 1.x and may
 move; when they do, only this file changes.
 """
 
+from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer  # noqa: F401
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # noqa: F401
 
-__all__ = ["ORPOConfig", "ORPOTrainer"]
+__all__ = ["OnlineDPOConfig", "OnlineDPOTrainer", "ORPOConfig", "ORPOTrainer"]

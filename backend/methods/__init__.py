@@ -16,6 +16,7 @@ from backend.methods.spec import BuildContext, DataNeed, MemoryTraits, Metric, M
 METHOD_MODULES = ("backend.methods.sft", "backend.methods.dpo", "backend.methods.orpo",
                   "backend.methods.grpo", "backend.methods.rloo",
                   "backend.methods.bradley_terry",
+                  "backend.methods.online_dpo",
                   "backend.methods.ppo")
 DEFAULT_METHOD = "dpo"  # what a first start and `alignstudio train` without --method pick
 GROUP_ORDER = ("Supervised", "Offline preference", "Reward model", "Online", "RL")

@@ -1,0 +1,163 @@
+"""Online DPO: the policy answers each prompt twice while it trains, a reward model run or
+the graders say which answer is better, and DPO learns from that fresh pair.
+
+TRL 1.16 keeps the trainer in ``trl.experimental.online_dpo`` and dropped its ``judge``
+parameter: every judge is a reward function now, so a reward model run is wrapped as one
+(``backend.best_of_n.reward_model_function``) beside the graders' functions, and the
+pair's order comes from their weighted sum. The reference is the base model with the
+adapter off, as in offline DPO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from backend.methods.pairwise import PAIRWISE_METRICS, PAIRWISE_SUMMARY
+from backend.methods.rl_common import RL_DATA, RLRunConfig, grader_entries
+from backend.methods.spec import BuildContext, MemoryTraits, Metric, MethodSpec
+from backend.run_config import BaseRunConfig, setting
+
+_RL_FIELDS = {f.name: f for f in dataclasses.fields(RLRunConfig)}
+
+
+def _rl_setting(name: str, **changes):
+    """The RL methods' own setting (same help, label and form), so a reward source is set alike everywhere."""
+    f = _RL_FIELDS[name]
+    values = dict(default=f.default, default_factory=f.default_factory, metadata=f.metadata)
+    values.update(changes)
+    if "default" in changes:
+        values["default_factory"] = dataclasses.MISSING
+    if "default_factory" in changes:
+        values["default"] = dataclasses.MISSING
+    return field(**values)
+
+
+@dataclass
+class OnlineDPORunConfig(BaseRunConfig):
+    """Online DPO: pairs sampled from the policy and labelled by a reward model or graders."""
+
+    method: str = field(default="online_dpo", metadata={"help": "Training method", "internal": True})
+    learning_rate: float = setting(
+        5e-6, "Peak learning rate. As for DPO: 1e-6 to 5e-5 with LoRA.",
+        label="Learning rate", minimum=1e-9, maximum=1e-1,
+    )
+    beta: float = setting(
+        0.1, "How far the model may move from the reference (the base with the adapter off). Higher keeps it "
+        "closer; 0.01-0.5 is typical.",
+        label="Beta", minimum=1e-6, maximum=100.0, group="Preference",
+    )
+    loss_type: str = setting(
+        "sigmoid", "sigmoid is DPO's loss; ipo regularises harder against overfitting the labels.",
+        label="Loss type", choices=("sigmoid", "ipo"), group="Preference",
+    )
+    # Online DPO labels with the reward model alone unless graders are added.
+    graders: list = _rl_setting("graders", default_factory=list)
+    reward_file: str = _rl_setting("reward_file")
+    reward_model: str = _rl_setting("reward_model")
+    allow_reward_code: bool = _rl_setting("allow_reward_code")
+    max_new_tokens: int = setting(
+        64, "Longest sampled answer in tokens. Sampling is the slow part of a step: keep it short.",
+        label="Max new tokens", minimum=1, maximum=8192, group="Sampling",
+    )
+    temperature: float = setting(
+        0.9, "Sampling temperature of the two answers; they must differ for the pair to teach anything.",
+        label="Temperature", minimum=0.01, maximum=5.0, group="Sampling",
+    )
+    top_p: float = setting(
+        1.0, "Sample only from the most likely tokens that together hold this much probability. 1 disables it.",
+        label="Top-p", minimum=0.01, maximum=1.0, group="Sampling", advanced=True,
+    )
+    top_k: int = setting(
+        0, "Sample only from this many most likely tokens. 0 disables it.",
+        label="Top-k", minimum=0, maximum=100000, group="Sampling", advanced=True,
+    )
+    missing_eos_penalty: float = setting(
+        0.0, "Subtracted from the score of an answer that did not end by itself within Max new tokens; 1.0 "
+        "is typical to teach the model to finish. 0 applies none.",
+        label="Missing-EOS penalty", minimum=0.0, maximum=100.0, group="Reward", advanced=True,
+    )
+
+
+NO_REWARD_SOURCE = ("Online DPO needs something to label its sampled pairs: pick a reward model run (Reward model, "
+                    "--reward-model), or add graders (--reward)")
+
+
+def validate(cfg: OnlineDPORunConfig) -> list[tuple[str, str]]:
+    """The graders named are checked here; a missing reward source is the required input
+    (``requires``) the form and the CLI ask for, refused by ``build`` if still missing."""
+    from backend.graders import entry_problems
+
+    entries = grader_entries(cfg)
+    problems = [("graders", m) for m in entry_problems(entries, reward_file=cfg.reward_file,
+                                                       reward_model=cfg.reward_model)]
+    if cfg.reward_file and not any(str(e.get("grader", "")).startswith("file:") for e in entries):
+        problems.append(("reward_file", "the reward file is set but no grader uses it; add file:<function> "
+                                        "graders"))
+    return problems
+
+
+def build_args(cfg: OnlineDPORunConfig, args: dict):
+    from backend.trl_experimental import OnlineDPOConfig
+
+    return OnlineDPOConfig(
+        **args, beta=cfg.beta, loss_type=cfg.loss_type, max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+        missing_eos_penalty=cfg.missing_eos_penalty or None,
+        reward_weights=[float(e.get("weight", 1.0)) for e in grader_entries(cfg)],
+        # The prompt column must reach training_step; the other columns go to the graders by name.
+        remove_unused_columns=False,
+    )
+
+
+def build(ctx: BuildContext):
+    """No ``ref_model``: with a PEFT model TRL uses the policy with its adapter disabled.
+    The reward functions are the RL methods' (a reward file runs only when this launch
+    granted it)."""
+    from backend.methods.rl_common import reward_functions
+    from backend.run_config import ConfigError
+    from backend.trl_experimental import OnlineDPOTrainer
+
+    if not grader_entries(ctx.cfg):
+        # The graders' own default (a format check) would label every pair silently.
+        raise ConfigError([("reward_model", NO_REWARD_SOURCE)])
+    return OnlineDPOTrainer(ref_model=None, reward_funcs=reward_functions(ctx), **ctx.trainer_kwargs())
+
+
+# Online DPO logs no mean logits.
+ONLINE_METRICS = tuple(m for m in PAIRWISE_METRICS if not m.key.startswith("logits/")) + (
+    Metric("objective/scores", "scores", "Reward of the sampled answers", "mean score", role="reward", order=10),
+    Metric("objective/scores_margin", "scores_margin", "Score margin (chosen − rejected sample)", "score margin",
+           role="margin", order=12),
+    Metric("objective/rlhf_reward", "rlhf_reward", "Score minus KL penalty", "RLHF reward", role="reward",
+           order=14),
+    Metric("objective/kl", "kl", "KL to the reference", "KL", role="kl", order=16),
+    Metric("objective/entropy", "entropy", "Entropy of the samples", "entropy", role="neutral", order=70),
+    Metric("val/contain_eos_token", "eos", "Samples that ended by themselves", "share ended", role="length",
+           order=72),
+)
+
+SPEC = MethodSpec(
+    key="online_dpo",
+    label="Online DPO",
+    title="Online DPO (pairs sampled from the model, labelled by a reward model or graders)",
+    group="Online",
+    summary="Samples two answers per prompt while training; a reward model or graders pick the better one.",
+    config=OnlineDPORunConfig,
+    data=RL_DATA,
+    build_args=build_args,
+    build=build,
+    metrics=ONLINE_METRICS,
+    expected_keys=("loss", "objective/scores", "objective/scores_margin", "objective/rlhf_reward", "objective/kl",
+                   "objective/entropy", "rewards/margins", "rewards/chosen", "rewards/rejected",
+                   "rewards/accuracies", "logps/chosen", "logps/rejected", "val/contain_eos_token",
+                   "learning_rate", "grad_norm"),
+    headline=("loss", "objective/scores", "objective/scores_margin", "rewards/margins", "objective/kl"),
+    summary_metrics=(("objective/scores", "score"), ("objective/scores_margin", "score margin")) + PAIRWISE_SUMMARY,
+    diagnostics=("non_finite_loss", "both_pushed_down", "margins_flat"),
+    # Two sampled answers per prompt, a reference pass, and generation on top.
+    memory=MemoryTraits(sequences_per_example=2, reference_pass=True, adapter_half_when_quantized=True),
+    implicit_reward=True,
+    requires=("reward_model",),
+    validate=validate,
+)
