@@ -37,6 +37,7 @@ from app.studio_settings import StudioSettings
 from app.training_supervisor import TrainingController
 from backend.code_permissions import GrantStore, model_subject, ungranted_subjects, with_stored_grants
 from backend.methods import DEFAULT_METHOD, method_label
+from backend.dataset_report import method_advice
 from backend.preflight import max_length_notes, max_length_problems, resume_problems, run_preflight
 from backend.run_config import (ConfigError, default_config, describe_problems, field_label, replace_values, to_dict,
                                 validate)
@@ -408,7 +409,8 @@ class StudioWindow(QMainWindow):
         if ok and result is not None:
             # What Max length will do to long examples, before anything starts (the worker
             # says the same once it has counted with the real tokenizer).
-            notes = " ".join(max_length_notes(cfg, getattr(result, "report", None)))
+            report = getattr(result, "report", None)
+            notes = " ".join(max_length_notes(cfg, report) + method_advice(cfg, report))
             self.live.show_ready(f"Ready to train {method_label(cfg.method)} on {Path(result.path).name} "
                                  f"({result.loaded.rows_kept:,} rows) with {self.model_panel.display_name()}.",
                                  note=notes)

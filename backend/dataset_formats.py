@@ -88,7 +88,7 @@ _LABELS = {
     DataFormat.PREFERENCE_CONVERSATIONAL: "Preference pairs as chat messages",
     DataFormat.PREFERENCE_IMPLICIT_PROMPT: "Preference pairs with the prompt inside chosen/rejected",
     DataFormat.SHAREGPT_PREFERENCE: "ShareGPT preference pairs (conversations, chosen, rejected)",
-    DataFormat.UNPAIRED_PREFERENCE: "Unpaired preference (prompt, completion, good/bad label)",
+    DataFormat.UNPAIRED_PREFERENCE: "Unpaired preference (answers labelled good/bad)",
     DataFormat.SHAREGPT: "ShareGPT conversations (from, value)",
     DataFormat.MESSAGES: "Chat messages (role, content)",
     DataFormat.ALPACA: "Alpaca instructions (instruction, input, output)",
@@ -131,7 +131,8 @@ FORMAT_FIELDS: dict[DataFormat, tuple[tuple[str, ...], tuple[str, ...]]] = {
     DataFormat.PREFERENCE_CONVERSATIONAL: (("chosen", "rejected"), ("prompt",)),
     DataFormat.PREFERENCE_IMPLICIT_PROMPT: (("chosen", "rejected"), ()),
     DataFormat.SHAREGPT_PREFERENCE: (("conversations", "chosen", "rejected"), ()),
-    DataFormat.UNPAIRED_PREFERENCE: (("prompt", "completion", "label"), ()),
+    # Either prompt and completion, or a whole conversation whose last assistant turn is judged.
+    DataFormat.UNPAIRED_PREFERENCE: (("label",), ("prompt", "completion", "messages")),
     DataFormat.SHAREGPT: (("conversations",), ()),
     DataFormat.MESSAGES: (("messages",), ()),
     DataFormat.ALPACA: (("instruction", "output"), ("input",)),
@@ -171,7 +172,8 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
         "bad",
     ),
     "completion": ("completion", "response", "answer", "output", "reply", "target", "assistant"),
-    "label": ("label", "labels", "is_good", "good_or_bad", "kto_label"),
+    "label": ("label", "labels", "kto_tag", "kto_label", "is_good", "good_or_bad", "is_desirable", "desirable",
+              "thumbs_up", "thumbs", "thumb", "feedback", "human_feedback", "is_positive"),
     "instruction": ("instruction", "instructions"),
     "input": ("input", "context"),
     "output": ("output", "response"),
@@ -236,7 +238,7 @@ REASON_HINTS = {
         "and at least one assistant reply."
     ),
     "no_shared_prompt": "Add a prompt column, or let chosen and rejected begin with the same conversation.",
-    "bad_label": "Use true/false (or good/bad) as the label.",
+    "bad_label": "Use true/false, good/bad, 1/0 or thumbs up/down as the label.",
     "identical_pair": "A pair teaches something only when the chosen answer differs from the rejected one.",
     "mixed_types": "Write every value of a column the same way (all text, all numbers or all lists).",
     "duplicate": "Remove the repeated rows.",
@@ -346,7 +348,10 @@ def detect_format(
         mapping, missing = mapping_for(forced)
         if missing:
             raise _missing_fields_error(forced, missing, columns, path)
-        detection = _with_style(forced, mapping, kinds)
+        if forced is DataFormat.UNPAIRED_PREFERENCE:
+            detection = _unpaired_detection(mapping, kinds, columns, path, by_hand=set(column_map))
+        else:
+            detection = _with_style(forced, mapping, kinds)
     else:
         detection = _recognise(mapping_for, kinds, columns, path)
 
@@ -390,14 +395,21 @@ def _recognise(mapping_for, kinds: "_ValueKinds", columns, path) -> FormatDetect
 
     chat, missing = mapping_for(DataFormat.MESSAGES)
     if not missing and kinds.of(chat["messages"]) == "messages":
+        # A conversation with a good/bad label judges its last reply: unpaired preference,
+        # not a demonstration to imitate (thumbs-down answers included).
+        judged, _ = mapping_for(DataFormat.UNPAIRED_PREFERENCE)
+        if "label" in judged and kinds.of(judged["label"]) == "label":
+            return _unpaired_detection({"messages": chat["messages"], "label": judged["label"]}, kinds,
+                                       columns, path)
         # One column name is used both ways in the wild, so the message keys decide.
         if kinds.uses_sharegpt_keys(chat["messages"]):
             return _with_style(DataFormat.SHAREGPT, {"conversations": chat["messages"]}, kinds)
         return _with_style(DataFormat.MESSAGES, chat, kinds)
 
     unpaired, missing = mapping_for(DataFormat.UNPAIRED_PREFERENCE)
-    if not missing and kinds.of(unpaired["label"]) == "label":
-        return _with_style(DataFormat.UNPAIRED_PREFERENCE, unpaired, kinds)
+    if (not missing and "prompt" in unpaired and "completion" in unpaired
+            and kinds.of(unpaired["label"]) == "label"):
+        return _unpaired_detection(unpaired, kinds, columns, path)
 
     for fmt in (DataFormat.ALPACA, DataFormat.PROMPT_COMPLETION, DataFormat.TEXT):
         mapping, missing = mapping_for(fmt)
@@ -481,6 +493,33 @@ def _with_style(fmt: DataFormat, mapping: dict[str, str], kinds: "_ValueKinds") 
     return det
 
 
+def _unpaired_detection(mapping: dict[str, str], kinds: "_ValueKinds", columns, path,
+                        by_hand: set[str] = frozenset()) -> FormatDetection:
+    """Unpaired preference in one of its two shapes: prompt and completion, or a whole
+    conversation (OpenAI messages or ShareGPT turns) whose last assistant turn is the judged
+    answer. A conversation mapped by hand wins; otherwise prompt and completion do."""
+    label = {"label": mapping["label"]}
+    whole = "messages" in mapping and ("messages" in by_hand or not {"prompt", "completion"} <= set(mapping))
+    if whole:
+        det = FormatDetection(DataFormat.UNPAIRED_PREFERENCE, {"messages": mapping["messages"], **label},
+                              conversational=True)
+        det.notes.append("Each conversation's last assistant turn is the answer the label judges; the turns "
+                         "before it are the prompt.")
+        if kinds.uses_sharegpt_keys(mapping["messages"]):
+            det.notes.append("ShareGPT 'from'/'value' turns were converted to 'role'/'content' messages.")
+        return det
+    missing = [f for f in ("prompt", "completion") if f not in mapping]
+    if missing:
+        names = " and ".join(f"'{m}'" for m in missing)
+        raise DatasetError(
+            f"{DataFormat.UNPAIRED_PREFERENCE.label} needs either {names} beside the label, or a whole "
+            "conversation ('messages' or 'conversations') whose last assistant turn the label judges. "
+            f"Columns found: {', '.join(map(str, columns)) or 'none'}. Map them by hand.",
+            path=path, field=missing[0], columns=list(columns))
+    pair = {"prompt": mapping["prompt"], "completion": mapping["completion"], **label}
+    return _with_style(DataFormat.UNPAIRED_PREFERENCE, pair, kinds)
+
+
 def _mapping_notes(mapping: dict[str, str], columns: list[str], kept: dict[str, str]) -> list[str]:
     notes = [f"Column '{src}' is used as '{fld}'." for fld, src in mapping.items() if src != fld]
     if kept:
@@ -558,12 +597,12 @@ class _ValueKinds:
             if isinstance(value, bool):
                 kind = "label"
             elif isinstance(value, str):
-                kind = "label" if value.strip().lower() in _LABEL_WORDS else "text"
+                kind = "label" if _label_word(value) in _LABEL_WORDS else "text"
             elif isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
                 kind = "messages"
             elif isinstance(value, dict):
                 kind = "message"
-            elif isinstance(value, (int, float)) and value in (0, 1):
+            elif isinstance(value, (int, float)) and value in (0, 1, -1):
                 kind = "label"
             else:
                 kind = "other"
@@ -584,7 +623,20 @@ class _ValueKinds:
         return bool(texts) and hits * 2 >= len(texts)
 
 
-_LABEL_WORDS = {"true", "false", "good", "bad", "yes", "no", "desirable", "undesirable"}
+# How people write a thumbs up or down, compared after _label_word.
+_GOOD_WORDS = {"true", "good", "yes", "1", "+1", "desirable", "positive", "pos", "thumbs up", "thumb up", "thumbsup",
+               "up", "\N{THUMBS UP SIGN}", "like", "liked", "accept", "accepted", "chosen", "correct", "helpful",
+               "pass"}
+_BAD_WORDS = {"false", "bad", "no", "0", "-1", "undesirable", "negative", "neg", "thumbs down", "thumb down",
+              "thumbsdown", "down", "\N{THUMBS DOWN SIGN}", "dislike", "disliked", "reject", "rejected",
+              "incorrect", "unhelpful", "fail"}
+_LABEL_WORDS = _GOOD_WORDS | _BAD_WORDS
+
+
+def _label_word(text: str) -> str:
+    # "Thumbs-Up", "thumbs_up" and "👍🏽" all say the same thing.
+    word = re.sub(r"(?<=[a-z])[\s_\-]+(?=[a-z])", " ", text.strip().lower())
+    return re.sub("[\U0001F3FB-\U0001F3FF\uFE0F]", "", word)
 
 
 def _is_nan(value: Any) -> bool:
@@ -656,7 +708,10 @@ def normalise_row(detection: FormatDetection, row: dict[str, Any]) -> dict[str, 
             raise _identical(m)
         return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
     if fmt is DataFormat.UNPAIRED_PREFERENCE:
-        out = _prompt_and_completion(row, m["prompt"], m["completion"], detection.conversational)
+        if "messages" in m:
+            out = _judged_turn(_messages(row, m["messages"]), m["messages"])
+        else:
+            out = _prompt_and_completion(row, m["prompt"], m["completion"], detection.conversational)
         out["label"] = _label(row, m["label"])
         return out
     if fmt in (DataFormat.SHAREGPT, DataFormat.MESSAGES):
@@ -762,19 +817,32 @@ def _optional_text(row: dict[str, Any], col: str | None) -> str:
     return value
 
 
+def _judged_turn(messages: list[dict[str, str]], col: str) -> dict[str, Any]:
+    last = max((i for i, msg in enumerate(messages) if msg["role"] == "assistant"), default=None)
+    if last is None:
+        raise RowProblem(col, "has no assistant reply for the label to judge", "bad_messages")
+    if last < len(messages) - 1:
+        raise RowProblem(col, f"goes on after the last assistant reply ({messages[-1]['role']} turn at the end); "
+                              "the judged reply must be the last message", "bad_messages")
+    if not any(msg["role"] == "user" for msg in messages[:last]):
+        raise RowProblem(col, "has no user turn before the judged assistant reply", "bad_messages")
+    return {"prompt": messages[:last], "completion": messages[last:]}
+
+
 def _label(row: dict[str, Any], col: str) -> bool:
     value = row.get(col)
     if isinstance(value, bool):
         return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
+    if isinstance(value, (int, float)) and value in (0, 1, -1):
+        return value == 1
     if isinstance(value, str):
-        word = value.strip().lower()
-        if word in ("true", "good", "yes", "1", "desirable"):
+        word = _label_word(value)
+        if word in _GOOD_WORDS:
             return True
-        if word in ("false", "bad", "no", "0", "undesirable"):
+        if word in _BAD_WORDS:
             return False
-    raise RowProblem(col, f"should be true/false (good/bad), found {value!r}", "bad_label")
+    raise RowProblem(col, f"should say good or bad (true/false, 1/0, thumbs up/down), found {value!r}",
+                     "bad_label")
 
 
 def _check_not_identical(chosen: Any, rejected: Any, m: dict[str, str]) -> None:

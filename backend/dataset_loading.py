@@ -275,7 +275,14 @@ def dataset_for_method(loaded: LoadedDataset, method: str) -> Dataset:
     if kind == "pairs":
         ds = ds.select_columns(["prompt", "chosen", "rejected"])
     conversion = spec.data.convert.get(kind)
-    return CONVERSIONS[conversion](ds) if conversion else ds
+    if not conversion:
+        return ds
+    try:
+        return CONVERSIONS[conversion](ds)
+    except DatasetError as err:
+        if err.path:
+            raise
+        raise DatasetError(f"{spec.label}: {err.message}", path=loaded.path) from None
 
 
 def preview_rows(loaded: LoadedDataset, n: int = 50) -> list[dict[str, str]]:
@@ -689,16 +696,32 @@ def _chosen_as_completion(ds: "Dataset") -> "Dataset":
     return ds.select_columns(["prompt", "chosen"]).rename_column("chosen", "completion")
 
 
+def _desirable_only(ds: "Dataset") -> "Dataset":
+    """The answers labelled good, as prompt and completion: imitating the thumbs-down
+    answers too would teach exactly what the labels say to avoid."""
+    labels = ds["label"]
+    keep = [i for i, good in enumerate(labels) if good]
+    if not keep:
+        raise DatasetError(f"none of the {len(labels)} answers is labelled good, so there is nothing to imitate.")
+    return ds.select(keep).flatten_indices().select_columns(["prompt", "completion"])
+
+
 def _unpair(ds: "Dataset") -> "Dataset":
-    """Each pair becomes a good and a bad example, kept next to each other so
-    every batch sees both labels."""
+    """Each pair becomes a good and a bad answer. Good and bad alternate, so every batch
+    sees both, and the bad answer beside a good one comes from the pair half the dataset
+    away: a trainer that estimates its KL term from neighbouring rows (as KTO's does,
+    answer i against prompt i+1) then pairs answers with prompts they were not written for."""
     from datasets import Features, Value
 
     columns = ds.select_columns(["prompt", "chosen", "rejected"]).to_dict()
+    prompts_in, chosen_in, rejected_in = columns["prompt"], columns["chosen"], columns["rejected"]
+    n = len(prompts_in)
+    offset = max(2, n // 2)  # neither 0 nor 1 apart, so no neighbour shares a prompt (from 3 pairs on)
     prompts, completions, labels = [], [], []
-    for prompt, chosen, rejected in zip(columns["prompt"], columns["chosen"], columns["rejected"]):
-        prompts += [prompt, prompt]
-        completions += [chosen, rejected]
+    for i in range(n):
+        j = (i + offset) % n
+        prompts += [prompts_in[i], prompts_in[j]]
+        completions += [chosen_in[i], rejected_in[j]]
         labels += [True, False]
     features = Features(
         {"prompt": ds.features["prompt"], "completion": ds.features["chosen"], "label": Value("bool")}
@@ -723,4 +746,4 @@ def _prompts_from_pairs(ds: "Dataset") -> "Dataset":
 
 # How a method's spec turns one kind of data into the kind it trains on (DataNeed.convert).
 CONVERSIONS = {"chosen_as_completion": _chosen_as_completion, "unpair": _unpair,
-               "prompts_from_pairs": _prompts_from_pairs}
+               "prompts_from_pairs": _prompts_from_pairs, "desirable_only": _desirable_only}

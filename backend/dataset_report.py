@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.dataset_formats import REASON_LABELS, DataFormat
+from backend.dataset_formats import REASON_LABELS, DataFormat, data_kind
 from backend.dataset_loading import LoadedDataset
 from backend.tokenizer_cache import load_tokenizer, tokenizer_file
 
@@ -75,6 +75,7 @@ class DataReport:
     rejected_longer_fraction: float | None = None
     median_length_ratio: float | None = None  # chosen/rejected in the median pair
     length_ratio_of_means: float | None = None  # mean chosen length / mean rejected length
+    label_counts: dict[str, int] | None = None  # answers labelled {"good": n, "bad": m}, for unpaired data
     # (prompt, longest answer) of each measured row, for ``length_fit``; left out of to_dict.
     example_lengths: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
@@ -158,7 +159,7 @@ def build_report(
     else:
         loaded_note = None
 
-    return DataReport(
+    report = DataReport(
         path=loaded.path,
         format=loaded.format.value,
         format_label=loaded.format.label,
@@ -191,7 +192,45 @@ def build_report(
         identical_pairs=loaded.identical_pairs,
         warnings=warnings,
         drop_warnings=drop_warnings,
+        label_counts=_label_counts(loaded),
     )
+    _add_method_notes(report, data_kind(loaded.format))
+    return report
+
+
+def _label_counts(loaded: LoadedDataset) -> dict[str, int] | None:
+    if loaded.format is not DataFormat.UNPAIRED_PREFERENCE:
+        return None
+    good = sum(loaded.dataset["label"])
+    return {"good": good, "bad": len(loaded.dataset) - good}
+
+
+def method_advice(cfg, report: DataReport | None) -> list[str]:
+    """What the method of ``cfg`` advises about this data with these settings (class weights
+    against the label counts, say); empty when it has nothing to say or there is no report."""
+    from backend.methods import find_method
+
+    spec = find_method(getattr(cfg, "method", ""))
+    if report is None or spec is None or spec.data_advice is None or spec.key not in report.supported_methods:
+        return []
+    return spec.data_advice(cfg, report)
+
+
+def _add_method_notes(report: DataReport, kind: str) -> None:
+    """What each usable method makes of this data (its conversion, its advice): from the
+    specs, so the report knows no method by name."""
+    from backend.methods import get_method
+
+    if report.label_counts is not None:
+        good, bad = report.label_counts["good"], report.label_counts["bad"]
+        report.notes.insert(0, f"{good:,} answer{'s' if good != 1 else ''} labelled good, {bad:,} bad.")
+    for key in report.supported_methods:
+        spec = get_method(key)
+        note = spec.data.convert_notes.get(kind)
+        if note:
+            report.notes.append(note.format(name=spec.label))
+        if spec.data_advice is not None:
+            report.warnings.extend(spec.data_advice(None, report))
 
 
 def scan_progress_text(done: int, total: int) -> str:

@@ -469,22 +469,30 @@ def test_dataset_for_method_gives_trl_columns():
     assert sft.column_names == ["prompt", "completion"]
     assert list(sft["completion"]) == list(pairs.dataset["chosen"])
 
-    # Unpairing waits for a method that trains on labelled single answers; the conversion is ready.
-    kto = CONVERSIONS["unpair"](pairs.dataset.select_columns(["prompt", "chosen", "rejected"]))
-    assert kto.column_names == ["prompt", "completion", "label"]
-    assert len(kto) == 2 * len(pairs.dataset)
-    assert kto[:2] == {
-        "prompt": [pairs.dataset[0]["prompt"]] * 2,
-        "completion": ["It is blue.", "It is green."],
+    # Unpaired: every pair gives a good and a bad answer, alternating, and neighbouring rows
+    # never share a prompt (a neighbour's answer is the mismatched one a KL estimate needs).
+    unpaired = CONVERSIONS["unpair"](pairs.dataset.select_columns(["prompt", "chosen", "rejected"]))
+    assert unpaired.column_names == ["prompt", "completion", "label"]
+    assert len(unpaired) == 2 * len(pairs.dataset)
+    assert unpaired[:2] == {
+        "prompt": [pairs.dataset[0]["prompt"], pairs.dataset[2]["prompt"]],
+        "completion": ["It is blue.", "The capital of France is Lyon."],
         "label": [True, False],
     }
+    rows = unpaired.to_list()
+    assert sorted((r["prompt"], r["completion"], r["label"]) for r in rows) == sorted(
+        [(p["prompt"], p["chosen"], True) for p in pairs.dataset] + [(p["prompt"], p["rejected"], False)
+                                                                     for p in pairs.dataset])
+    assert all(a["prompt"] != b["prompt"] for a, b in zip(rows, rows[1:]))
 
 
 def test_dataset_for_method_on_conversational_and_sft_formats():
     conv = load_dataset_file(fixture("preference_conversational.jsonl"))
     sft = dataset_for_method(conv, "sft")
     assert sft[1] == {"prompt": [user("What is 2 + 2?")], "completion": [assistant("4")]}
-    assert CONVERSIONS["unpair"](conv.dataset)[3]["completion"] == [assistant("5")]
+    unpaired = CONVERSIONS["unpair"](conv.dataset)
+    assert unpaired[3] == {"prompt": conv.dataset[0]["prompt"], "completion": [assistant("Purple.")], "label": False}
+    assert all(a["prompt"] != b["prompt"] for a, b in zip(unpaired, list(unpaired)[1:]))
 
     assert dataset_for_method(load_dataset_file(fixture("sharegpt.json")), "sft").column_names == ["messages"]
     assert dataset_for_method(load_dataset_file(fixture("text.jsonl")), "sft").column_names == ["text"]
@@ -501,11 +509,11 @@ def test_unsupported_method_is_explained():
         dataset_for_method(alpaca, "dpo")
     assert "DPO needs pairs of a chosen and a rejected answer" in str(err.value)
     assert "Alpaca" in str(err.value)
-    assert unsupported_reason("sft", DataFormat.UNPAIRED_PREFERENCE).startswith("SFT learns from good examples only")
+    assert unsupported_reason("dpo", DataFormat.UNPAIRED_PREFERENCE).startswith("DPO needs pairs")
     with pytest.raises(DatasetError, match="labelled good or bad"):
         dataset_for_method(load_dataset_file(fixture("unpaired.jsonl")), "orpo")
     with pytest.raises(DatasetError, match="not a training method"):
-        dataset_for_method(alpaca, "ppo")
+        dataset_for_method(alpaca, "no-such-method")
 
 
 def test_supported_methods():
@@ -516,7 +524,9 @@ def test_supported_methods():
     for fmt in DataFormat:
         assert set(supported_methods(fmt)) <= set(method_keys())
     assert {"sft", "dpo", "orpo"} <= set(supported_methods(DataFormat.PREFERENCE))
-    assert not {"sft", "dpo", "orpo"} & set(supported_methods(DataFormat.UNPAIRED_PREFERENCE))
+    # Thumbs up/down data: SFT keeps the good answers; the pairwise methods cannot use it.
+    assert "sft" in supported_methods(DataFormat.UNPAIRED_PREFERENCE)
+    assert not {"dpo", "orpo"} & set(supported_methods(DataFormat.UNPAIRED_PREFERENCE))
     assert not {"sft", "dpo", "orpo"} & set(supported_methods(DataFormat.PROMPT_ONLY))
     for fmt in (
         DataFormat.TEXT,
@@ -654,3 +664,97 @@ def test_prompts_only_preview_and_methods():
         assert method not in loaded.supported_methods
         with pytest.raises(DatasetError, match="prompts only"):
             dataset_for_method(loaded, method)
+
+
+# ------------------------------------------------------ unpaired, every shape
+
+
+@pytest.mark.parametrize("good, bad", [
+    (True, False), (1, 0), (1, -1), ("good", "bad"), ("thumbs up", "thumbs down"), ("Thumbs_Up", "thumbs-down"),
+    ("\N{THUMBS UP SIGN}\N{EMOJI MODIFIER FITZPATRICK TYPE-4}", "\N{THUMBS DOWN SIGN}"), ("true", "false"),
+    ("desirable", "undesirable"), ("positive", "negative"), ("1", "0"), ("yes", "no"),
+])
+def test_every_way_of_writing_good_and_bad_is_read(tmp_path, good, bad):
+    rows = [{"prompt": "2+2?", "completion": "4", "label": good}, {"prompt": "2+2?", "completion": "5", "label": bad}]
+    loaded = load_dataset_file(write_jsonl(tmp_path / "u.jsonl", rows))
+    assert loaded.format is DataFormat.UNPAIRED_PREFERENCE
+    assert list(loaded.dataset["label"]) == [True, False]
+
+
+def test_a_conversation_with_a_label_judges_its_last_reply_and_is_not_a_demonstration(tmp_path):
+    rows = [
+        {"messages": [user("Hi"), assistant("Hello!")], "label": True},
+        {"messages": [{"role": "system", "content": "Be kind."}, user("2+2?"), assistant("4"), user("And 3+3?"),
+                      assistant("7")], "label": "thumbs down"},
+        {"messages": [user("Hi"), assistant("Yo"), user("thanks")], "label": 1},
+        {"messages": [assistant("Unprompted.")], "label": 0},
+    ]
+    loaded = load_dataset_file(write_jsonl(tmp_path / "rated_chats.jsonl", rows))
+    assert loaded.format is DataFormat.UNPAIRED_PREFERENCE and loaded.conversational
+    assert loaded.column_mapping == {"messages": "messages", "label": "label"}
+    assert loaded.dataset[1] == {
+        "prompt": [{"role": "system", "content": "Be kind."}, user("2+2?"), assistant("4"), user("And 3+3?")],
+        "completion": [assistant("7")], "label": False}
+    assert [(d.line, d.field) for d in loaded.dropped] == [(3, "messages"), (4, "messages")]
+    assert "goes on after the last assistant reply" in loaded.dropped[0].reason
+    assert "no user turn before" in loaded.dropped[1].reason
+    # Without the label the same conversations are demonstrations.
+    plain = write_jsonl(tmp_path / "chats.jsonl", [{"messages": r["messages"]} for r in rows[:2]])
+    assert load_dataset_file(plain).format is DataFormat.MESSAGES
+
+
+def test_sharegpt_conversations_with_a_kto_tag(tmp_path):
+    rows = [{"conversations": [{"from": "human", "value": "Name a fruit"}, {"from": "gpt", "value": "Apple"}],
+             "kto_tag": True},
+            {"conversations": [{"from": "human", "value": "Name a fruit"}, {"from": "gpt", "value": "Carrot"}],
+             "kto_tag": False}]
+    path = tmp_path / "sharegpt_kto.json"
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    loaded = load_dataset_file(path)
+    assert loaded.format is DataFormat.UNPAIRED_PREFERENCE
+    assert loaded.column_mapping == {"messages": "conversations", "label": "kto_tag"}
+    assert loaded.dataset[1] == {"prompt": [user("Name a fruit")], "completion": [assistant("Carrot")],
+                                 "label": False}
+    assert any("ShareGPT" in n for n in loaded.notes)
+
+
+def test_message_list_prompt_and_completion_with_a_label(tmp_path):
+    rows = [{"prompt": [user("Hi")], "completion": [assistant("Hello!")], "label": "good"},
+            {"prompt": "Hi", "completion": "Go away.", "label": "bad"}]
+    loaded = load_dataset_file(write_jsonl(tmp_path / "u.jsonl", rows))
+    assert loaded.format is DataFormat.UNPAIRED_PREFERENCE and loaded.conversational
+    assert loaded.dataset[1] == {"prompt": [user("Hi")], "completion": [assistant("Go away.")], "label": False}
+
+
+def test_picking_unpaired_by_hand_works_for_each_shape(tmp_path):
+    chats = write_jsonl(tmp_path / "chats.jsonl", [
+        {"dialog": [user("Hi"), assistant("Hello!")], "verdict": "thumbs up", "q": "unused"},
+        {"dialog": [user("Hi"), assistant("Go away.")], "verdict": "thumbs down", "q": "unused"}])
+    loaded = load_dataset_file(chats, format="unpaired_preference", column_map={"label": "verdict"})
+    assert loaded.column_mapping == {"messages": "dialog", "label": "verdict"}
+    assert list(loaded.dataset["label"]) == [True, False]
+    # A conversation mapped by hand wins over a prompt column found by its name.
+    loaded = load_dataset_file(chats, format="unpaired_preference",
+                               column_map={"label": "verdict", "messages": "dialog", "prompt": "q"})
+    assert loaded.dataset[0]["prompt"] == [user("Hi")]
+
+    flat = write_jsonl(tmp_path / "flat.jsonl", [{"ask": "2+2?", "said": "4", "ok": True},
+                                                 {"ask": "2+2?", "said": "5", "ok": False}])
+    loaded = load_dataset_file(flat, format="unpaired_preference",
+                               column_map={"prompt": "ask", "completion": "said", "label": "ok"})
+    assert loaded.dataset.to_list()[1] == {"prompt": "2+2?", "completion": "5", "label": False}
+    with pytest.raises(DatasetError) as err:
+        load_dataset_file(flat, format="unpaired_preference", column_map={"label": "ok", "prompt": "ask"})
+    assert "'completion'" in str(err.value) and "whole conversation" in str(err.value)
+
+
+def test_data_inspect_names_the_unpaired_shapes_and_their_methods(tmp_path):
+    rows = [{"messages": [user(f"Q{i}?"), assistant("Sure." if i % 2 else "No.")], "label": bool(i % 2)}
+            for i in range(6)]
+    path = write_jsonl(tmp_path / "rated.jsonl", rows)
+    out = subprocess.run([sys.executable, "-m", "app.launcher", "data", "inspect", str(path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Format    Unpaired preference (answers labelled good/bad)" in out.stdout
+    assert "Use for   SFT, KTO" in out.stdout and "3 answers labelled good, 3 bad." in out.stdout
+    assert "SFT trains on the answers labelled good only" in out.stdout

@@ -54,13 +54,15 @@ SPEC = MethodSpec(
     summary="Imitates good answers: demonstrations, chat logs, or the chosen side of pairs. Start here.",
     config=SFTRunConfig,
     data=DataNeed(
-        accepts=frozenset({"single", "pairs"}),
-        convert={"pairs": "chosen_as_completion"},
+        accepts=frozenset({"single", "pairs", "unpaired"}),
+        # Thumbs up/down data keeps its good answers: imitating the bad ones would teach what the labels
+        # say to avoid, and dropping them is the usual filtered fine-tuning.
+        convert={"pairs": "chosen_as_completion", "unpaired": "desirable_only"},
+        convert_notes={"pairs": "{name} trains on the chosen answers only.",
+                       "unpaired": "{name} trains on the answers labelled good only; the bad ones are left out."},
         needs="demonstrations (prompt/completion, chat messages, Alpaca, ShareGPT, text); pairs train on "
-              "their chosen answers",
-        refusals={"unpaired": "{name} learns from good examples only; this file mixes good and bad answers "
-                              "({format}).",
-                  "prompts": "{name} needs an answer to imitate for each prompt; this file has prompts only "
+              "their chosen answers, good/bad labelled answers on the good ones",
+        refusals={"prompts": "{name} needs an answer to imitate for each prompt; this file has prompts only "
                              "({format}). Add a completion column, or use a method that grades sampled answers."},
     ),
     build_args=build_args,

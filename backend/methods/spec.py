@@ -60,6 +60,8 @@ class DataNeed:
     convert: dict[str, str] = field(default_factory=dict)  # kind -> conversion name (backend.dataset_loading)
     refusals: dict[str, str] = field(default_factory=dict)  # kind -> reason text
     needs: str = ""  # one line for `alignstudio methods`: what the data must hold
+    # kind -> what its conversion does to the rows (``{name}`` filled in), said in the data report.
+    convert_notes: dict[str, str] = field(default_factory=dict)
 
     def refusal(self, kind: str, name: str, format_label: str) -> str:
         text = self.refusals.get(kind) or "{name} cannot train on this data ({format})."
@@ -125,6 +127,9 @@ class MethodSpec:
     # reward-functions file); the form, the CLI and the conformance test fill them generically.
     requires: tuple[str, ...] = ()
     validate: Callable[[Any], list[tuple[str, str]]] | None = None  # method-only checks on a config
+    # (config, or None for the defaults; the data report) -> hints about this data for this method, in
+    # words: the data report and the window's "Ready to train" line show them. Never blocks training.
+    data_advice: Callable[[Any, Any], list[str]] | None = None
     trl_cli: str = ""  # the `trl <command>` that runs it, when TRL's command line has one
     trl_cli_keys: Callable[[Any], dict] | None = None  # its own keys for that command's config file
     # The trainer samples completions and grades them while it trains: the worker sends the

@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
-from backend.dataset_formats import DataFormat
+import pytest
+
+from backend.dataset_formats import DataFormat, DatasetError
 from backend.dataset_loading import dataset_for_method, load_dataset_file
 from backend.methods import get_method
 from backend.trl_cli_config import trl_cli_config
@@ -18,10 +20,16 @@ def test_pairs_train_sft_on_their_chosen_answers():
     assert list(sft["completion"]) == list(pairs.dataset["chosen"])
 
 
-def test_refuses_thumbs_up_down_data_with_its_reason():
-    spec = get_method("sft")
-    assert spec.data.refusal("unpaired", spec.label, DataFormat.UNPAIRED_PREFERENCE.label).startswith(
-        "SFT learns from good examples only")
+def test_thumbs_up_down_data_trains_on_its_good_answers_only(tmp_path):
+    loaded = load_dataset_file(FIXTURES / "unpaired.jsonl")
+    assert loaded.format is DataFormat.UNPAIRED_PREFERENCE and "sft" in loaded.supported_methods
+    sft = dataset_for_method(loaded, "sft")
+    assert sft.to_list() == [{"prompt": "2 + 2 =", "completion": "4"},
+                             {"prompt": "Capital of Japan?", "completion": "Tokyo."}]
+    bad = tmp_path / "all_bad.jsonl"
+    bad.write_text('{"prompt": "Hi", "completion": "Go away.", "label": "thumbs down"}\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match="all_bad.jsonl: SFT: none of the 1 answers is labelled good"):
+        dataset_for_method(load_dataset_file(bad), "sft")
 
 
 def test_trl_command_config_carries_its_settings(tmp_path):
