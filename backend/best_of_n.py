@@ -3,7 +3,7 @@
 The simple baseline every alignment method is measured against: no training,
 only N samples and a scorer (a reward model run, the graders, or both). The N
 answers of a prompt come from ONE batched generation: the prompt is repeated N
-times in the batch, each row with its own seed (``seed + sample``), so the
+times in the batch, each row with its own seed, so the
 samples differ while the whole batch shares one forward per token; several
 prompts share that call too, up to ``MAX_ROWS_PER_CALL`` rows.
 
@@ -318,8 +318,8 @@ def sample_and_rank(engine, items: list[tuple[dict[str, Any], Any]], n: int, sco
                     side: str, sampling, cancel: threading.Event | None = None, baseline: str = "first",
                     first_index: int = 0, timings: Timings | None = None) -> list[BestOfNResult]:
     """N answers to each (row, prompt) in ONE batched ``engine.generate`` call, scored
-    together and ranked. ``sampling`` is a SamplingSettings whose seed is set; sample
-    ``j`` of every prompt uses ``seed + j``, so a rerun with the seed repeats it."""
+    together and ranked. ``sampling`` is a SamplingSettings; sample ``j`` of prompt ``i``
+    uses ``seed + i * n + j``, so a rerun with the seed repeats it."""
     from backend.prompt_rendering import display_text
 
     check_request(n, side, baseline, sampling.greedy)
@@ -330,7 +330,10 @@ def sample_and_rank(engine, items: list[tuple[dict[str, Any], Any]], n: int, sco
     rows = [row for row, _prompt in items]
     batch = [p for p in prompts for _ in range(n)]
     started = time.perf_counter()
-    answers = engine.generate(batch, side, sampling, cancel, seeds=[seed + j for _p in prompts for j in range(n)])
+    # Every row its own seed: the same seed for sample j of every prompt would draw the same
+    # random numbers for each, and their answers would vary together.
+    seeds = [seed + (first_index + i) * n + j for i in range(len(prompts)) for j in range(n)]
+    answers = engine.generate(batch, side, sampling, cancel, seeds=seeds)
     timings.generation_calls += 1
     timings.generation_seconds += time.perf_counter() - started
     if cancel.is_set():

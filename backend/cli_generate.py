@@ -47,6 +47,9 @@ def add_generate_parser(sub) -> None:
 
     # Further jobs of the group register here, each from its own module (best-of-n:
     # backend.cli_best_of_n.add_best_of_n_parser(generate_sub)).
+    from backend.cli_best_of_n import add_best_of_n_parser
+
+    add_best_of_n_parser(generate_sub)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

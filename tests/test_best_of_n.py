@@ -161,3 +161,41 @@ def test_the_worker_request_refuses_bad_settings_by_name(tiny_service):
     assert isinstance(events[-1], RequestFinished) and not events[-1].ok
     events = tiny_service.run(BestOfNRequest(id="c", prompt="Hi", n=2, side="aligned"))
     assert "Only the base model is loaded" in next(e for e in events if isinstance(e, GenerationError)).message
+
+
+@pytest.mark.slow
+def test_cli_writes_the_best_answers_and_the_report_with_a_reward_model_and_a_grader(
+        tiny_model_dir, tiny_reward_model_run, easy_preferences, tmp_path, capsys):
+    import json
+
+    from backend.cli import main
+
+    out = tmp_path / "best.jsonl"
+    code = main(["generate", "best-of-n", "--model", str(tiny_model_dir), "--quantization", "none",
+                 "--data", str(easy_preferences), "--limit", "5", "-n", "3", "--max-new-tokens", "8",
+                 "--reward-model", str(tiny_reward_model_run),
+                 "--reward", "length_target:unit=characters,target=20,weight=0.5", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"to {out}" in printed and "Best-of-3" in printed
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [line["prompt"] for line in lines] == [f"Question {i}: can you help me with task {i}?" for i in range(5)]
+    for line in lines:
+        assert len(line["answers"]) == 3 and line["answers"][0]["text"] == line["best"]
+        for answer in line["answers"]:
+            # The total is the weighted sum of the reward model's score and the grader's.
+            parts = answer["scores"]
+            assert set(parts) == {"reward_model", "length_target"}
+            assert answer["reward"] == pytest.approx(parts["reward_model"] + 0.5 * parts["length_target"])
+        assert line["best_reward"] >= line["single_reward"]
+    report = json.loads(out.with_suffix(".report.json").read_text(encoding="utf-8"))
+    assert report["prompts"] == 5 and report["samples"] == 15 and report["generation_calls"] == 1
+    assert report["mean_best"] == pytest.approx(sum(line["best_reward"] for line in lines) / 5)
+    assert report["mean_single"] == pytest.approx(sum(line["single_reward"] for line in lines) / 5)
+
+
+def test_cli_refuses_without_a_scorer(easy_preferences, capsys):
+    from backend.cli import main
+
+    assert main(["generate", "best-of-n", "--data", str(easy_preferences), "-n", "2"]) == 2
+    assert "nothing scores the answers" in capsys.readouterr().out
