@@ -93,6 +93,7 @@ class StudioWindow(QMainWindow):
         self.model_panel = ModelPanel(self.settings)
         self.data_panel = DataPanel(self.settings, tokenizer_provider=self.model_panel.tokenizer_path)
         self.method_panel = MethodSettingsPanel(self.settings)
+        self.method_panel.set_grader_permission(self.ask_for, self.grants)
         self.memory_panel = MemoryPanel()
         data_card = Card("Data", "1")
         data_card.add(self.data_panel)
@@ -148,6 +149,9 @@ class StudioWindow(QMainWindow):
 
         # ---- wiring
         self.data_panel.sig_dataset_changed.connect(self._on_dataset)
+        self.data_panel.sig_dataset_changed.connect(self.method_panel.set_dataset_columns)
+        self.runs_tab.sig_runs_listed.connect(self.method_panel.set_reward_model_runs)
+        self.method_panel.sig_try_graders.connect(self.try_graders)
         self.data_panel.loader.sig_busy.connect(lambda _busy: self._schedule_validation())
         self.model_panel.sig_model_changed.connect(self._schedule_validation)
         self._tokenizer_timer = QTimer(self)
@@ -272,6 +276,8 @@ class StudioWindow(QMainWindow):
         self.stop_action.triggered.connect(self.stop_training)
         run_menu.addAction(self.train_action)
         run_menu.addAction(self.stop_action)
+        run_menu.addSeparator()
+        run_menu.addAction("Evaluate rewards…", self.evaluate_rewards)
 
         settings_menu = self.menuBar().addMenu("&Settings")
         permissions_action = QAction("Code permissions…", self)
@@ -285,6 +291,15 @@ class StudioWindow(QMainWindow):
             "AlignStudio fine-tunes and preference-aligns language models (SFT, DPO, ORPO with QLoRA) "
             "without code. Training runs in a separate process; every run is a folder you can reopen."))
         help_menu.addAction(about)
+
+    def evaluate_rewards(self) -> None:
+        """The reward evaluation panel, on the run selected in the Runs tab (app.reward_eval_panel)."""
+        from app.reward_eval_panel import RewardEvalPanel
+
+        selected = self.runs_tab.selected_run_dirs()
+        runs = [str(r.run_dir) for r in self.runs_tab.summaries()]
+        self.reward_eval_panel = RewardEvalPanel(selected[0] if selected else "", run_dirs=runs, parent=self)
+        self.reward_eval_panel.show()
 
     def _scope_shortcuts(self, _index: int = -1) -> None:
         """Ctrl+Enter trains only from the Train tab. A menu action's shortcut is live in
@@ -536,6 +551,22 @@ class StudioWindow(QMainWindow):
         self.controller.resume(run_dir, granted=granted or None)
         self.revalidate()
         return True
+
+    def try_graders(self) -> None:
+        """Score a few base-model completions of the loaded prompts with the graders as set."""
+        from app.grader_trial_dialog import GraderTrialDialog
+
+        cfg, problems = self.build_config()
+        result = self.data_panel.current()
+        reason = ("Load a dataset of prompts first." if result is None
+                  else "Fix the settings marked in red first." if problems else "")
+        if reason or not self.confirm_permissions(cfg):
+            if reason:
+                self._show_refusal_status(f"The graders were not tried: {reason}", 8000)
+            return
+        self.trial_dialog = GraderTrialDialog(cfg, self)
+        self.trial_dialog.show()
+        self.trial_dialog.start()
 
     # ------------------------------------------------------------ permissions
     def ask_for(self, subject) -> bool:

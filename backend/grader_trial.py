@@ -69,6 +69,27 @@ def trial_event_from_json(line: str) -> Event:
     return event_of_types(line, TRIAL_EVENTS, "trial event")
 
 
+def trial_launch(cfg, work_dir: str | os.PathLike, prompts: int = DEFAULT_PROMPTS,
+                 completions: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """(command, environment) that try ``cfg``'s graders: the config is written into
+    ``work_dir``, and the permissions ``cfg`` carries (set by the user in this process)
+    travel in the launch's environment, the only way a worker learns them."""
+    from pathlib import Path
+
+    from backend.code_permissions import config_launch_subjects, launch_environment
+    from backend.run_config import save_yaml
+
+    path = save_yaml(cfg, Path(work_dir) / "grader_trial.yaml")
+    per_prompt = completions or max(2, min(DEFAULT_COMPLETIONS, int(getattr(cfg, "num_generations", 4) or 4)))
+    command = [sys.executable, "-m", "backend.grader_trial", str(path), "--prompts", str(prompts),
+               "--completions", str(per_prompt), "--seed", str(int(getattr(cfg, "seed", 0) or 0))]
+    env = launch_environment(os.environ, config_launch_subjects(cfg))
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return command, env
+
+
 # ------------------------------------------------------------------ scoring
 @dataclass
 class Grader:

@@ -5,7 +5,6 @@ reward file runs only when the launch granted it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,16 +75,14 @@ def _write_prompts(path: Path) -> Path:
     return path
 
 
-def _run_trial(cfg, tmp_path, grant: bool):
+def _run_trial(cfg, tmp_path):
     """The worker as the dialog starts it, with the launch's grants in its environment."""
-    from backend.code_permissions import file_subject, launch_environment
-    from backend.run_config import save_yaml
+    from backend.grader_trial import trial_launch
 
-    config = save_yaml(cfg, tmp_path / "trial.yaml")
-    env = launch_environment(os.environ, [file_subject(cfg.reward_file)] if grant else [])
-    proc = subprocess.run([sys.executable, "-m", "backend.grader_trial", str(config), "--prompts", "3",
-                           "--completions", "2", "--seed", "1"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=240, stdin=subprocess.DEVNULL)
+    command, env = trial_launch(cfg, tmp_path, prompts=3, completions=2)
+    assert "ALIGNSTUDIO_GRANTS" in env  # the config's reward file, allowed by the user in this process
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+                          stdin=subprocess.DEVNULL)
     events = [trial_event_from_json(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return proc, events
 
@@ -106,7 +103,7 @@ def test_the_worker_scores_base_model_completions_and_runs_the_file_only_when_gr
                          allow_reward_code=True,
                          max_completion_length=8, num_generations=2, quantization="none")
 
-    proc, events = _run_trial(cfg, tmp_path, grant=True)
+    proc, events = _run_trial(cfg, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = events[-1]
     assert isinstance(result, TrialResult)

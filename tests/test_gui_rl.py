@@ -337,3 +337,42 @@ def test_train_asks_again_for_an_allowed_reward_file_whose_code_changed(tmp_path
     path.write_text(REWARD_FILE + "\n# changed\n")
     assert [s.location for s in ungranted_subjects(cfg, store)] == [str(path.resolve())]
     assert ungranted_subjects(default_config(grading.key, reward_file=str(path)), store) == []
+
+
+# ------------------------------------------------------------------ try the graders
+@pytest.mark.slow
+def test_try_the_graders_dialog_runs_the_worker_and_flags_graders(qtbot, tiny_model_dir, tmp_path):
+    import json as _json
+
+    from app.grader_trial_dialog import GraderTrialDialog
+    from backend.grader_trial import TrialResult
+    from backend.methods import all_methods
+    from backend.run_config import default_config
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(_json.dumps({"prompt": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(4)))
+    reward_file = tmp_path / "rewards.py"
+    reward_file.write_text(REWARD_FILE)
+    spec = next(s for s in all_methods() if s.samples and "graders" in s.config.__dataclass_fields__)
+    cfg = default_config(spec.key, model=str(tiny_model_dir), data_path=str(data), data_format="prompt_only",
+                         quantization="none", max_completion_length=6, reward_file=str(reward_file),
+                         graders=[{"grader": "regex_match", "pattern": "never-written-xyzzy"},
+                                  {"grader": "file:has_answer", "weight": 2.0}])
+    dialog = GraderTrialDialog(cfg, prompts=2, completions=2)
+    qtbot.addWidget(dialog)
+    with qtbot.waitSignal(dialog.sig_finished, timeout=180_000) as finished:
+        dialog.start()
+    result = finished.args[0]
+    assert isinstance(result, TrialResult), getattr(result, "message", result)
+    qtbot.waitUntil(lambda: not dialog.is_running(), timeout=10_000)
+    assert dialog.table.model.rowCount() == 4
+    assert dialog.table.model.graders() == ["regex_match", "has_answer"]
+    findings = dialog.findings.text()
+    # The pattern never matches: flagged as constant. The file was not allowed: its grader fails by name.
+    assert "gave every completion 0" in findings and "was not allowed to run" in findings
+    assert "2 of 2 graders need a look" in dialog.status.text()
+    column = dialog.table.model.columns().index("has_answer")
+    assert dialog.table.model.index(0, column).data() == "error"
+    assert not (tmp_path / "ran.txt").exists()
+    assert dialog.again_button.isEnabled() and not dialog.stop_button.isEnabled()

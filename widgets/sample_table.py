@@ -186,6 +186,8 @@ class SampleRowsModel(QAbstractTableModel):
             value = row.get("advantage")
             text = format_score(value)
             return f"+{text}" if isinstance(value, (int, float)) and value > 0 else text
+        if row.get("errors", {}).get(name):
+            return "error"
         return format_score(row["scores"].get(name))
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
@@ -208,6 +210,8 @@ class SampleRowsModel(QAbstractTableModel):
                 return f"<p style='white-space:pre-wrap'>{html.escape(shown)}</p>" if shown else None
             if name == "":
                 return MARK_TIPS.get(mark)
+            if name in self._graders and text == "error":
+                return f"<p style='white-space:pre-wrap'>{html.escape(row['errors'][name])}</p>"
             if name in self._graders and text == "—":
                 return f"'{name}' returned no score (None) for this completion."
             return None
@@ -217,6 +221,8 @@ class SampleRowsModel(QAbstractTableModel):
             if self._band.get((row["step"], row.get("group", 0))):
                 return QBrush(QColor("#f8fafc"))
             return None
+        if role == Qt.ItemDataRole.ForegroundRole and text == "error" and name in self._graders:
+            return QBrush(NEGATIVE)
         if role == Qt.ItemDataRole.ForegroundRole and name == "Advantage":
             value = row.get("advantage")
             if isinstance(value, (int, float)) and math.isfinite(value) and abs(value) > TIE_TOLERANCE:
@@ -254,6 +260,7 @@ class SampleTable(QWidget):
         self.detail.setReadOnly(True)
         self.detail.setPlaceholderText("Select a sample to read its prompt and completion in full.")
         self._current_key: tuple | None = None
+        self._hidden: set[str] = set()
 
         bar = QHBoxLayout()
         bar.addWidget(self.title)
@@ -291,6 +298,11 @@ class SampleTable(QWidget):
             parts.append(f"{tied} of {len(groups)} groups all equal")
         self.summary.setText(" · ".join(parts))
 
+    def hide_columns(self, names: Iterable[str]) -> None:
+        """Leave fixed columns out of view (a trial has no step nor advantage)."""
+        self._hidden = set(names)
+        self._after_reset()
+
     def clear(self) -> None:
         self.model.clear()
         self.detail.clear()
@@ -300,6 +312,7 @@ class SampleTable(QWidget):
         header = self.view.horizontalHeader()
         columns = self.model.columns()
         for i, name in enumerate(columns):
+            self.view.setColumnHidden(i, name in self._hidden)
             if name == "Completion":
                 header.setSectionResizeMode(i, QHeaderView.ResizeMode.Stretch)
             elif name == "Prompt":
@@ -326,8 +339,12 @@ class SampleTable(QWidget):
         self._current_key = self._row_key(row)
         scores = ", ".join(f"{name} {format_score(row['scores'].get(name))}" for name in self.model.graders())
         mark = MARKS.get(row.get("mark", MIDDLE), "")
+        where = (f"Prompt #{row.get('group', 0)}" if "Step" in self._hidden
+                 else f"Step {row['step']} · group #{row.get('group', 0)}")
+        numbers = f"Reward {format_score(row.get('reward'))}"
+        if "Advantage" not in self._hidden:
+            numbers += f" · advantage {format_score(row.get('advantage'))}"
+        errors = "".join(f"\n{name} failed: {message}" for name, message in row.get("errors", {}).items())
         self.detail.setPlainText(
-            f"Step {row['step']} · group #{row.get('group', 0)}" + (f" · {mark}" if mark else "") + "\n"
-            f"Reward {format_score(row.get('reward'))} · advantage {format_score(row.get('advantage'))}"
-            + (f" · {scores}" if scores else "") + "\n\n"
-            f"PROMPT\n{row.get('prompt', '')}\n\nCOMPLETION\n{row.get('completion', '')}")
+            where + (f" · {mark}" if mark else "") + "\n" + numbers + (f" · {scores}" if scores else "")
+            + errors + f"\n\nPROMPT\n{row.get('prompt', '')}\n\nCOMPLETION\n{row.get('completion', '')}")
