@@ -262,6 +262,9 @@ class StudioWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("Open recent")
         self.data_panel.sig_recent_changed.connect(self._fill_recent_menu)
         self._fill_recent_menu(self.settings.recent_files())
+        self.demo_menu = file_menu.addMenu("Demos")
+        self.demo_menu.aboutToShow.connect(self._fill_demo_menu)
+        self._fill_demo_menu()
         file_menu.addSeparator()
         quit_action = QAction("Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -291,6 +294,11 @@ class StudioWindow(QMainWindow):
             "AlignStudio fine-tunes and preference-aligns language models (SFT, DPO, ORPO with QLoRA) "
             "without code. Training runs in a separate process; every run is a folder you can reopen."))
         help_menu.addAction(about)
+
+    def _fill_demo_menu(self) -> None:
+        from app.demo_menu import fill_demo_menu
+
+        fill_demo_menu(self.demo_menu, self.open_config_file)
 
     def evaluate_rewards(self) -> None:
         """The reward evaluation panel, on the run selected in the Runs tab (app.reward_eval_panel)."""

@@ -376,3 +376,39 @@ def test_try_the_graders_dialog_runs_the_worker_and_flags_graders(qtbot, tiny_mo
     assert dialog.table.model.index(0, column).data() == "error"
     assert not (tmp_path / "ran.txt").exists()
     assert dialog.again_button.isEnabled() and not dialog.stop_button.isEnabled()
+
+
+# ------------------------------------------------------------------ demos
+def test_demos_are_listed_from_their_files_the_rl_one_first(tmp_path):
+    from app.demo_menu import list_demos
+    from backend.methods import all_methods
+
+    sampling = next(s for s in all_methods() if s.samples)
+    plain = next(s for s in all_methods() if not s.samples)
+    (tmp_path / "demo_a.yaml").write_text(f"# The demo run: {plain.label} on the demo data.\nmethod: {plain.key}\n")
+    (tmp_path / "demo_b.yaml").write_text(f"# Arithmetic answers that the model learns to get right\n"
+                                          f"model: ''\nmethod: '{sampling.key}'   # comment\n")
+    (tmp_path / "demo_c.yaml").write_text("# A method this build lacks\nmethod: no-such-method\n")
+    (tmp_path / "notes.yaml").write_text("method: x\n")
+    demos = list_demos(tmp_path)
+    assert [d.path.name for d in demos] == ["demo_b.yaml", "demo_a.yaml"]
+    assert demos[0].menu_text == "RL demo: Arithmetic answers that the model learns to get right"
+    assert demos[1].menu_text == f"{plain.label} on the demo data." and not demos[1].samples
+
+
+def test_the_file_menu_offers_the_shipped_demos_and_one_click_loads_its_settings(qtbot, studio_home):
+    from app.demo_menu import list_demos
+    from tests.gui_helpers import make_studio_window
+
+    window = make_studio_window(qtbot)
+    shipped = list_demos()
+    assert shipped, "resources/demo has demo_*.yaml files"
+    window.demo_menu.aboutToShow.emit()
+    actions = window.demo_menu.actions()
+    assert [a.text() for a in actions] == [d.menu_text for d in shipped]
+    target = shipped[0]
+    actions[0].trigger()
+    from backend.cli import load_config_file
+
+    assert window.method_panel.method() == load_config_file(str(target.path)).method
+    qtbot.waitUntil(lambda: window.data_panel.current() is not None, timeout=30_000)
