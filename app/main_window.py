@@ -263,8 +263,7 @@ class StudioWindow(QMainWindow):
         self.data_panel.sig_recent_changed.connect(self._fill_recent_menu)
         self._fill_recent_menu(self.settings.recent_files())
         self.demo_menu = file_menu.addMenu("Demos")
-        self.demo_menu.aboutToShow.connect(self._fill_demo_menu)
-        self._fill_demo_menu()
+        self.demo_menu.aboutToShow.connect(self._fill_demo_menu)  # read when opened: startup reads no files
         file_menu.addSeparator()
         quit_action = QAction("Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
