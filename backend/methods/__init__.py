@@ -14,6 +14,7 @@ from backend.methods.spec import BuildContext, DataNeed, MemoryTraits, Metric, M
 
 # Registration order is the order of menus and listings.
 METHOD_MODULES = ("backend.methods.sft", "backend.methods.dpo", "backend.methods.orpo",
+                  "backend.methods.cpo", "backend.methods.simpo",
                   "backend.methods.kto",
                   "backend.methods.grpo", "backend.methods.rloo",
                   "backend.methods.bradley_terry",

@@ -47,7 +47,7 @@ SPEC = MethodSpec(
     build_args=build_args,
     build=build,
     metrics=PAIRWISE_METRICS + (
-        Metric("nll_loss", "nll_loss", "NLL loss (the SFT part of ORPO)", "NLL", role="nll", order=60),
+        Metric("nll_loss", "nll_loss", "NLL loss on the chosen answers (the SFT part)", "NLL", role="nll", order=60),
         Metric("log_odds_ratio", "log_odds_ratio", "Log-odds ratio", "log-odds ratio", role="margin", order=62),
         Metric("log_odds_chosen", "log_odds_chosen", "Log-odds of chosen over rejected", "log-odds",
                role="odds", order=64),

@@ -15,6 +15,7 @@ import pytest
 from backend.memory_estimate import GEMMA3_270M, estimate_memory
 from backend.methods.dpo import DPO_LOSS_TYPES, F_DIVERGENCE_LOSSES, parse_extra_losses
 from backend.run_config import default_config, describe_problems, validate
+from tests.methods.in_process_training import easy_pairs, logged_steps, train_in_process
 
 # The settings each loss needs before TRL accepts it (the rest train on the defaults).
 NEEDS = {"robust": {"label_smoothing": 0.1}, "exo_pair": {"label_smoothing": 1e-3}}
@@ -141,24 +142,13 @@ def test_combined_losses_and_their_settings_reach_trl(tmp_path):
 
 
 # ------------------------------------------------------------- training, in this process
-# One process for every loss: the builders the worker uses, then trainer.train() for one step.
-# Unquantized, for speed: the 4-bit path is the conformance test's (tests/test_method_registry.py).
+# One process for every loss (tests/methods/in_process_training.py): one step each.
 _STATE: dict = {}
 
 
 @pytest.fixture(scope="module")
 def one_step_setup(tiny_model_dir, tmp_path_factory):
-    import datasets
-    import transformers
-    from datasets import Dataset
-
-    from tests.conftest import POLITE, RUDE
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.set_verbosity_error()
-    rows = [{"prompt": f"Question {i}: can you help me?", "chosen": " " + POLITE[i % 3],
-             "rejected": " " + RUDE[i % 3]} for i in range(8)]
-    _STATE.update(model_dir=tiny_model_dir, data=Dataset.from_list(rows), out=tmp_path_factory.mktemp("dpo-losses"))
+    _STATE.update(model_dir=tiny_model_dir, data=easy_pairs(), out=tmp_path_factory.mktemp("dpo-losses"))
     yield
     _first_step.cache_clear()
     _STATE.clear()
@@ -167,24 +157,9 @@ def one_step_setup(tiny_model_dir, tmp_path_factory):
 @lru_cache(maxsize=None)
 def _first_step(settings: tuple) -> tuple[float, float, object]:
     """(loss, grad norm, trainer) of one step with ``settings``; a step taken once per settings."""
-    from transformers.trainer_callback import PrinterCallback
-
-    from backend.trainer_builders import build_model, build_tokenizer, build_trainer, build_trl_args, \
-        choose_precision
-    from backend.run_config import check
-    from tests.conftest import tiny_run_config
-
-    values = dict(settings)
-    cfg = check(tiny_run_config("dpo", _STATE["model_dir"], Path("in-memory.jsonl"), quantization="none", max_steps=1,
-                                per_device_train_batch_size=2, logging_steps=1, report_to="none", **values))
-    precision = choose_precision()
-    model_dir = str(_STATE["model_dir"])
-    tokenizer, model = build_tokenizer(model_dir, cfg), build_model(model_dir, cfg, precision)
-    args = build_trl_args(cfg, precision, str(_STATE["out"] / str(abs(hash(settings)))), has_eval=False)
-    trainer = build_trainer(cfg, model, tokenizer, args, _STATE["data"], None, [])
-    trainer.remove_callback(PrinterCallback)
-    trainer.train()
-    logged = next(h for h in trainer.state.log_history if "loss" in h)
+    out = _STATE["out"] / str(abs(hash(settings)))
+    trainer = train_in_process("dpo", _STATE["model_dir"], _STATE["data"], out, **dict(settings))
+    logged = logged_steps(trainer)[0]
     return logged["loss"], logged["grad_norm"], trainer
 
 
