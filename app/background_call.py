@@ -69,3 +69,18 @@ def call_in_background(fn: Callable[[], Any], on_done: Callable[[Any], None],
     relay.done.connect(finish_ok)
     relay.failed.connect(finish_error)
     (pool or QThreadPool.globalInstance()).start(_Call(fn, relay))
+
+
+
+def follow_worker_events(worker, relay: QObject, owner: QObject, on_end: Callable[[], None]) -> None:
+    """Read a worker's blocking ``events()`` on the pool; each event reaches the GUI thread
+    through ``relay.sig_event`` (a queued signal of a QObject living there), and ``on_end()``
+    runs there once the stream is over, whatever ended it. The worker's pipes are closed then."""
+
+    def follow():
+        for event in worker.events():
+            if shiboken6.isValid(relay):
+                relay.sig_event.emit(event)
+        worker.close()
+
+    call_in_background(follow, on_done=lambda _none: on_end(), on_error=lambda _exc, _tb: on_end(), owner=owner)

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     from backend.cli_generate import add_generate_parser
 
     add_generate_parser(sub)
+    from backend.cli_eval import add_eval_parser
+
+    add_eval_parser(sub)
     return parser
 
 
@@ -420,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
         from backend.cli_generate import cmd_generate
 
         return cmd_generate(args)
+    if args.command == "eval":
+        from backend.cli_eval import cmd_eval
+
+        return cmd_eval(args)
     if args.command == "graders":
         from backend.cli_rewards import cmd_graders
 
