@@ -159,7 +159,8 @@ SPEC = MethodSpec(
     build_args=build_args,
     build=build,
     metrics=(
-        Metric("kl", "kl", "KL to the reference (mismatched answers)", "KL", role="kl", order=15),
+        # Estimated on mismatched answers of the batch; the title is shared with every method logging "kl".
+        Metric("kl", "kl", "KL to the reference", "KL", role="kl", order=15),
         Metric("rewards/margins", "margins", "Reward margin (good − bad)", "margin", role="margin", order=20),
         # TRL names the good side "chosen" and the bad side "rejected", as for pairs.
         *(Metric(f"{family}/{side}", family, f"{title}: good vs bad answers", word, role=side, order=order)
