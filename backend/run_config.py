@@ -31,8 +31,12 @@ def setting(
     choices: tuple[Any, ...] | None = None,
     advanced: bool = False,
     group: str = "Training",
+    choice_notes: dict[Any, str] | None = None,
+    placeholder: str = "",
 ) -> Any:
-    """A dataclass field with the metadata the form builder and validator need."""
+    """A dataclass field with the metadata the form builder and validator need.
+    ``choice_notes`` (choice -> a few words) are shown beside the choices in the form;
+    ``placeholder`` is the grey example an empty text field shows."""
     meta = {
         "help": help,
         "label": label,
@@ -41,6 +45,8 @@ def setting(
         "choices": choices,
         "advanced": advanced,
         "group": group,
+        "choice_notes": choice_notes,
+        "placeholder": placeholder,
     }
     return field(default=default, metadata=meta)
 

@@ -167,8 +167,13 @@ class ConfigForm(QWidget):
         kind = field_kind(f)
         if meta.get("choices"):
             combo = QComboBox()
+            notes = meta.get("choice_notes") or {}
             for choice in meta["choices"]:
-                combo.addItem(str(choice), choice)
+                note = notes.get(choice)
+                combo.addItem(f"{choice}: {note}" if note else str(choice), choice)
+            if notes:  # long notes would otherwise widen the whole form to the longest one
+                combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+                combo.setMinimumContentsLength(16)
             combo.currentIndexChanged.connect(self._on_edit)
             return combo
         if kind == "bool":
@@ -186,7 +191,9 @@ class ConfigForm(QWidget):
             spin.valueChanged.connect(self._on_edit)
             return spin
         line = QLineEdit()
-        if kind == "dict":
+        if meta.get("placeholder"):
+            line.setPlaceholderText(meta["placeholder"])
+        elif kind == "dict":
             line.setPlaceholderText("{field: column, ...}")
         line.textEdited.connect(self._on_edit)
         return line

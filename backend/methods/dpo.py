@@ -69,18 +69,19 @@ class DPORunConfig(BaseRunConfig):
     )
     loss_type: str = setting(
         "sigmoid", _loss_help(), label="Loss type", choices=DPO_LOSS_TYPES, group="Preference",
+        choice_notes=DPO_LOSS_NOTES,
     )
     extra_losses: str = setting(
         "", "Further losses added to the main one, each with its weight: name:weight separated by commas, "
         "e.g. 'sft:1' (RPO: DPO plus NLL on the chosen answers) or 'bco_pair:0.2, sft:1' with Main loss "
         "weight 0.8 (MPO). A name without a weight counts 1. Empty: the main loss alone. Names: "
         + ", ".join(DPO_LOSS_TYPES) + ".",
-        label="Extra losses", group="Preference",
+        label="Extra losses", group="Preference", placeholder="none; e.g. sft:1  or  bco_pair:0.2, sft:1",
     )
     loss_weight: float = setting(
         1.0, "Weight of the main loss in the sum with the Extra losses (MPO uses 0.8). Alone it only scales "
         "the loss, like the learning rate.",
-        label="Main loss weight", minimum=1e-6, maximum=1000.0, group="Preference", advanced=True,
+        label="Main loss weight", minimum=1e-6, maximum=1000.0, group="Preference",
     )
     label_smoothing: float = setting(
         0.0, "Assumed fraction of flipped preference labels: robust DPO (0.1 is typical), EXO (0.001) and AOT "
@@ -136,9 +137,10 @@ def parse_extra_losses(text: str) -> tuple[list[tuple[str, float]], list[str]]:
             continue
         name, weight_text = match.group(1).lower(), match.group(2)
         if name not in DPO_LOSS_NOTES:
-            close = difflib.get_close_matches(name, DPO_LOSS_TYPES, n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
-            problems.append(f"'{entry}': there is no loss '{name}'; {hint}known losses: {', '.join(DPO_LOSS_TYPES)}")
+            close = [t for t in DPO_LOSS_TYPES if t.startswith(name)] or \
+                difflib.get_close_matches(name, DPO_LOSS_TYPES, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else f"; the losses are {', '.join(DPO_LOSS_TYPES)}"
+            problems.append(f"'{entry}': there is no loss '{name}'{hint}")
             continue
         try:
             weight = 1.0 if weight_text is None else float(weight_text)
@@ -174,7 +176,7 @@ def validate(cfg: DPORunConfig) -> list[tuple[str, str]]:
         extra_problems.append("apo_zero assumes the chosen answers are better than the model's own and apo_down "
                               "that they are worse; use one of the two")
     if extra_problems:  # one message: the form shows one per setting
-        problems.append(("extra_losses", "Extra losses: " + "; ".join(extra_problems)))
+        problems.append(("extra_losses", "; ".join(extra_problems)))
     typical = {"robust": "0.1 is typical for robust", "exo_pair": "the EXO paper uses 0.001"}
     smoothed = [name for name in typical if name in losses]
     if smoothed and cfg.label_smoothing <= 0.0:

@@ -67,11 +67,15 @@ def test_extra_losses_are_read_with_weights_and_bad_entries_named():
     assert parse_extra_losses("") == ([], [])
     problems = dict(validate(default_config("dpo", extra_losses="sftt:0.5, bco_pair:x, ipo:-1, hinge, hinge:2")))
     message = problems["extra_losses"]
-    assert "'sftt:0.5': there is no loss 'sftt'; did you mean sft?" in message
+    assert "'sftt:0.5': there is no loss 'sftt' (did you mean sft?); " in message
     assert "'bco_pair:x': the weight 'x' is not a number" in message
     assert "'ipo:-1': the weight must be a number above 0" in message
     assert "'hinge:2': hinge is listed twice" in message
     assert describe_problems([("extra_losses", message)])[0].startswith("Extra losses: 'sftt:0.5'")
+    assert "there is no loss 'bco' (did you mean bco_pair?)" in dict(validate(
+        default_config("dpo", extra_losses="bco:0.2")))["extra_losses"]
+    unknown = dict(validate(default_config("dpo", extra_losses="kto:1")))["extra_losses"]
+    assert unknown == "'kto:1': there is no loss 'kto'; the losses are " + ", ".join(DPO_LOSS_TYPES)
     problems = dict(validate(default_config("dpo", loss_type="sigmoid", extra_losses="sigmoid:0.5")))
     assert "sigmoid is already the main loss" in problems["extra_losses"]
     assert validate(default_config("dpo", extra_losses="bco_pair:0.2, sft:1", loss_weight=0.8)) == []
@@ -187,3 +191,21 @@ def test_combined_losses_train_as_the_weighted_sum_of_their_parts(one_step_setup
                                               ("extra_losses", "ipo:0.5")))
     assert math.isfinite(value) and grad_norm > 0
     assert set(F_DIVERGENCE_LOSSES) <= set(DPO_LOSS_TYPES)
+
+
+def test_the_form_says_what_each_loss_is_for_and_shows_an_example_of_extra_losses(qtbot):
+    from backend.methods.dpo import DPO_LOSS_NOTES, DPORunConfig
+    from backend.run_config import to_dict, user_fields
+    from widgets.config_form import ConfigForm
+
+    form = ConfigForm()
+    qtbot.addWidget(form)
+    cfg = DPORunConfig()
+    form.build(user_fields(cfg), to_dict(cfg))
+    combo = form.editor("loss_type")
+    assert [combo.itemData(i) for i in range(combo.count())] == list(DPO_LOSS_TYPES)
+    assert combo.itemText(combo.findData("apo_down")) == "apo_down: " + DPO_LOSS_NOTES["apo_down"]
+    assert "bco_pair:0.2, sft:1" in form.editor("extra_losses").placeholderText()
+    form.set_values({"loss_type": "ipo", "extra_losses": "sft:0.5", "loss_weight": 0.8})
+    assert {k: form.values()[k] for k in ("loss_type", "extra_losses", "loss_weight")} == {
+        "loss_type": "ipo", "extra_losses": "sft:0.5", "loss_weight": 0.8}
