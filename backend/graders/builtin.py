@@ -18,7 +18,7 @@ from backend.graders.json_check import find_json, has_jsonschema, schema_checker
 from backend.graders.spec import GraderSetting as S
 from backend.graders.spec import GraderSettingError, GraderSpec
 
-_EXTRACT_HELP = ("Where the answer is in the completion: last_number, boxed (the last \\boxed{...}), "
+_EXTRACT_HELP = ("Where the answer is in the completion: last_number, first_number, boxed (the last \\boxed{...}), "
                  "marker (after the Marker text), answer_tag (inside <answer>...</answer>), whole (all of it).")
 
 

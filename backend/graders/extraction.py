@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-EXTRACTIONS = ("last_number", "boxed", "marker", "answer_tag", "whole")
+EXTRACTIONS = ("last_number", "first_number", "boxed", "marker", "answer_tag", "whole")
 
 _NUMBER = re.compile(r"[-+]?\$?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?%?|[-+]?\.\d+")
 
@@ -64,6 +64,9 @@ def extract_answer(text: str, how: str, marker: str = "####") -> str | None:
     """The answer in ``text`` by ``how`` (one of ``EXTRACTIONS``); None when there is none."""
     if how == "last_number":
         return last_number(text)
+    if how == "first_number":
+        found = _NUMBER.findall(text or "")
+        return found[0] if found else None
     if how == "boxed":
         return boxed(text)
     if how == "marker":

@@ -1,0 +1,68 @@
+"""REINFORCE Leave-One-Out: each sampled completion's baseline is the mean reward of the
+other completions of its prompt (TRL's ``RLOOTrainer``), on the same graders as GRPO."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backend.methods.rl_common import (DEMO_NAME, GROUP, RL_DATA, RL_DIAGNOSTICS, RL_EXPECTED_KEYS, RL_HEADLINE,
+                                       RL_MEMORY, RL_METRICS, RL_SUMMARY, RLRunConfig, fit_prompts, reward_functions,
+                                       rl_trl_keys, validate_rl)
+from backend.methods.spec import BuildContext, MethodSpec
+from backend.run_config import setting
+
+
+@dataclass
+class RLOORunConfig(RLRunConfig):
+    """RLOO: grade sampled completions; each one's baseline is the mean of the rest of its group."""
+
+    method: str = field(default="rloo", metadata={"help": "Training method", "internal": True})
+    beta: float = setting(
+        0.05, "Weight of the KL penalty to the reference (the base with the adapter off), TRL's default for "
+        "RLOO. 0 skips the reference pass.",
+        label="Beta (KL)", minimum=0.0, maximum=100.0, group="Reward",
+    )
+    normalize_advantages: bool = setting(
+        False, "Scale the advantages of each batch to mean 0 and spread 1.",
+        label="Normalise advantages", group="Reward",
+    )
+
+
+def validate(cfg: RLOORunConfig) -> list[tuple[str, str]]:
+    return validate_rl(cfg)
+
+
+def build_args(cfg: RLOORunConfig, args: dict):
+    from trl import RLOOConfig
+
+    return RLOOConfig(**rl_trl_keys(cfg, args), normalize_advantages=cfg.normalize_advantages,
+                      generation_kwargs={"use_cache": True})
+
+
+def build(ctx: BuildContext):
+    from trl import RLOOTrainer
+
+    fit_prompts(ctx)
+    return RLOOTrainer(reward_funcs=reward_functions(ctx), **ctx.trainer_kwargs())
+
+
+SPEC = MethodSpec(
+    key="rloo",
+    label="RLOO",
+    title="RLOO (REINFORCE leave-one-out)",
+    group=GROUP,
+    summary="Like GRPO on the same graders; each answer is judged against the rest of its group.",
+    config=RLOORunConfig,
+    data=RL_DATA,
+    build_args=build_args,
+    build=build,
+    metrics=RL_METRICS,
+    expected_keys=RL_EXPECTED_KEYS,
+    headline=RL_HEADLINE,
+    summary_metrics=RL_SUMMARY,
+    diagnostics=RL_DIAGNOSTICS,
+    memory=RL_MEMORY,
+    validate=validate,
+    samples=True,
+    demo=DEMO_NAME,
+)
