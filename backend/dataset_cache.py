@@ -20,13 +20,11 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from backend.dataset_formats import DatasetError
 from backend.paths import cache_dir
 
-if TYPE_CHECKING:
-    from datasets import Dataset
 
 CACHE_VERSION = 1  # raise when the normalised rows of the same input would differ
 KEEP_COPIES = 4
@@ -58,19 +56,18 @@ class PreparedCopy:
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
         return cls(key, origin)
 
-    def open(self) -> tuple[dict[str, Any], Dataset] | None:
-        """The description and the memory-mapped rows, if a complete copy exists."""
+    def open(self) -> tuple[dict[str, Any], Any, str] | None:
+        """The description, the memory-mapped rows (a pyarrow Table) and the copy's path, if a
+        complete copy exists."""
         if not (self.arrow.is_file() and self.description.is_file()):
             return None
-        from datasets import Dataset
-
         try:
             description = json.loads(self.description.read_text(encoding="utf-8"))
-            dataset = Dataset.from_file(str(self.arrow))
+            table = read_arrow_stream(self.arrow)
         except Exception:  # a damaged copy is simply made again
             return None
         os.utime(self.description)  # most recently used
-        return description, dataset
+        return description, table, str(self.arrow)
 
     def writer(self, schema) -> ArrowCopyWriter:
         return ArrowCopyWriter(self, schema)
@@ -110,16 +107,15 @@ class ArrowCopyWriter:
             self.discard()
             raise _disk_error(err) from None
 
-    def finish(self) -> Dataset:
-        from datasets import Dataset
-
+    def finish(self):
+        """The written rows as a Table memory-mapped from the copy, now in place."""
         try:
             self._close()
             os.replace(self._temporary, self._copy.arrow)
         except OSError as err:
             self.discard()
             raise _disk_error(err) from None
-        return Dataset.from_file(str(self._copy.arrow))
+        return read_arrow_stream(self._copy.arrow)
 
     def discard(self) -> None:
         try:
@@ -186,3 +182,12 @@ def _disk_error(err: OSError) -> DatasetError:
         f"The prepared copy of this dataset could not be written to {folder}: {err.strerror or err}. "
         "Point ALIGNSTUDIO_CACHE at a folder you can write to."
     )
+
+
+def read_arrow_stream(path: Path):
+    """A prepared copy (an Arrow stream, as `datasets` writes them) memory-mapped: the rows stay on
+    disk and are paged in as read. pyarrow alone, so a load does not import `datasets`."""
+    import pyarrow as pa
+
+    # Not closed here: the table's buffers point into the mapping, which lives as long as they do.
+    return pa.ipc.open_stream(pa.memory_map(str(path))).read_all()

@@ -290,7 +290,7 @@ class FormatDetection:
 
     @property
     def output_columns(self) -> list[str]:
-        return list(output_features(self).keys())
+        return list(output_schema(self).names)
 
 
 def _norm_name(name: str) -> str:
@@ -656,32 +656,41 @@ def _maybe_json_list(value: Any) -> Any:
 # ------------------------------------------------------------ normalisation
 
 
-def output_features(detection: FormatDetection) -> Features:
-    """Column types of the normalised dataset (TRL's naming)."""
-    from datasets import Features, Value
+def output_schema(detection: FormatDetection):
+    """Column types of the normalised dataset (TRL's naming), as a pyarrow schema.
 
-    message = [{"role": Value("string"), "content": Value("string")}]
+    Built with pyarrow alone: the window's loader turns rows into Arrow and reports on
+    them without importing `datasets`, which costs about a second of start-up."""
+    import pyarrow as pa
+
+    text = pa.string()
+    message = pa.list_(pa.struct([("role", text), ("content", text)]))
     fmt = detection.format
-    text_or_messages = message if detection.conversational else Value("string")
+    text_or_messages = message if detection.conversational else text
     if fmt.is_paired_preference:
-        return Features(
-            {"prompt": text_or_messages, "chosen": text_or_messages, "rejected": text_or_messages}
-        )
-    if fmt is DataFormat.UNPAIRED_PREFERENCE:
-        return Features({"prompt": text_or_messages, "completion": text_or_messages, "label": Value("bool")})
-    if fmt in (DataFormat.SHAREGPT, DataFormat.MESSAGES):
-        return Features({"messages": message})
-    if fmt in (DataFormat.ALPACA, DataFormat.PROMPT_COMPLETION):
-        return Features({"prompt": text_or_messages, "completion": text_or_messages})
-    if fmt is DataFormat.PROMPT_ONLY:
-        from datasets import Sequence
+        columns = [("prompt", text_or_messages), ("chosen", text_or_messages), ("rejected", text_or_messages)]
+    elif fmt is DataFormat.UNPAIRED_PREFERENCE:
+        columns = [("prompt", text_or_messages), ("completion", text_or_messages), ("label", pa.bool_())]
+    elif fmt in (DataFormat.SHAREGPT, DataFormat.MESSAGES):
+        columns = [("messages", message)]
+    elif fmt in (DataFormat.ALPACA, DataFormat.PROMPT_COMPLETION):
+        columns = [("prompt", text_or_messages), ("completion", text_or_messages)]
+    elif fmt is DataFormat.PROMPT_ONLY:
+        types = {"string": text, "json": text, "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
+                 "list_string": pa.list_(text), "list_int": pa.list_(pa.int64()),
+                 "list_float": pa.list_(pa.float64())}
+        columns = [("prompt", text_or_messages),
+                   *((col, types[kind]) for col, kind in detection.extra_columns.items())]
+    else:
+        columns = [("text", text)]
+    return pa.schema(columns)
 
-        types = {"string": Value("string"), "json": Value("string"), "int": Value("int64"),
-                 "float": Value("float64"), "bool": Value("bool"), "list_string": Sequence(Value("string")),
-                 "list_int": Sequence(Value("int64")), "list_float": Sequence(Value("float64"))}
-        return Features({"prompt": text_or_messages,
-                         **{col: types[kind] for col, kind in detection.extra_columns.items()}})
-    return Features({"text": Value("string")})
+
+def output_features(detection: FormatDetection) -> Features:
+    """The same column types as `datasets` Features, for code that builds a `datasets.Dataset`."""
+    from datasets import Features
+
+    return Features.from_arrow_schema(output_schema(detection))
 
 
 def normalise_row(detection: FormatDetection, row: dict[str, Any]) -> dict[str, Any]:

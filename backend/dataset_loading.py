@@ -39,7 +39,7 @@ from backend.dataset_formats import (
     detect_format,
     normalise_row,
     data_kind,
-    output_features,
+    output_schema,
     supported_methods,
 )
 from backend.dataset_cache import ArrowCopyWriter, PreparedCopy
@@ -87,7 +87,9 @@ class LoadedDataset:
 
     path: str
     format: DataFormat
-    dataset: Dataset
+    # The normalised rows: a pyarrow Table (memory-mapped for a prepared copy), or a
+    # `datasets.Dataset` where one was built (a mix). ``table`` and ``dataset`` read them.
+    rows: Any
     column_mapping: dict[str, str]
     rows_total: int
     rows_kept: int
@@ -106,9 +108,27 @@ class LoadedDataset:
     heldout: "LoadedDataset | None" = None  # the source's test split, held out for evaluation
     hub: dict[str, Any] | None = None  # hub id, subset, split and revision of a hub dataset
 
+    arrow_file: str = ""  # the prepared copy the rows are memory-mapped from, if any
+
     @property
     def rows_dropped(self) -> int:
         return self.rows_total - self.rows_kept
+
+    @property
+    def table(self):
+        """The rows as a pyarrow Table: what the report and the preview read, without `datasets`."""
+        rows = self.rows
+        if hasattr(rows, "flatten_indices"):  # a datasets.Dataset
+            return rows.flatten_indices().data.table
+        return rows
+
+    @property
+    def dataset(self) -> Dataset:
+        """The rows as a `datasets.Dataset`, made on first use. Importing `datasets` takes about a
+        second, which the window's data report does without; training and mixing pay it here."""
+        if not hasattr(self.rows, "flatten_indices"):
+            self.rows = _as_dataset(self.rows, self.arrow_file)
+        return self.rows
 
     @property
     def format_label(self) -> str:
@@ -158,24 +178,23 @@ def load_dataset_file(
     forced = _as_format(format, where)
     options = dict(column_map=column_map, subset=subset, revision=revision, progress=progress,
                    should_stop=should_stop, spill_bytes=spill_bytes)
-    with _quiet_datasets():
-        loaded = _load_split(where, hub, forced, split=split, on_preview=on_preview, **options)
-        held = _heldout_name(loaded, eval_split, where)
-        if held:
-            # The held-out rows are read as the training rows were, so their columns agree.
-            try:
-                loaded.heldout = _load_split(where, hub, forced or loaded.format, split=held, on_preview=None,
-                                             **options)
-            except LoadCancelled:
-                raise
-            except DatasetError as err:
-                raise DatasetError(
-                    f"The {held} split, which would be held out for evaluation, cannot be used: {err.message} "
-                    "Fix it, or set the held-out split to none to hold out a share of the training rows.",
-                    path=err.path, line=err.line, field=err.field, columns=err.columns) from None
-            _check_same_shape(loaded, loaded.heldout, where)
-            loaded.notes.append(f"The {held} split ({loaded.heldout.rows_kept} rows) is held out for "
-                                "evaluation and the Compare tab.")
+    loaded = _load_split(where, hub, forced, split=split, on_preview=on_preview, **options)
+    held = _heldout_name(loaded, eval_split, where)
+    if held:
+        # The held-out rows are read as the training rows were, so their columns agree.
+        try:
+            loaded.heldout = _load_split(where, hub, forced or loaded.format, split=held, on_preview=None,
+                                         **options)
+        except LoadCancelled:
+            raise
+        except DatasetError as err:
+            raise DatasetError(
+                f"The {held} split, which would be held out for evaluation, cannot be used: {err.message} "
+                "Fix it, or set the held-out split to none to hold out a share of the training rows.",
+                path=err.path, line=err.line, field=err.field, columns=err.columns) from None
+        _check_same_shape(loaded, loaded.heldout, where)
+        loaded.notes.append(f"The {held} split ({loaded.heldout.rows_kept} rows) is held out for "
+                            "evaluation and the Compare tab.")
     return loaded
 
 
@@ -199,7 +218,7 @@ def _heldout_name(loaded: LoadedDataset, eval_split: str, where) -> str:
 
 
 def _check_same_shape(train: LoadedDataset, held: LoadedDataset, where) -> None:
-    if train.dataset.features != held.dataset.features:
+    if not train.table.schema.equals(held.table.schema, check_metadata=False):
         raise DatasetError(
             f"The {held.split} split is written differently from the {train.split} split "
             f"({held.format_label}{', chat messages' if held.conversational else ''} against "
@@ -212,6 +231,8 @@ def _load_split(where, hub: bool, forced: DataFormat | None, *, column_map, spli
     spill_at = SPILL_BYTES if spill_bytes is None else spill_bytes
     with contextlib.ExitStack() as stack:
         info = None
+        if hub or where.is_dir() or where.suffix.lower() == ".arrow":
+            stack.enter_context(_quiet_datasets())  # these sources are read through `datasets`
         if hub:
             from backend.hub_datasets import open_hub_rows
 
@@ -289,8 +310,8 @@ def preview_rows(loaded: LoadedDataset, n: int = 50) -> list[dict[str, str]]:
     """The first ``n`` normalised rows as text, keyed by the dataset's columns
     (prompt/chosen/rejected, prompt/completion, messages or text); chat
     messages become "role: content" lines."""
-    ds = loaded.dataset
-    rows = ds.select(range(min(n, len(ds)))).to_list()
+    table = loaded.table
+    rows = table.slice(0, min(n, table.num_rows)).to_pylist()
     return [{k: flatten_value(v) for k, v in row.items()} for row in rows]
 
 
@@ -319,7 +340,8 @@ def _as_format(format: DataFormat | str | None, path: Path) -> DataFormat | None
 
 @contextlib.contextmanager
 def _quiet_datasets():
-    # Progress bars from `datasets` would spill into the CLI and the GUI's log.
+    # Progress bars from `datasets` would spill into the CLI and the GUI's log. A local file
+    # is read without `datasets`, so only sources read through it import it here.
     import datasets
 
     was_disabled = datasets.are_progress_bars_disabled()
@@ -346,7 +368,7 @@ def _scan(path: Path, source: RowSource, watch: "_Watch", forced: DataFormat | N
     columns = source.columns or _columns_of(rows)
     detection = detect_format(columns, rows[:_SAMPLE_ROWS], forced=forced, column_map=column_map, path=path)
     del rows
-    schema = output_features(detection).arrow_schema
+    schema = output_schema(detection)
     sink = _ArrowRows(schema, copy.writer(schema) if copy else None)
     scan = _Normaliser(detection, source.unit, drops, sink, on_preview)
     try:
@@ -356,7 +378,7 @@ def _scan(path: Path, source: RowSource, watch: "_Watch", forced: DataFormat | N
         if not scan.kept:
             raise DatasetError(_nothing_usable_after_detection(drops, source.unit, detection, all_columns),
                                path=path, columns=all_columns)
-        dataset = sink.finish()
+        table = sink.finish()
     except BaseException:
         sink.discard()
         raise
@@ -370,7 +392,8 @@ def _scan(path: Path, source: RowSource, watch: "_Watch", forced: DataFormat | N
     return LoadedDataset(
         path=str(path),
         format=detection.format,
-        dataset=dataset,
+        rows=table,
+        arrow_file=str(copy.arrow) if copy is not None else "",
         column_mapping=dict(detection.column_mapping),
         rows_total=scan.kept + drops.total,
         rows_kept=scan.kept,
@@ -399,12 +422,13 @@ def _description(loaded: LoadedDataset) -> dict[str, Any]:
     return description
 
 
-def _loaded_from_description(path: Path, description: dict[str, Any], dataset: "Dataset") -> LoadedDataset:
+def _loaded_from_description(path: Path, description: dict[str, Any], table, arrow_file: str) -> LoadedDataset:
     fmt = DataFormat(description["format"])
     return LoadedDataset(
         path=str(path),
         format=fmt,
-        dataset=dataset,
+        rows=table,
+        arrow_file=arrow_file,
         dropped=[DroppedRow(**d) for d in description["dropped"]],
         supported_methods=supported_methods(fmt),
         **{name: description[name] for name in _DESCRIBED},
@@ -611,16 +635,12 @@ class _ArrowRows:
         if len(self._rows) >= _BATCH_ROWS:
             self._flush()
 
-    def finish(self) -> "Dataset":
-        from datasets import Dataset
-
+    def finish(self):
+        """The kept rows as a pyarrow Table (memory-mapped from the prepared copy when written to one)."""
         self._flush()
         if self._writer is not None:
             return self._writer.finish()
-        table = self._pa.Table.from_batches(self._batches, schema=self._schema)
-        # Without a fingerprint `datasets` hashes the whole table (pickling it);
-        # an in-memory dataset never reuses cached results, so a random one does.
-        return Dataset(table, fingerprint=uuid.uuid4().hex)
+        return self._pa.Table.from_batches(self._batches, schema=self._schema)
 
     def discard(self) -> None:
         if self._writer is not None:
@@ -635,6 +655,16 @@ class _ArrowRows:
             self._writer.write(batch)
         else:
             self._batches.append(batch)
+
+
+def _as_dataset(table, arrow_file: str = "") -> "Dataset":
+    from datasets import Dataset
+
+    if arrow_file:
+        return Dataset.from_file(arrow_file)  # stays memory-mapped, as the table was
+    # Without a fingerprint `datasets` hashes the whole table (pickling it);
+    # an in-memory dataset never reuses cached results, so a random one does.
+    return Dataset(table, fingerprint=uuid.uuid4().hex)
 
 
 def _build_dataset(rows_or_columns: list[dict[str, Any]] | dict[str, list], features) -> "Dataset":

@@ -60,7 +60,8 @@ def mix_datasets(parts: list[tuple[LoadedDataset, float]], seed: int) -> LoadedD
     dropped = [d for loaded, _ in parts for d in loaded.dropped]
     return replace(
         first,
-        dataset=mixed,
+        rows=mixed,
+        arrow_file="",
         rows_total=sum(loaded.rows_total for loaded, _ in parts),
         rows_kept=len(mixed),
         dropped=dropped,

@@ -109,14 +109,14 @@ def build_report(
     warnings: list[str] = []
     measure, unit, tokenizer_name = _length_function(tokenizer_path, warnings)
 
-    ds = loaded.dataset
+    table = loaded.table  # pyarrow: the report never waits for `datasets` to import
     if loaded.format is DataFormat.PROMPT_ONLY:
         # The other columns are the graders' (a reference answer, tests): not text the model reads.
-        ds = ds.select_columns(["prompt"])
-    n = len(ds)
+        table = table.select(["prompt"])
+    n = table.num_rows
     if n > max_rows:
-        ds = ds.select(_sample_indices(n, max_rows))
-    lengths_by_part = _measure_parts(ds, measure)
+        table = table.take(_sample_indices(n, max_rows))
+    lengths_by_part = _measure_parts(table, measure)
     lengths = {name: _stats(values) for name, values in lengths_by_part.items() if values}
 
     total = _total_lengths(lengths_by_part)
@@ -155,7 +155,7 @@ def build_report(
             "memorise them rather than generalise. A few hundred or more work better."
         )
     if n > max_rows:
-        loaded_note = f"Lengths were measured on {len(ds)} rows taken evenly across all {n}."
+        loaded_note = f"Lengths were measured on {table.num_rows} rows taken evenly across all {n}."
     else:
         loaded_note = None
 
@@ -179,7 +179,7 @@ def build_report(
         notes=list(loaded.notes) + ([loaded_note] if loaded_note else []),
         length_unit=unit,
         tokenizer=tokenizer_name,
-        rows_measured=len(ds),
+        rows_measured=table.num_rows,
         lengths=lengths,
         suggested_max_length=suggested,
         chosen_longer_fraction=fraction,
@@ -201,8 +201,9 @@ def build_report(
 def _label_counts(loaded: LoadedDataset) -> dict[str, int] | None:
     if loaded.format is not DataFormat.UNPAIRED_PREFERENCE:
         return None
-    good = sum(loaded.dataset["label"])
-    return {"good": good, "bad": len(loaded.dataset) - good}
+    labels = loaded.table.column("label").to_pylist()
+    good = sum(1 for label in labels if label)
+    return {"good": good, "bad": len(labels) - good}
 
 
 def method_advice(cfg, report: DataReport | None) -> list[str]:
@@ -307,13 +308,13 @@ def _sample_indices(n: int, count: int) -> list[int]:
     return [r * n // runs + k for r in range(runs) for k in range(per_run)]
 
 
-def _measure_parts(ds, measure: Callable[[list[str]], list[int]]) -> dict[str, list[int]]:
+def _measure_parts(table, measure: Callable[[list[str]], list[int]]) -> dict[str, list[int]]:
     """Lengths of each part of every row, read a batch at a time: only the
     numbers are kept, and no single call holds the interpreter for long (the
     window's thread needs it while a big file is measured in the background)."""
     lengths: dict[str, list[int]] = {}
-    for batch in ds.iter(batch_size=_MEASURE_BATCH):
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+    for batch in table.to_batches(max_chunksize=_MEASURE_BATCH):
+        rows = batch.to_pylist()
         for name, texts in _parts(rows).items():
             lengths.setdefault(name, []).extend(measure(texts))
     return lengths

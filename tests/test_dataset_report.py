@@ -222,3 +222,29 @@ def test_prompts_only_measures_the_prompts_and_lists_the_kept_columns():
     assert "95% of prompts fit in" in text and "leave room for the answers" in text
     assert "Kept as they are, for graders to read by name: solution, subset, level, tests, meta." in text
     assert "line 3 [problem]: is empty" in text
+
+
+def test_the_report_and_preview_of_a_local_file_do_not_import_datasets(tmp_path):
+    """`datasets` (with pandas) takes about a second to import; the window's data report and
+    preview are built from the Arrow rows without it, and training still gets a Dataset."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "good", "rejected": "bad"}) + "\n"
+                            for i in range(40)), encoding="utf-8")
+    code = (
+        "import sys\n"
+        "from backend.dataset_loading import load_dataset_file, preview_rows\n"
+        "from backend.dataset_report import build_report\n"
+        f"loaded = load_dataset_file({str(data)!r})\n"
+        "report = build_report(loaded)\n"
+        "rows = preview_rows(loaded, 5)\n"
+        "assert 'datasets' not in sys.modules, 'datasets was imported'\n"
+        "assert report.rows_kept == 40 and len(rows) == 5 and rows[0]['chosen'] == 'good'\n"
+        "ds = loaded.dataset\n"
+        "assert type(ds).__name__ == 'Dataset' and len(ds) == 40 and ds[0]['prompt'] == 'q0'\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
