@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QSplitter,
+    QStyledItemDelegate,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -140,6 +141,12 @@ class SampleRowsModel(QAbstractTableModel):
     def columns(self) -> list[str]:
         return [*self.FIXED_LEFT, *self._graders, *self.FIXED_RIGHT]
 
+    def _same_group_as_above(self, position: int) -> bool:
+        if position == 0:
+            return False
+        row, above = self._rows[position], self._rows[position - 1]
+        return (row["step"], row.get("group")) == (above["step"], above.get("group"))
+
     def row_at(self, position: int) -> dict[str, Any]:
         return self._rows[position]
 
@@ -198,6 +205,8 @@ class SampleRowsModel(QAbstractTableModel):
         text = self._text(row, name)
         mark = row.get("mark", MIDDLE)
         if role == Qt.ItemDataRole.DisplayRole:
+            if name == "Prompt" and self._same_group_as_above(index.row()):
+                return "〃"  # the group's prompt, said once
             return one_line(text) if name in ("Prompt", "Completion") else text
         if role == FULL_TEXT_ROLE:
             return text
@@ -221,6 +230,8 @@ class SampleRowsModel(QAbstractTableModel):
             if self._band.get((row["step"], row.get("group", 0))):
                 return QBrush(QColor("#f8fafc"))
             return None
+        if role == Qt.ItemDataRole.ForegroundRole and name == "Prompt" and self._same_group_as_above(index.row()):
+            return QBrush(QColor("#9ca3af"))
         if role == Qt.ItemDataRole.ForegroundRole and text == "error" and name in self._graders:
             return QBrush(NEGATIVE)
         if role == Qt.ItemDataRole.ForegroundRole and name == "Advantage":
@@ -231,6 +242,14 @@ class SampleRowsModel(QAbstractTableModel):
                                                            or name == "Step"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
+
+
+class _ElideEndDelegate(QStyledItemDelegate):
+    """A prompt's question is at its start: its cell drops the end when it does not fit."""
+
+    def initStyleOption(self, option, index):
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideRight
 
 
 class SampleTable(QWidget):
@@ -261,6 +280,7 @@ class SampleTable(QWidget):
         self.detail.setPlaceholderText("Select a sample to read its prompt and completion in full.")
         self._current_key: tuple | None = None
         self._hidden: set[str] = set()
+        self._prompt_delegate = _ElideEndDelegate(self.view)
 
         bar = QHBoxLayout()
         bar.addWidget(self.title)
@@ -316,6 +336,7 @@ class SampleTable(QWidget):
             if name == "Completion":
                 header.setSectionResizeMode(i, QHeaderView.ResizeMode.Stretch)
             elif name == "Prompt":
+                self.view.setItemDelegateForColumn(i, self._prompt_delegate)
                 header.setSectionResizeMode(i, QHeaderView.ResizeMode.Interactive)
                 if header.sectionSize(i) < 200:
                     header.resizeSection(i, 220)
