@@ -28,7 +28,7 @@ def test_registry_lists_unique_keys_in_known_groups():
         KEYS, key=lambda k: GROUP_ORDER.index(get_method(k).group))
     assert get_method("DPO") is get_method("dpo")
     with pytest.raises(KeyError):
-        get_method("ppo")
+        get_method("no_such_method")
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=KEYS)

@@ -37,7 +37,7 @@ class PPORunConfig(BaseRunConfig):
         label="Reward model", group="Reward",
     )
     max_completion_length: int = setting(
-        64, "Longest answer sampled per prompt (tokens). The prompt keeps at most Max length minus this.",
+        53, "Longest answer sampled per prompt (tokens). The prompt keeps at most Max length minus this.",
         label="Max answer tokens", minimum=1, maximum=8192, group="Sampling",
     )
     temperature: float = setting(
