@@ -85,7 +85,7 @@ def entry_problems(entries, *, reward_file: str = "", reward_model: str = "") ->
                 problems.append(f"grader {i} ({key}): {spec.unavailable_reason}")
             elif key == "reward_model" and not (settings.get("source") or reward_model):
                 problems.append(f"grader {i} (reward_model): name the reward model (reward_model, --reward-model)")
-            elif key != "reward_model":
+            elif not spec.made_in_worker:
                 spec.make(entry)  # builds patterns and schemas: a bad one is named now, not mid-run
         except GraderSettingError as exc:
             problems.append(f"grader {i}: {exc}")

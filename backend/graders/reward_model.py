@@ -34,4 +34,5 @@ REWARD_MODEL = GraderSpec(
     (S("source", "", "Reward-model run folder or model folder; empty: the Reward model setting."),
      S("batch_size", 8, "Completions scored per forward pass.")),
     _factory,
+    made_in_worker=True,
 )

@@ -29,6 +29,8 @@ class GraderSpec:
     # Setting names whose value is a dataset column the grader reads (checked against the data).
     column_settings: tuple[str, ...] = ()
     available: bool = True
+    # Made only in the worker (it imports TRL or loads a model); settings are checked by name only before.
+    made_in_worker: bool = False
     unavailable_reason: str = ""  # why it cannot be used here (a missing optional package)
 
     def defaults(self) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 
 from backend.graders.spec import GraderSetting as S
-from backend.graders.spec import GraderSpec
+from backend.graders.spec import GraderSpec as _Spec
 
 MATH_VERIFY_MISSING = ("needs the math_verify package, which is not installed here "
                        "(pip install 'math-verify[antlr4_13_2]')")
@@ -93,7 +93,11 @@ def _overlong(settings: dict):
 _SOLUTION = S("column", "solution", "Dataset column holding the reference solution (LaTeX or a number).")
 
 
-def trl_graders() -> tuple[GraderSpec, ...]:
+def GraderSpec(*args, **kwargs) -> _Spec:  # noqa: N802 - TRL's functions are imported in the worker only
+    return _Spec(*args, made_in_worker=True, **kwargs)
+
+
+def trl_graders() -> tuple[_Spec, ...]:
     math_ok = _has("math_verify")
     why = "" if math_ok else MATH_VERIFY_MISSING
     return (

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backend.methods.rl_common import (DEMO_NAME, GROUP, RL_DATA, RL_DIAGNOSTICS, RL_EXPECTED_KEYS, RL_HEADLINE,
-                                       RL_MEMORY, RL_METRICS, RL_SUMMARY, RLRunConfig, fit_prompts, reward_functions,
-                                       rl_trl_keys, validate_rl)
-from backend.methods.spec import BuildContext, MethodSpec
+from backend.methods.rl_common import RLRunConfig, fit_prompts, reward_functions, rl_spec, rl_trl_keys, validate_rl
+from backend.methods.spec import BuildContext
 from backend.run_config import setting
 
 # Every loss_type TRL 1.16's GRPOConfig accepts (trl/trainer/grpo_config.py).
@@ -68,23 +66,13 @@ def build(ctx: BuildContext):
     return GRPOTrainer(reward_funcs=reward_functions(ctx), **ctx.trainer_kwargs())
 
 
-SPEC = MethodSpec(
+SPEC = rl_spec(
     key="grpo",
     label="GRPO",
     title="GRPO (group relative policy optimisation)",
-    group=GROUP,
     summary="Samples a group of answers per prompt, grades them, prefers each group's best. Needs prompts.",
     config=GRPORunConfig,
-    data=RL_DATA,
     build_args=build_args,
     build=build,
-    metrics=RL_METRICS,
-    expected_keys=RL_EXPECTED_KEYS,
-    headline=RL_HEADLINE,
-    summary_metrics=RL_SUMMARY,
-    diagnostics=RL_DIAGNOSTICS,
-    memory=RL_MEMORY,
     validate=validate,
-    samples=True,
-    demo=DEMO_NAME,
 )

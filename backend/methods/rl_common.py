@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.methods.spec import DataNeed, MemoryTraits, Metric
+from backend.methods.spec import DataNeed, MemoryTraits, Metric, MethodSpec
 from backend.run_config import BaseRunConfig, setting
 
 GROUP = "RL"
@@ -288,4 +288,12 @@ RL_MEMORY = MemoryTraits(sequences_per_example=1, group_size_setting="num_genera
 
 # The demo of the RL group: a small verifiable task whose reward rises within a few dozen steps.
 DEMO_NAME = "rlvr"
+
+
+def rl_spec(**fields) -> MethodSpec:
+    """A method spec with what every RL method shares: the group, data, metrics, memory, samples, demo."""
+    shared = dict(group=GROUP, data=RL_DATA, metrics=RL_METRICS, expected_keys=RL_EXPECTED_KEYS,
+                  headline=RL_HEADLINE, summary_metrics=RL_SUMMARY, diagnostics=RL_DIAGNOSTICS, memory=RL_MEMORY,
+                  samples=True, demo=DEMO_NAME)
+    return MethodSpec(**dict(shared, **fields))
 
