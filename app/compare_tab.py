@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QScrollArea, QSplitter, QTabWidget, QVBoxLayout, Q
 
 from app.background_call import call_in_background
 from app.compare_batch import BatchCompareView
+from app.compare_best_of_n import BestOfNView
 from app.compare_model_picker import CompareModelPicker, ModelChoice
 from app.compare_playground import PlaygroundView
 from app.compare_prompts import (
@@ -109,11 +110,13 @@ class CompareTab(QWidget):
         self.side_by_side = SideBySideView(self)
         self.batch = BatchCompareView(self)
         self.playground = PlaygroundView(self)
+        self.best_of_n = BestOfNView(self)
         self.views = QTabWidget()
         self.views.setDocumentMode(True)
         self.views.addTab(self.side_by_side, "Side by side")
         self.views.addTab(self.batch, "Batch compare")
         self.views.addTab(self.playground, "Playground")
+        self.views.addTab(self.best_of_n, "Best-of-N")
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(6, 12, 12, 12)
@@ -307,6 +310,7 @@ class CompareTab(QWidget):
         self.sampling_panel.set_default_stops(ready.default_stop_strings)
         self.side_by_side.set_ready(ready)
         self.playground.set_ready(ready)
+        self.best_of_n.set_ready(ready)
         if ready.run_dir and ready.run_dir != self._prompt_run_dir:
             self._show_prompts_for(ready.run_dir)
         self.batch.set_sources(self._extra_sources, ready.heldout_rows, ready.heldout_pairs)
@@ -392,7 +396,7 @@ class CompareTab(QWidget):
     def refresh_actions(self) -> None:
         """Enable each view's start button: one request at a time on the one worker."""
         # Views call this while the tab is still being built; only the ones that exist count.
-        views = [getattr(self, name, None) for name in ("side_by_side", "batch", "playground")]
+        views = [getattr(self, name, None) for name in ("side_by_side", "batch", "playground", "best_of_n")]
         views = [v for v in views if v is not None]
         running = any(v.is_running() for v in views)
         has_choice = self.picker.current_choice() is not None

@@ -26,6 +26,9 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from backend.generation_protocol import (
     BatchRowReady,
     BatchSummaryReady,
+    BestOfNReportReady,
+    BestOfNRequest,
+    BestOfNRowReady,
     GenerationDone,
     GenerationError,
     GenerationEvent,
@@ -80,6 +83,12 @@ class CompareWorkerLink(QObject):
 
     sig_batch_summary = Signal(object)
     """BatchSummaryReady: a batch compare finished (or was stopped) and was summarised."""
+
+    sig_best_of_n_row = Signal(object)
+    """BestOfNRowReady: one prompt's N answers, ranked."""
+
+    sig_best_of_n_report = Signal(object)
+    """BestOfNReportReady: a best-of-N request finished: best-of-N against the single answer."""
 
     sig_error = Signal(object)
     """GenerationError: something failed; carries a message and a hint a user can act on."""
@@ -229,6 +238,10 @@ class CompareWorkerLink(QObject):
         return self._send("batch_compare", lambda s: s.batch_compare(rows=rows, n=n, sampling=sampling,
                                                                       generate=generate))
 
+    def best_of_n(self, **fields: Any) -> str | None:
+        """A best-of-N request (``BestOfNRequest``'s fields)."""
+        return self._send("best_of_n", lambda s: s.send(BestOfNRequest(**fields)))
+
     def cancel(self, request_id: str) -> None:
         if self._session is not None and request_id:
             self._session.cancel(request_id)
@@ -263,6 +276,10 @@ class CompareWorkerLink(QObject):
             self.sig_batch_row.emit(event)
         elif isinstance(event, BatchSummaryReady):
             self.sig_batch_summary.emit(event)
+        elif isinstance(event, BestOfNRowReady):
+            self.sig_best_of_n_row.emit(event)
+        elif isinstance(event, BestOfNReportReady):
+            self.sig_best_of_n_report.emit(event)
         elif isinstance(event, WorkerStatus):
             self.sig_status.emit(event)
         elif isinstance(event, ModelReady):

@@ -142,7 +142,7 @@ class BestOfNReport:
         return (f"Best-of-{self.n} scored {_num(self.mean_best)} on average against {_num(self.mean_single)} for "
                 f"{BASELINE_TEXT.get(self.baseline, self.baseline)} ({_signed(self.gain)}), over {self.prompts} "
                 f"prompts{stopped}; it won on {self.win_rate:.0%} of them. Cost: {self.samples} samples instead of "
-                f"{self.single_samples} ({self.n}x), {self.generation_calls} batched generation calls, "
+                f"{self.single_samples} ({self.n}x), {_count(self.generation_calls, 'batched generation call')}, "
                 f"{self.seconds:.1f} s ({self.generation_seconds:.1f} s sampling, {self.scoring_seconds:.1f} s "
                 f"scoring).")
 
@@ -153,6 +153,10 @@ class BestOfNReport:
     def from_dict(cls, data: dict[str, Any]) -> "BestOfNReport":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _num(value: float) -> str:

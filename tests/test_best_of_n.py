@@ -199,3 +199,82 @@ def test_cli_refuses_without_a_scorer(easy_preferences, capsys):
 
     assert main(["generate", "best-of-n", "--data", str(easy_preferences), "-n", "2"]) == 2
     assert "nothing scores the answers" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------ in Compare
+
+GUI_GRADERS = "length_target:unit=characters,target=20,tolerance=2"
+
+
+@pytest.fixture(scope="module")
+def compare_tab(qapp, trained_dpo_run, tmp_path_factory):
+    from app.compare_tab import CompareTab
+    from app.theme import apply_theme
+    from backend.run_folder import list_runs
+
+    apply_theme(qapp)
+    widget = CompareTab(log_path=str(tmp_path_factory.mktemp("bon-log") / "generation.log"))
+    widget.resize(1480, 900)
+    widget.set_runs(list_runs(trained_dpo_run.parent))
+    widget.sampling_panel.set_values({"greedy": False, "temperature": 1.0, "top_p": 1.0, "top_k": 0,
+                                      "max_new_tokens": 10, "seed": 5})
+    widget.show()
+    yield widget
+    widget.release_worker()
+    widget.link.wait_released(15)
+    widget.close()
+    widget.deleteLater()
+
+
+@pytest.mark.slow
+@pytest.mark.gui
+def test_compare_shows_the_n_answers_ranked_with_the_winner_highlighted(qtbot, compare_tab):
+    view = compare_tab.best_of_n
+    compare_tab.views.setCurrentWidget(view)
+    qtbot.waitUntil(lambda: compare_tab.link.state() == "ready", timeout=120_000)
+    view.n.setValue(4)
+    view.graders.setText(GUI_GRADERS)
+    view.prompt_edit.setPlainText("Question 3: can you help me with task 3?")
+    qtbot.waitUntil(view.sample_button.isEnabled, timeout=10_000)
+    view.sample_button.click()
+    qtbot.waitUntil(lambda: len(view.cards()) == 4 and not view.is_running(), timeout=120_000)
+    cards = view.cards()
+    rewards = [card.answer.reward for card in cards]
+    assert rewards == sorted(rewards, reverse=True)
+    assert [card.is_winner for card in cards] == [True, False, False, False]
+    assert sorted(card.answer.sample for card in cards) == [0, 1, 2, 3]
+    assert "best first" in view.answers_title.text()
+
+
+@pytest.mark.slow
+@pytest.mark.gui
+def test_compare_batch_report_fills_figures_and_table(qtbot, compare_tab):
+    view = compare_tab.best_of_n
+    qtbot.waitUntil(lambda: compare_tab.link.state() == "ready" and view.report_button.isEnabled(),
+                    timeout=120_000)
+    view.graders.setText(GUI_GRADERS)
+    view.n.setValue(3)
+    view.report_count.setValue(4)
+    view.report_button.click()
+    qtbot.waitUntil(lambda: view.report() is not None and not view.is_running(), timeout=120_000)
+    report = view.report()
+    assert report.prompts == 4 and report.samples == 12 and report.generation_calls == 1
+    assert view.table.rowCount() == 4
+    assert view.tiles["best"].value.text() == f"{report.mean_best:.3f}"
+    assert view.tiles["cost"].value.text() == "12 vs 4"
+    assert "Best-of-3" in view.headline.text()
+    view.table.selectRow(2)
+    assert view.cards()[0].answer.reward == pytest.approx(report_row_best(view, 2))
+
+
+def report_row_best(view, row: int) -> float:
+    return float(view.table.item(row, 1).text())
+
+
+def test_a_grader_entry_that_does_not_parse_is_named(qtbot):
+    from app.compare_best_of_n import parse_graders
+
+    assert parse_graders("length_target:unit=words,target=30; required_words:words=please") == [
+        {"grader": "length_target", "unit": "words", "target": 30}, {"grader": "required_words", "words": "please"}]
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        parse_graders("length_target:thirty")
