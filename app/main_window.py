@@ -280,6 +280,7 @@ class StudioWindow(QMainWindow):
         run_menu.addAction(self.stop_action)
         run_menu.addSeparator()
         run_menu.addAction("Evaluate rewards…", self.evaluate_rewards)
+        run_menu.addAction("RLHF pipeline…", self.open_rlhf_pipeline)
 
         settings_menu = self.menuBar().addMenu("&Settings")
         permissions_action = QAction("Code permissions…", self)
@@ -298,6 +299,11 @@ class StudioWindow(QMainWindow):
         from app.demo_menu import fill_demo_menu
 
         fill_demo_menu(self.demo_menu, self.open_config_file)
+
+    def open_rlhf_pipeline(self) -> None:
+        from app.rlhf_pipeline import open_pipeline
+
+        self.rlhf_pipeline = open_pipeline(self)
 
     def evaluate_rewards(self) -> None:
         """The reward evaluation panel, on the run selected in the Runs tab (app.reward_eval_panel)."""
