@@ -272,6 +272,9 @@ class GraderEditor(QWidget):
     sig_try_requested = Signal()
     """"Try the graders" was pressed."""
 
+    sig_demo_requested = Signal(str)
+    """The method's ready demo was asked for; carries its config file."""
+
     def __init__(self, ask_permission: Callable[[CodeSubject], bool] | None = None, grants=None, parent=None):
         super().__init__(parent)
         self._ask = ask_permission
@@ -342,7 +345,12 @@ class GraderEditor(QWidget):
         self.try_button.setToolTip("Generate a few completions with the base model for a few prompts of the "
                                    "loaded data and show what each grader scores, before a long run.")
         self.try_button.clicked.connect(self.sig_try_requested)
+        self.demo_button = QPushButton("Load the demo")
+        self.demo_button.setVisible(False)
+        self.demo_button.clicked.connect(lambda: self.sig_demo_requested.emit(self._demo_path))
+        self._demo_path = ""
         try_bar = QHBoxLayout()
+        try_bar.addWidget(self.demo_button)
         try_bar.addStretch(1)
         try_bar.addWidget(self.try_button)
 
@@ -446,6 +454,14 @@ class GraderEditor(QWidget):
         finally:
             self._loading = False
         self._refresh()
+
+    def set_demo(self, path: str, title: str = "") -> None:
+        """The method's ready demo (a config beside its data), offered in one click; "" hides it."""
+        self._demo_path = path
+        self.demo_button.setVisible(bool(path))
+        if path:
+            self.demo_button.setToolTip(f"Load {title or 'the demo'}: its prompts, graders and settings "
+                                        "replace the ones in the Train tab. Press Train to run it.")
 
     def set_permission(self, ask, grants) -> None:
         self._ask, self._grants = ask, grants

@@ -152,6 +152,7 @@ class StudioWindow(QMainWindow):
         self.data_panel.sig_dataset_changed.connect(self.method_panel.set_dataset_columns)
         self.runs_tab.sig_runs_listed.connect(self.method_panel.set_reward_model_runs)
         self.method_panel.sig_try_graders.connect(self.try_graders)
+        self.method_panel.sig_demo_requested.connect(self.open_config_file)
         self.data_panel.loader.sig_busy.connect(lambda _busy: self._schedule_validation())
         self.model_panel.sig_model_changed.connect(self._schedule_validation)
         self._tokenizer_timer = QTimer(self)

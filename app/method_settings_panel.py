@@ -27,6 +27,18 @@ PANEL_FIELDS = frozenset({"model", "data_path", "data_format", "column_map"})
 MODEL_GROUP = "Model"
 
 
+def _demo_of(method: str) -> tuple[str, str]:
+    """(config file, title) of the method's ready demo (its spec names it), or ("", "")."""
+    from app.demo_menu import list_demos
+
+    spec = find_method(method)
+    name = getattr(spec, "demo", "") if spec is not None else ""
+    for demo in list_demos() if name else ():
+        if demo.path.stem == f"demo_{name}":
+            return str(demo.path), demo.title
+    return "", ""
+
+
 class MethodSettingsPanel(QWidget):
     sig_method_changed = Signal(str)
     """The user (or a reopened run) switched the method; carries its registry key."""
@@ -36,6 +48,9 @@ class MethodSettingsPanel(QWidget):
 
     sig_try_graders = Signal()
     """"Try the graders" was pressed in the grader editor (a method whose config has graders)."""
+
+    sig_demo_requested = Signal(str)
+    """The method's ready demo was asked for; carries its config file."""
 
     def __init__(self, settings: StudioSettings, parent=None):
         super().__init__(parent)
@@ -182,10 +197,12 @@ class MethodSettingsPanel(QWidget):
             self.grader_editor.set_reward_model_runs(self._reward_model_runs)
             self.grader_editor.sig_values_changed.connect(self._on_values)
             self.grader_editor.sig_try_requested.connect(self.sig_try_graders)
+            self.grader_editor.sig_demo_requested.connect(self.sig_demo_requested)
             self._layout.addWidget(self.grader_editor)
         if self.grader_editor is not None:
             if wanted:
                 self.grader_editor.set_values(values)
+                self.grader_editor.set_demo(*_demo_of(self._method))
             self.grader_editor.setHidden(not wanted)
 
     # ---------------------------------------------------------------- values

@@ -410,3 +410,29 @@ def test_the_file_menu_offers_the_shipped_demos_and_one_click_loads_its_settings
 
     assert window.method_panel.method() == load_config_file(str(target.path)).method
     qtbot.waitUntil(lambda: window.data_panel.current() is not None, timeout=30_000)
+
+
+def test_the_grader_editor_offers_the_methods_ready_demo_in_one_click(qtbot, tmp_path, monkeypatch):
+    import dataclasses
+
+    import app.method_settings_panel as panel_module
+    import backend.cli
+    from app.method_settings_panel import MethodSettingsPanel
+    from app.studio_settings import StudioSettings
+    from backend.methods import all_methods, find_method
+
+    grading = next(s for s in all_methods() if "graders" in s.config.__dataclass_fields__)
+    with_demo = dataclasses.replace(grading, demo="sums")
+    monkeypatch.setattr(panel_module, "find_method", lambda key: with_demo if key == grading.key else find_method(key))
+    monkeypatch.setattr(backend.cli, "DEMO_DIR", tmp_path)
+    panel = MethodSettingsPanel(StudioSettings(tmp_path / "settings.json"))
+    qtbot.addWidget(panel)
+    panel.set_method(grading.key)
+    assert panel.grader_editor.demo_button.isHidden()  # the spec names a demo, but its file is not there
+    (tmp_path / "demo_sums.yaml").write_text(f"# Sums the model learns to get right\nmethod: {grading.key}\n")
+    panel.set_method(grading.key)
+    assert not panel.grader_editor.demo_button.isHidden()
+    assert "Sums the model learns" in panel.grader_editor.demo_button.toolTip()
+    with qtbot.waitSignal(panel.sig_demo_requested) as asked:
+        panel.grader_editor.demo_button.click()
+    assert asked.args == [str(tmp_path / "demo_sums.yaml")]
