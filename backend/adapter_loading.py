@@ -75,6 +75,18 @@ def _check_adapter_folder(adapter_dir: Path) -> None:
         )
 
 
+def _refuse_reward_model(adapter_dir: Path) -> None:
+    """A score head gives one number per answer and writes nothing: there is no answer to compare."""
+    from backend.reward_scoring import is_reward_model
+
+    if is_reward_model(adapter_dir):
+        raise AdapterLoadError(
+            f"{adapter_dir.parent.name if adapter_dir.name == ADAPTER_DIR else adapter_dir.name} is a reward model: "
+            "it scores answers rather than writing them, so it cannot be loaded here. Evaluate it with "
+            "Run > Evaluate rewards… (or `alignstudio eval rewards`), or use it as the reward model that scores "
+            "answers.")
+
+
 def resolve_load_spec(run_dir: str | Path | None = None, adapter_dir: str | Path | None = None,
                       model: str | None = None, quantization: str | None = None,
                       beta: float | None = None) -> LoadSpec:
@@ -107,6 +119,7 @@ def resolve_load_spec(run_dir: str | Path | None = None, adapter_dir: str | Path
         run = _find_run_dir(adapter)
     if adapter is not None:
         _check_adapter_folder(adapter)
+        _refuse_reward_model(adapter)
     if run is not None:
         try:
             cfg = load_yaml(run / CONFIG_FILE)

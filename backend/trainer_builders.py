@@ -102,6 +102,10 @@ def build_model(model_path: str, cfg: BaseRunConfig, precision: Precision, head:
     score = (head or model_head(cfg)) == "score"
     # A score head has one output, the reward; it starts random and is trained with the adapter.
     head_kwargs = {"num_labels": 1} if score else {}
+    if score:
+        from transformers import set_seed
+
+        set_seed(cfg.seed)  # the head's random start is part of the run: the same seed, the same head
     try:
         model = (AutoModelForSequenceClassification if score else AutoModelForCausalLM).from_pretrained(
             model_path,

@@ -71,8 +71,14 @@ def test_accuracy_rises_and_the_run_reloads_as_a_reward_model(tiny_reward_model_
     accuracy = [m["accuracy"] for m in logs if "accuracy" in m]
     margin = [m["margin"] for m in logs if "margin" in m]
     assert len(accuracy) >= 4, logs
-    assert accuracy[0] <= 0.75 and accuracy[-1] == 1.0, accuracy
+    assert accuracy[0] <= 0.75 and accuracy[-1] == 1.0, (accuracy, margin)
     assert margin[-1] > margin[0] + 0.5, margin
+
+    from backend.adapter_loading import AdapterLoadError, resolve_load_spec
+
+    # Compare loads models that write answers; a reward model is refused with what to do instead.
+    with pytest.raises(AdapterLoadError, match="is a reward model.*Evaluate rewards"):
+        resolve_load_spec(run_dir=tiny_reward_model_run)
 
     marker = json.loads((tiny_reward_model_run / ADAPTER_DIR / "reward_model.json").read_text())
     assert marker["kind"] == "reward_model" and marker["head"] == "score" and marker["base_model"]
