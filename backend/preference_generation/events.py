@@ -42,6 +42,8 @@ class RowDone(Event):
     kept_total: int
     agreement_rate: float | None = None
     seconds: float = 0.0
+    p_ab: float | None = None  # AI feedback: P(answer 1 better) with it shown first, and shown second
+    p_ba: float | None = None
     row: dict[str, Any] | None = None  # the pair made from this row, when kept
 
 

@@ -120,6 +120,8 @@ def _row(index: int, position: int, raw: dict[str, Any], prompt_col: str,
     if isinstance(prompt, str):
         if not prompt.strip():
             raise _Unusable(prompt_col, "the prompt is empty")
+    elif prompt is None:
+        raise _Unusable(prompt_col, "the prompt is missing")
     elif not is_messages(prompt) or not all(isinstance(m.get("content"), str) for m in prompt):
         raise _Unusable(prompt_col, f"the prompt is {_kind(prompt)}, not text or a list of chat messages")
     if answer_cols is None:
@@ -135,6 +137,8 @@ def _answer_text(value: Any, col: str) -> str:
     if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
         replies = [m.get("content") for m in value if m.get("role") == "assistant"]
         value = replies[-1] if replies else None
+    if value is None:
+        raise _Unusable(col, "the answer is missing")
     if not isinstance(value, str):
         raise _Unusable(col, f"the answer is {_kind(value)}, not text")
     if not value.strip():
@@ -143,8 +147,4 @@ def _answer_text(value: Any, col: str) -> str:
 
 
 def _kind(value: Any) -> str:
-    if value is None:
-        return "missing"
-    if isinstance(value, str):
-        return "empty text" if not value.strip() else "text"
     return f"a {type(value).__name__}"

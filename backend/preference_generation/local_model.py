@@ -51,7 +51,8 @@ class LocalModel:
     def answer(self, prompt: Any, *, seed: int, max_new_tokens: int, temperature: float) -> str:
         # Plain-text prompts stop where the next framed turn would begin; chat turns end at the template's own token.
         stops = self.text_stop_strings if isinstance(prompt, str) else []
-        sampling = SamplingSettings(max_new_tokens=max_new_tokens, greedy=temperature <= 0,
+        # An empty answer makes no pair; at least one token is asked for.
+        sampling = SamplingSettings(max_new_tokens=max_new_tokens, min_new_tokens=1, greedy=temperature <= 0,
                                     temperature=max(temperature, 0.01), seed=seed, stop_strings=stops)
         result = self.engine.generate([prompt], self.side, sampling, self.cancel)[0][self.side]
         if result.finish_reason == "cancelled":
