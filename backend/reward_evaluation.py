@@ -313,6 +313,9 @@ def reward_source(run: str | Path) -> RewardSource:
     if not text:
         raise RewardEvalError("Pick a run: a reward model run, or a run of a method with an implicit reward.")
     path = Path(text).expanduser()
+    if not path.is_dir():
+        raise RewardEvalError(f"The run {text} does not exist (or is not a folder). Pick a run folder: a reward "
+                              "model run, or a run of a method with an implicit reward.")
     if is_reward_model(path):
         return RewardSource("reward_model", locate_reward_model(path).label, str(path.resolve()))
     from backend.methods import find_method
