@@ -51,6 +51,10 @@ KL_RUNAWAY = 1.0  # nats per token; a GRPO run that learns without drifting stay
 KL_GROWTH = 5.0  # recent KL this many times its early level...
 KL_GROWTH_FLOOR = 0.2  # ...and above this
 CONSTANT_GRADER_POINTS = 5
+# Policy/value RL with a reward model (KL per answer, a value function)
+VALUE_LOSS_GROWTH = 10.0  # recent value loss this many times its lowest...
+VALUE_LOSS_FLOOR = 1.0  # ...and above this
+ENTROPY_COLLAPSE = 0.5  # answers' entropy fell to half its start while the score rose
 CONSTANT_TOLERANCE = 1e-6
 
 
@@ -136,7 +140,8 @@ class TrainingDiagnostics:
                  "too_easy": self._too_easy, "margins_flat": self._margins_flat,
                  "rewards_all_equal": self._rewards_all_equal, "length_hacking": self._length_hacking,
                  "completions_clipped": self._completions_clipped, "kl_runaway": self._kl_runaway,
-                 "grader_constant": self._graders_constant}
+                 "grader_constant": self._graders_constant, "answer_kl_runaway": self._answer_kl_runaway,
+                 "value_loss_diverging": self._value_loss_diverging, "entropy_collapse": self._entropy_collapse}
         spec = find_method(self.method)
         return list(rules.values()) if spec is None else [rules[code] for code in spec.diagnostics if code in rules]
 
@@ -341,6 +346,62 @@ class TrainingDiagnostics:
                 "iterations per generation, or stop and keep an earlier checkpoint.",
                 step)
         return code if code in self._active and now < KL_GROWTH_FLOOR else None
+
+    def _answer_kl_runaway(self, step: int):
+        """The KL rule for methods that log it summed per answer (objective/kl): per token it is
+        that sum over the mean answer length."""
+        kl, length = self._track("objective/kl"), self._track("completions/mean_length")
+        code = "answer_kl_runaway"
+        n = min(len(kl.history), len(length.history))
+        per_token = [k / max(1.0, t) for k, t in zip(list(kl.history)[-n:], list(length.history)[-n:]) if n]
+        if kl.count < MIN_POINTS_FOR_TRENDS or len(per_token) < MIN_POINTS_FOR_TRENDS:
+            return None
+        start, now = fmean(per_token[:EARLY_WINDOW]), fmean(per_token[-EARLY_WINDOW:])
+        grew = now > KL_GROWTH_FLOOR and now > KL_GROWTH * max(start, 1e-9)
+        if now > KL_RUNAWAY or grew:
+            return Diagnosis(
+                code, "warning", "The policy is drifting fast from the reference (KL)",
+                f"The KL to the reference is {now:.3g} per answer token now ({kl.last:.3g} per answer), against "
+                f"{start:.3g} per token at the start. The penalty no longer holds the policy: it is chasing "
+                "something the reward model over-scores.",
+                "Read the latest samples. Raise the KL coefficient, lower the learning rate or the PPO epochs, "
+                "or stop and keep an earlier checkpoint.",
+                step)
+        return code if code in self._active and now < KL_GROWTH_FLOOR else None
+
+    def _value_loss_diverging(self, step: int):
+        track = self._track("loss/value_avg")
+        code = "value_loss_diverging"
+        recent = track.latest(EARLY_WINDOW)
+        if track.count < MIN_POINTS_FOR_TRENDS or len(recent) < EARLY_WINDOW:
+            return None
+        now = fmean(recent)
+        if now > VALUE_LOSS_FLOOR and now > VALUE_LOSS_GROWTH * max(track.low, 1e-9):
+            return Diagnosis(
+                code, "warning", "The value loss is growing",
+                f"The value loss is {now:.3g} now, against {track.low:.3g} at its lowest. The value function no "
+                "longer predicts the returns, so the advantages the policy learns from are noise.",
+                "Lower the learning rate; lower the value clip range or the value loss weight; turn on Whiten "
+                "rewards when the reward model's scores are large.",
+                step)
+        return code if code in self._active and now < VALUE_LOSS_FLOOR else None
+
+    def _entropy_collapse(self, step: int):
+        entropy, score = self._track("objective/entropy"), self._track("objective/scores")
+        code = "entropy_collapse"
+        if entropy.count < MIN_POINTS_FOR_TRENDS or score.count < MIN_POINTS_FOR_TRENDS:
+            return None
+        start, now = fmean(entropy.first), fmean(entropy.latest(EARLY_WINDOW) or [entropy.last])
+        collapsed = start > 0 and now < ENTROPY_COLLAPSE * start
+        if collapsed and fmean(score.latest(EARLY_WINDOW) or [score.last]) > fmean(score.first):
+            return Diagnosis(
+                code, "warning", "Scores rise while the answers grow uniform",
+                f"The answers' entropy fell from {start:.3g} to {now:.3g} while the reward model's score rose: "
+                "the policy may be repeating one phrasing the reward model likes rather than answering better.",
+                "Read the latest samples. If they repeat themselves, raise the KL coefficient or the temperature, "
+                "or stop and keep an earlier checkpoint.",
+                step)
+        return code if code in self._active and not collapsed else None
 
     def _graders_constant(self, step: int):
         results = []

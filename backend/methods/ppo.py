@@ -192,7 +192,7 @@ SPEC = MethodSpec(
                    "completions/mean_length", "learning_rate", "grad_norm"),
     headline=("objective/scores", "objective/kl", "objective/rlhf_reward", "loss/policy_avg", "loss/value_avg"),
     summary_metrics=(("objective/scores", "score"), ("objective/kl", "KL"), ("objective/rlhf_reward", "RLHF reward")),
-    diagnostics=("non_finite_loss",),
+    diagnostics=("non_finite_loss", "answer_kl_runaway", "value_loss_diverging", "entropy_collapse"),
     memory=MemoryTraits(sequences_per_example=1, reference_pass=True, full_logits=True),
     requires=("reward_model",),
     validate=validate,

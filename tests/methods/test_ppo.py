@@ -155,3 +155,26 @@ def test_the_module_says_why_ppo_is_written_here():
 
     doc = module.__doc__
     assert "7020" in doc and "trl.experimental.ppo" in doc and "removed" in doc
+
+
+def _diagnose(series: list[dict]) -> list:
+    from app.training_diagnostics import TrainingDiagnostics
+
+    diagnostics = TrainingDiagnostics(total_steps=len(series), method=SPEC.key)
+    for step, metrics in enumerate(series, start=1):
+        diagnostics.observe(step, metrics)
+    return [d.code for d in diagnostics.active()]
+
+
+def test_diagnostics_catch_kl_exploding_value_loss_diverging_and_answers_collapsing():
+    steady = [{"objective/kl": 0.5, "completions/mean_length": 20.0, "loss/value_avg": 0.2,
+               "objective/entropy": 40.0, "objective/scores": 0.1 * i, "loss": 0.0} for i in range(12)]
+    assert _diagnose(steady) == []
+    exploding = [dict(m, **{"objective/kl": 0.5 * 3 ** i}) for i, m in enumerate(steady)]
+    assert _diagnose(exploding) == ["answer_kl_runaway"]
+    diverging = [dict(m, **{"loss/value_avg": 0.2 * 2 ** i}) for i, m in enumerate(steady)]
+    assert _diagnose(diverging) == ["value_loss_diverging"]
+    collapsing = [dict(m, **{"objective/entropy": 40.0 / (1 + i)}) for i, m in enumerate(steady)]
+    assert _diagnose(collapsing) == ["entropy_collapse"]
+    # The entropy falling while the score does not rise is not that pattern.
+    assert _diagnose([dict(m, **{"objective/scores": 0.0}) for m in collapsing]) == []
