@@ -121,7 +121,52 @@ def build(ctx: BuildContext):
     if not grader_entries(ctx.cfg):
         # The graders' own default (a format check) would label every pair silently.
         raise ConfigError([("reward_model", NO_REWARD_SOURCE)])
-    return OnlineDPOTrainer(ref_model=None, reward_funcs=reward_functions(ctx), **ctx.trainer_kwargs())
+    trainer_class = with_sampled_evaluation(OnlineDPOTrainer)
+    return trainer_class(ref_model=None, reward_funcs=reward_functions(ctx), **ctx.trainer_kwargs())
+
+
+def with_sampled_evaluation(trainer_class):
+    """TRL's online DPO trainer cannot evaluate: the Trainer's evaluation loop feeds it raw
+    prompts as if they were token ids. Here evaluation does what a step does before its loss:
+    two answers per held-out prompt from the current policy, scored by the same reward
+    functions; it reports their mean score and the gap between the two (eval_objective/...)."""
+
+    class OnlineDPOWithEvaluation(trainer_class):
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            from trl.data_utils import is_conversational
+
+            dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+            if dataset is None or len(dataset) == 0:
+                return {}
+            size = self.args.per_device_eval_batch_size
+            scores, gaps = [], []
+            for start in range(0, len(dataset), size):
+                batch = dataset[start:start + size]
+                prompts = list(batch["prompt"])
+                _ids, _mask, completion_ids, _completion_mask, _vision = self._generate(self.model, prompts)
+                completions = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
+                if is_conversational({"prompt": prompts[0]}):
+                    completions = [[{"role": "assistant", "content": c}] for c in completions]
+                columns = {k: list(v) * 2 for k, v in batch.items() if k != "prompt"}
+                rewards = self._calculate_rewards_from_functions(
+                    prompts=2 * prompts, completions=completions,
+                    completion_ids_list=[ids.tolist() for ids in completion_ids], **columns)
+                first, second = rewards.split(len(prompts))
+                scores += rewards.tolist()
+                gaps += (first - second).abs().tolist()
+                self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
+            metrics = {f"{metric_key_prefix}_objective/scores": _mean(scores),
+                       f"{metric_key_prefix}_objective/scores_margin": _mean(gaps)}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+    return OnlineDPOWithEvaluation
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if v == v]
+    return sum(values) / len(values) if values else float("nan")
 
 
 # Online DPO logs no mean logits.

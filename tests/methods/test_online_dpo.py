@@ -55,13 +55,14 @@ def test_trl_config_carries_beta_sampling_and_one_weight_per_reward_function():
 
 
 def _train(cfg):
-    from backend.events import RunFinished, TrainLog
+    from backend.events import EvalLog, RunFinished, TrainLog
     from backend.training_run import run_to_completion
 
     run, events = run_to_completion(cfg, timeout=300)
     assert isinstance(events[-1], RunFinished), events[-1]
     logs = [e.metrics for e in events if isinstance(e, TrainLog) and "objective/scores" in e.metrics]
     assert logs, "no step logged the sampled answers' scores"
+    run.evals = [e.metrics for e in events if isinstance(e, EvalLog)]
     return run, logs
 
 
@@ -81,8 +82,12 @@ def test_trains_on_pairs_labelled_by_a_reward_model_run(tiny_model_dir, easy_pre
 @pytest.mark.slow
 def test_trains_on_pairs_labelled_by_a_builtin_grader(tiny_model_dir, easy_preferences, studio_home):
     cfg = tiny_run_config("online_dpo", tiny_model_dir, easy_preferences, max_steps=2, logging_steps=1,
-                          per_device_train_batch_size=2, max_new_tokens=8, graders=[LENGTH_GRADER])
-    _run, logs = _train(cfg)
+                          per_device_train_batch_size=2, max_new_tokens=8, graders=[LENGTH_GRADER],
+                          eval_fraction=0.1)
+    run, logs = _train(cfg)
     for metrics in logs:
         assert 0.0 <= metrics["objective/scores"] <= 1.0  # the grader's range: no reward model took part
         assert metrics["objective/scores_margin"] >= 0.0
+    # TRL's trainer cannot evaluate; the held-out prompts are sampled and graded instead.
+    assert run.evals and 0.0 <= run.evals[-1]["objective/scores"] <= 1.0
+    assert run.evals[-1]["objective/scores_margin"] >= 0.0
