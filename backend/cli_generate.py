@@ -45,8 +45,10 @@ def add_generate_parser(sub) -> None:
                                 help="the principles (default: the list shipped in resources/constitution.yaml)")
     constitutional.set_defaults(func=cmd_constitutional)
 
-    # Further jobs of the group register here, each from its own module (best-of-n:
-    # backend.cli_best_of_n.add_best_of_n_parser(generate_sub)).
+    # Further jobs of the group register here, each from its own module.
+    from backend.cli_best_of_n import add_best_of_n_parser
+
+    add_best_of_n_parser(generate_sub)
     from backend.cli_best_of_n import add_best_of_n_parser
 
     add_best_of_n_parser(generate_sub)
