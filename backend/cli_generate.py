@@ -49,9 +49,6 @@ def add_generate_parser(sub) -> None:
     from backend.cli_best_of_n import add_best_of_n_parser
 
     add_best_of_n_parser(generate_sub)
-    from backend.cli_best_of_n import add_best_of_n_parser
-
-    add_best_of_n_parser(generate_sub)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
