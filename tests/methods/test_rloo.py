@@ -1,12 +1,13 @@
 """RLOO's own traits: the same graders and checks as GRPO, its TRL config (KL on by
-default, advantage normalisation), and a built-in grader whose reward rises."""
+default, advantage normalisation), and a reward that rises. The conformance test
+trains it with its default built-in grader."""
 
 import pytest
 
 from backend.methods import get_method
 from backend.run_config import default_config, validate
 from tests.conftest import tiny_run_config
-from tests.methods.test_grpo import peaky_model_dir, prompts_file  # noqa: F401 - a fixture shared with GRPO
+from tests.methods.test_grpo import LOW_TOKENS_REWARD, peaky_model_dir, prompts_file  # noqa: F401 - a shared fixture
 
 
 def test_config_carries_the_kl_default_and_advantage_normalisation():
@@ -27,16 +28,18 @@ def test_refuses_what_trl_would_refuse_later():
 
 
 @pytest.mark.slow
-def test_a_builtin_grader_trains_and_its_reward_rises(peaky_model_dir, tmp_path):  # noqa: F811
+def test_a_reward_file_grades_the_run_and_the_reward_rises(peaky_model_dir, tmp_path):  # noqa: F811
     from backend.events import RunFinished, TrainLog
     from backend.training_run import run_to_completion
 
-    graders = [{"grader": "length_target", "unit": "characters", "target": 30, "tolerance": 0}]
+    rewards = tmp_path / "my_rewards.py"
+    rewards.write_text(LOW_TOKENS_REWARD, encoding="utf-8")
     cfg = tiny_run_config("rloo", peaky_model_dir, prompts_file(tmp_path / "p.jsonl"), max_steps=8,
                           quantization="none", per_device_train_batch_size=8, num_generations=4,
-                          max_completion_length=8, learning_rate=2e-2, graders=graders)
+                          max_completion_length=8, learning_rate=3e-2, beta=0.0, reward_file=str(rewards),
+                          allow_reward_code=True, graders=[{"grader": "file:low_tokens"}])
     _run, events = run_to_completion(cfg, timeout=300)
     assert isinstance(events[-1], RunFinished), events[-1]
-    seen = [e.metrics["rewards/length_target/mean"] for e in events if isinstance(e, TrainLog)]
-    assert len(seen) == 8 and "kl" in [k for e in events if isinstance(e, TrainLog) for k in e.metrics]
+    seen = [e.metrics["rewards/low_tokens/mean"] for e in events if isinstance(e, TrainLog)]
+    assert len(seen) == 8
     assert sum(seen[-2:]) / 2 > sum(seen[:2]) / 2 + 0.1, seen
