@@ -8,6 +8,7 @@ completions (``MethodSpec.samples``) is listed first and marked as the RL demo.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +28,21 @@ class Demo:
 
 
 def _title_and_method(path: Path) -> tuple[str, str]:
-    title, method = "", ""
+    """The first sentence of the file's leading comment, and its ``method``."""
+    comment, method, leading = [], "", True
     for line in path.read_text(encoding="utf-8").splitlines():
         stripped = line.strip()
-        if not title and stripped.startswith("#"):
-            title = stripped.lstrip("#").strip()
-        elif stripped.startswith("method:"):
+        if leading and stripped.startswith("#"):
+            comment.append(stripped.lstrip("#").strip())
+            continue
+        leading = False
+        if stripped.startswith("method:"):
             method = stripped.split(":", 1)[1].split("#", 1)[0].strip().strip("'\"")
             break
-    return title, method
+    sentence = " ".join(comment).split(". ")[0].strip().rstrip(".")
+    # "The demo run: X" / "The RL demo (...): X" say X.
+    named = re.match(r"^The [^:(]*?demo(?: run)?(?: \([^)]*\))?:\s*(.+)$", sentence)
+    return (named.group(1) if named else sentence), method
 
 
 def list_demos(folder: Path | None = None) -> list[Demo]:
@@ -52,7 +59,7 @@ def list_demos(folder: Path | None = None) -> list[Demo]:
         spec = find_method(method)
         if spec is None:
             continue  # a demo of a method this build does not have
-        title = title.removeprefix("The demo run:").strip() or f"{spec.title} demo"
+        title = title or f"{spec.title} demo"
         demos.append(Demo(path, title[:1].upper() + title[1:], spec.label, spec.samples))
     return sorted(demos, key=lambda d: (not d.samples, d.title))
 

@@ -391,7 +391,7 @@ def test_demos_are_listed_from_their_files_the_rl_one_first(tmp_path):
     demos = list_demos(tmp_path)
     assert [d.path.name for d in demos] == ["demo_b.yaml", "demo_a.yaml"]
     assert demos[0].menu_text == "RL demo: Arithmetic answers that the model learns to get right"
-    assert demos[1].menu_text == f"{plain.label} on the demo data." and not demos[1].samples
+    assert demos[1].menu_text == f"{plain.label} on the demo data" and not demos[1].samples
 
 
 def test_the_file_menu_offers_the_shipped_demos_and_one_click_loads_its_settings(qtbot, studio_home):
