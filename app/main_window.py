@@ -371,7 +371,9 @@ class StudioWindow(QMainWindow):
                 self.statusBar().showMessage(
                     f"Loaded {result.loaded.rows_kept:,} rows in {result.seconds:.1f} s; "
                     f"95% of examples fit in {suggested} tokens (≈).", 8000)
-        self._schedule_validation()
+        # At once, not after the typing pause: Train must never stay enabled under a refused file.
+        self._validation_timer.stop()
+        self.revalidate()
 
     def _schedule_validation(self) -> None:
         self._validation_timer.start()
