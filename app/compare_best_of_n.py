@@ -428,6 +428,8 @@ class BestOfNView(QWidget):
                 self._show_answers(None)
         else:
             self.status.setText("Stopped." if event.cancelled else "Done.")
+            if self._kind == "one" and event.cancelled and not self.cards():
+                self._show_answers(None, "Stopped before the answers were scored.")
         self._sync_buttons()
         self.sig_busy_changed.emit(False)
 

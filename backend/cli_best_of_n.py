@@ -59,11 +59,19 @@ def default_output(data: str, n: int) -> Path:
 
 
 def read_prompt_rows(path: str, limit: int) -> list[dict]:
-    """The rows of ``path`` that hold a prompt (DatasetError names the file and line otherwise)."""
+    """The rows of ``path`` that hold a prompt, every other column kept for the graders
+    (DatasetError names the file and line otherwise). Read as prompts first: detected
+    freely, a prompt/answer file would be a demonstration set whose answer column became
+    ``completion``, and a grader asking for ``answer`` would not find it."""
+    from backend.dataset_formats import DataFormat, DatasetError
     from backend.dataset_loading import load_dataset_file
     from backend.prompt_rendering import row_prompt
 
-    rows = [r for r in load_dataset_file(path).dataset.to_list() if row_prompt(r) is not None]
+    try:
+        loaded = load_dataset_file(path, format=DataFormat.PROMPT_ONLY)
+    except DatasetError:
+        loaded = load_dataset_file(path)  # conversations: their prompt is up to the last answer
+    rows = [r for r in loaded.dataset.to_list() if row_prompt(r) is not None]
     return rows[:limit] if limit > 0 else rows
 
 

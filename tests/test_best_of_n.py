@@ -278,3 +278,15 @@ def test_a_grader_entry_that_does_not_parse_is_named(qtbot):
         {"grader": "length_target", "unit": "words", "target": 30}, {"grader": "required_words", "words": "please"}]
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_graders("length_target:thirty")
+
+
+def test_a_prompt_answer_file_keeps_its_answer_column_for_the_graders(tmp_path):
+    import json
+
+    from backend.cli_best_of_n import read_prompt_rows
+
+    path = tmp_path / "sums.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"What is {i} plus 1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(5)), encoding="utf-8")
+    rows = read_prompt_rows(str(path), limit=3)
+    assert rows == [{"prompt": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(3)]
