@@ -410,6 +410,12 @@ def test_the_file_menu_offers_the_shipped_demos_and_one_click_loads_its_settings
 
     assert window.method_panel.method() == load_config_file(str(target.path)).method
     qtbot.waitUntil(lambda: window.data_panel.current() is not None, timeout=30_000)
+    # Samples a worker sends travel from the supervisor's thread to the live view's table.
+    supervisor = window.controller.supervisor
+    supervisor._emit(_batch(4, [[1.0, 0.0]]))
+    qtbot.waitUntil(lambda: window.live.sample_table is not None
+                    and window.live.sample_table.model.rowCount() == 2, timeout=5000)
+    assert "step 4" in window.live.sample_table.summary.text()
 
 
 def test_the_grader_editor_offers_the_methods_ready_demo_in_one_click(qtbot, tmp_path, monkeypatch):
