@@ -85,7 +85,8 @@ SPEC = MethodSpec(
     expected_keys=("loss", "accuracy", "margin", "min_reward", "mean_reward", "max_reward", "learning_rate",
                    "grad_norm"),
     headline=("loss", "accuracy", "margin", "mean_reward"),
-    summary_metrics=(("loss", "loss"), ("accuracy", "accuracy"), ("margin", "margin")),
+    # Own labels: the Runs table has one column per label, and DPO's accuracy and margin are other figures.
+    summary_metrics=(("loss", "loss"), ("accuracy", "ranking accuracy"), ("margin", "ranking margin")),
     diagnostics=("non_finite_loss",),
     memory=MemoryTraits(sequences_per_example=2),
     model_head="score",
