@@ -74,6 +74,12 @@ def reward_values(args, cfg, values: dict) -> list[tuple[str, str]]:
     if not hasattr(cfg, "graders"):
         from backend.methods import method_label
 
+        if hasattr(cfg, "reward_model"):  # a method that a reward model alone scores
+            if rewards or file or allow:
+                return [("graders", f"{method_label(cfg.method)} scores its answers with a reward model only: "
+                                    "give --reward-model, not --reward or --reward-file")]
+            values["reward_model"] = _reward_model_value(model)
+            return []
         return [("graders", f"--reward, --reward-model and --reward-file are for methods that grade sampled "
                             f"completions; {method_label(cfg.method)} does not (`alignstudio methods`)")]
     problems: list[tuple[str, str]] = []
@@ -100,13 +106,17 @@ def reward_values(args, cfg, values: dict) -> list[tuple[str, str]]:
     if allow:
         values["allow_reward_code"] = True
     if model:
-        where = Path(model).expanduser()
-        values["reward_model"] = str(where.resolve()) if where.exists() else model
+        values["reward_model"] = _reward_model_value(model)
         if not any(e["grader"] == "reward_model" for e in entries):
             entries.append({"grader": "reward_model"})
     if entries:
         values["graders"] = entries
     return problems
+
+
+def _reward_model_value(model: str) -> str:
+    where = Path(model).expanduser()
+    return str(where.resolve()) if where.exists() else model
 
 
 def demo_config(name: str):

@@ -178,3 +178,18 @@ def test_diagnostics_catch_kl_exploding_value_loss_diverging_and_answers_collaps
     assert _diagnose(collapsing) == ["entropy_collapse"]
     # The entropy falling while the score does not rise is not that pattern.
     assert _diagnose([dict(m, **{"objective/scores": 0.0}) for m in collapsing]) == []
+
+
+def test_the_command_line_takes_a_reward_model(tmp_path, easy_preferences):
+    from backend.cli import build_parser, config_and_problems
+
+    reward = tmp_path / "reward-run"
+    reward.mkdir()
+    args = build_parser().parse_args(["train", "--method", SPEC.key, "--data", str(easy_preferences),
+                                      "--reward-model", str(reward)])
+    cfg, problems = config_and_problems(args)
+    assert problems == [] and cfg.method == SPEC.key and cfg.reward_model == str(reward.resolve())
+    args = build_parser().parse_args(["train", "--method", SPEC.key, "--data", str(easy_preferences),
+                                      "--reward", "length"])
+    _cfg, problems = config_and_problems(args)
+    assert any("reward model only" in message and "--reward-model" in message for _name, message in problems)
