@@ -226,3 +226,20 @@ def test_stop_ends_a_run_whose_grader_never_returns(tiny_model_dir, tmp_path):
     assert isinstance(failed, RunFailed) and failed.kind == "bad_grader", failed
     assert "forever (forever.py:3)" in failed.message and "without returning" in failed.message
     assert time.monotonic() - stopped_at[0] < 60
+
+
+@pytest.mark.slow
+def test_a_reward_model_run_grades_the_sampled_completions(tiny_model_dir, tiny_reward_model_run,
+                                                           easy_preferences):
+    from backend.events import RunFinished, TrainLog
+    from backend.training_run import run_to_completion
+
+    cfg = tiny_run_config("grpo", tiny_model_dir, easy_preferences, max_steps=2, quantization="none",
+                          num_generations=2, max_completion_length=6, reward_model=str(tiny_reward_model_run),
+                          graders=[{"grader": "reward_model", "weight": 1.0}])
+    _run, events = run_to_completion(cfg, timeout=300)
+    assert isinstance(events[-1], RunFinished), events[-1]
+    logs = [e.metrics for e in events if isinstance(e, TrainLog)]
+    assert logs and all("rewards/reward_model/mean" in m for m in logs)
+    # A model's scores differ between completions, unlike a grader that returns a constant.
+    assert any(m["rewards/reward_model/std"] > 0 for m in logs), logs
