@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.log_tail import LogTailer
-from app.metric_catalog import points_from_event, style_for_key
+from app.metric_catalog import points_from_event, style_for_key, styles_for_method
 from app.training_diagnostics import TrainingDiagnostics
 from backend.events import EvalLog, SampleBatch, TrainLog
 from backend.methods import find_method, method_label
@@ -387,6 +387,7 @@ class LiveTrainingView(QWidget):
         self.console.clear_console()
         grid = self.ensure_plots()
         grid.clear()
+        grid.set_style_for_key(styles_for_method(method))
         grid.set_follow_headroom(0.25)
         self.plots_stack.setCurrentWidget(grid)
         self.metric_count.setText("")

@@ -97,12 +97,30 @@ def _family_style(base: str):
 
 @lru_cache(maxsize=4096)
 def style_for_key(key: str) -> SeriesStyle | None:
-    """The plot and look of ``key``; ``eval_`` keys join their training curve."""
+    """The plot and look of ``key`` for no method in particular; ``eval_`` keys join their training curve."""
+    return _style(key, None)
+
+
+@lru_cache(maxsize=64)
+def styles_for_method(method: str):
+    """``style_for_key`` for a run of ``method``: the method's own titles and labels win where
+    two methods log the same key differently (a good/bad answer, not a chosen/rejected one)."""
+    from backend.methods import find_method
+
+    spec = find_method(method)
+    own = {m.key: (m.plot, m.title, m.label, m.colour, m.line_style, m.order, True)
+           for m in (spec.metrics if spec else ()) if "*" not in m.key}
+    if not own:
+        return style_for_key
+    return lru_cache(maxsize=4096)(lambda key: _style(key, own))
+
+
+def _style(key: str, own: dict | None) -> SeriesStyle | None:
     is_eval = key.startswith("eval_")
     base = key[5:] if is_eval else key
     if base in IGNORED_KEYS or key in IGNORED_KEYS:
         return None
-    known = _KNOWN.get(base) or _family_style(base)
+    known = (own or {}).get(base) or _KNOWN.get(base) or _family_style(base)
     if known is None:
         colour = _OTHER_PALETTE[zlib.crc32(base.encode()) % len(_OTHER_PALETTE)]
         known = (f"other:{base}", base, base.rsplit("/", 1)[-1], colour, "solid", 500, True)

@@ -35,7 +35,7 @@ from app.tensorboard_launcher import TENSORBOARD_LOG, TensorBoardLauncher, why_n
 from backend.config_diff import config_differences, parse_config_text, value_text
 from backend.methods import all_methods, method_label
 from backend.run_clock import format_duration
-from app.metric_catalog import collect_points, feed_points, style_for_key
+from app.metric_catalog import collect_points, feed_points, style_for_key, styles_for_method
 from backend.paths import runs_dir
 
 
@@ -412,6 +412,9 @@ class RunsTab(QWidget):
             return
         grid = self.ensure_plots()
         grid.clear()
+        # Overlaid runs of different methods: the first one's titles; the keys they share plot together.
+        first = self._summaries.get(details[0][0]) if details else None
+        grid.set_style_for_key(styles_for_method(first.method if first else ""))
         names = []
         for run_dir, _points, _config, _count in details:
             summary = self._summaries.get(run_dir)

@@ -230,3 +230,30 @@ def test_runs_tab_overlays_once_and_diffs_the_settings(qtbot, studio_home):
     with qtbot.waitSignal(tab.sig_runs_opened, timeout=10_000):
         tab.overlay_button.click()
     assert tab.detail_tabs.currentIndex() == 0 and not tab.overlay_button.isEnabled()
+
+
+def test_each_method_plots_its_own_titles_for_a_key_others_log_too(qtbot):
+    """Two methods may log the same key with different meanings: the run's own method names it."""
+    from app.metric_catalog import style_for_key, styles_for_method
+    from backend.methods import all_methods
+
+    shared = {}
+    for spec in all_methods():
+        for m in spec.metrics:
+            shared.setdefault(m.key, {})[spec.key] = m.title
+    differing = {k: v for k, v in shared.items() if len(set(v.values())) > 1}
+    assert differing, "no key is titled differently by two methods; pick another check"
+    key, titles = next(iter(differing.items()))
+    for method, title in titles.items():
+        assert styles_for_method(method)(key).plot_title == title, (method, key)
+    assert style_for_key(key).plot_title in titles.values()
+    assert styles_for_method("no-such-method") is style_for_key
+
+    from widgets.metric_plots import MetricPlotGrid
+
+    grid = MetricPlotGrid(style_for_key)
+    qtbot.addWidget(grid)
+    method, title = list(titles.items())[-1]
+    grid.set_style_for_key(styles_for_method(method))
+    grid.add_point(key, 1, 0.5)
+    assert grid._styles[key].plot_title == title

@@ -480,6 +480,12 @@ class MetricPlotGrid(QWidget):
             curve.dirty = True
         return True
 
+    def set_style_for_key(self, style_for_key: Callable[[str], SeriesStyle | None]) -> None:
+        """Look up plots and colours with ``style_for_key`` from now on (a run of another kind);
+        call before the first points of that run."""
+        self._style_for_key = style_for_key
+        self._styles.clear()
+
     def _new_series(self, key: str, run: str) -> GrowingSeries | None:
         if key not in self._styles:
             self._styles[key] = self._style_for_key(key)
