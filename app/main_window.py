@@ -265,6 +265,7 @@ class StudioWindow(QMainWindow):
         self._fill_recent_menu(self.settings.recent_files())
         self.demo_menu = file_menu.addMenu("Demos")
         self.demo_menu.aboutToShow.connect(self._fill_demo_menu)  # read when opened: startup reads no files
+        file_menu.addAction("Generate preference data…", self.open_preference_generation)
         file_menu.addSeparator()
         quit_action = QAction("Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -300,6 +301,11 @@ class StudioWindow(QMainWindow):
         from app.demo_menu import fill_demo_menu
 
         fill_demo_menu(self.demo_menu, self.open_config_file)
+
+    def open_preference_generation(self) -> None:
+        from app.preference_generation_dialog import open_generation_dialog
+
+        self.preference_generation = open_generation_dialog(self)
 
     def open_rlhf_pipeline(self) -> None:
         from app.rlhf_pipeline import open_pipeline

@@ -308,3 +308,39 @@ def test_the_instruct_model_from_pypi_judges_through_the_worker(tmp_path):
     assert report["kept"] == sum((e.p_ab > 0.5) == (e.p_ba > 0.5) for e in rows)
     print(f"instruct judge: agreement {report['agreement_rate']:.0%}, {report['seconds_per_row']:.2f} s per pair, "
           f"{time.perf_counter() - started:.1f} s in all")
+
+
+@pytest.mark.slow
+@pytest.mark.gui
+def test_the_window_runs_a_job_and_opens_the_pairs_in_the_data_panel(qtbot, studio_home, tmp_path, judge_dir):
+    from tests.gui_helpers import make_studio_window, wait_for_dataset
+
+    window = make_studio_window(qtbot)
+    data = write_pairs(tmp_path / "pairs.jsonl", 10)
+    window.data_panel.load_path(str(data))
+    wait_for_dataset(qtbot, window)
+    window.open_preference_generation()
+    dialog = window.preference_generation
+    assert dialog.input_edit.text() == str(data)  # it starts on the Data panel's file
+
+    dialog.input_edit.setText(str(tmp_path / "missing.jsonl"))
+    assert not dialog.start()
+    assert dialog.banner.isVisible() and not dialog.is_running()  # refused in a sentence, nothing started
+
+    dialog.input_edit.setText(str(data))
+    dialog.model_edit.setText(str(judge_dir))
+    assert dialog.start()
+    qtbot.waitUntil(lambda: not dialog.is_running() and not dialog.following, timeout=180_000)
+    assert dialog.results.rowCount() == 10
+    assert [dialog.results.item(r, 1).text() for r in range(10)].count("kept") == 3
+    assert "agreed on 30% of 10 pairs" in dialog.summary.text()
+    dropped = next(r for r in range(10) if dialog.results.item(r, 1).text() == "dropped")
+    assert dialog.results.item(dropped, 2).text() and "orders split" in dialog.results.item(dropped, 4).text()
+
+    assert dialog.open_button.isEnabled()
+    dialog.open_button.click()
+    out = tmp_path / "pairs.ai-feedback.jsonl"
+    qtbot.waitUntil(lambda: window.data_panel.current() is not None
+                    and window.data_panel.current().path == str(out), timeout=30_000)
+    assert window.data_panel.current().loaded.format is DataFormat.PREFERENCE
+    assert window.data_panel.current().loaded.rows_kept == 3

@@ -44,6 +44,7 @@ class RowDone(Event):
     seconds: float = 0.0
     p_ab: float | None = None  # AI feedback: P(answer 1 better) with it shown first, and shown second
     p_ba: float | None = None
+    answers: list[str] = field(default_factory=list)  # AI feedback: the two answers judged, in file order
     row: dict[str, Any] | None = None  # the pair made from this row, when kept
 
 

@@ -47,8 +47,8 @@ class GenerationJob(TrainingRun):
         permissions this launch gives (the window's confirmed grants, or the CLI's flags)."""
         from backend.code_permissions import launch_environment
 
-        request = request.absolute()
         check_request(request)
+        request = request.absolute()
         log_path = log_path_for(request)
         env = launch_environment(os.environ, grants or [])
         env.update(extra_env or {})

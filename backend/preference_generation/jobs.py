@@ -161,13 +161,14 @@ def _ai_feedback_record(request: GenerationRequest, row: InputRow, provider: Mod
         if answers[0].strip() == answers[1].strip() or not answers[0].strip() or not answers[1].strip():
             reason = "an answer came out empty" if not (answers[0].strip() and answers[1].strip()) else \
                 "the two sampled answers are identical"
-            return {"kept": False, "reason": reason}
+            return {"kept": False, "reason": reason, "answers": list(answers)}
     else:
         answers, file_prefers_first = row.answers, row.file_prefers_first
     judge = provider.judge(request.model)
     verdict = judge_both_orders(judge, row.prompt, answers[0], answers[1])
     record: dict[str, Any] = {"kept": verdict.agree, "reason": "" if verdict.agree else DISAGREE,
-                              "agree": verdict.agree, "p_ab": round(verdict.p_ab, 5), "p_ba": round(verdict.p_ba, 5)}
+                              "agree": verdict.agree, "p_ab": round(verdict.p_ab, 5), "p_ba": round(verdict.p_ba, 5),
+                              "answers": list(answers)}
     if verdict.agree:
         chosen, rejected = (answers[0], answers[1]) if verdict.winner == 1 else (answers[1], answers[0])
         if file_prefers_first is not None:

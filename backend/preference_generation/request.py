@@ -87,7 +87,7 @@ class GenerationRequest:
             return Path(self.output_path).expanduser()
         source = Path(self.input_path).expanduser()
         stem = source.name.split(".")[0] or "data"
-        return source.with_name(f"{stem}.{self.job}.jsonl")
+        return source.parent / f"{stem}.{self.job}.jsonl"
 
     @property
     def partial(self) -> Path:

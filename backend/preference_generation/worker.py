@@ -76,7 +76,8 @@ def main(argv: list[str]) -> int:
         emit(RowDone(index=record["index"], line=record.get("line", 0), kept=bool(record.get("kept")),
                      reason=record.get("reason", ""), rows_done=stats.done, rows_total=stats.total,
                      kept_total=stats.kept, agreement_rate=stats.agreement_rate, seconds=record.get("seconds", 0.0),
-                     p_ab=record.get("p_ab"), p_ba=record.get("p_ba"), row=record.get("row")))
+                     p_ab=record.get("p_ab"), p_ba=record.get("p_ba"), answers=record.get("answers", []),
+                     row=record.get("row")))
         if slow_row:
             time.sleep(slow_row)
 
