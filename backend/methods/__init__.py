@@ -68,8 +68,10 @@ def grouped_methods() -> list[tuple[str, list[MethodSpec]]]:
 
 
 def methods_for_data(kind: str) -> list[str]:
-    """Keys of the methods that can train on data of ``kind`` (as is or converted)."""
-    return [s.key for s in all_methods() if kind in s.data.accepts]
+    """Keys of the methods that can train on data of ``kind``: those that take it as it is first,
+    then those that convert it (the window picks the first when the data rules out the current one)."""
+    usable = [s for s in all_methods() if kind in s.data.accepts]
+    return [s.key for s in usable if kind not in s.data.convert] + [s.key for s in usable if kind in s.data.convert]
 
 
 __all__ = [

@@ -83,6 +83,9 @@ class RolloutTrainer(Trainer):
         self.switch = AdapterSwitch(model)
         super().__init__(model=model, args=args, processing_class=processing_class, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, callbacks=callbacks, data_collator=lambda rows: rows)
+        if self.args.world_size > 1:
+            # The loop steps its own optimizer without the gradient all-reduce a launcher would need.
+            raise ValueError("PPO trains in one process: start it without a launch layout (one GPU or the CPU)")
         tokenizer = processing_class
         from backend.prompt_rendering import stop_token_ids
 
