@@ -243,3 +243,31 @@ def test_a_reward_model_run_grades_the_sampled_completions(tiny_model_dir, tiny_
     assert logs and all("rewards/reward_model/mean" in m for m in logs)
     # A model's scores differ between completions, unlike a grader that returns a constant.
     assert any(m["rewards/reward_model/std"] > 0 for m in logs), logs
+
+
+@pytest.mark.parametrize("policy", ["truncate_left", "drop", "refuse"])
+def test_prompts_too_long_for_the_completion_follow_the_long_prompts_setting(tiny_model_dir, policy):
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from backend.methods.rl_common import fit_prompts
+    from backend.run_config import ConfigError
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    cfg = default_config("grpo", max_length=32, max_completion_length=16, long_prompts=policy)
+    rows = {"prompt": ["Short question?", "The quick brown fox jumps over the lazy dog. " * 6 + "End?"],
+            "solution": ["1", "2"]}
+    ctx = SimpleNamespace(cfg=cfg, tokenizer=tok, train_dataset=Dataset.from_dict(rows), eval_dataset=None)
+    if policy == "refuse":
+        with pytest.raises(ConfigError, match="longer than Max length \\(32\\) less Max completion length"):
+            fit_prompts(ctx)
+        return
+    fit_prompts(ctx)
+    prompts = ctx.train_dataset["prompt"]
+    assert prompts[0] == "Short question?" and ctx.train_dataset["solution"][0] == "1"
+    if policy == "drop":
+        assert len(prompts) == 1
+    else:
+        assert len(tok(prompts[1], add_special_tokens=False)["input_ids"]) <= 16 and prompts[1].endswith("End?")
