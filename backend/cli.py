@@ -236,6 +236,9 @@ def cmd_train(args) -> int:
 
             granted = {name: True for name in ("trust_remote_code", "allow_pickle_weights")
                        if getattr(args, name, False)}
+            from backend.cli_rewards import resume_reward_grant
+
+            granted.update(resume_reward_grant(args, args.resume))
             problems = resume_problems(args.resume, permissions=granted)
             if problems:
                 raise ConfigError(problems)

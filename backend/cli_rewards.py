@@ -147,3 +147,17 @@ def cmd_graders(args) -> int:
             print(f"    {s.name} = {s.default!r}: {s.help}{choices}")
     print("\nfile:FUNCTION grades with a function of --reward-file (run only with --allow-reward-code).")
     return 0
+
+
+def resume_reward_grant(args, run_dir) -> dict:
+    """``--allow-reward-code`` on ``--resume``: the run's reward file may run again (the run
+    folder never grants it); nothing for a run whose method has no reward file."""
+    if not getattr(args, "allow_reward_code", False):
+        return {}
+    from backend.run_config import ConfigError, load_yaml
+
+    try:
+        cfg = load_yaml(Path(run_dir) / "config.yaml")
+    except ConfigError:
+        return {}
+    return {"allow_reward_code": True} if hasattr(cfg, "allow_reward_code") else {}
