@@ -17,7 +17,7 @@ from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from app.studio_settings import StudioSettings
-from backend.methods import DEFAULT_METHOD, all_methods, find_method, grouped_methods, method_keys
+from backend.methods import DEFAULT_METHOD, find_method, grouped_methods, method_keys
 from backend.run_config import default_config, to_dict, user_fields
 from widgets.config_form import ConfigForm
 from widgets.grouped_combo import GroupedComboBox
@@ -137,7 +137,7 @@ class MethodSettingsPanel(QWidget):
         """Disable the methods the loaded data cannot feed, saying why; None enables all."""
         self._supported = supported
         model: QStandardItemModel = self.method_combo.model()
-        notes = []
+        refused = []
         for i in range(self.method_combo.count()):
             if self.method_combo.is_header(i):
                 continue
@@ -148,14 +148,26 @@ class MethodSettingsPanel(QWidget):
             reason = (reasons or {}).get(spec.key, "") if not ok else ""
             item.setToolTip(reason or spec.summary)
             item.setText(spec.title + ("" if ok else "  — not for this data"))
-            if reason:
-                notes.append(reason)
-        self.reason_label.setText("\n".join(notes))
-        self.reason_label.setVisible(bool(notes))
+            if not ok:
+                refused.append(spec)
+        self.reason_label.setText(self._refusal_text(refused, reasons or {}))
+        self.reason_label.setVisible(bool(refused))
         if supported is not None and self._method not in supported:
-            usable = [spec.key for spec in all_methods() if spec.key in supported]
+            usable = [key for key in supported if find_method(key)]  # as the data report orders them
             if usable:
                 self.set_method(usable[0])
+
+    def _refusal_text(self, refused: list, reasons: dict[str, str]) -> str:
+        """One reason in full (the method that was picked, when the data rules it out) and the
+        others by name: with a dozen methods, every reason at once would bury the settings."""
+        if not refused:
+            return ""
+        picked = next((spec for spec in refused if spec.key == self._method), None)
+        lines = [reasons[picked.key]] if picked is not None and reasons.get(picked.key) else []
+        others = [spec.label for spec in refused if spec is not picked]
+        if others:
+            lines.append(f"Not for this data: {', '.join(others)}. Hover one in the list to see why.")
+        return "\n".join(lines)
 
     def method_supported(self) -> bool:
         return self._supported is None or self._method in self._supported

@@ -90,7 +90,9 @@ def test_dropping_a_file_shows_report_preview_and_methods(qtbot, window, tmp_pat
     assert preview.model.columns()[:3] == ["prompt", "chosen", "rejected"]
     combo = window.method_panel.method_combo
     enabled = {combo.itemData(i) for i in range(combo.count()) if combo.model().item(i).isEnabled()}
-    assert enabled == {"sft", "dpo", "orpo"}
+    from backend.methods import methods_for_data
+
+    assert enabled == set(methods_for_data("pairs")) and {"sft", "dpo", "orpo"} <= enabled
     window.method_panel.set_method("dpo")
     qtbot.waitUntil(lambda: window.live.train_button.isEnabled(), timeout=5000)
     assert window.settings.recent_files()[0] == str(Path(data).resolve())
@@ -108,7 +110,12 @@ def test_sft_only_data_disables_preference_methods_with_a_reason(qtbot, window, 
     items = {combo.itemData(i): combo.model().item(i) for i in range(combo.count())}
     assert items["sft"].isEnabled() and not items["dpo"].isEnabled() and not items["orpo"].isEnabled()
     assert "chosen" in items["dpo"].toolTip()
-    assert window.method_panel.reason_label.isVisible()
+    reason = window.method_panel.reason_label
+    assert reason.isVisible()
+    # The method that was picked gets its reason in full; the others are named, not explained at length.
+    assert items["dpo"].toolTip() in reason.text() and items["orpo"].toolTip() not in reason.text()
+    assert "Not for this data:" in reason.text() and "ORPO" in reason.text()
+    assert len(reason.text().splitlines()) == 2
     assert window.method_panel.method() == "sft"  # switched to a method the data supports
 
 
