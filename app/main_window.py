@@ -36,7 +36,7 @@ from app.runs_tab import RunsTab
 from app.studio_settings import StudioSettings
 from app.training_supervisor import TrainingController
 from backend.code_permissions import GrantStore, model_subject, ungranted_subjects, with_stored_grants
-from backend.methods import DEFAULT_METHOD, method_label
+from backend.methods import DEFAULT_METHOD, all_methods, method_label
 from backend.dataset_report import method_advice
 from backend.preflight import max_length_notes, max_length_problems, resume_problems, run_preflight
 from backend.run_config import (ConfigError, default_config, describe_problems, field_label, replace_values, to_dict,
@@ -293,8 +293,9 @@ class StudioWindow(QMainWindow):
         about = QAction("About AlignStudio", self)
         about.triggered.connect(lambda: QMessageBox.about(
             self, "AlignStudio",
-            "AlignStudio fine-tunes and preference-aligns language models (SFT, DPO, ORPO with QLoRA) "
-            "without code. Training runs in a separate process; every run is a folder you can reopen."))
+            "AlignStudio fine-tunes and preference-aligns language models with QLoRA, without code: "
+            f"{', '.join(spec.label for spec in all_methods())}. Training runs in a separate process; every run "
+            "is a folder you can reopen."))
         help_menu.addAction(about)
 
     def _fill_demo_menu(self) -> None:

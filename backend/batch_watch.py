@@ -30,8 +30,8 @@ class BatchStats:
 
 def batch_stats(batch: dict[str, Any]) -> BatchStats:
     """Sequence lengths and answer tokens of one collated batch, for the layouts TRL 1.16's
-    collators produce: DPO (``completion_mask``, chosen and rejected stacked), ORPO
-    (``chosen_``/``rejected_`` prefixed labels) and SFT (``labels`` or ``completion_mask``)."""
+    collators produce: chosen and rejected stacked with a ``completion_mask``, ``chosen_``/``rejected_``
+    prefixed labels, and single sequences with ``labels`` or a ``completion_mask``."""
     lengths: list[int] = []
     answers: list[int] = []
     for prefix in ("", "chosen_", "rejected_"):

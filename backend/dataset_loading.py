@@ -739,8 +739,8 @@ def _desirable_only(ds: "Dataset") -> "Dataset":
 def _unpair(ds: "Dataset") -> "Dataset":
     """Each pair becomes a good and a bad answer. Good and bad alternate, so every batch
     sees both, and the bad answer beside a good one comes from the pair half the dataset
-    away: a trainer that estimates its KL term from neighbouring rows (as KTO's does,
-    answer i against prompt i+1) then pairs answers with prompts they were not written for."""
+    away: a trainer that estimates its KL term from neighbouring rows (answer i against
+    prompt i+1) then pairs answers with prompts they were not written for."""
     from datasets import Features, Value
 
     columns = ds.select_columns(["prompt", "chosen", "rejected"]).to_dict()

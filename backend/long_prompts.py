@@ -4,8 +4,8 @@ one place that decides what happens to them, for every method.
 TRL 1.16 cuts a sequence that is longer than ``max_length`` at its end
 (``truncation_mode="keep_start"``; its ``keep_end`` is deprecated and would cut
 the prompt's start and the answer's start alike, and no ``max_prompt_length``
-exists any more). So a long prompt eats the answer: DPO drops an example whose
-prompt alone fills ``max_length``; ORPO and SFT keep it with an empty answer,
+exists any more). So a long prompt eats the answer: some trainers drop an example
+whose prompt alone fills ``max_length``; others keep it with an empty answer,
 whose log-probability is an average over zero tokens: NaN at the first batch
 that holds one. The ``long_prompts`` setting chooses instead:
 

@@ -355,9 +355,9 @@ def max_length_problems(cfg: BaseRunConfig, report) -> list[tuple[str, str]]:
     policy cannot live with (refuse: any example losing part of its answer; drop: most
     of them).
 
-    TRL 1.16's DPO drops an example whose prompt alone fills ``max_length`` (its
-    ``keep_start`` truncation would leave no answer to compare); SFT and ORPO keep
-    the start and cut the answer away, and an empty answer gives a NaN loss. The
+    Some of TRL 1.16's trainers drop an example whose prompt alone fills ``max_length``
+    (their ``keep_start`` truncation would leave no answer to compare); others keep the
+    start and cut the answer away, and an empty answer gives a NaN loss. The
     worker applies the policy with the model's tokenizer (``backend.long_prompts``);
     this sees the same from the data report, before anything starts."""
     stats = (getattr(report, "lengths", None) or {}).get("prompt")

@@ -1,7 +1,7 @@
 """Build tiny random-weight causal LMs on the spot, for tests, benchmarks and smoke checks.
 
 Nothing is downloaded: a byte-level BPE tokenizer is trained on a few sentences
-and a 2-layer Llama is initialised from a fixed seed. Such a model trains 30 DPO
+and a 2-layer Llama is initialised from a fixed seed. Such a model trains 30 preference
 steps in about a second on a CPU and its metrics still move meaningfully.
 """
 

@@ -2,7 +2,7 @@
 
 Qt gives combo boxes, spin boxes and sliders the wheel whether or not they
 have focus, so scrolling a long settings column with the pointer resting on
-the Method dropdown turned DPO into ORPO (and reset its settings). A guard on
+the Method dropdown switched to another method (and reset its settings). A guard on
 each top-level window sees every wheel turn before Qt hands it to the widget
 under the pointer, so it covers every such field in the window, including the
 ones built later (forms are rebuilt when the method changes):
