@@ -292,9 +292,10 @@ class PreferenceGenerationDialog(QDialog):
             visible = feedback and (source == "two" or (source == "one" and i == 0))
             self.form.setRowVisible(label, visible)
         self.principles.setVisible(not feedback)
-        self.results.setHorizontalHeaderLabels(["Line", "Pair", "Chosen", "Rejected",
-                                                "Judge: P(answer 1 better) shown first / second" if feedback
-                                                else "Principle and critique"])
+        # A dropped AI-feedback row shows the two answers judged, in the file's order.
+        self.results.setHorizontalHeaderLabels(
+            ["Line", "Pair", "Chosen / answer 1", "Rejected / answer 2", "Judge: P(1 better), both orders"] if feedback
+            else ["Line", "Pair", "Chosen (revision)", "Rejected (first answer)", "Principle and critique"])
         self._paths_changed()
 
     def _paths_changed(self, *_args) -> None:

@@ -76,6 +76,7 @@ def test_critiques_are_kept_with_each_pair_and_an_unrevised_answer_makes_none(tm
     revision_turns = model.conversations[2]
     assert [m["role"] for m in revision_turns] == ["user", "assistant", "user", "assistant", "user"]
     assert revision_turns[3]["content"] == first["critique"]
+    assert '"Help me?"' in revision_turns[4]["content"]  # the request is restated for the revision
 
     loaded = load_dataset_file(tmp_path / "cai.jsonl")
     assert loaded.format is DataFormat.PREFERENCE and loaded.rows_kept == 2

@@ -97,7 +97,12 @@ def critique_messages(prompt_messages: list[dict], answer: str, principle: dict[
 
 
 def revision_messages(critique_conversation: list[dict], critique: str, principle: dict[str, str]) -> list[dict]:
+    # The request is restated: asked only to "rewrite the answer", small models tend to write a
+    # comment about the answer instead of an answer (SmolLM2-135M did on most prompts).
+    request = critique_conversation[-3]["content"] if len(critique_conversation) >= 3 else ""
     return critique_conversation + [
         {"role": "assistant", "content": critique},
-        {"role": "user", "content": f"Revision request: {principle['revision']} Reply with the revised answer only."},
+        {"role": "user", "content": f"Revision request: {principle['revision']}\n\nNow write the improved answer "
+                                    f"to the original request: \"{request}\". Write only the answer itself, not "
+                                    "a comment about it."},
     ]
