@@ -250,8 +250,12 @@ class PreferenceGenerationDialog(QDialog):
 
         self.job_box.currentIndexChanged.connect(self._job_changed)
         self.answers_box.currentIndexChanged.connect(self._job_changed)
-        for edit in (self.input_edit, self.output_edit):
+        # Any setting in the job's fingerprint decides whether a half-done run can be resumed.
+        for edit in (self.input_edit, self.output_edit, self.model_edit, *self.answer_edits):
             edit.textChanged.connect(self._paths_changed)
+        for spin in (self.tokens_spin, self.temperature_spin, self.seed_spin):
+            spin.valueChanged.connect(self._paths_changed)
+        self.principles.table.itemChanged.connect(self._paths_changed)
         self._set_running(False)
         self._job_changed()
 
@@ -450,6 +454,10 @@ class PreferenceGenerationDialog(QDialog):
     def _open_in_data_panel(self) -> None:
         if self._result_path:
             self.sig_open_in_data_panel.emit(self._result_path)
+
+    def showEvent(self, event) -> None:
+        self._paths_changed()  # a run stopped elsewhere (the CLI) may have left rows to resume
+        super().showEvent(event)
 
     def closeEvent(self, event) -> None:
         # Closing while generating stops the worker; the finished rows stay for a resume.

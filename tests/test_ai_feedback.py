@@ -344,3 +344,22 @@ def test_the_window_runs_a_job_and_opens_the_pairs_in_the_data_panel(qtbot, stud
                     and window.data_panel.current().path == str(out), timeout=30_000)
     assert window.data_panel.current().loaded.format is DataFormat.PREFERENCE
     assert window.data_panel.current().loaded.rows_kept == 3
+
+
+@pytest.mark.gui
+def test_the_window_offers_resume_for_a_half_done_job_of_the_same_settings(qtbot, tmp_path):
+    from app.preference_generation_dialog import PreferenceGenerationDialog
+
+    data = write_pairs(tmp_path / "pairs.jsonl", 4)
+    dialog = PreferenceGenerationDialog(str(data))
+    qtbot.addWidget(dialog)
+    assert dialog.start_button.text() == "Start" and dialog.restart_button.isHidden()
+    partial = PartialFile(dialog.request())
+    partial.open()
+    for index in (0, 1):
+        partial.append({"index": index, "kept": False, "reason": DISAGREE})
+    partial.close()
+    dialog.show()  # showing the window looks for it again
+    assert dialog.start_button.text() == "Resume (2 rows done)" and not dialog.restart_button.isHidden()
+    dialog.seed_spin.setValue(7)  # other settings: that partial file is not this job's
+    assert dialog.start_button.text() == "Start"
