@@ -4,8 +4,9 @@ Samples N answers to every prompt of ``--data`` (prompts, or pairs' prompts) in 
 batched generation per group of prompts, scores them with ``--reward-model`` and/or
 ``--reward`` graders, and writes one JSON line per prompt: the best answer, the
 single answer it is measured against (the first sample, or ``--baseline greedy``) and
-all N ranked. Prints the batch report (mean reward of best-of-N against the single
-answer, and the cost) and where the file is; the report is also saved beside it.
+all N ranked. Plain-text prompts framed as "Question: ... Answer:" stop at the next
+"Question:", as in Compare. Prints the batch report (mean reward of best-of-N against
+the single answer, and the cost) and where the file is; the report is saved beside it.
 The model runs in this process with the generation worker's own code.
 """
 
@@ -117,6 +118,7 @@ def cmd_best_of_n(args) -> int:
     from backend.generation_protocol import (BestOfNReportReady, BestOfNRequest, BestOfNRowReady, GenerationError,
                                              LoadRequest, ModelReady, WorkerStatus)
     from backend.generation_worker import GenerationService
+    from backend.prompt_rendering import default_stop_strings
 
     found: dict = {"rows": [], "report": None, "errors": []}
 
@@ -146,7 +148,7 @@ def cmd_best_of_n(args) -> int:
         service.handle(BestOfNRequest(
             id="best-of-n", rows=rows, n=args.n, side=side,
             sampling={"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed,
-                      "top_p": 1.0, "top_k": 0},
+                      "top_p": 1.0, "top_k": 0, "stop_strings": default_stop_strings(rows)},
             reward_model=values.get("reward_model", ""), graders=values["graders"],
             reward_file=values.get("reward_file", ""), allow_reward_code=bool(values.get("allow_reward_code")),
             baseline=args.baseline), cancel)
