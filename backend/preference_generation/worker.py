@@ -31,6 +31,14 @@ def _watch_stdin(cancel: threading.Event) -> None:
     cancel.set()  # the parent is gone
 
 
+def _judged_texts(record: dict) -> list[str]:
+    """The two texts a row produced, for showing a dropped row: the answers judged (AI feedback),
+    or the revision and the first answer (Constitutional AI)."""
+    if "answers" in record:
+        return list(record["answers"])
+    return [record.get("revision", ""), record.get("answer", "")] if "answer" in record else []
+
+
 def main(argv: list[str]) -> int:
     import json
 
@@ -76,7 +84,7 @@ def main(argv: list[str]) -> int:
         emit(RowDone(index=record["index"], line=record.get("line", 0), kept=bool(record.get("kept")),
                      reason=record.get("reason", ""), rows_done=stats.done, rows_total=stats.total,
                      kept_total=stats.kept, agreement_rate=stats.agreement_rate, seconds=record.get("seconds", 0.0),
-                     p_ab=record.get("p_ab"), p_ba=record.get("p_ba"), answers=record.get("answers", []),
+                     p_ab=record.get("p_ab"), p_ba=record.get("p_ba"), answers=_judged_texts(record),
                      row=record.get("row")))
         if slow_row:
             time.sleep(slow_row)
