@@ -582,6 +582,13 @@ def _traits(method: str):
     return spec.memory if spec else MemoryTraits()
 
 
+def _score_head(cfg) -> bool:
+    from backend.methods import find_method
+
+    spec = find_method(getattr(cfg, "method", ""))
+    return spec is not None and spec.model_head == "score"
+
+
 def _layer_activation_elems(shape: ModelShape, targets: list[tuple[str, int, int]], lora_dropout: float,
                             dtype_bytes: int, quant: str) -> float:
     """Elements (of the compute dtype) saved for backward per token in one decoder layer.
@@ -669,6 +676,8 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
 
     # --- LM head ---------------------------------------------------------------
     logits = _head_bytes(traits.full_logits, tokens, shape, cb, dev, training=True)
+    if _score_head(cfg):
+        logits = tokens * shape.hidden_size * 4  # one output per sequence: no (tokens x vocabulary) logits
 
     # --- reference pass ----------------------------------------------------------
     reference = 0.0

@@ -32,6 +32,16 @@ def test_lora_trains_the_score_head_and_other_methods_keep_the_lm_head():
     assert not dpo.modules_to_save and "CAUSAL_LM" in str(dpo.task_type)
 
 
+def test_memory_estimate_counts_no_vocabulary_logits_for_a_score_head():
+    from backend.memory_estimate import GEMMA3_270M, estimate_memory
+
+    device = {"kind": "cuda", "memory_mb": 80_000, "bf16": True}
+    reward = estimate_memory(default_config("bradley_terry", max_length=2048), device, GEMMA3_270M)
+    dpo = estimate_memory(default_config("dpo", max_length=2048), device, GEMMA3_270M)
+    assert reward.parts["logits"] < dpo.parts["logits"] / 4
+    assert "reference" not in reward.parts
+
+
 def test_trl_config_gets_the_centring_coefficient_only_when_set():
     from backend.methods.bradley_terry import trl_cli_keys
 
