@@ -145,6 +145,23 @@ def test_combined_losses_and_their_settings_reach_trl(tmp_path):
     assert (args.ld_alpha, args.f_divergence_type, args.use_weighting) == (None, "reverse_kl", False)
 
 
+@pytest.mark.slow
+def test_trl_dpo_command_line_reads_the_combined_losses(tmp_path):
+    """What `alignstudio export --as-command` writes for `trl dpo`: TRL's own parser takes the lists."""
+    import yaml
+    from trl.scripts.dpo import make_parser
+
+    from backend.methods.dpo import trl_cli_keys
+
+    cfg = default_config("dpo", loss_weight=0.8, extra_losses="bco_pair:0.2, sft", ld_alpha=0.5)
+    path = tmp_path / "trl_dpo.yaml"
+    path.write_text(yaml.safe_dump(dict(trl_cli_keys(cfg), output_dir=str(tmp_path), use_cpu=True, bf16=False,
+                                        model_name_or_path="m", dataset_name="d")), encoding="utf-8")
+    training_args = make_parser().parse_args_and_config(args=["--config", str(path)])[1]
+    assert training_args.loss_type == ["sigmoid", "bco_pair", "sft"] and training_args.loss_weights == [0.8, 0.2, 1.0]
+    assert training_args.ld_alpha == 0.5
+
+
 # ------------------------------------------------------------- training, in this process
 # One process for every loss (tests/methods/in_process_training.py): one step each.
 _STATE: dict = {}
