@@ -107,7 +107,6 @@ def test_principles_default_list_file_round_trip_and_bad_files_named(tmp_path):
 @pytest.mark.slow
 def test_constitutional_job_through_the_worker_on_a_tiny_model(tmp_path, tiny_model_dir):
     from backend.preflight import check_before_training
-    from backend.run_config import default_config
 
     data = write_prompts(tmp_path / "prompts.jsonl", ["Question 1: can you help?", "Question 2: what is water?"])
     request = GenerationRequest(job=CONSTITUTIONAL, input_path=str(data), output_path=str(tmp_path / "cai.jsonl"),
@@ -127,5 +126,11 @@ def test_constitutional_job_through_the_worker_on_a_tiny_model(tmp_path, tiny_mo
         assert row["critique"] and row["chosen"] != row["rejected"]
         assert row["principle"] in ("Polite", "Correct") and row["model"]
     assert json.loads(request.report.read_text())["principles"] == PRINCIPLES
-    cfg = default_config("dpo", model=str(tiny_model_dir), data_path=str(request.output), max_length=64)
+    # DPO then trains on the file, through its own worker.
+    from backend.training_run import run_to_completion
+    from tests.conftest import tiny_run_config
+
+    cfg = tiny_run_config("dpo", tiny_model_dir, request.output, max_steps=2, per_device_train_batch_size=1)
     check_before_training(cfg, runs_root=tmp_path / "runs", reach_hub=lambda: None)
+    _run, run_events = run_to_completion(cfg, runs_root=tmp_path / "runs", timeout=300)
+    assert type(run_events[-1]).__name__ == "RunFinished", run_events[-1]
