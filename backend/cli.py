@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     train = sub.add_parser("train", help="train headless (same worker as the studio window)")
-    train.add_argument("--method", choices=method_keys(),
+    train.add_argument("--method", choices=method_keys(), type=_method_key,
                        help=f"{', '.join(method_keys())} (default: from --config, else {DEFAULT_METHOD}); "
                        "`alignstudio methods` says what each needs")
     train.add_argument("--data", help="dataset file or folder, or a Hugging Face dataset id owner/name "
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--runs-dir")
 
     settings = sub.add_parser("settings", help="list every setting of a method with its default and help")
-    settings.add_argument("method", choices=method_keys())
+    settings.add_argument("method", choices=method_keys(), type=_method_key)
 
     sub.add_parser("methods", help="list every training method with the data it needs")
 
@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
     return parser
+
+
+def _method_key(name: str) -> str:
+    """A method's key from its key or one of its aliases (``reward`` for the reward model)."""
+    spec = find_method(name)
+    return spec.key if spec else name
 
 
 def _add_split_arguments(parser: argparse.ArgumentParser) -> None:
@@ -401,7 +407,8 @@ def cmd_methods(args) -> int:
     for group, specs in grouped_methods():
         print(f"{group}:")
         for spec in specs:
-            print(f"  {spec.key:<8} {spec.title}\n           {spec.summary}\n           data: {spec.data.needs}")
+            also = f" (also: {', '.join(spec.aliases)})" if spec.aliases else ""
+            print(f"  {spec.key:<8} {spec.title}{also}\n           {spec.summary}\n           data: {spec.data.needs}")
     return 0
 
 

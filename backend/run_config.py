@@ -300,7 +300,10 @@ def config_classes() -> dict[str, type[BaseRunConfig]]:
 
 
 def config_class(method: str) -> type[BaseRunConfig]:
-    key = (method or "").lower()
+    from backend.methods import find_method
+
+    spec = find_method(method)  # a key or one of its aliases
+    key = spec.key if spec else (method or "").lower()
     classes = config_classes()
     if key not in classes:
         raise ConfigError([("method", f"unknown method {method!r}; choose one of {', '.join(classes)}")])

@@ -40,7 +40,7 @@ def method_keys() -> tuple[str, ...]:
 def get_method(key: str) -> MethodSpec:
     wanted = (key or "").strip().lower()
     for spec in all_methods():
-        if spec.key == wanted:
+        if spec.key == wanted or wanted in spec.aliases:
             return spec
     raise UnknownMethod(key)
 

@@ -72,6 +72,7 @@ REWARD_METRICS = (
 
 SPEC = MethodSpec(
     key="bradley_terry",
+    aliases=("reward", "reward_model", "rm"),
     label="Reward model",
     title="Reward model (Bradley–Terry)",
     group="Reward model",

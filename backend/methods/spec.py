@@ -121,6 +121,7 @@ class MethodSpec:
     summary_metrics: tuple[tuple[str, str], ...] = (("loss", "loss"),)  # (key, label): closing note, Runs columns
     diagnostics: tuple[str, ...] = ()  # codes of the metric rules that apply (app.training_diagnostics)
     memory: MemoryTraits = MemoryTraits()
+    aliases: tuple[str, ...] = ()  # other names `--method` and config files accept for it
     implicit_reward: bool = False  # Compare can score answers with the policy/reference log-ratio
     model_head: str = "causal_lm"  # "score": a one-output sequence-classification head (a reward model)
     # Config fields naming another model or file the method needs (a reward model run, a

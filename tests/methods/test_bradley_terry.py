@@ -126,3 +126,18 @@ def test_reward_model_from_a_folder_without_safetensors_is_refused(tmp_path, tin
     with pytest.raises(ModelSourceError, match="pickle"):
         load_reward_scorer(str(adapter))
     assert Path(adapter / "reward_model.json").is_file()
+
+
+def test_the_reward_model_answers_to_its_plain_names(tmp_path, capsys):
+    """`--method reward` (and config files saying so) reach the reward model, saved under its key."""
+    from backend.cli import build_parser, main
+    from backend.methods import get_method
+    from backend.run_config import default_config, load_yaml
+
+    assert get_method("reward").key == get_method("RM").key == "bradley_terry"
+    assert build_parser().parse_args(["train", "--method", "reward"]).method == "bradley_terry"
+    assert default_config("reward").method == "bradley_terry"
+    config = tmp_path / "config.yaml"
+    config.write_text("method: reward\n", encoding="utf-8")
+    assert load_yaml(config).method == "bradley_terry"
+    assert main(["methods"]) == 0 and "also: reward" in capsys.readouterr().out
