@@ -14,13 +14,12 @@ import html
 import json
 from pathlib import Path
 
-import shiboken6
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout,
                                QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton,
                                QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from app.background_call import call_in_background
+from app.background_call import follow_worker_events
 from backend.preference_generation.request import (AI_FEEDBACK, CONSTITUTIONAL, JOB_LABELS, JOBS, GenerationRequest,
                                                    RequestError)
 from widgets.notice_banner import NoticeBanner
@@ -345,19 +344,8 @@ class PreferenceGenerationDialog(QDialog):
         self.progress.setValue(0)
         self.status.setText("Starting the generation worker…")
         self._set_running(True)
-        relay = self._relay
-
-        def follow():
-            for event in job.events():
-                if shiboken6.isValid(relay):
-                    relay.sig_event.emit(event)
-            job.close()
-
-        def done(*_args):
-            self.following = False
-
         self.following = True
-        call_in_background(follow, on_done=done, on_error=done, owner=self)
+        follow_worker_events(job, self._relay, self, on_end=lambda: setattr(self, "following", False))
         return True
 
     def stop(self) -> None:
