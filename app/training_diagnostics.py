@@ -50,7 +50,7 @@ CLIPPED_CLEAR = 0.3
 KL_RUNAWAY = 1.0  # nats per token; a GRPO run that learns without drifting stays well under 0.1
 KL_GROWTH = 5.0  # recent KL this many times its early level...
 KL_GROWTH_FLOOR = 0.2  # ...and above this
-CONSTANT_GRADER_POINTS = 5
+CONSTANT_GRADER_POINTS = 10  # a strict grader often scores 0 for the first steps; that is not "never"
 # Policy/value RL with a reward model (KL per answer, a value function)
 VALUE_LOSS_GROWTH = 10.0  # recent value loss this many times its lowest...
 VALUE_LOSS_FLOOR = 1.0  # ...and above this

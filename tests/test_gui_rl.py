@@ -90,12 +90,12 @@ def test_kl_running_away():
 
 
 def test_a_grader_that_never_varies_is_named():
-    rows = [_rl_row(graders={"answer": (0.1 * (i % 4), 0.3), "json_ok": (1.0, 0.0)}) for i in range(6)]
+    rows = [_rl_row(graders={"answer": (0.1 * (i % 4), 0.3), "json_ok": (1.0, 0.0)}) for i in range(10)]
     notes = _feed(TrainingDiagnostics(100), rows)
     assert set(notes) == {"grader_constant:json_ok"}
     assert "'json_ok'" in notes["grader_constant:json_ok"].title
-    # One that varied once is not constant.
-    rows = [_rl_row(graders={"g": (0.5, 0.0)})] * 5 + [_rl_row(graders={"g": (0.7, 0.1)})]
+    # A strict grader that scores 0 for a few steps and then varies is not "never varies".
+    rows = [_rl_row(graders={"g": (0.0, 0.0)})] * 9 + [_rl_row(graders={"g": (0.2, 0.1)})] * 3
     assert _feed(TrainingDiagnostics(100), rows) == {}
 
 
