@@ -36,9 +36,6 @@ DPO_LOSS_NOTES = {
     "sft": "plain NLL on the chosen answers; as an extra loss it gives RPO",
 }
 DPO_LOSS_TYPES = tuple(DPO_LOSS_NOTES)
-# Losses that read label_smoothing, and those that need it above 0 (TRL raises for exo_pair
-# only once the model is loaded; robust with 0 is plain sigmoid).
-SMOOTHED_LOSSES = ("robust", "exo_pair", "aot", "aot_unpaired")
 # AOT sorts the log-ratios of a batch; TRL's WPO weights are per pair and would be misaligned.
 BATCH_SORTED_LOSSES = ("aot", "aot_unpaired")
 # TRL 1.16 weighs these in place (sft's broadcast view, hinge's relu output kept for backward)
@@ -177,6 +174,7 @@ def validate(cfg: DPORunConfig) -> list[tuple[str, str]]:
                               "that they are worse; use one of the two")
     if extra_problems:  # one message: the form shows one per setting
         problems.append(("extra_losses", "; ".join(extra_problems)))
+    # TRL raises for exo_pair only once the model is loaded; robust with 0 is plain sigmoid.
     typical = {"robust": "0.1 is typical for robust", "exo_pair": "the EXO paper uses 0.001"}
     smoothed = [name for name in typical if name in losses]
     if smoothed and cfg.label_smoothing <= 0.0:
