@@ -600,7 +600,9 @@ class LiveTrainingView(QWidget):
             self.sample_table.setMinimumHeight(160)
             self.splitter.insertWidget(1, self.sample_table)
             self.splitter.setStretchFactor(1, 2)
-            self.splitter.setSizes([430, 260, 130])
+            # Half for the plots, a third for the samples, the rest for the log.
+            total = max(820, sum(self.splitter.sizes()))
+            self.splitter.setSizes([total // 2, total // 3, total - total // 2 - total // 3])
         self.sample_table.setHidden(False)
         return self.sample_table
 
