@@ -756,5 +756,5 @@ def test_data_inspect_names_the_unpaired_shapes_and_their_methods(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "Format    Unpaired preference (answers labelled good/bad)" in out.stdout
-    assert "Use for   SFT, KTO" in out.stdout and "3 answers labelled good, 3 bad." in out.stdout
+    assert "Use for   KTO, SFT" in out.stdout and "3 answers labelled good, 3 bad." in out.stdout
     assert "SFT trains on the answers labelled good only" in out.stdout
