@@ -69,7 +69,7 @@ def run_preflight(cfg: BaseRunConfig, *, runs_root: str | Path | None = None, da
     window does); otherwise the data is read here unless ``measure_data`` is off.
     ``free_space(folder) -> bytes`` and ``reach_hub() -> error or None`` replace the
     real disk and network look-ups (tests use them)."""
-    problems = model_problems(cfg, reach_hub=reach_hub)
+    problems = input_problems(cfg) + model_problems(cfg, reach_hub=reach_hub)
     root = runs_folder(cfg, runs_root)
     writable = runs_folder_problem(root)
     if writable:
@@ -82,6 +82,14 @@ def run_preflight(cfg: BaseRunConfig, *, runs_root: str | Path | None = None, da
     if notes is not None:
         notes += max_length_notes(cfg, data_report)
     return problems
+
+
+def input_problems(cfg: BaseRunConfig) -> list[tuple[str, str]]:
+    """The other models or files the method needs and the config does not name yet."""
+    from backend.methods import find_method
+
+    spec = find_method(cfg.method)
+    return list(spec.missing_inputs(cfg)) if spec and spec.missing_inputs else []
 
 
 def check_before_training(cfg: BaseRunConfig, **kwargs) -> BaseRunConfig:

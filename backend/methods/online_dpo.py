@@ -97,6 +97,10 @@ def validate(cfg: OnlineDPORunConfig) -> list[tuple[str, str]]:
     return problems
 
 
+def missing_inputs(cfg: OnlineDPORunConfig) -> list[tuple[str, str]]:
+    return [] if grader_entries(cfg) else [("reward_model", NO_REWARD_SOURCE)]
+
+
 def build_args(cfg: OnlineDPORunConfig, args: dict):
     from backend.trl_experimental import OnlineDPOConfig
 
@@ -205,4 +209,5 @@ SPEC = MethodSpec(
     implicit_reward=True,
     requires=("reward_model",),
     validate=validate,
+    missing_inputs=missing_inputs,
 )

@@ -128,6 +128,10 @@ class MethodSpec:
     # reward-functions file); the form, the CLI and the conformance test fill them generically.
     requires: tuple[str, ...] = ()
     validate: Callable[[Any], list[tuple[str, str]]] | None = None  # method-only checks on a config
+    # What the user has yet to supply (a reward model, graders), as (setting, message): checked
+    # before a launch by the preflight (window and CLI alike), not by ``validate``, because the
+    # defaults cannot name the user's reward model and must still validate.
+    missing_inputs: Callable[[Any], list[tuple[str, str]]] | None = None
     # (config, or None for the defaults; the data report) -> hints about this data for this method, in
     # words: the data report and the window's "Ready to train" line show them. Never blocks training.
     data_advice: Callable[[Any, Any], list[str]] | None = None

@@ -91,3 +91,17 @@ def test_trains_on_pairs_labelled_by_a_builtin_grader(tiny_model_dir, easy_prefe
     # TRL's trainer cannot evaluate; the held-out prompts are sampled and graded instead.
     assert run.evals and 0.0 <= run.evals[-1]["objective/scores"] <= 1.0
     assert run.evals[-1]["objective/scores_margin"] >= 0.0
+
+
+def test_a_launch_without_a_reward_source_is_refused_before_anything_loads(tmp_path):
+    """The defaults validate (no reward model can be named for the user), but the preflight,
+    which the window and the CLI run before a launch, asks for one."""
+    from backend.preflight import input_problems
+    from backend.run_config import default_config, validate
+
+    cfg = default_config("online_dpo")
+    assert validate(cfg) == []
+    assert [name for name, _ in input_problems(cfg)] == ["reward_model"]
+    assert "reward model" in input_problems(cfg)[0][1]
+    assert input_problems(default_config("online_dpo", reward_model=str(tmp_path))) == []
+    assert input_problems(default_config("online_dpo", graders=[{"grader": "length_target", "weight": 1.0}])) == []
