@@ -41,7 +41,7 @@ RECENT_WINDOW = 10  # points that make up "lately" for the flat-margin rule
 HISTORY = 60  # points kept per metric for trends over a run
 ZERO_STD_FRACTION = 0.8  # share of groups whose completions all scored the same
 ZERO_STD_CLEAR = 0.6
-ZERO_STD_POINTS = 3  # consecutive logs above it before a note
+ZERO_STD_POINTS = 3  # logs whose mean share decides
 SCORE_FLOOR = 0.02  # a grader mean this close to 0 (or 1) means "almost nothing (everything) passes"
 LENGTH_HACK_CORRELATION = 0.8
 LENGTH_HACK_GROWTH = 0.3  # completions 30% longer than at the start
@@ -98,7 +98,6 @@ class TrainingDiagnostics:
         self._tracks: dict[str, _Track] = {}
         self._active: dict[str, Diagnosis] = {}
         self._easy_streak = 0
-        self._zero_std_streak = 0
 
     def active(self) -> list[Diagnosis]:
         order = {"error": 0, "warning": 1, "info": 2}
@@ -252,12 +251,13 @@ class TrainingDiagnostics:
         code = "rewards_all_equal"
         if not track.count or not math.isfinite(track.last):
             return None
-        self._zero_std_streak = self._zero_std_streak + 1 if track.last >= ZERO_STD_FRACTION else 0
+        # The share swings from log to log (a batch holds few groups): its recent mean decides.
+        recent = track.latest(ZERO_STD_POINTS)
+        share = fmean(recent) if recent else 0.0
         if code in self._active:
-            return code if track.last < ZERO_STD_CLEAR else None
-        if self._zero_std_streak < ZERO_STD_POINTS:
+            return code if share < ZERO_STD_CLEAR else None
+        if len(recent) < ZERO_STD_POINTS or share < ZERO_STD_FRACTION:
             return None
-        share = fmean(track.latest(ZERO_STD_POINTS))
         means = {name: self._track(f"rewards/{name}/mean").last for name in self._grader_names()}
         means = {name: v for name, v in means.items() if math.isfinite(v)}
         failing = [n for n, v in means.items() if abs(v) <= SCORE_FLOOR]
