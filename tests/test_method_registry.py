@@ -136,6 +136,19 @@ def test_every_required_input_has_a_conformance_fixture():
             assert hasattr(spec.config(), name), f"{spec.key} requires {name!r}, which its config lacks"
 
 
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.requires], ids=[s.key for s in SPECS if s.requires])
+def test_a_launch_without_the_required_inputs_is_refused_before_anything_loads(spec):
+    """The defaults validate, since no one can name the user's reward model for them; the
+    preflight that the window and the CLI run before a launch asks for it by setting."""
+    from backend.preflight import input_problems
+    from backend.run_config import default_config, validate
+
+    cfg = default_config(spec.key)
+    assert validate(cfg) == []
+    problems = input_problems(cfg)
+    assert problems and {name for name, _ in problems} <= set(spec.requires), problems
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS, ids=KEYS)
 def test_method_trains_through_the_worker(spec, tiny_model_dir, easy_preferences, studio_home, tmp_path,

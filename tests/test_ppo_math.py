@@ -1,4 +1,4 @@
-"""The arithmetic of backend/ppo/losses.py against values worked out by hand (each in a comment)."""
+"""The arithmetic of backend/methods/ppo_training/losses.py against values worked out by hand (each in a comment)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from backend.ppo import losses
-from backend.ppo.rollout import response_mask
+from backend.methods.ppo_training import losses
+from backend.methods.ppo_training.rollout import response_mask
 
 
 def close(tensor, expected, tol=1e-5):

@@ -63,7 +63,7 @@ def validate(cfg: CPORunConfig) -> list[tuple[str, str]]:
 
 
 def cpo_config(args: dict, **keys):
-    from backend.trl_experimental import CPOConfig
+    from backend.methods.trl_experimental import CPOConfig
 
     return CPOConfig(**args, **keys)
 
@@ -74,7 +74,7 @@ def build_args(cfg: CPORunConfig, args: dict):
 
 
 def build(ctx: BuildContext):
-    from backend.trl_experimental import CPOTrainer
+    from backend.methods.trl_experimental import CPOTrainer
 
     return CPOTrainer(**ctx.trainer_kwargs())
 

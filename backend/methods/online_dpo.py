@@ -102,7 +102,7 @@ def missing_inputs(cfg: OnlineDPORunConfig) -> list[tuple[str, str]]:
 
 
 def build_args(cfg: OnlineDPORunConfig, args: dict):
-    from backend.trl_experimental import OnlineDPOConfig
+    from backend.methods.trl_experimental import OnlineDPOConfig
 
     return OnlineDPOConfig(
         **args, beta=cfg.beta, loss_type=cfg.loss_type, max_new_tokens=cfg.max_new_tokens,
@@ -120,7 +120,7 @@ def build(ctx: BuildContext):
     granted it)."""
     from backend.methods.rl_common import reward_functions
     from backend.run_config import ConfigError
-    from backend.trl_experimental import OnlineDPOTrainer
+    from backend.methods.trl_experimental import OnlineDPOTrainer
 
     if not grader_entries(ctx.cfg):
         # The graders' own default (a format check) would label every pair silently.

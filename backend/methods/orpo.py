@@ -25,13 +25,13 @@ class ORPORunConfig(BaseRunConfig):
 
 
 def build_args(cfg: ORPORunConfig, args: dict):
-    from backend.trl_experimental import ORPOConfig
+    from backend.methods.trl_experimental import ORPOConfig
 
     return ORPOConfig(**args, beta=cfg.beta)
 
 
 def build(ctx: BuildContext):
-    from backend.trl_experimental import ORPOTrainer
+    from backend.methods.trl_experimental import ORPOTrainer
 
     return ORPOTrainer(**ctx.trainer_kwargs())
 

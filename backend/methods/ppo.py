@@ -4,7 +4,7 @@ Why PPO is written here rather than taken from TRL: TRL moved ``PPOTrainer`` to
 ``trl.experimental.ppo`` in 1.10 and removed it in September 2026 (TRL pull request
 7020, "Remove PPOTrainer"); the projects that still run PPO pin TRL below 1.0, and no
 other maintained library runs PPO with LoRA on one consumer GPU alongside TRL 1.16 and
-transformers 5. So ``backend/ppo`` implements it, in the shape that fits such a GPU: one
+transformers 5. So ``backend/methods/ppo_training`` implements it, in the shape that fits such a GPU: one
 (4-bit) base model carrying two LoRA adapters, the policy and the value function (with
 a scalar head); the reference is the same base with the adapters off; the reward model
 is a reward-model run scored through ``backend.reward_scoring``. Each step samples one
@@ -103,7 +103,7 @@ def validate(cfg: PPORunConfig) -> list[tuple[str, str]]:
 
 
 def settings_of(cfg: PPORunConfig):
-    from backend.ppo.trainer import RolloutSettings
+    from backend.methods.ppo_training.trainer import RolloutSettings
 
     return RolloutSettings(
         max_completion_length=cfg.max_completion_length,
@@ -126,7 +126,7 @@ def build_args(cfg: PPORunConfig, args: dict):
 def build(ctx: BuildContext, scorer=None):
     """The trainer, with the reward model of ``cfg.reward_model`` (or ``scorer``: anything with
     ``score(prompts, completions)``, or a plain callable, as tests and benchmarks pass)."""
-    from backend.ppo.trainer import RolloutTrainer, attach_value_function
+    from backend.methods.ppo_training.trainer import RolloutTrainer, attach_value_function
 
     cfg = ctx.cfg
     if scorer is None:
@@ -137,14 +137,20 @@ def build(ctx: BuildContext, scorer=None):
                           eval_dataset=ctx.eval_dataset, callbacks=ctx.callbacks)
 
 
+NO_REWARD_MODEL = ("PPO needs a reward model to score its answers: choose a reward-model run (train one with "
+                   "the Reward model method) or a model folder with a one-output sequence-classification head")
+
+
+def missing_inputs(cfg: PPORunConfig) -> list[tuple[str, str]]:
+    return [] if cfg.reward_model else [("reward_model", NO_REWARD_MODEL)]
+
+
 def load_scorer(cfg: PPORunConfig):
     from backend.reward_scoring import load_reward_scorer
     from backend.run_config import ConfigError
 
     if not cfg.reward_model:
-        raise ConfigError([("reward_model", "PPO needs a reward model to score its answers: choose a reward-model "
-                                            "run (train one with the Reward model method) or a model folder with "
-                                            "a one-output sequence-classification head")])
+        raise ConfigError(missing_inputs(cfg))
     return load_reward_scorer(cfg.reward_model, trust_remote_code=cfg.trust_remote_code,
                               allow_pickle_weights=cfg.allow_pickle_weights)
 
@@ -196,5 +202,6 @@ SPEC = MethodSpec(
     memory=MemoryTraits(sequences_per_example=1, reference_pass=True, full_logits=True),
     requires=("reward_model",),
     validate=validate,
+    missing_inputs=missing_inputs,
     samples=True,
 )

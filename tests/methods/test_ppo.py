@@ -68,7 +68,7 @@ def test_score_rises_while_kl_stays_bounded(tiny_model_dir, tmp_path):
 def test_the_first_update_starts_at_ratio_one_and_moves_log_probs_with_the_advantages(tiny_model_dir, tmp_path):
     import torch
 
-    from backend.ppo.rollout import token_logprobs
+    from backend.methods.ppo_training.rollout import token_logprobs
 
     trainer = build_direct_trainer(tiny_model_dir, tmp_path, lowercase_share, max_steps=1)
     trainer.create_optimizer_and_scheduler(num_training_steps=1)

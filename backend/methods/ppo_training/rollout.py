@@ -71,7 +71,7 @@ def token_logprobs(model, ids: torch.Tensor, attention_mask: torch.Tensor, conte
                    temperature: float, with_entropy: bool = False):
     """Log-probabilities of the completion tokens ``ids[:, context_length:]`` under ``model``
     at the sampling temperature (and, optionally, the entropy of each position)."""
-    from backend.ppo.losses import entropy_from_logits
+    from backend.methods.ppo_training.losses import entropy_from_logits
 
     completion = ids[:, context_length:]
     out = model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),

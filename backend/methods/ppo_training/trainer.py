@@ -25,9 +25,9 @@ import torch
 from transformers import Trainer, TrainerState
 from transformers.trainer_utils import TrainOutput
 
-from backend.ppo import losses
-from backend.ppo.rollout import (POLICY_ADAPTER, VALUE_ADAPTER, AdapterSwitch, Samples, sample, score_function,
-                                 token_logprobs, token_values)
+from backend.methods.ppo_training import losses
+from backend.methods.ppo_training.rollout import (POLICY_ADAPTER, VALUE_ADAPTER, AdapterSwitch, Samples, sample,
+                                                  score_function, token_logprobs, token_values)
 
 VALUE_DIR = "value_model"
 VALUE_HEAD_FILE = "value_head.safetensors"
