@@ -47,7 +47,7 @@ LENGTH_HACK_CORRELATION = 0.8
 LENGTH_HACK_GROWTH = 0.3  # completions 30% longer than at the start
 CLIPPED_RATIO = 0.5
 CLIPPED_CLEAR = 0.3
-KL_RUNAWAY = 1.0  # nats per token; a GRPO run that learns without drifting stays well under 0.1
+KL_RUNAWAY = 1.0  # nats per token; a group-sampling RL run that learns without drifting stays well under 0.1
 KL_GROWTH = 5.0  # recent KL this many times its early level...
 KL_GROWTH_FLOOR = 0.2  # ...and above this
 CONSTANT_GRADER_POINTS = 10  # a strict grader often scores 0 for the first steps; that is not "never"
@@ -364,7 +364,7 @@ class TrainingDiagnostics:
                 f"The KL to the reference is {now:.3g} per answer token now ({kl.last:.3g} per answer), against "
                 f"{start:.3g} per token at the start. The penalty no longer holds the policy: it is chasing "
                 "something the reward model over-scores.",
-                "Read the latest samples. Raise the KL coefficient, lower the learning rate or the PPO epochs, "
+                "Read the latest samples. Raise the KL coefficient, lower the learning rate or the update epochs, "
                 "or stop and keep an earlier checkpoint.",
                 step)
         return code if code in self._active and now < KL_GROWTH_FLOOR else None

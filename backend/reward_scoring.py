@@ -4,8 +4,8 @@ folder with a one-output sequence-classification head.
 ``is_reward_model`` and ``locate_reward_model`` read files only (the GUI process may call
 them). ``load_reward_scorer`` imports torch and loads the model with the same builders
 the training worker used, so a run trained on a 4-bit base scores on that 4-bit base.
-Graders (GRPO, RLOO, online DPO, PPO), Best-of-N, reward evaluation and Compare all go
-through ``RewardScorer.score``.
+Graders (of the RL and online methods), Best-of-N and reward evaluation all go through
+``RewardScorer.score``.
 
 Answers are encoded the way TRL's reward trainer encoded the training pairs: a string
 prompt and answer are joined and end with EOS; message lists (or a string joined to a

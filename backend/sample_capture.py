@@ -1,6 +1,6 @@
 """The completions an RL trainer sampled, turned into a SampleBatch the window can show.
 
-TRL's GRPO and RLOO trainers keep the last generation batch in ``trainer._logs``
+TRL's group-sampling RL trainers keep the last generation batch in ``trainer._logs``
 (prompts, completions, each reward function's scores, advantages), sized to one
 generation batch, whether or not completion logging is on. That private
 structure is read defensively: if a TRL release renames it, the run goes on and

@@ -5,9 +5,11 @@ trains through the real worker with the headline metrics its spec promises."""
 from __future__ import annotations
 
 import ast
+import io
 import json
 import math
 import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -89,11 +91,43 @@ def test_no_module_outside_the_registry_names_a_method():
     assert offenders == {}, "name methods through backend.methods instead: " + repr(offenders)
 
 
+def _named_in_words(path: Path, words: re.Pattern) -> list[str]:
+    """Method names in the comments, docstrings and strings of ``path`` (help texts, messages)."""
+    found = []
+    for token in tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline):
+        if token.type in (tokenize.COMMENT, tokenize.STRING):
+            found += [f"{m.group(0)!r} (line {token.start[0]})" for m in words.finditer(token.string)]
+    return found
+
+
+def _method_words() -> re.Pattern:
+    names = {spec.key for spec in SPECS} | {spec.label for spec in SPECS if " " not in spec.label}
+    alternatives = "|".join(sorted(map(re.escape, names), key=len, reverse=True))
+    return re.compile(rf"(?<![\w/.-])({alternatives})(?![\w-])", re.IGNORECASE)
+
+
+def test_no_comment_help_text_or_message_outside_the_registry_names_a_method():
+    """Not even in words: a comment or a help text that names a method goes stale when the
+    method changes, and a message naming one is wrong for every other."""
+    words = _method_words()
+    offenders = {}
+    for folder in ("backend", "app", "widgets"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if not rel.startswith("backend/methods/"):
+                found = _named_in_words(path, words)
+                if found:
+                    offenders[rel] = found
+    assert offenders == {}, "speak of the spec's traits instead: " + repr(offenders)
+
+
 def test_the_mention_check_catches_a_method_named_outside(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text(f"x = {KEYS[0]!r}\nfrom backend.methods.{KEYS[0]} import {SPECS[0].config.__name__}\n")
     found = _method_mentions(sample, set(KEYS), {SPECS[0].config.__name__})
     assert len(found) >= 3, found
+    sample.write_text(f"# a {SPECS[1].label} run logs this\nx = 'works for {SPECS[1].key}'\ny = 'x.{SPECS[1].key}'\n")
+    assert len(_named_in_words(sample, _method_words())) == 2
 
 
 def test_every_method_has_its_own_test_file_and_the_guide_names_the_steps():
