@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from app.log_tail import LogTailer
 from app.metric_catalog import points_from_event, style_for_key, styles_for_method
-from app.training_diagnostics import TrainingDiagnostics
+from backend.training_diagnostics import TrainingDiagnostics
 from backend.events import EvalLog, SampleBatch, TrainLog
 from backend.methods import find_method, method_label
 from backend.run_clock import format_duration

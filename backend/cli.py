@@ -16,6 +16,7 @@ from backend.events import (CheckpointSaved, EvalLog, EvalProgress, PhaseChanged
                             RunStarted, TrainLog, WorkerWarning)
 from backend.run_clock import format_duration
 from backend.methods import DEFAULT_METHOD, find_method, grouped_methods, method_keys, method_label
+from backend.training_diagnostics import TrainingDiagnostics
 from backend.run_config import (ConfigError, apply_values, default_config, describe_problems, load_yaml,
                                 read_yaml_mapping, replace_values, user_fields, validate)
 
@@ -227,6 +228,14 @@ def _eval_line_due(event, last: list[float]) -> bool:
     return True
 
 
+def _print_notes(diagnostics: TrainingDiagnostics, step: int, metrics: dict, evaluation: bool) -> None:
+    """New diagnostics as the window's notes panel would show them, on stderr."""
+    raised, _cleared = diagnostics.observe(step, metrics, evaluation=evaluation)
+    for note in raised:
+        print(f"{note.severity} @ step {step}: {note.title}. {note.text} {note.advice}".rstrip(), file=sys.stderr,
+              flush=True)
+
+
 def _bar(step: int, total: int, width: int = 24) -> str:
     frac = min(1.0, step / total) if total else 0.0
     filled = int(frac * width)
@@ -293,11 +302,13 @@ def cmd_train(args) -> int:
     keys = spec.headline if spec else ("loss",)
     code = 1
     last_eval_line = [0.0]
+    diagnostics = TrainingDiagnostics(method=method)  # the notes the window shows, in words here too
     try:
         for event in run.events():
             if isinstance(event, PhaseChanged) and not args.quiet:
                 print(f"... {event.message or event.phase}")
             elif isinstance(event, RunStarted):
+                diagnostics.reset(event.total_steps, event.method, event.eval_rows)
                 dev = event.device
                 print(f"Training {method_label(event.method)} on {dev.get('name') or dev.get('kind')} "
                       f"({dev.get('precision')}): {event.train_rows} rows, {event.eval_rows} held out, "
@@ -309,6 +320,7 @@ def cmd_train(args) -> int:
                 print(f"{_bar(event.step, event.total_steps)}  {metrics}  {tps}  "
                       f"elapsed {format_duration(event.elapsed_seconds)} eta {format_duration(event.eta_seconds)}",
                       flush=True)
+                _print_notes(diagnostics, event.step, event.metrics, evaluation=False)
             elif isinstance(event, EvalProgress) and not args.quiet and _eval_line_due(event, last_eval_line):
                 print(f"  evaluating @ step {event.step}: {_bar(event.batch, event.total_batches)} batches  "
                       f"elapsed {format_duration(event.elapsed_seconds)} "
@@ -317,6 +329,7 @@ def cmd_train(args) -> int:
             elif isinstance(event, EvalLog) and not args.quiet:
                 metrics = "  ".join(f"{k}={_fmt(event.metrics[k])}" for k in keys if k in event.metrics)
                 print(f"  eval @ step {event.step}: {metrics}")
+                _print_notes(diagnostics, event.step, event.metrics, evaluation=True)
             elif isinstance(event, CheckpointSaved) and not args.quiet:
                 print(f"  checkpoint saved: {event.path}")
             elif isinstance(event, WorkerWarning):

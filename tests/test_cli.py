@@ -139,3 +139,16 @@ def test_methods_lists_every_registered_method_with_its_group_and_data(studio_ho
         assert f"{spec.group}:" in out.stdout and spec.title in out.stdout and spec.data.needs in out.stdout
     train_help = cli("train", "--help", env_home=studio_home, timeout=60).stdout
     assert "{" + ",".join(s.key for s in all_methods()) + "}" in train_help
+
+
+def test_the_command_line_prints_the_notes_the_window_shows(capsys):
+    """The diagnostics live in the engine: a headless run gets the same notes, each once."""
+    from backend.cli import _print_notes
+    from backend.training_diagnostics import TrainingDiagnostics
+
+    diagnostics = TrainingDiagnostics(100, "dpo")
+    for step, loss in ((1, 0.7), (2, float("nan")), (3, float("nan"))):
+        _print_notes(diagnostics, step, {"loss": loss}, evaluation=False)
+    err = capsys.readouterr().err
+    assert err.count("error @ step 2") == 1 and "step 3" not in err
+    assert "learning rate" in err.lower()

@@ -10,7 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 
-from app.training_diagnostics import TrainingDiagnostics  # noqa: E402
+from backend.training_diagnostics import TrainingDiagnostics  # noqa: E402
 from backend.events import SampleBatch, TrainLog  # noqa: E402
 
 pytestmark = [pytest.mark.gui]

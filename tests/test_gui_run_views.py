@@ -11,7 +11,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 
-from app.training_diagnostics import TrainingDiagnostics  # noqa: E402
+from backend.training_diagnostics import TrainingDiagnostics  # noqa: E402
 from backend.events import (EvalProgress, PhaseChanged, RunFinished, RunStarted, TrainLog,  # noqa: E402
                             WorkerWarning)
 from backend.run_clock import format_duration  # noqa: E402

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
 from app.metric_catalog import EXPECTED_KEYS, feed_events, points_from_event, style_for_key  # noqa: E402
-from app.training_diagnostics import TrainingDiagnostics  # noqa: E402
+from backend.training_diagnostics import TrainingDiagnostics  # noqa: E402
 from backend.events import EvalLog, TrainLog  # noqa: E402
 from tests.gui_helpers import drop_paths  # noqa: E402
 

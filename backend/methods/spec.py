@@ -119,7 +119,7 @@ class MethodSpec:
     expected_keys: tuple[str, ...] = ("loss",)  # what a run logs, for tests and the empty plots text
     headline: tuple[str, ...] = ("loss",)  # the CLI progress line
     summary_metrics: tuple[tuple[str, str], ...] = (("loss", "loss"),)  # (key, label): closing note, Runs columns
-    diagnostics: tuple[str, ...] = ()  # codes of the metric rules that apply (app.training_diagnostics)
+    diagnostics: tuple[str, ...] = ()  # codes of the metric rules that apply (backend.training_diagnostics)
     memory: MemoryTraits = MemoryTraits()
     aliases: tuple[str, ...] = ()  # other names `--method` and config files accept for it
     implicit_reward: bool = False  # Compare can score answers with the policy/reference log-ratio

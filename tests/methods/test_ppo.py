@@ -158,7 +158,7 @@ def test_the_module_says_why_ppo_is_written_here():
 
 
 def _diagnose(series: list[dict]) -> list:
-    from app.training_diagnostics import TrainingDiagnostics
+    from backend.training_diagnostics import TrainingDiagnostics
 
     diagnostics = TrainingDiagnostics(total_steps=len(series), method=SPEC.key)
     for step, metrics in enumerate(series, start=1):

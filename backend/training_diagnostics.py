@@ -2,7 +2,8 @@
 
 Each rule looks for a pattern practitioners learn to recognise on loss curves
 and says, in words, what it usually means and what to try. The rules only read
-numbers, so they are tested without a window and run on replayed runs too.
+numbers, so they are tested without a window and run on replayed runs too; the
+window's notes panel and ``alignstudio train`` show the same notes.
 Which rules watch a run its method's spec says (``MethodSpec.diagnostics``, by
 rule code); a run of no known method gets every rule.
 """
