@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from backend.cli_interrupts import install_two_stage_stop
 from backend.events import (CheckpointSaved, EvalLog, EvalProgress, PhaseChanged, RunFailed, RunFinished,
                             RunStarted, TrainLog, WorkerWarning)
 from backend.run_clock import format_duration
@@ -285,18 +286,8 @@ def cmd_train(args) -> int:
     print(f"Run folder: {run.run_dir}")
     print(f"Worker log: {run.log_path}")
 
-    interrupted = {"count": 0}
-
-    def on_sigint(signum, frame):
-        interrupted["count"] += 1
-        if interrupted["count"] == 1:
-            print("\nStopping after the current step and saving the adapter (Ctrl-C again to abort)...",
-                  file=sys.stderr)
-            run.request_stop()
-        else:
-            run.kill()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = install_two_stage_stop(
+        run, "Stopping after the current step and saving the adapter (Ctrl-C again to abort)...", sys.stderr)
     # Every metric still lands in metrics.jsonl; the per-step line shows the method's headline ones.
     spec = find_method(method)
     keys = spec.headline if spec else ("loss",)

@@ -15,6 +15,7 @@ import argparse
 import signal
 from pathlib import Path
 
+from backend.cli_interrupts import install_two_stage_stop
 from backend.export_plan import EXPORT_FORMATS, GGUF_TYPES, MERGED_PRECISIONS
 from backend.launch_layouts import LAYOUTS
 
@@ -96,18 +97,7 @@ def cmd_export(args) -> int:
     except ExportError as exc:
         print(f"Cannot export: {exc}")
         return 2
-    interrupts = 0
-
-    def on_sigint(signum, frame):
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            print("\nStopping the export (Ctrl-C again to terminate it)...", flush=True)
-            export.request_stop()
-        else:
-            export.kill()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = install_two_stage_stop(export, "Stopping the export (Ctrl-C again to terminate it)...")
     code = 1
     try:
         for event in export.events():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import signal
 
+from backend.cli_interrupts import install_two_stage_stop
 from backend.preference_generation.request import AI_FEEDBACK, CONSTITUTIONAL, QUANTIZATIONS
 
 
@@ -111,18 +112,7 @@ def _run(args, request) -> int:
     except RequestError as exc:
         print(f"Cannot generate: {exc}")
         return 2
-    interrupts = 0
-
-    def on_sigint(signum, frame):
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            print("\nStopping (the finished rows are kept; Ctrl-C again to terminate)...", flush=True)
-            job.request_stop()
-        else:
-            job.kill()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = install_two_stage_stop(job, "Stopping (the finished rows are kept; Ctrl-C again to terminate)...")
     code = 1
     try:
         for event in job.events():

@@ -152,3 +152,30 @@ def test_the_command_line_prints_the_notes_the_window_shows(capsys):
     err = capsys.readouterr().err
     assert err.count("error @ step 2") == 1 and "step 3" not in err
     assert "learning rate" in err.lower()
+
+
+def test_ctrl_c_asks_a_job_to_stop_and_a_second_one_ends_it(capsys):
+    import os
+    import signal
+
+    from backend.cli_interrupts import install_two_stage_stop
+
+    class Job:
+        calls: list[str] = []
+
+        def request_stop(self):
+            self.calls.append("stop")
+
+        def kill(self):
+            self.calls.append("kill")
+
+    job = Job()
+    previous = install_two_stage_stop(job, "Stopping the job (Ctrl-C again to end it)...")
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert job.calls == ["stop", "kill"]
+    assert "Stopping the job" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGINT) is previous
