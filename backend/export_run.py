@@ -19,9 +19,8 @@ from typing import Iterator
 from backend.events import Event
 from backend.export_events import (EXPORT_TERMINAL, ExportFailed, ExportStarted, export_event_from_json)
 from backend.export_plan import ExportPlan, ExportRequest, plan_export
-from backend.training_run import TrainingRun, log_tail
+from backend.training_run import TrainingRun, log_tail, spawn_worker
 
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXPORT_LOG = "export.log"
 
 
@@ -47,30 +46,16 @@ class ExportRun(TrainingRun):
 
         # The base model loads with the grants the user confirmed in the window, never the run folder's say.
         env = launch_environment(os.environ, stored_launch_subjects())
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "backend.export_worker", json.dumps(request.to_dict())],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
-                cwd=str(plan.run_dir), start_new_session=True)
+        process = spawn_worker([sys.executable, "-m", "backend.export_worker", json.dumps(request.to_dict())],
+                               env, log_path, plan.run_dir)
         return cls(plan, process, log_path)
 
     def events(self) -> Iterator[Event]:
         """Yield events until the export ends; a worker that dies silently yields an ExportFailed."""
-        assert self.process.stdout is not None
         terminal = False
-        for raw in self.process.stdout:
-            line = raw.decode("utf-8", errors="replace").strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                event = export_event_from_json(line)
-            except ValueError:
-                continue
+        for event in self.worker_events(export_event_from_json):
             if isinstance(event, ExportStarted):
                 self.work_dir = Path(event.work_dir)
-            self.last_event = event
             yield event
             if isinstance(event, EXPORT_TERMINAL):
                 terminal = True

@@ -36,7 +36,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 from backend.dataset_formats import DatasetError, DroppedRow, RowProblem, _norm_name, detect_format, normalise_row
 from backend.events import Event
-from backend.training_run import TrainingRun, log_tail
+from backend.training_run import TrainingRun, log_tail, spawn_worker
 
 SUBSET_COLUMNS = ("subset", "category")
 SAMPLE_ROWS = 50  # rows whose values decide the format, as the loader does
@@ -45,7 +45,6 @@ SAMPLE_ROWS = 50  # rows whose values decide the format, as the loader does
 LENGTH_SHARE = 0.75
 LENGTH_R = 0.5
 REWARD_EVAL_LOG = "reward_eval.log"
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class RewardEvalError(ValueError):
@@ -515,8 +514,6 @@ class RewardEvaluationRun(TrainingRun):
 
         # The base model loads with the grants the user confirmed in the window, never the run folder's say.
         env = launch_environment(os.environ, stored_launch_subjects())
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        env.setdefault("PYTHONUNBUFFERED", "1")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         folder = Path(log_dir) if log_dir else Path(run).expanduser()
         if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -526,24 +523,13 @@ class RewardEvaluationRun(TrainingRun):
         log_path = folder / REWARD_EVAL_LOG
         request = {"run": str(Path(run).expanduser()), "data": str(Path(data).expanduser()), "limit": limit,
                    "batch_size": batch_size}
-        with log_path.open("ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "backend.reward_evaluation", json.dumps(request)],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
-                                       start_new_session=True)
+        process = spawn_worker([sys.executable, "-m", "backend.reward_evaluation", json.dumps(request)], env,
+                               log_path)
         return cls(process, log_path)
 
     def events(self) -> Iterator[Event]:
         """Yield events until the evaluation ends; a worker that dies silently yields an EvalFailed."""
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.decode("utf-8", errors="replace").strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                event = eval_event_from_json(line)
-            except ValueError:
-                continue
-            self.last_event = event
+        for event in self.worker_events(eval_event_from_json):
             yield event
             if isinstance(event, (EvalFinished, EvalFailed)):
                 self.process.wait()

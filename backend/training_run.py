@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from backend.events import Event, RunFailed, TERMINAL_TYPES, event_from_json
 from backend.run_config import BaseRunConfig, check
@@ -129,38 +129,28 @@ class TrainingRun:
 
         # Permissions reach the worker only through this launch's environment (see backend.code_permissions).
         env = launch_environment(os.environ, config_launch_subjects(granted) if granted is not None else [])
-        # The worker must find the backend package even when the studio runs from a checkout.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        log = (run_dir / LOG_FILE).open("ab")
-        try:
-            process = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env=env,
-                cwd=str(run_dir),
-                start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we decide how to stop
-            )
-        finally:
-            log.close()
-        return cls(run_dir, process)
+        return cls(run_dir, spawn_worker(cmd, env, run_dir / LOG_FILE, run_dir))
 
     # -- following ---------------------------------------------------------
-    def events(self) -> Iterator[Event]:
-        """Yield events until the run ends. A worker that dies without saying why
-        yields a RunFailed with the end of its log, and that is recorded too."""
+    def worker_events(self, parse: Callable[[str], Event]) -> Iterator[Event]:
+        """The events the worker writes on stdout, one JSON object a line, parsed by ``parse``;
+        other lines (a library printing to stdout) are skipped. Ends when the worker's stdout does."""
         assert self.process.stdout is not None
         for raw in self.process.stdout:
             line = raw.decode("utf-8", errors="replace").strip()
             if not line.startswith("{"):
                 continue
             try:
-                event = event_from_json(line)
+                event = parse(line)
             except ValueError:
                 continue
             self.last_event = event
+            yield event
+
+    def events(self) -> Iterator[Event]:
+        """Yield events until the run ends. A worker that dies without saying why
+        yields a RunFailed with the end of its log, and that is recorded too."""
+        for event in self.worker_events(event_from_json):
             yield event
             if isinstance(event, TERMINAL_TYPES):
                 self._terminal_seen = True
@@ -214,6 +204,18 @@ class TrainingRun:
                     stream.close()
             except OSError:
                 pass
+
+
+def spawn_worker(cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:
+    """Start a worker process: events on its stdout, its stderr appended to ``log_path``, in a
+    session of its own (a Ctrl-C in the terminal reaches the caller, who decides how to stop it),
+    finding the backend package even when the studio runs from a checkout."""
+    env = dict(env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    with Path(log_path).open("ab") as log:
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
+                                cwd=str(cwd) if cwd is not None else None, start_new_session=True)
 
 
 def kill_process_tree(pid: int, timeout: float = 5.0) -> None:

@@ -18,9 +18,8 @@ from backend.code_permissions import CodeSubject
 from backend.events import Event
 from backend.preference_generation.events import JOB_TERMINAL, JobFailed, job_event_from_json
 from backend.preference_generation.request import GenerationRequest, check_request
-from backend.training_run import TrainingRun, log_tail
+from backend.training_run import TrainingRun, log_tail, spawn_worker
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def log_path_for(request: GenerationRequest) -> Path:
@@ -52,28 +51,14 @@ class GenerationJob(TrainingRun):
         log_path = log_path_for(request)
         env = launch_environment(os.environ, grants or [])
         env.update(extra_env or {})
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "backend.preference_generation.worker", request.to_json()],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
-                cwd=str(request.output.parent), start_new_session=True)
+        process = spawn_worker([sys.executable, "-m", "backend.preference_generation.worker", request.to_json()],
+                               env, log_path, request.output.parent)
         return cls(request, process, log_path)
 
     def events(self) -> Iterator[Event]:
         """Yield events until the job ends; a worker that dies silently yields a JobFailed."""
-        assert self.process.stdout is not None
         terminal = False
-        for raw in self.process.stdout:
-            line = raw.decode("utf-8", errors="replace").strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                event = job_event_from_json(line)
-            except ValueError:
-                continue
-            self.last_event = event
+        for event in self.worker_events(job_event_from_json):
             yield event
             if isinstance(event, JOB_TERMINAL):
                 terminal = True
