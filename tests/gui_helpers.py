@@ -81,6 +81,9 @@ def prepare_tiny_dpo(qtbot, window, data: Path, model_dir: Path, **values) -> No
                     save_steps=0, lora_r=8, lora_alpha=16, warmup_ratio=0.0)
     settings.update(values)
     window.method_panel.set_values(settings)
+    # The window re-validates after a typing pause; Train may still be enabled from the
+    # settings before these, so validate now rather than race the pause.
+    window.revalidate()
     qtbot.waitUntil(lambda: window.live.train_button.isEnabled(), timeout=10_000)
 
 
