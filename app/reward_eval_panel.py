@@ -60,7 +60,7 @@ class RewardEvalPanel(QDialog):
         self._relay.sig_event.connect(self._on_event)
 
         intro = QLabel("Scores every pair of a preference file with a reward model run, or with the implicit "
-                       "reward of a DPO-style run, and counts how often the chosen answer scores higher. A "
+                       "reward of a preference run that has one, and counts how often the chosen answer scores higher. A "
                        "<i>subset</i> or <i>category</i> column (as in RewardBench) gives one row per subset.")
         intro.setWordWrap(True)
         self.run_box = QComboBox()

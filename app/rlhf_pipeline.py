@@ -185,22 +185,22 @@ class RLHFPipelineDialog(QDialog):
     def start_model(self) -> tuple[str, str]:
         """(model the later stages start from, why) per the supervised stage."""
         model, _data = self._current()
-        sft = self.picked_run(0)
-        if not sft:
+        supervised = self.picked_run(0)
+        if not supervised:
             return model, "the model in the Train tab (no supervised run picked)"
-        merged = merged_model_of(sft)
+        merged = merged_model_of(supervised)
         if merged:
             return merged, f"the supervised run's merged model ({Path(merged).name})"
         return "", ""
 
     def _update_notes(self, *_args) -> None:
         model, why = self.start_model()
-        sft, reward = self.picked_run(0), self.picked_run(1)
+        supervised, reward = self.picked_run(0), self.picked_run(1)
         base, data = self._current()
         self.notes[0].setText(f"Starts from {_escape(base or 'the embedded model')}, on "
                               f"{_escape(Path(data).name) if data else 'the dataset in the Train tab'}.")
-        needs_merge = bool(sft) and not model
-        self.export_button.setEnabled(bool(sft))
+        needs_merge = bool(supervised) and not model
+        self.export_button.setEnabled(bool(supervised))
         if needs_merge:
             text = ("<b>Merge the supervised run first</b> (Export → Merged model): stages 2 and 3 start from "
                     "its merged model.")

@@ -221,13 +221,10 @@ class RewardScorer:
 
         self.model = None
         gc.collect()
-        try:
-            import torch
+        import torch
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # torch was needed to load the model, so this only guards interpreter teardown
-            pass
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def __enter__(self) -> "RewardScorer":
         return self
