@@ -1,7 +1,7 @@
 """Ask a child process which device the worker will train on.
 
 Finding out needs torch (about 1.5 s to import, and CUDA initialisation on top),
-which the GUI process never imports; ``python -m backend.device_info`` prints
+which the GUI process never imports; ``python -m backend.core.device_info`` prints
 one JSON line instead, and QProcess reads it without blocking the window.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from backend.core.paths import PROJECT_ROOT as _PROJECT_ROOT
 
 
 def describe_device(info: dict | None) -> str:
@@ -39,7 +39,7 @@ class DeviceProbe(QObject):
     """Runs the probe once and reports its JSON."""
 
     sig_device_found = Signal(object)
-    """A dict from ``backend.device_info`` (kind, name, memory_mb, bf16), or {"error": ...}."""
+    """A dict from ``backend.core.device_info`` (kind, name, memory_mb, bf16), or {"error": ...}."""
 
     def __init__(self, parent=None, timeout_ms: int = 90_000):
         super().__init__(parent)
@@ -59,7 +59,7 @@ class DeviceProbe(QObject):
         proc.finished.connect(self._on_finished)
         proc.errorOccurred.connect(self._on_error)
         self._process = proc
-        proc.start(sys.executable, ["-m", "backend.device_info"])
+        proc.start(sys.executable, ["-m", "backend.core.device_info"])
         self._timeout.start()
 
     def is_running(self) -> bool:

@@ -35,13 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == STUDIO_COMMAND:
         argv = argv[1:]
     elif argv and not argv[0].startswith("-"):
-        from backend.cli import main as cli_main
+        from backend.cli.main import main as cli_main
 
         return cli_main(argv)
     args = studio_parser().parse_args(argv)
     config = args.config
     if args.demo and not config:
-        from backend.cli import DEMO_CONFIG
+        from backend.cli.main import DEMO_CONFIG
 
         config = str(DEMO_CONFIG)
     from app.studio_app import run_studio

@@ -25,21 +25,21 @@ from PySide6.QtWidgets import (
 )
 
 from app import permission_dialog
-from app.compare_tab import CompareTab
-from app.data_panel import DataPanel
+from app.compare.tab import CompareTab
+from app.train.data_panel import DataPanel
 from app.device_probe import DeviceProbe, describe_device
-from app.live_training_view import LiveTrainingView
-from app.memory_panel import MemoryPanel
-from app.method_settings_panel import MethodSettingsPanel
-from app.model_panel import ModelPanel
-from app.runs_tab import RunsTab
+from app.train.live_training_view import LiveTrainingView
+from app.train.memory_panel import MemoryPanel
+from app.train.method_settings_panel import MethodSettingsPanel
+from app.train.model_panel import ModelPanel
+from app.runs.tab import RunsTab
 from app.studio_settings import StudioSettings
-from app.training_supervisor import TrainingController
-from backend.code_permissions import GrantStore, model_subject, ungranted_subjects, with_stored_grants
+from app.train.training_supervisor import TrainingController
+from backend.runs.code_permissions import GrantStore, model_subject, ungranted_subjects, with_stored_grants
 from backend.methods import DEFAULT_METHOD, all_methods, method_label
-from backend.dataset_report import method_advice
-from backend.preflight import max_length_notes, max_length_problems, resume_problems, run_preflight
-from backend.run_config import (ConfigError, default_config, describe_problems, field_label, replace_values, to_dict,
+from backend.data.report import method_advice
+from backend.runs.preflight import max_length_notes, max_length_problems, resume_problems, run_preflight
+from backend.runs.config import (ConfigError, default_config, describe_problems, field_label, replace_values, to_dict,
                                 validate)
 from widgets.card import Card
 from widgets.drop_zone import local_paths_from_mime
@@ -299,23 +299,23 @@ class StudioWindow(QMainWindow):
         help_menu.addAction(about)
 
     def _fill_demo_menu(self) -> None:
-        from app.demo_menu import fill_demo_menu
+        from app.train.demo_menu import fill_demo_menu
 
         fill_demo_menu(self.demo_menu, self.open_config_file)
 
     def open_preference_generation(self) -> None:
-        from app.preference_generation_dialog import open_generation_dialog
+        from app.train.preference_generation_dialog import open_generation_dialog
 
         self.preference_generation = open_generation_dialog(self)
 
     def open_rlhf_pipeline(self) -> None:
-        from app.rlhf_pipeline import open_pipeline
+        from app.train.rlhf_pipeline import open_pipeline
 
         self.rlhf_pipeline = open_pipeline(self)
 
     def evaluate_rewards(self) -> None:
-        """The reward evaluation panel, on the run selected in the Runs tab (app.reward_eval_panel)."""
-        from app.reward_eval_panel import RewardEvalPanel
+        """The reward evaluation panel, on the run selected in the Runs tab (app.runs.reward_eval_panel)."""
+        from app.runs.reward_eval_panel import RewardEvalPanel
 
         selected = self.runs_tab.selected_run_dirs()
         runs = [str(r.run_dir) for r in self.runs_tab.summaries()]
@@ -543,7 +543,7 @@ class StudioWindow(QMainWindow):
         if self.controller.is_running():
             self.statusBar().showMessage("A run is in progress; stop it before resuming another.", 6000)
             return False
-        from backend.run_folder import current_attempt_events, read_events, summarize_run
+        from backend.runs.folder import current_attempt_events, read_events, summarize_run
 
         events = read_events(run_dir)
         summary = summarize_run(run_dir, events)
@@ -577,7 +577,7 @@ class StudioWindow(QMainWindow):
 
     def try_graders(self) -> None:
         """Score a few base-model completions of the loaded prompts with the graders as set."""
-        from app.grader_trial_dialog import GraderTrialDialog
+        from app.train.grader_trial_dialog import GraderTrialDialog
 
         cfg, problems = self.build_config()
         result = self.data_panel.current()
@@ -610,7 +610,7 @@ class StudioWindow(QMainWindow):
         """A run folder's config with the permissions its model needs, each confirmed by the user
         (remembered grants count; the folder itself grants nothing). False when the user said no;
         None when the config cannot be read (the caller's checks say so)."""
-        from backend.run_folder import load_run_config
+        from backend.runs.folder import load_run_config
 
         try:
             cfg = load_run_config(run_dir)
@@ -628,7 +628,7 @@ class StudioWindow(QMainWindow):
 
     def granted_config(self, cfg):
         """``cfg`` with each permission its model needs, asked for unless already granted; False on a no."""
-        from backend.model_source import ModelSourceError, resolve_checked_model
+        from backend.models.source import ModelSourceError, resolve_checked_model
 
         cfg = with_stored_grants(cfg, self.grants)
         for _ in range(2):  # a model can need both permissions
@@ -704,7 +704,7 @@ class StudioWindow(QMainWindow):
         run_dir = Path(self._active_run_dir) if self._active_run_dir else None
         if run_dir is None or not run_dir.is_dir() or self._run_estimate is None:
             return
-        from backend.memory_estimate import record_measured_peak
+        from backend.training.memory_estimate import record_measured_peak
 
         # A failed run has no final figure; the highest peak its steps reported is the measurement.
         peak = (event.peak_memory_mb if event is not None else None) or self._last_peak_mb
@@ -719,7 +719,7 @@ class StudioWindow(QMainWindow):
         if summary is None or not summary.adapter_path:
             self.statusBar().showMessage("This run has no saved adapter to compare.", 6000)
             return
-        from backend.run_folder import load_run_config
+        from backend.runs.folder import load_run_config
 
         try:
             base = load_run_config(run_dir).model
@@ -735,7 +735,7 @@ class StudioWindow(QMainWindow):
 
     def use_run_settings(self, run_dir: str) -> None:
         """Load a past run's method, settings, model and data into the Train tab."""
-        from backend.run_folder import load_run_config
+        from backend.runs.folder import load_run_config
 
         try:
             cfg = load_run_config(run_dir)
@@ -746,7 +746,7 @@ class StudioWindow(QMainWindow):
 
     def open_config_file(self, path: str) -> None:
         """Load a config.yaml (the demo's, or one saved with any run) into the Train tab."""
-        from backend.cli import load_config_file
+        from backend.cli.main import load_config_file
 
         try:
             cfg = load_config_file(path)

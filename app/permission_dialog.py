@@ -13,7 +13,7 @@ import html
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QVBoxLayout
 
-from backend.code_permissions import TITLES, CodeSubject, permission_kind, where_the_code_lives
+from backend.runs.code_permissions import TITLES, CodeSubject, permission_kind, where_the_code_lives
 
 
 class PermissionDialog(QDialog):

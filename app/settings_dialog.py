@@ -1,6 +1,6 @@
 """The studio's settings page for code permissions: what the user allowed, and revoking it.
 
-Grants live in the studio's own folder (``backend.code_permissions.GrantStore``),
+Grants live in the studio's own folder (``backend.runs.code_permissions.GrantStore``),
 never in a run folder, a config or a model folder.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHBoxLayout, QHeaderView, QLabel,
                                QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
-from backend.code_permissions import GrantStore, permission_kind
+from backend.runs.code_permissions import GrantStore, permission_kind
 
 COLUMNS = ("Allows", "Model or file", "Where", "Files hashed", "Allowed on")
 

@@ -21,13 +21,10 @@ STARTUP_PROBE = "ALIGNSTUDIO_STARTUP_PROBE"
 
 
 def app_icon_path() -> Path:
-    """The studio's icon: in the source tree, or in the wheel's ``alignstudio_resources``."""
-    source = Path(__file__).resolve().parent.parent / "resources" / "icons" / "alignstudio.svg"
-    if source.is_file():
-        return source
-    from importlib.resources import files
+    """The studio's icon."""
+    from backend.core.paths import resource_path
 
-    return Path(str(files("alignstudio_resources") / "icons" / "alignstudio.svg"))
+    return resource_path("icons", "alignstudio.svg")
 
 
 def create_application(argv: list[str] | None = None) -> QApplication:

@@ -16,7 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from backend.paths import home_dir
+from backend.core.paths import home_dir
 
 MAX_RECENT = 10
 

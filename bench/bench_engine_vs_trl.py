@@ -77,9 +77,9 @@ def run_bare(params: dict) -> dict:
 
 
 def run_studio(params: dict, runs_root: Path) -> dict:
-    from backend.events import RunFailed, RunFinished, RunStarted, TrainLog
-    from backend.run_config import default_config
-    from backend.training_run import run_to_completion
+    from backend.core.events import RunFailed, RunFinished, RunStarted, TrainLog
+    from backend.runs.config import default_config
+    from backend.training.client import run_to_completion
 
     cfg = default_config(
         "dpo", model=params["model"], data_path=params["data"], quantization=params["quantization"],
@@ -109,12 +109,12 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     if args.model == "tiny":
-        from backend.tiny_model import build_tiny_model
+        from backend.testing.tiny_model import build_tiny_model
 
         model = str(build_tiny_model(work / "tiny", hidden_size=256, layers=4))
         steps = args.steps or 30
     elif args.model == "embedded":
-        from backend.embedded_model import ensure_embedded_model
+        from backend.models.embedded_model import ensure_embedded_model
 
         model = str(ensure_embedded_model())
         steps = args.steps or 6

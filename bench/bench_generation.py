@@ -68,10 +68,10 @@ def weight_bytes(model) -> int:
 def speed_table(model_path: str, quantization: str, dtype: str, tokens: int, rounds: int) -> dict:
     import torch
 
-    from backend.adapter_loading import load_model, resolve_load_spec
-    from backend.generation_engine import GenerationEngine
-    from backend.generation_protocol import SamplingSettings
-    from backend.inference_precision import apply_decode_precision
+    from backend.models.adapter_loading import load_model, resolve_load_spec
+    from backend.generation.engine import GenerationEngine
+    from backend.generation.protocol import SamplingSettings
+    from backend.models.inference_precision import apply_decode_precision
 
     loaded = load_model(resolve_load_spec(model=model_path, quantization=quantization), log=lambda m: None)
     label = apply_decode_precision(loaded, dtype)
@@ -122,7 +122,7 @@ def speed_table(model_path: str, quantization: str, dtype: str, tokens: int, rou
 
 def live(session, request_id: str, timeout: float = 600.0):
     """The request's events as they arrive (collect() returns them only at the end)."""
-    from backend.generation_protocol import RequestFinished, WorkerExited
+    from backend.generation.protocol import RequestFinished, WorkerExited
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -166,21 +166,21 @@ def main() -> int:
         args.quantization = "4bit" if torch.cuda.is_available() else "none"
     os.environ["ALIGNSTUDIO_GENERATION_DTYPE"] = args.dtype  # the worker below inherits it
 
-    from backend.generation_client import GenerationSession
-    from backend.generation_protocol import (BatchSummaryReady, GenerationDone, RequestFinished, ResponsesScored,
+    from backend.generation.client import GenerationSession
+    from backend.generation.protocol import (BatchSummaryReady, GenerationDone, RequestFinished, ResponsesScored,
                                              TokenStreamed)
-    from backend.model_source import local_model_folder, resolve_model_source
+    from backend.models.source import local_model_folder, resolve_model_source
 
     work = Path(tempfile.mkdtemp(prefix="bench-generation-"))
     results: dict[str, float | str] = {}
     if args.run_dir:
         start_kwargs = dict(run_dir=args.run_dir, quantization=args.quantization)
-        from backend.adapter_loading import resolve_load_spec
+        from backend.models.adapter_loading import resolve_load_spec
 
         model_path = local_model_folder(resolve_model_source(resolve_load_spec(run_dir=args.run_dir).model))
     else:
         if args.model == "tiny":
-            from backend.tiny_model import build_tiny_model
+            from backend.testing.tiny_model import build_tiny_model
 
             model_path = str(build_tiny_model(work / "tiny"))
         else:

@@ -50,8 +50,8 @@ def build_random_llama(folder: Path, shape: dict) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from backend.chat_templates import ensure_chat_template
-    from backend.tiny_model import build_tiny_tokenizer
+    from backend.models.chat_templates import ensure_chat_template
+    from backend.testing.tiny_model import build_tiny_tokenizer
 
     if (folder / "config.json").is_file():
         return folder
@@ -89,9 +89,9 @@ def preference_rows(n: int, words: int) -> list[dict]:
 
 
 def run_size(size: str, work: Path, steps: int, max_length: int, batch: int) -> dict:
-    from backend.events import RunFailed, RunFinished, TrainLog
-    from backend.run_config import default_config
-    from backend.training_run import run_to_completion
+    from backend.core.events import RunFailed, RunFinished, TrainLog
+    from backend.runs.config import default_config
+    from backend.training.client import run_to_completion
 
     started = time.perf_counter()
     model_dir = build_random_llama(work / f"llama-{size}", SHAPES[size])

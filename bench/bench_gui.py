@@ -144,7 +144,7 @@ def bench_real_run(app, home: Path, steps: int) -> dict:
 
     model_dir = home / "tiny-llama"
     # The tiny model needs torch; build it in a child so this (GUI) process stays torch-free.
-    subprocess.run([sys.executable, "-c", f"from backend.tiny_model import build_tiny_model; "
+    subprocess.run([sys.executable, "-c", f"from backend.testing.tiny_model import build_tiny_model; "
                                           f"build_tiny_model({str(model_dir)!r})"],
                    cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, capture_output=True)
     window = open_window(probe_device=False)
@@ -183,7 +183,7 @@ def bench_event_flood(app, count: int = 20_000, rate: int = 1000, prefill: int =
     import numpy as np
 
     from app.studio_app import open_window
-    from backend.events import TrainLog
+    from backend.core.events import TrainLog
 
     window = open_window(probe_device=False)
     _spin(app, 0.3)
@@ -238,7 +238,7 @@ def bench_event_flood(app, count: int = 20_000, rate: int = 1000, prefill: int =
 def bench_redraw(app, points: int = 100_000) -> dict:
     import numpy as np
 
-    from app.metric_catalog import EXPECTED_KEYS, MEMORY_KEY, style_for_key
+    from app.train.metric_catalog import EXPECTED_KEYS, MEMORY_KEY, style_for_key
     from app.theme import apply_theme
     from widgets.metric_plots import MetricPlotGrid
 

@@ -4,7 +4,7 @@ Writes a JSON Lines file of ``--size-gb`` (default 2) of preference pairs, one
 line in 10,000 broken, to a temporary folder (deleted afterwards), then
 measures, each in a fresh process so that its peak memory is its own:
 
-1. the window's path: ``app.dataset_loader.DatasetLoader`` reading the file on
+1. the window's path: ``app.train.dataset_loader.DatasetLoader`` reading the file on
    the thread pool (streamed into a prepared copy, then measured and
    previewed) while a 5 ms QTimer in the main thread notes the longest stall
    of the event loop;
@@ -102,7 +102,7 @@ def child_window_path(path: str) -> dict:
     from PySide6.QtCore import QCoreApplication, QElapsedTimer, QTimer
 
     import datasets  # noqa: F401  (part of the baseline: the window imports it at start-up too)
-    from app.dataset_loader import DatasetLoader
+    from app.train.dataset_loader import DatasetLoader
 
     app = QCoreApplication([])
     loader = DatasetLoader()

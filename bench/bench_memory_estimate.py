@@ -1,4 +1,4 @@
-"""Calibrate ``backend.memory_estimate`` against the peak memory of real short runs.
+"""Calibrate ``backend.training.memory_estimate`` against the peak memory of real short runs.
 
 Each case runs in its own process (a fresh process is the only honest baseline
 for peak RSS: allocator pools and the mmap'd checkpoint survive inside one), trains
@@ -17,7 +17,7 @@ CPU measured 8-60 s per step here, the slow end while other processes shared
 the cores.
 
 ``--sweep`` measures the estimate across sequence lengths on long-prompt data
-(``backend.synthetic_long_prompts``, cut to fit by the worker's own long-prompt
+(``backend.testing.synthetic_long_prompts``, cut to fit by the worker's own long-prompt
 policy, so every sequence reaches Max length, as the estimate assumes) with a
 "wide" model: few thin layers and a 64k vocabulary (Gemma ties a 262k one), so
 the LM head and logits dominate at long lengths as they do for Gemma, while
@@ -158,8 +158,8 @@ def _build_random_llama(folder: Path, **shape) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from backend.chat_templates import ensure_chat_template
-    from backend.tiny_model import build_tiny_tokenizer
+    from backend.models.chat_templates import ensure_chat_template
+    from backend.testing.tiny_model import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     ensure_chat_template(tokenizer)
@@ -191,8 +191,8 @@ def _long_prompt_data(method: str, max_length: int, tokenizer, rows_needed: int)
     ``max_length`` are kept, so every batch is as long as the estimate assumes."""
     from datasets import Dataset
 
-    from backend.long_prompts import fit_dataset, row_lengths
-    from backend.synthetic_long_prompts import long_prompt_rows
+    from backend.data.long_prompts import fit_dataset, row_lengths
+    from backend.testing.synthetic_long_prompts import long_prompt_rows
 
     words = max(8, max_length)  # at least a token a word: every tail prompt outgrows max_length
     rows = long_prompt_rows(max(8 * rows_needed, 48), median_words=words, tail_words=words, tail_share=0.5)
@@ -209,12 +209,12 @@ def _model_folder(which: str, work: Path) -> Path:
     if which == "wide262k":
         return _build_wide_model(work / "wide", vocab_size=GEMMA_VOCAB)
     if which == "tiny":
-        from backend.tiny_model import build_tiny_model
+        from backend.testing.tiny_model import build_tiny_model
 
         return build_tiny_model(work / "tiny")
     if which == "medium":
         return _build_medium_model(work / "medium")
-    from backend.embedded_model import ensure_embedded_model
+    from backend.models.embedded_model import ensure_embedded_model
 
     return ensure_embedded_model(log=lambda *_: None)
 
@@ -222,7 +222,7 @@ def _model_folder(which: str, work: Path) -> Path:
 def run_case(name: str) -> dict:
     """Train one case in this process and return its memory figures.
 
-    It builds the run with ``backend.trainer_builders``, the functions the training
+    It builds the run with ``backend.training.trainer_builders``, the functions the training
     worker uses, so the measurement follows whatever the app really does.
     """
     which, method, overrides = CASES[name]
@@ -231,8 +231,8 @@ def run_case(name: str) -> dict:
     baseline = _rss_mb()
     from datasets import Dataset
 
-    from backend import trainer_builders as tb
-    from backend.run_config import default_config
+    from backend.training import trainer_builders as tb
+    from backend.runs.config import default_config
 
     steps = SWEEP_STEPS if which.startswith("wide") else STEPS
     settings = dict(per_device_train_batch_size=BATCH, max_length=MAX_LENGTH)
@@ -308,8 +308,8 @@ def run_case(name: str) -> dict:
 
 
 def _estimate_for(result: dict, device: dict) -> dict:
-    from backend.memory_estimate import TOKENIZER_BYTES_PER_TOKEN, estimate_memory, shape_from_config
-    from backend.run_config import from_dict
+    from backend.training.memory_estimate import TOKENIZER_BYTES_PER_TOKEN, estimate_memory, shape_from_config
+    from backend.runs.config import from_dict
 
     # The child's model folder is gone; its config.json came back with the result.
     shape = shape_from_config(result["model_config"], source=result["model"])
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(run_case(opts.child)), flush=True)
         return 0
 
-    from backend.device_info import describe_device
+    from backend.core.device_info import describe_device
 
     device = describe_device()
     sweep = [name for name in CASES if name.startswith("wide")]

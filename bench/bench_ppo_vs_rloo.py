@@ -36,9 +36,9 @@ def write_pairs(path: Path) -> Path:
 
 
 def run(method: str, model: str, data: Path, runs_root: Path, **values) -> tuple[list, float]:
-    from backend.events import RunFailed, TrainLog
-    from backend.run_config import default_config
-    from backend.training_run import run_to_completion
+    from backend.core.events import RunFailed, TrainLog
+    from backend.runs.config import default_config
+    from backend.training.client import run_to_completion
 
     cfg = default_config(method, model=model, data_path=str(data), eval_fraction=0.0, save_steps=0,
                          logging_steps=1, warmup_ratio=0.0, lr_scheduler_type="constant", gradient_checkpointing=False,
@@ -52,8 +52,8 @@ def run(method: str, model: str, data: Path, runs_root: Path, **values) -> tuple
 
 def train_reward_model(model: str, data: Path, runs_root: Path, common: dict) -> Path:
     from backend.methods import all_methods
-    from backend.run_config import default_config
-    from backend.training_run import run_to_completion
+    from backend.runs.config import default_config
+    from backend.training.client import run_to_completion
 
     key = next(s.key for s in all_methods() if s.model_head == "score")
     cfg = default_config(key, model=model, data_path=str(data), eval_fraction=0.0, save_steps=0, max_length=64,
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ALIGNSTUDIO_HOME", str(work / "home"))
     model = args.model
     if not model:
-        from backend.tiny_model import build_tiny_model
+        from backend.testing.tiny_model import build_tiny_model
 
         model = str(build_tiny_model(work / "tiny-model"))
     data = write_pairs(work / "pairs.jsonl")

@@ -55,14 +55,14 @@ def worker_processes(runs_root: Path) -> list:
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = proc.info.get("cmdline") or []
-        if "backend.training_worker" in cmd and any(str(runs_root) in part for part in cmd):
+        if "backend.training.worker" in cmd and any(str(runs_root) in part for part in cmd):
             found.append(proc)
     return found
 
 
 def run_attempt(run, fate: str, rng: random.Random, target: int) -> tuple[str, float]:
     """Follow one worker to its end under ``fate``; returns how the attempt ended."""
-    from backend.events import RunFailed, RunFinished, TrainLog
+    from backend.core.events import RunFailed, RunFinished, TrainLog
 
     kill_timer = None
     if fate in ("sigkill", "sigterm"):
@@ -100,9 +100,9 @@ def run_attempt(run, fate: str, rng: random.Random, target: int) -> tuple[str, f
 
 def check_run(run_dir: Path, target: int) -> list[str]:
     """What is wrong with a finished run folder (nothing, ideally)."""
-    from backend.events import RunFailed, TrainLog
-    from backend.run_config import load_yaml
-    from backend.run_folder import current_attempt_events, read_events, summarize_run
+    from backend.core.events import RunFailed, TrainLog
+    from backend.runs.config import load_yaml
+    from backend.runs.folder import current_attempt_events, read_events, summarize_run
 
     problems = []
     try:
@@ -133,10 +133,10 @@ def main(argv=None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from backend.fault_injection import ENV_VAR
-    from backend.run_config import default_config
-    from backend.tiny_model import build_tiny_model
-    from backend.training_run import TrainingRun
+    from backend.testing.fault_injection import ENV_VAR
+    from backend.runs.config import default_config
+    from backend.testing.tiny_model import build_tiny_model
+    from backend.training.client import TrainingRun
 
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="alignstudio-soak-"))

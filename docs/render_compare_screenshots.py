@@ -43,13 +43,13 @@ def _save(window, out: Path, name: str) -> Path:
 
 def _train(work: Path, model: str, steps: int) -> Path:
     """A DPO run through the studio's worker; returns its folder."""
-    from backend.run_config import default_config
-    from backend.training_run import run_to_completion
+    from backend.runs.config import default_config
+    from backend.training.client import run_to_completion
 
     if model == "tiny":
         model_dir = work / "tiny-llama"
         subprocess.run([sys.executable, "-c",
-                        f"from backend.tiny_model import build_tiny_model; build_tiny_model({str(model_dir)!r})"],
+                        f"from backend.testing.tiny_model import build_tiny_model; build_tiny_model({str(model_dir)!r})"],
                        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True,
                        stdout=subprocess.DEVNULL)
         model_value, lr = str(model_dir), 2e-3

@@ -41,7 +41,7 @@ def main() -> int:
     os.environ["ALIGNSTUDIO_HOME"] = str(work / "home")
     model_dir = work / "tiny-llama"
     subprocess.run([sys.executable, "-c",
-                    f"from backend.tiny_model import build_tiny_model; build_tiny_model({str(model_dir)!r})"],
+                    f"from backend.testing.tiny_model import build_tiny_model; build_tiny_model({str(model_dir)!r})"],
                    cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, capture_output=True)
 
     from app.studio_app import create_application, open_window

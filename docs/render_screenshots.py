@@ -70,7 +70,7 @@ def main() -> int:
     model_dir = work / "tiny-llama"
     builder = subprocess.Popen(
         [sys.executable, "-c",
-         f"from backend.tiny_model import build_tiny_model; build_tiny_model({str(model_dir)!r})"],
+         f"from backend.testing.tiny_model import build_tiny_model; build_tiny_model({str(model_dir)!r})"],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     from app.studio_app import create_application, open_window

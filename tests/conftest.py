@@ -32,7 +32,7 @@ def studio_home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from backend.tiny_model import build_tiny_model
+    from backend.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model")
 
@@ -68,7 +68,7 @@ def easy_preferences(tmp_path) -> Path:
 
 def tiny_run_config(method: str, model_dir: Path, data: Path, **overrides):
     """Settings that make a tiny-model run take seconds."""
-    from backend.run_config import default_config
+    from backend.runs.config import default_config
 
     values = dict(
         model=str(model_dir),
@@ -117,7 +117,7 @@ def tiny_reward_model_run(tmp_path_factory, tiny_model_dir) -> Path:
 
 def train_easy_run_in_own_home(method: str, home: Path, model_dir: Path, **overrides) -> Path:
     """Train a tiny ``method`` run on the easy pairs with ``home`` as ALIGNSTUDIO_HOME; its run folder."""
-    from backend.training_run import run_to_completion
+    from backend.training.client import run_to_completion
 
     mp = pytest.MonkeyPatch()
     mp.setenv("ALIGNSTUDIO_HOME", str(home))

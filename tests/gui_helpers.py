@@ -18,7 +18,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
 
-from backend.run_folder import process_alive  # noqa: E402
+from backend.runs.folder import process_alive  # noqa: E402
 
 POLITE = ("Sure, happy to help with that question.", "Thank you for asking! Here is a clear answer.",
           "Please find a clear and helpful answer here.")

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from backend.dataset_formats import DataFormat
-from backend.dataset_loading import load_dataset_file
-from backend.preference_generation.events import JobFailed, JobFinished, JobStarted, RowDone
-from backend.preference_generation.inputs import read_input_rows
-from backend.preference_generation.job_run import GenerationJob
-from backend.preference_generation.jobs import DISAGREE, JobHooks, run_job
-from backend.preference_generation.partial_file import PartialFile
-from backend.preference_generation.request import AI_FEEDBACK, GenerationRequest, RequestError, check_request
+from backend.data.formats import DataFormat
+from backend.data.loading import load_dataset_file
+from backend.generation.preferences.events import JobFailed, JobFinished, JobStarted, RowDone
+from backend.generation.preferences.inputs import read_input_rows
+from backend.generation.preferences.job_run import GenerationJob
+from backend.generation.preferences.jobs import DISAGREE, JobHooks, run_job
+from backend.generation.preferences.partial_file import PartialFile
+from backend.generation.preferences.request import AI_FEEDBACK, GenerationRequest, RequestError, check_request
 from tests.conftest import POLITE, RUDE
 
 
@@ -100,8 +100,8 @@ def test_the_judge_picks_the_answer_not_the_file_label(tmp_path):
 
 
 def test_output_opens_as_preference_pairs_and_a_dpo_run_accepts_it(tmp_path, tiny_model_dir):
-    from backend.preflight import check_before_training
-    from backend.run_config import default_config
+    from backend.runs.preflight import check_before_training
+    from backend.runs.config import default_config
 
     data = write_pairs(tmp_path / "pairs.jsonl", 5)
     out = tmp_path / "labelled.jsonl"
@@ -164,9 +164,9 @@ def balanced_judge(tiny_model_dir: Path, folder: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from backend.chat_templates import ensure_chat_template
-    from backend.preference_generation.judging import judge_messages
-    from backend.prompt_rendering import prompt_token_ids
+    from backend.models.chat_templates import ensure_chat_template
+    from backend.generation.preferences.judging import judge_messages
+    from backend.data.prompt_rendering import prompt_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     ensure_chat_template(tokenizer)
@@ -207,7 +207,7 @@ def judge_dir(tiny_model_dir, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_cli_labels_pairs_and_a_stopped_job_resumes_without_redoing_rows(tmp_path, judge_dir, capsys):
-    from backend.cli import main
+    from backend.cli.main import main
 
     data = write_pairs(tmp_path / "pairs.jsonl", 10)
     whole = tmp_path / "whole.jsonl"
@@ -348,7 +348,7 @@ def test_the_window_runs_a_job_and_opens_the_pairs_in_the_data_panel(qtbot, stud
 
 @pytest.mark.gui
 def test_the_window_offers_resume_for_a_half_done_job_of_the_same_settings(qtbot, tmp_path):
-    from app.preference_generation_dialog import PreferenceGenerationDialog
+    from app.train.preference_generation_dialog import PreferenceGenerationDialog
 
     data = write_pairs(tmp_path / "pairs.jsonl", 4)
     dialog = PreferenceGenerationDialog(str(data))

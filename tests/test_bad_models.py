@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.events import RunFailed, RunFinished, RunStarted
-from backend.model_source import (ModelSourceError, model_source_for_config, refuse_unsafe_model,
+from backend.core.events import RunFailed, RunFinished, RunStarted
+from backend.models.source import (ModelSourceError, model_source_for_config, refuse_unsafe_model,
                                   resolve_checked_model, resolve_model_source)
-from backend.run_config import default_config
+from backend.runs.config import default_config
 from tests.conftest import tiny_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,7 +162,7 @@ def test_checks_import_neither_torch_nor_transformers(tmp_path):
     folder = _folder(tmp_path / "custom", {"model_type": "my_arch", "auto_map": {"AutoModel": "m.M"}},
                      ("model.safetensors",))
     code = ("import sys\n"
-            "from backend.model_source import ModelSourceError, resolve_checked_model\n"
+            "from backend.models.source import ModelSourceError, resolve_checked_model\n"
             f"try:\n    resolve_checked_model({str(folder)!r})\nexcept ModelSourceError as e:\n    print('REFUSED')\n"
             "print([m for m in ('torch', 'transformers') if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -235,7 +235,7 @@ def test_allowed_pickle_weights_load_the_same_tensors(pickled_tiny_model, tiny_m
     import torch
     from safetensors.torch import load_file
 
-    from backend.trainer_builders import build_model, choose_precision
+    from backend.training.trainer_builders import build_model, choose_precision
 
     refused = default_config("sft", quantization="none")
     with pytest.raises(ModelSourceError):
@@ -251,7 +251,7 @@ def test_allowed_pickle_weights_load_the_same_tensors(pickled_tiny_model, tiny_m
 def test_pickle_that_carries_code_is_refused_even_when_allowed(tiny_model_dir, tmp_path):
     import torch
 
-    from backend.trainer_builders import build_model, choose_precision
+    from backend.training.trainer_builders import build_model, choose_precision
 
     folder = tmp_path / "booby-trapped"
     shutil.copytree(tiny_model_dir, folder)
@@ -272,7 +272,7 @@ def test_pickle_that_carries_code_is_refused_even_when_allowed(tiny_model_dir, t
 
 # ------------------------------------------------- through the real worker
 def _run(cfg, timeout=180):
-    from backend.training_run import run_to_completion
+    from backend.training.client import run_to_completion
 
     started = time.time()
     run, events = run_to_completion(cfg, timeout=timeout)
@@ -287,7 +287,7 @@ def test_worker_refuses_an_uncached_hub_id_offline_before_importing_torch(easy_p
     assert "offline" in failed.message and "not in the Hugging Face cache" in failed.message
     assert not any(isinstance(e, RunStarted) for e in events)
     # Refused by the file check that runs before the worker imports torch, not by transformers.
-    assert "model_source.py" in failed.traceback and "transformers" not in failed.traceback
+    assert "source.py" in failed.traceback and "transformers" not in failed.traceback
     assert seconds < 30
 
 

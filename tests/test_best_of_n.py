@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from backend.best_of_n import (BestOfNError, BestOfNReport, BestOfNResult, RankedAnswer, RewardFunctionScorer,
+from backend.generation.best_of_n import (BestOfNError, BestOfNReport, BestOfNResult, RankedAnswer, RewardFunctionScorer,
                                rank_answers, run_batch, summarize)
-from backend.generation_protocol import (BestOfNReportReady, BestOfNRequest, BestOfNRowReady, GenerationError,
+from backend.generation.protocol import (BestOfNReportReady, BestOfNRequest, BestOfNRowReady, GenerationError,
                                          LoadRequest, ModelReady, RequestFinished, SamplingSettings,
                                          event_from_json, request_from_json)
 
@@ -79,7 +79,7 @@ class _Service:
     """The generation worker's service in this process, its events in a list."""
 
     def __init__(self):
-        from backend.generation_worker import GenerationService
+        from backend.generation.worker import GenerationService
 
         self.events = []
         self.service = GenerationService(self.events.append, log=lambda _m: None)
@@ -168,7 +168,7 @@ def test_cli_writes_the_best_answers_and_the_report_with_a_reward_model_and_a_gr
         tiny_model_dir, tiny_reward_model_run, easy_preferences, tmp_path, capsys):
     import json
 
-    from backend.cli import main
+    from backend.cli.main import main
 
     out = tmp_path / "best.jsonl"
     code = main(["generate", "best-of-n", "--model", str(tiny_model_dir), "--quantization", "none",
@@ -195,7 +195,7 @@ def test_cli_writes_the_best_answers_and_the_report_with_a_reward_model_and_a_gr
 
 
 def test_cli_refuses_without_a_scorer(easy_preferences, capsys):
-    from backend.cli import main
+    from backend.cli.main import main
 
     assert main(["generate", "best-of-n", "--data", str(easy_preferences), "-n", "2"]) == 2
     assert "nothing scores the answers" in capsys.readouterr().out
@@ -208,9 +208,9 @@ GUI_GRADERS = "length_target:unit=characters,target=20,tolerance=2"
 
 @pytest.fixture(scope="module")
 def compare_tab(qapp, trained_dpo_run, tmp_path_factory):
-    from app.compare_tab import CompareTab
+    from app.compare.tab import CompareTab
     from app.theme import apply_theme
-    from backend.run_folder import list_runs
+    from backend.runs.folder import list_runs
 
     apply_theme(qapp)
     widget = CompareTab(log_path=str(tmp_path_factory.mktemp("bon-log") / "generation.log"))
@@ -272,7 +272,7 @@ def report_row_best(view, row: int) -> float:
 
 
 def test_a_grader_entry_that_does_not_parse_is_named(qtbot):
-    from app.compare_best_of_n import parse_graders
+    from app.compare.best_of_n import parse_graders
 
     assert parse_graders("length_target:unit=words,target=30; required_words:words=please") == [
         {"grader": "length_target", "unit": "words", "target": 30}, {"grader": "required_words", "words": "please"}]
@@ -283,7 +283,7 @@ def test_a_grader_entry_that_does_not_parse_is_named(qtbot):
 def test_a_prompt_answer_file_keeps_its_answer_column_for_the_graders(tmp_path):
     import json
 
-    from backend.cli_best_of_n import read_prompt_rows
+    from backend.cli.best_of_n import read_prompt_rows
 
     path = tmp_path / "sums.jsonl"
     path.write_text("".join(json.dumps({"prompt": f"What is {i} plus 1?", "answer": str(i + 1)}) + "\n"

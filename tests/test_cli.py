@@ -33,7 +33,7 @@ def test_train_prints_progress_and_saves_adapter(tiny_model_dir, easy_preference
     adapter = Path(out.stdout.split("Adapter: ")[1].split()[0])
     assert (adapter / "adapter_config.json").exists()
     # The saved config reproduces the run.
-    from backend.run_config import load_yaml
+    from backend.runs.config import load_yaml
 
     cfg = load_yaml(adapter.parent / "config.yaml")
     assert cfg.method == "orpo" and cfg.max_steps == 3 and cfg.learning_rate == 1e-3
@@ -143,8 +143,8 @@ def test_methods_lists_every_registered_method_with_its_group_and_data(studio_ho
 
 def test_the_command_line_prints_the_notes_the_window_shows(capsys):
     """The diagnostics live in the engine: a headless run gets the same notes, each once."""
-    from backend.cli import _print_notes
-    from backend.training_diagnostics import TrainingDiagnostics
+    from backend.cli.main import _print_notes
+    from backend.runs.diagnostics import TrainingDiagnostics
 
     diagnostics = TrainingDiagnostics(100, "dpo")
     for step, loss in ((1, 0.7), (2, float("nan")), (3, float("nan"))):
@@ -158,7 +158,7 @@ def test_ctrl_c_asks_a_job_to_stop_and_a_second_one_ends_it(capsys):
     import os
     import signal
 
-    from backend.cli_interrupts import install_two_stage_stop
+    from backend.cli.interrupts import install_two_stage_stop
 
     class Job:
         calls: list[str] = []

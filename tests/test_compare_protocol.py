@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.adapter_loading import AdapterLoadError, resolve_load_spec
-from backend.compare_export import export_compare, read_jsonl_export, summary_path_for
-from backend.compare_scoring import CompareRow, ResponseScore, summarize
-from backend.generation_protocol import (BatchRowReady, BatchSummaryReady, GenerateRequest, ModelReady,
+from backend.models.adapter_loading import AdapterLoadError, resolve_load_spec
+from backend.compare.export import export_compare, read_jsonl_export, summary_path_for
+from backend.compare.scoring import CompareRow, ResponseScore, summarize
+from backend.generation.protocol import (BatchRowReady, BatchSummaryReady, GenerateRequest, ModelReady,
                                          ProtocolError, ResponsesScored, SamplingSettings, TokenStreamed,
                                          event_from_json, request_from_dict, request_from_json)
 
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_gui_facing_compare_modules_import_without_torch():
     code = (
         "import sys\n"
-        "import backend.generation_client, backend.generation_protocol, backend.compare_scoring\n"
-        "import backend.compare_export, backend.adapter_loading, backend.prompt_rendering\n"
+        "import backend.generation.client, backend.generation.protocol, backend.compare.scoring\n"
+        "import backend.compare.export, backend.models.adapter_loading, backend.data.prompt_rendering\n"
         "bad = [m for m in ('torch', 'transformers', 'trl', 'peft', 'PySide6') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -86,7 +86,7 @@ def test_events_round_trip_with_nested_rows_and_nan():
 
 
 def _fake_run(tmp_path: Path, with_adapter=True, **cfg_values) -> Path:
-    from backend.run_config import default_config, save_yaml
+    from backend.runs.config import default_config, save_yaml
 
     run = tmp_path / "run"
     run.mkdir()

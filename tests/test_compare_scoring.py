@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from backend.compare_scoring import (CompareRow, CompareSummary, ResponseScore, implicit_reward, length_change,
+from backend.compare.scoring import (CompareRow, CompareSummary, ResponseScore, implicit_reward, length_change,
                                      preference_accuracy, summarize)
 
 
@@ -97,7 +97,7 @@ def test_row_round_trips_through_dict_with_derived_fields():
 
 
 def _run_folder(root, method: str):
-    from backend.run_config import default_config, save_yaml
+    from backend.runs.config import default_config, save_yaml
 
     run = root / f"run-{method}"
     (run / "adapter").mkdir(parents=True)
@@ -109,7 +109,7 @@ def _run_folder(root, method: str):
 def test_only_methods_with_an_implicit_reward_get_one_in_compare(tmp_path):
     """β·(log p aligned − log p base) is the reward of the methods whose spec says so; for the
     others Compare shows the log-prob change alone, not a reward the run never optimised."""
-    from backend.adapter_loading import resolve_load_spec
+    from backend.models.adapter_loading import resolve_load_spec
     from backend.methods import all_methods
 
     specs = {s.key: s for s in all_methods()}

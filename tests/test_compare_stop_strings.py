@@ -14,9 +14,9 @@ import re
 
 import pytest
 
-from backend.generation_protocol import (GenerationDone, ProtocolError, ResponsesScored, SamplingSettings,
+from backend.generation.protocol import (GenerationDone, ProtocolError, ResponsesScored, SamplingSettings,
                                          TokenStreamed, parse_stop_strings, stop_strings_text)
-from backend.prompt_rendering import default_stop_strings
+from backend.data.prompt_rendering import default_stop_strings
 
 QA_PROMPT = "Question: what is task 3?\nAnswer:"
 
@@ -69,7 +69,7 @@ def test_the_default_stop_follows_the_prompt_format(tmp_path):
 
 @pytest.fixture(scope="module")
 def dpo_session(trained_dpo_run, tmp_path_factory):
-    from backend.generation_client import GenerationSession
+    from backend.generation.client import GenerationSession
 
     session = GenerationSession.start(run_dir=trained_dpo_run,
                                       log_path=tmp_path_factory.mktemp("stop-log") / "generation.log")
@@ -121,7 +121,7 @@ def test_a_stop_string_ends_the_answer_and_is_cut_off(dpo_session, tiny_model_di
 def qa_run(tmp_path_factory, tiny_model_dir):
     """A tiny SFT run on "Question: ...\\nAnswer:" prompts whose answers go on with the
     next "Question:", the way a base model rambles on the demo's format."""
-    from backend.training_run import run_to_completion
+    from backend.training.client import run_to_completion
     from tests.conftest import tiny_run_config
 
     home = tmp_path_factory.mktemp("qa-home")
@@ -143,7 +143,7 @@ def qa_run(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.slow
 def test_a_plain_question_answer_run_stops_at_the_next_question_by_default(qa_run, tmp_path):
-    from backend.generation_client import GenerationSession
+    from backend.generation.client import GenerationSession
 
     session = GenerationSession.start(run_dir=qa_run, log_path=tmp_path / "generation.log")
     try:

@@ -13,15 +13,15 @@ import time
 import psutil
 import pytest
 
-from backend.compare_export import export_compare
-from backend.compare_scoring import summarize
-from backend.events import EvalLog
-from backend.generation_client import GenerationSession, SessionClosed
-from backend.generation_protocol import (BatchRowReady, BatchSummaryReady, GenerationDone, GenerationError,
+from backend.compare.export import export_compare
+from backend.compare.scoring import summarize
+from backend.core.events import EvalLog
+from backend.generation.client import GenerationSession, SessionClosed
+from backend.generation.protocol import (BatchRowReady, BatchSummaryReady, GenerationDone, GenerationError,
                                          ModelReady, RequestFinished, ResponsesScored, TokenStreamed,
                                          WorkerExited, WorkerStatus)
-from backend.prompt_rendering import read_heldout_rows
-from backend.run_folder import read_events
+from backend.data.prompt_rendering import read_heldout_rows
+from backend.runs.folder import read_events
 
 pytestmark = pytest.mark.slow
 

@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from backend.dataset_formats import DataFormat
-from backend.dataset_loading import load_dataset_file
-from backend.preference_generation.constitution import (default_principles, load_principles, principle_for_row,
+from backend.data.formats import DataFormat
+from backend.data.loading import load_dataset_file
+from backend.generation.preferences.constitution import (default_principles, load_principles, principle_for_row,
                                                         save_principles)
-from backend.preference_generation.events import JobFinished, RowDone
-from backend.preference_generation.inputs import read_input_rows
-from backend.preference_generation.job_run import GenerationJob
-from backend.preference_generation.jobs import run_job
-from backend.preference_generation.partial_file import PartialFile
-from backend.preference_generation.request import CONSTITUTIONAL, GenerationRequest, RequestError, check_request
+from backend.generation.preferences.events import JobFinished, RowDone
+from backend.generation.preferences.inputs import read_input_rows
+from backend.generation.preferences.job_run import GenerationJob
+from backend.generation.preferences.jobs import run_job
+from backend.generation.preferences.partial_file import PartialFile
+from backend.generation.preferences.request import CONSTITUTIONAL, GenerationRequest, RequestError, check_request
 
 PRINCIPLES = [{"name": "Polite", "critique": "Say what is rude.", "revision": "Rewrite it politely."},
               {"name": "Correct", "critique": "Say what is wrong.", "revision": "Rewrite it correctly."}]
@@ -106,7 +106,7 @@ def test_principles_default_list_file_round_trip_and_bad_files_named(tmp_path):
 
 @pytest.mark.slow
 def test_constitutional_job_through_the_worker_on_a_tiny_model(tmp_path, tiny_model_dir):
-    from backend.preflight import check_before_training
+    from backend.runs.preflight import check_before_training
 
     data = write_prompts(tmp_path / "prompts.jsonl", ["Question 1: can you help?", "Question 2: what is water?"])
     request = GenerationRequest(job=CONSTITUTIONAL, input_path=str(data), output_path=str(tmp_path / "cai.jsonl"),
@@ -127,7 +127,7 @@ def test_constitutional_job_through_the_worker_on_a_tiny_model(tmp_path, tiny_mo
         assert row["principle"] in ("Polite", "Correct") and row["model"]
     assert json.loads(request.report.read_text())["principles"] == PRINCIPLES
     # DPO then trains on the file, through its own worker.
-    from backend.training_run import run_to_completion
+    from backend.training.client import run_to_completion
     from tests.conftest import tiny_run_config
 
     cfg = tiny_run_config("dpo", tiny_model_dir, request.output, max_steps=2, per_device_train_batch_size=1)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, DatasetDict
 
-from backend.dataset_formats import DataFormat, DatasetError, data_kind, supported_methods
-from backend.dataset_loading import (CONVERSIONS, dataset_for_method, load_dataset_file, preview_rows,
+from backend.data.formats import DataFormat, DatasetError, data_kind, supported_methods
+from backend.data.loading import (CONVERSIONS, dataset_for_method, load_dataset_file, preview_rows,
                                      unsupported_reason)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
@@ -563,11 +563,11 @@ def test_error_text_leads_with_file_line_and_field():
 
 def test_backend_stays_free_of_torch_and_qt():
     code = (
-        "import sys, backend.dataset_loading, backend.dataset_report\n"
+        "import sys, backend.data.loading, backend.data.report\n"
         # the GUI imports these at start-up; `datasets` alone costs over a second
         "assert 'datasets' not in sys.modules\n"
-        "loaded = backend.dataset_loading.load_dataset_file('tests/fixtures/datasets/preference.jsonl')\n"
-        "backend.dataset_report.build_report(loaded)\n"
+        "loaded = backend.data.loading.load_dataset_file('tests/fixtures/datasets/preference.jsonl')\n"
+        "backend.data.report.build_report(loaded)\n"
         "bad = [m for m in ('torch', 'transformers', 'PySide6') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

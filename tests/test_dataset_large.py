@@ -20,10 +20,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 
-from backend import cli, dataset_loading  # noqa: E402
-from backend.dataset_cache import KEEP_COPIES, cache_folder  # noqa: E402
-from backend.dataset_loading import LoadCancelled, load_dataset_file, preview_rows  # noqa: E402
-from backend.dataset_report import build_report  # noqa: E402
+from backend.cli import main as cli  # noqa: E402
+from backend.data import loading as dataset_loading  # noqa: E402
+from backend.data.cache import KEEP_COPIES, cache_folder  # noqa: E402
+from backend.data.loading import LoadCancelled, load_dataset_file, preview_rows  # noqa: E402
+from backend.data.report import build_report  # noqa: E402
 
 LINES = 80_000
 SPILL_AT = 2**20
@@ -175,7 +176,7 @@ def test_cli_inspect_shows_how_far_the_scan_is_on_a_terminal(tmp_path, monkeypat
 def test_the_window_stays_responsive_while_a_big_file_is_scanned(qtbot, big_jsonl, tmp_path, monkeypatch):
     from PySide6.QtCore import QElapsedTimer, QTimer
 
-    from app.dataset_loader import DatasetLoader
+    from app.train.dataset_loader import DatasetLoader
 
     monkeypatch.setattr(dataset_loading, "SPILL_BYTES", SPILL_AT)
     monkeypatch.setenv("ALIGNSTUDIO_CACHE", str(tmp_path / "first-cache"))

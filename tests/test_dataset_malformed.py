@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from backend import cli, dataset_readers
-from backend.dataset_formats import DatasetError
-from backend.dataset_loading import load_dataset_file
+from backend.cli import main as cli
+from backend.data import readers as dataset_readers
+from backend.data.formats import DatasetError
+from backend.data.loading import load_dataset_file
 
 MALFORMED = Path(__file__).parent / "fixtures" / "malformed"
 

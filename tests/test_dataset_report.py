@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from backend.dataset_formats import DataFormat
-from backend.dataset_loading import load_dataset_file
-from backend.dataset_report import build_report, format_report_text
+from backend.data.formats import DataFormat
+from backend.data.loading import load_dataset_file
+from backend.data.report import build_report, format_report_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
 DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
@@ -235,8 +235,8 @@ def test_the_report_and_preview_of_a_local_file_do_not_import_datasets(tmp_path)
                             for i in range(40)), encoding="utf-8")
     code = (
         "import sys\n"
-        "from backend.dataset_loading import load_dataset_file, preview_rows\n"
-        "from backend.dataset_report import build_report\n"
+        "from backend.data.loading import load_dataset_file, preview_rows\n"
+        "from backend.data.report import build_report\n"
         f"loaded = load_dataset_file({str(data)!r})\n"
         "report = build_report(loaded)\n"
         "rows = preview_rows(loaded, 5)\n"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.dataset_loading import DataFormat, DatasetError, load_dataset_file
-from backend.run_config import default_config
+from backend.data.loading import DataFormat, DatasetError, load_dataset_file
+from backend.runs.config import default_config
 
 REPO = "acme/tiny-prefs"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -196,7 +196,7 @@ def hub_caches(tmp_path, monkeypatch):
 
 
 def test_cached_hub_id_loads_offline_with_its_test_split_held_out(hub_caches):
-    from backend.hub_datasets import list_splits, list_subsets
+    from backend.data.hub import list_splits, list_subsets
 
     fill_datasets_cache(hub_caches[0], {"train": pairs(10), "test": pairs(4, tag="held ")})
     assert list_subsets(REPO) == ["default"] and list_splits(REPO) == ["train", "test"]
@@ -236,7 +236,7 @@ def test_unknown_hub_split_and_subset_are_named(hub_caches):
 
 
 def test_is_hub_id_prefers_local_paths(tmp_path, monkeypatch):
-    from backend.hub_datasets import is_hub_id
+    from backend.data.hub import is_hub_id
 
     monkeypatch.chdir(tmp_path)
     assert is_hub_id("Anthropic/hh-rlhf") and is_hub_id("hf://datasets/Anthropic/hh-rlhf")
@@ -250,7 +250,7 @@ def test_is_hub_id_prefers_local_paths(tmp_path, monkeypatch):
 
 
 def test_mix_keeps_each_share_exactly(tmp_path):
-    from backend.run_data import load_run_data
+    from backend.data.run_data import load_run_data
 
     a = write_jsonl(tmp_path / "a.jsonl", pairs(100, tag="a "))
     b = write_jsonl(tmp_path / "b.jsonl", pairs(20, tag="b "))
@@ -264,7 +264,7 @@ def test_mix_keeps_each_share_exactly(tmp_path):
 
 
 def test_mix_of_different_formats_is_refused_naming_both(tmp_path):
-    from backend.run_data import load_run_data
+    from backend.data.run_data import load_run_data
 
     a = write_jsonl(tmp_path / "a.jsonl", pairs(10))
     b = write_jsonl(tmp_path / "sft.jsonl", [{"prompt": "Hi?", "completion": "Hello."}] * 3)
@@ -279,7 +279,7 @@ def test_mix_of_different_formats_is_refused_naming_both(tmp_path):
 
 
 def test_cli_inspects_a_cached_hub_split_and_keeps_the_id_in_the_config(hub_caches, capsys):
-    from backend.cli import build_parser, config_and_problems, main
+    from backend.cli.main import build_parser, config_and_problems, main
 
     fill_datasets_cache(hub_caches[0], {"train": pairs(6), "test": pairs(3, tag="held ")})
     assert main(["data", "inspect", REPO, "--split", "test", "--json", "--tokenizer", ""]) == 0
@@ -299,8 +299,8 @@ def test_cli_inspects_a_cached_hub_split_and_keeps_the_id_in_the_config(hub_cach
 def test_worker_trains_on_a_hub_split_and_evaluates_on_its_test_split(hub_caches, tiny_model_dir):
     from conftest import tiny_run_config
 
-    from backend.events import RunFinished
-    from backend.training_run import run_to_completion
+    from backend.core.events import RunFinished
+    from backend.training.client import run_to_completion
 
     fill_datasets_cache(hub_caches[0], {"train": pairs(16), "test": pairs(3, tag="held ")})
     cfg = tiny_run_config("dpo", tiny_model_dir, Path("unused"), data_path=REPO, max_steps=2)

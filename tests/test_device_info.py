@@ -1,4 +1,4 @@
-"""The device description the window reads from ``python -m backend.device_info``."""
+"""The device description the window reads from ``python -m backend.core.device_info``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ KEYS = {"kind", "name", "memory_mb", "free_mb", "bf16", "torch_version", "cuda_v
 
 def test_describe_device_on_this_machine():
     torch = pytest.importorskip("torch")
-    from backend.device_info import describe_device
+    from backend.core.device_info import describe_device
 
     info = describe_device()
     assert set(info) == KEYS
@@ -29,12 +29,12 @@ def test_describe_device_on_this_machine():
 
 
 def test_module_prints_one_json_line_and_imports_torch_lazily():
-    proc = subprocess.run([sys.executable, "-m", "backend.device_info"], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "backend.core.device_info"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1
     info = json.loads(lines[0])
     assert set(info) == KEYS and info["memory_mb"] > 0
-    code = "import sys, backend.device_info; sys.exit('torch' in sys.modules)"
+    code = "import sys, backend.core.device_info; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60, check=False).returncode == 0

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from backend.events import EvalLog, EvalProgress, PhaseChanged, RunFinished, RunStarted, TrainLog
-from backend.fault_injection import ENV_VAR
-from backend.run_clock import evaluations_left, format_duration, run_duration
-from backend.run_folder import read_events, summarize_run
-from backend.training_run import TrainingRun, run_to_completion
+from backend.core.events import EvalLog, EvalProgress, PhaseChanged, RunFinished, RunStarted, TrainLog
+from backend.testing.fault_injection import ENV_VAR
+from backend.runs.clock import evaluations_left, format_duration, run_duration
+from backend.runs.folder import read_events, summarize_run
+from backend.training.client import TrainingRun, run_to_completion
 from tests.conftest import tiny_run_config
 
 
@@ -94,9 +94,9 @@ def test_stop_during_the_final_evaluation_ends_cleanly_with_the_adapter(tiny_mod
 def test_evaluation_is_capped_and_batched_larger_by_default():
     import datasets
 
-    from backend.run_config import default_config
-    from backend.trainer_builders import eval_batch_size
-    from backend.training_worker import cap_evaluation_rows
+    from backend.runs.config import default_config
+    from backend.training.trainer_builders import eval_batch_size
+    from backend.training.worker import cap_evaluation_rows
 
     cfg = default_config("dpo")
     assert cfg.eval_max_rows == 200 and eval_batch_size(cfg) == 2 * cfg.per_device_train_batch_size

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.export_plan import (ExportError, ExportRequest, converter_installed, plan_export)
+from backend.export.plan import (ExportError, ExportRequest, converter_installed, plan_export)
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_converter = pytest.mark.skipif(
@@ -26,7 +26,7 @@ needs_converter = pytest.mark.skipif(
 
 
 def fake_run(tmp_path: Path, with_adapter: bool = True) -> Path:
-    from backend.run_config import default_config, save_yaml
+    from backend.runs.config import default_config, save_yaml
 
     run = tmp_path / "run"
     run.mkdir()
@@ -91,8 +91,8 @@ def test_cli_refuses_offline_push_before_starting(tmp_path, studio_home):
 
 
 def test_modelfile_carries_the_chat_template():
-    from backend.chat_templates import GEMMA_TEMPLATE, PLAIN_TEMPLATE
-    from backend.ollama_modelfile import render_modelfile
+    from backend.models.chat_templates import GEMMA_TEMPLATE, PLAIN_TEMPLATE
+    from backend.export.ollama_modelfile import render_modelfile
 
     gemma = render_modelfile("model.gguf", GEMMA_TEMPLATE, "<eos>")
     assert "FROM ./model.gguf" in gemma and "<start_of_turn>" in gemma and 'PARAMETER stop "<end_of_turn>"' in gemma
@@ -117,7 +117,7 @@ class Recorder:
 @pytest.fixture(scope="module")
 def llama_style_run(tmp_path_factory) -> Path:
     """A tiny DPO run whose tokenizer llama.cpp's converter can write."""
-    from backend.tiny_llama_style_model import build_llama_style_model
+    from backend.testing.tiny_llama_style_model import build_llama_style_model
     from conftest import train_easy_dpo_in_own_home
 
     home = tmp_path_factory.mktemp("llama-style-home")
@@ -128,8 +128,8 @@ def llama_style_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def gguf_based_run(tmp_path_factory, llama_style_run) -> tuple[Path, Path]:
     """A tiny run whose base model is a .gguf file, as the embedded Gemma's is."""
-    from backend.export_plan import converter_dir
-    from backend.run_folder import load_run_config
+    from backend.export.plan import converter_dir
+    from backend.runs.folder import load_run_config
     from conftest import train_easy_dpo_in_own_home
 
     home = tmp_path_factory.mktemp("gguf-base-home")
@@ -149,7 +149,7 @@ def gguf_based_run(tmp_path_factory, llama_style_run) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_merged_export_matches_base_plus_adapter(trained_dpo_run, tmp_path):
-    from backend.model_export import run_export
+    from backend.export.model_export import run_export
 
     state = Recorder()
     plan = plan_export(ExportRequest(str(trained_dpo_run), "merged", "float32", out_dir=str(tmp_path),
@@ -186,7 +186,7 @@ def test_adapter_export_through_the_cli(trained_dpo_run, tmp_path, studio_home):
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "README.md"):
         assert (folder / name).is_file(), name
     # The exported adapter is loadable as one: Compare accepts it.
-    from backend.adapter_loading import resolve_load_spec
+    from backend.models.adapter_loading import resolve_load_spec
 
     assert resolve_load_spec(adapter_dir=folder, model=str(trained_dpo_run)).adapter_dir == str(folder.resolve())
 
@@ -194,8 +194,8 @@ def test_adapter_export_through_the_cli(trained_dpo_run, tmp_path, studio_home):
 @pytest.mark.slow
 @needs_converter
 def test_gguf_export_in_the_worker_is_loaded_back_and_matches(llama_style_run, tmp_path):
-    from backend.export_events import ExportFinished, ExportPhase, ExportStarted
-    from backend.export_run import ExportRun
+    from backend.export.events import ExportFinished, ExportPhase, ExportStarted
+    from backend.export.client import ExportRun
 
     export = ExportRun.start(ExportRequest(str(llama_style_run), "gguf", "f16", out_dir=str(tmp_path),
                                            check_tokens=16))
@@ -224,7 +224,7 @@ def test_gguf_export_in_the_worker_is_loaded_back_and_matches(llama_style_run, t
 @pytest.mark.slow
 @needs_converter
 def test_ollama_export_has_modelfile_and_gguf(llama_style_run, tmp_path):
-    from backend.model_export import run_export
+    from backend.export.model_export import run_export
 
     plan = plan_export(ExportRequest(str(llama_style_run), "ollama", "q8_0", out_dir=str(tmp_path),
                                      check_tokens=8))
@@ -241,7 +241,7 @@ def test_ollama_export_has_modelfile_and_gguf(llama_style_run, tmp_path):
 @needs_converter
 def test_gguf_export_of_a_gguf_based_model_takes_its_source_tokenizer(gguf_based_run, tmp_path, monkeypatch):
     """A folder converted from GGUF has no tokenizer.model; the source file's vocabulary goes into the export."""
-    from backend.model_export import run_export
+    from backend.export.model_export import run_export
 
     run, cache = gguf_based_run
     monkeypatch.setenv("ALIGNSTUDIO_CACHE", str(cache))
@@ -261,7 +261,7 @@ def test_gguf_export_of_a_gguf_based_model_takes_its_source_tokenizer(gguf_based
 @needs_converter
 def test_converter_refusal_is_explained_and_leaves_nothing(trained_dpo_run, tmp_path):
     """The byte-level BPE tokenizer of the tiny test model is unknown to llama.cpp's converter."""
-    from backend.model_export import run_export
+    from backend.export.model_export import run_export
 
     plan = plan_export(ExportRequest(str(trained_dpo_run), "gguf", "f16", out_dir=str(tmp_path), check_tokens=4))
     with pytest.raises(ExportError, match="does not know this model's tokenizer"):
@@ -271,8 +271,8 @@ def test_converter_refusal_is_explained_and_leaves_nothing(trained_dpo_run, tmp_
 
 @pytest.mark.slow
 def test_stopped_and_killed_exports_leave_nothing_under_the_final_name(trained_dpo_run, tmp_path):
-    from backend.export_events import ExportFailed, ExportStarted
-    from backend.export_run import ExportRun
+    from backend.export.events import ExportFailed, ExportStarted
+    from backend.export.client import ExportRun
 
     request = ExportRequest(str(trained_dpo_run), "merged", "float32", out_dir=str(tmp_path), check_tokens=4)
     export = ExportRun.start(request)
@@ -299,11 +299,11 @@ def test_stopped_and_killed_exports_leave_nothing_under_the_final_name(trained_d
 
 
 def test_model_card_has_config_data_metrics_and_compare_summary(tmp_path):
-    from backend.compare_export import export_jsonl
-    from backend.compare_scoring import CompareSummary
-    from backend.events import RunFinished, RunStarted, TrainLog, WorkerWarning
-    from backend.model_card import read_compare_summary, render_model_card
-    from backend.run_folder import append_event
+    from backend.compare.export import export_jsonl
+    from backend.compare.scoring import CompareSummary
+    from backend.core.events import RunFinished, RunStarted, TrainLog, WorkerWarning
+    from backend.export.model_card import read_compare_summary, render_model_card
+    from backend.runs.folder import append_event
 
     run = fake_run(tmp_path)
     append_event(run, RunStarted(run_dir=str(run), method="dpo", config={}, device={}, total_params=10,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from backend.cli import main as cli_main
-from backend.launch_layouts import LAYOUTS
-from backend.run_folder import create_run_dir
+from backend.cli.main import main as cli_main
+from backend.export.launch_layouts import LAYOUTS
+from backend.runs.folder import create_run_dir
 from tests.conftest import tiny_run_config
 
 
@@ -104,7 +104,7 @@ def test_format_or_as_command_must_be_chosen(tiny_model_dir, easy_preferences, c
 
 @pytest.mark.gui
 def test_runs_tab_export_as_command_shows_what_to_type(qtbot, tiny_model_dir, easy_preferences):
-    from app.runs_tab import RunsTab
+    from app.runs.tab import RunsTab
     run_dir = _run_folder("dpo", tiny_model_dir, easy_preferences)
     tab = RunsTab()
     qtbot.addWidget(tab)
@@ -133,7 +133,7 @@ def test_runs_tab_export_as_command_shows_what_to_type(qtbot, tiny_model_dir, ea
 
 @pytest.mark.gui
 def test_command_dialog_names_a_run_folder_without_config(qtbot, tmp_path):
-    from app.command_export_dialog import CommandExportDialog
+    from app.runs.command_export_dialog import CommandExportDialog
 
     dialog = CommandExportDialog(str(tmp_path))
     qtbot.addWidget(dialog)

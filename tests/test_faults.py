@@ -1,6 +1,6 @@
 """Faults against the real worker process: crashes, out-of-memory, NaN losses, stops
 in every phase, torn files. Faults a CPU cannot produce on demand are injected
-inside the worker (``backend.fault_injection``); everything after the fault is
+inside the worker (``backend.testing.fault_injection``); everything after the fault is
 the production path."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backend.events import (
+from backend.core.events import (
     CheckpointSaved,
     EvalLog,
     PhaseChanged,
@@ -25,16 +25,16 @@ from backend.events import (
     TrainLog,
     WorkerWarning,
 )
-from backend.fault_injection import ENV_VAR, parse_faults
-from backend.run_config import load_yaml, replace_values
-from backend.run_folder import (
+from backend.testing.fault_injection import ENV_VAR, parse_faults
+from backend.runs.config import load_yaml, replace_values
+from backend.runs.folder import (
     append_event,
     current_attempt_events,
     latest_checkpoint,
     read_events,
     summarize_run,
 )
-from backend.training_run import TrainingRun, run_to_completion
+from backend.training.client import TrainingRun, run_to_completion
 from tests.conftest import tiny_run_config
 
 pytestmark = pytest.mark.slow
@@ -268,7 +268,7 @@ def test_fault_plans_are_parsed_strictly():
 
 
 def test_scratch_folders_of_a_killed_conversion_are_cleaned_up_later(tmp_path):
-    from backend.gguf_conversion import STALE_WORK_SECONDS, make_work_dir
+    from backend.export.gguf_conversion import STALE_WORK_SECONDS, make_work_dir
 
     stale = tmp_path / ".convert-killed"
     (stale / "model").mkdir(parents=True)
@@ -287,7 +287,7 @@ def test_a_real_host_out_of_memory_is_classified(tiny_model_dir, tmp_path, studi
     import subprocess
     import sys
 
-    from backend.run_config import save_yaml
+    from backend.runs.config import save_yaml
 
     data = tmp_path / "long.jsonl"
     with data.open("w") as fh:
@@ -299,8 +299,8 @@ def test_a_real_host_out_of_memory_is_classified(tiny_model_dir, tmp_path, studi
     supervisor = (
         "import resource\n"
         "resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))\n"
-        "from backend.run_config import load_yaml\n"
-        "from backend.training_run import run_to_completion\n"
+        "from backend.runs.config import load_yaml\n"
+        "from backend.training.client import run_to_completion\n"
         f"run, events = run_to_completion(load_yaml({str(cfg_path)!r}), timeout=240)\n"
         "print(run.run_dir)\n"
     )
@@ -338,7 +338,7 @@ def test_max_length_below_every_prompt_is_refused_with_the_field_named(tiny_mode
 
 
 def test_a_stale_pid_file_naming_an_unrelated_process_is_not_a_running_worker(tmp_path):
-    from backend.run_folder import worker_alive
+    from backend.runs.folder import worker_alive
 
     (tmp_path / "worker.pid").write_text(str(os.getpid()))  # alive, but this is pytest, not a worker
     assert not worker_alive(tmp_path)

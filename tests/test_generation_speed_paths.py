@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from backend.inference_precision import (DTYPE_ENV, PrecisionChoiceError, cpu_has_native_bf16, decode_dtype_name,
+from backend.models.inference_precision import (DTYPE_ENV, PrecisionChoiceError, cpu_has_native_bf16, decode_dtype_name,
                                          requested_dtype)
 
 X86_WITH = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n"
@@ -44,8 +44,8 @@ def _loaded(model_dir, adapter: bool = False):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from backend.adapter_loading import LoadedModel, LoadSpec
-    from backend.trainer_builders import Precision
+    from backend.models.adapter_loading import LoadedModel, LoadSpec
+    from backend.training.trainer_builders import Precision
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -76,8 +76,8 @@ def _plain_greedy(loaded, prompt: str, n: int) -> list[int]:
 
 
 def _engine_greedy(loaded, prompts, n: int, side: str = "base") -> list[list[int]]:
-    from backend.generation_engine import GenerationEngine
-    from backend.generation_protocol import SamplingSettings
+    from backend.generation.engine import GenerationEngine
+    from backend.generation.protocol import SamplingSettings
 
     engine = GenerationEngine(loaded)
     sampling = SamplingSettings.from_dict({"greedy": True, "max_new_tokens": n, "min_new_tokens": n,
@@ -88,7 +88,7 @@ def _engine_greedy(loaded, prompts, n: int, side: str = "base") -> list[list[int
 
 @pytest.mark.slow
 def test_fp32_keeps_the_weights_and_a_left_padded_batch_decodes_as_plain_generate(tiny_model_dir):
-    from backend.inference_precision import apply_decode_precision
+    from backend.models.inference_precision import apply_decode_precision
 
     loaded = _loaded(tiny_model_dir)
     assert apply_decode_precision(loaded, "fp32") == "fp32"
@@ -102,7 +102,7 @@ def test_fp32_keeps_the_weights_and_a_left_padded_batch_decodes_as_plain_generat
 def test_bf16_casts_base_and_adapter_and_still_decodes_as_generate_in_bf16(tiny_model_dir):
     import torch
 
-    from backend.inference_precision import apply_decode_precision
+    from backend.models.inference_precision import apply_decode_precision
 
     loaded = _loaded(tiny_model_dir, adapter=True)
     assert apply_decode_precision(loaded, "bf16") == "bf16"
@@ -116,8 +116,8 @@ def test_bf16_casts_base_and_adapter_and_still_decodes_as_generate_in_bf16(tiny_
 
 @pytest.mark.slow
 def test_worker_load_reports_the_decode_dtype_and_refuses_an_unknown_one(tiny_model_dir):
-    from backend.generation_protocol import GenerationError, LoadRequest, ModelReady
-    from backend.generation_worker import GenerationService
+    from backend.generation.protocol import GenerationError, LoadRequest, ModelReady
+    from backend.generation.worker import GenerationService
 
     events = []
     service = GenerationService(events.append, log=lambda message: None)

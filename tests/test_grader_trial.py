@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.grader_trial import (
+from backend.graders.trial import (
     Grader,
     TrialFailed,
     TrialResult,
@@ -77,7 +77,7 @@ def _write_prompts(path: Path) -> Path:
 
 def _run_trial(cfg, tmp_path):
     """The worker as the dialog starts it, with the launch's grants in its environment."""
-    from backend.grader_trial import trial_launch
+    from backend.graders.trial import trial_launch
 
     command, env = trial_launch(cfg, tmp_path, prompts=3, completions=2)
     assert "ALIGNSTUDIO_GRANTS" in env  # the config's reward file, allowed by the user in this process
@@ -90,7 +90,7 @@ def _run_trial(cfg, tmp_path):
 @pytest.mark.slow
 def test_the_worker_scores_base_model_completions_and_runs_the_file_only_when_granted(tiny_model_dir, tmp_path):
     from backend.methods import all_methods
-    from backend.run_config import default_config
+    from backend.runs.config import default_config
 
     reward_file = tmp_path / "rewards.py"
     reward_file.write_text(REWARD_FILE)
@@ -124,9 +124,9 @@ def test_the_worker_scores_base_model_completions_and_runs_the_file_only_when_gr
 
 
 def test_without_the_launch_grant_the_file_graders_fail_by_name_and_the_file_never_runs(tmp_path, monkeypatch):
-    from backend.grader_trial import _build_graders, _reward_file_allowed
+    from backend.graders.trial import _build_graders, _reward_file_allowed
     from backend.methods import all_methods
-    from backend.run_config import default_config
+    from backend.runs.config import default_config
 
     reward_file = tmp_path / "rewards.py"
     reward_file.write_text(REWARD_FILE)
@@ -145,7 +145,7 @@ def test_without_the_launch_grant_the_file_graders_fail_by_name_and_the_file_nev
 def test_a_config_that_cannot_be_read_fails_with_a_sentence(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: [unclosed\n")
-    proc = subprocess.run([sys.executable, "-m", "backend.grader_trial", str(bad)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "backend.graders.trial", str(bad)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     events = [trial_event_from_json(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 2 and isinstance(events[-1], TrialFailed)

@@ -224,7 +224,7 @@ def test_a_file_that_does_not_import_names_the_file_and_line(tmp_path):
 
 
 def test_the_worker_reports_a_bad_grader_as_such():
-    from backend.training_worker import classify_failure
+    from backend.training.worker import classify_failure
 
     kind, message, hint = classify_failure(GraderError("Grader judge (r.py:1): returned nan", function="judge"))
     assert kind == "bad_grader" and "judge" in message and "Try the graders" in hint

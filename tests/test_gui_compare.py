@@ -22,8 +22,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 
-from backend.compare_export import read_jsonl_export, summary_path_for  # noqa: E402
-from backend.run_folder import list_runs  # noqa: E402
+from backend.compare.export import read_jsonl_export, summary_path_for  # noqa: E402
+from backend.runs.folder import list_runs  # noqa: E402
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ def compare_run(trained_dpo_run):
 
 @pytest.fixture(scope="module")
 def tab(qapp, compare_run, tmp_path_factory):
-    from app.compare_tab import CompareTab
+    from app.compare.tab import CompareTab
     from app.theme import apply_theme
 
     apply_theme(qapp)
@@ -75,8 +75,8 @@ def _gone(pid: int) -> bool:
 
 
 def test_token_deltas_merge_per_pane_and_never_pass_their_done():
-    from app.compare_worker_link import _merge_tokens
-    from backend.generation_protocol import GenerationDone, TokenStreamed
+    from app.compare.worker_link import _merge_tokens
+    from backend.generation.protocol import GenerationDone, TokenStreamed
 
     def tok(side, text):
         return TokenStreamed(request_id="g", side=side, text=text)
@@ -90,7 +90,7 @@ def test_token_deltas_merge_per_pane_and_never_pass_their_done():
 
 
 def test_numbers_become_plain_sentences():
-    from widgets.compare_format import is_verbosity_shift, likelihood_sentence, preference_sentence
+    from app.compare.text_format import is_verbosity_shift, likelihood_sentence, preference_sentence
 
     assert "2.7× as likely" in likelihood_sentence(-10.0, -11.0)
     assert "less likely" in likelihood_sentence(-12.0, -10.0)
@@ -430,8 +430,8 @@ def test_the_window_process_never_imports_torch(compare_run, tmp_path):
         import sys, time
         from PySide6.QtWidgets import QApplication
         app = QApplication([])
-        from app.compare_tab import CompareTab
-        from backend.run_folder import list_runs
+        from app.compare.tab import CompareTab
+        from backend.runs.folder import list_runs
         tab = CompareTab(log_path={str(tmp_path / 'gen.log')!r})
         tab.set_runs(list_runs({str(runs_root)!r}))
         tab.sampling_panel.set_values({{"greedy": True, "max_new_tokens": 4}})

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.gui
 
 
 def test_the_stop_field_shows_the_run_default_until_edited(qtbot):
-    from app.compare_sampling import SamplingPanel
+    from app.compare.sampling import SamplingPanel
 
     panel = SamplingPanel()
     qtbot.addWidget(panel)
@@ -45,8 +45,8 @@ def test_the_stop_field_shows_the_run_default_until_edited(qtbot):
 def test_batch_table_headers_are_words_with_tooltips(qtbot):
     from PySide6.QtCore import Qt
 
-    from backend.compare_scoring import CompareRow, ResponseScore
-    from widgets.compare_table_model import COLUMNS, CompareRowsModel
+    from backend.compare.scoring import CompareRow, ResponseScore
+    from app.compare.table_model import COLUMNS, CompareRowsModel
 
     model = CompareRowsModel()
     headers = [model.headerData(i, Qt.Orientation.Horizontal) for i in range(model.columnCount())]

@@ -9,8 +9,8 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from app.export_dialog import ExportDialog  # noqa: E402
-from backend.export_events import ExportFailed, ExportFinished  # noqa: E402
+from app.runs.export_dialog import ExportDialog  # noqa: E402
+from backend.export.events import ExportFailed, ExportFinished  # noqa: E402
 
 SHOTS = os.environ.get("ALIGNSTUDIO_SHOTS")  # a folder to save the dialog's screens in, when set
 
@@ -94,7 +94,7 @@ def test_stop_from_the_dialog_leaves_nothing(qtbot, trained_dpo_run, tmp_path):
 
 @pytest.mark.slow
 def test_runs_tab_export_button_opens_the_dialog_for_the_selected_run(qtbot, trained_dpo_run):
-    from app.runs_tab import RunsTab
+    from app.runs.tab import RunsTab
 
     tab = RunsTab(extra_roots=lambda: [str(trained_dpo_run.parent)])
     qtbot.addWidget(tab)

@@ -12,7 +12,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 
-from backend.fault_injection import ENV_VAR  # noqa: E402
+from backend.testing.fault_injection import ENV_VAR  # noqa: E402
 from tests.gui_helpers import make_studio_window, prepare_tiny_dpo, wait_pid_gone, write_preference_file  # noqa: E402
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -104,7 +104,7 @@ def test_out_of_memory_is_explained_and_the_window_stays_usable(qtbot, window, t
 
 
 def test_force_stop_ends_a_worker_that_does_not_stop(qtbot, window, tiny_model_dir, tmp_path, monkeypatch):
-    import app.live_training_view as live_view
+    import app.train.live_training_view as live_view
 
     monkeypatch.setattr(live_view, "FORCE_STOP_AFTER_MS", 500)
     window.live._force_timer.setInterval(500)
@@ -163,8 +163,8 @@ def test_a_killed_studio_leaves_no_worker_behind(tiny_model_dir, tmp_path, studi
 
     import psutil
 
-    from backend.events import RunFinished
-    from backend.run_folder import read_events
+    from backend.core.events import RunFinished
+    from backend.runs.folder import read_events
 
     root = Path(__file__).resolve().parent.parent
     studio = subprocess.Popen([sys.executable, "-c", STUDIO_SCRIPT, str(tiny_model_dir), str(tmp_path / "p.jsonl")],
@@ -186,7 +186,7 @@ def test_a_killed_studio_leaves_no_worker_behind(tiny_model_dir, tmp_path, studi
 
 def test_resuming_a_run_whose_data_moved_is_refused_in_place(qtbot, window, tiny_model_dir, easy_preferences,
                                                              studio_home):
-    from backend.paths import runs_dir
+    from backend.core.paths import runs_dir
     from tests.conftest import tiny_run_config
     from tests.test_preflight import fake_crashed_run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.synthetic_long_prompts import write_long_prompt_set
+from backend.testing.synthetic_long_prompts import write_long_prompt_set
 from tests.gui_helpers import make_studio_window, prepare_tiny_dpo
 
 pytestmark = pytest.mark.gui

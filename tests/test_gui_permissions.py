@@ -46,7 +46,7 @@ def answer_next_confirmation(allow: bool, seen: list, shot: str = "") -> None:
 
 def copied_run_on_pickle_weights(tmp_path: Path, tiny_model_dir: Path) -> tuple[Path, Path]:
     """A run folder as received from elsewhere, on a model whose weights are only pickle."""
-    from backend.run_config import save_yaml
+    from backend.runs.config import save_yaml
     from tests.conftest import tiny_run_config
 
     model = tmp_path / "pickled"
@@ -123,7 +123,7 @@ def test_a_run_folder_from_elsewhere_asks_before_anything_loads(qtbot, window, t
 
 def test_a_received_config_changes_neither_permissions_nor_the_studio_settings(qtbot, window, tmp_path,
                                                                               tiny_model_dir):
-    from backend.run_config import save_yaml
+    from backend.runs.config import save_yaml
     from tests.conftest import tiny_run_config
 
     data = write_preference_file(tmp_path / "prefs.jsonl")

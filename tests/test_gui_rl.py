@@ -10,8 +10,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 
-from backend.training_diagnostics import TrainingDiagnostics  # noqa: E402
-from backend.events import SampleBatch, TrainLog  # noqa: E402
+from backend.runs.diagnostics import TrainingDiagnostics  # noqa: E402
+from backend.core.events import SampleBatch, TrainLog  # noqa: E402
 
 pytestmark = [pytest.mark.gui]
 
@@ -171,7 +171,7 @@ def _spec_with_samples():
 
 
 def test_live_view_shows_the_sample_table_only_for_a_sampling_method(qtbot):
-    from app.live_training_view import LiveTrainingView
+    from app.train.live_training_view import LiveTrainingView
     from backend.methods import all_methods
 
     view = LiveTrainingView()
@@ -190,7 +190,7 @@ def test_live_view_shows_the_sample_table_only_for_a_sampling_method(qtbot):
 
 
 def test_a_metric_family_puts_every_grader_on_one_plot(monkeypatch):
-    import app.metric_catalog as catalog
+    import app.train.metric_catalog as catalog
 
     family = ("rewards/", "/mean", ("graders", "Each grader's mean reward", "*", "#ea580c", "solid", 20, True))
     monkeypatch.setattr(catalog, "_PATTERNS", [family])
@@ -226,7 +226,7 @@ def _helper():
 
 
 def _editor(qtbot, answers):
-    from app.grader_editor import GraderEditor
+    from app.train.grader_editor import GraderEditor
 
     asked = []
 
@@ -302,7 +302,7 @@ def test_a_broken_reward_file_is_named_with_its_line(qtbot, tmp_path):
 
 
 def test_settings_panel_edits_graders_with_the_editor_for_a_method_that_has_them(qtbot, tmp_path):
-    from app.method_settings_panel import MethodSettingsPanel
+    from app.train.method_settings_panel import MethodSettingsPanel
     from app.studio_settings import StudioSettings
     from backend.methods import all_methods
 
@@ -321,9 +321,9 @@ def test_settings_panel_edits_graders_with_the_editor_for_a_method_that_has_them
 
 
 def test_train_asks_again_for_an_allowed_reward_file_whose_code_changed(tmp_path):
-    from backend.code_permissions import GrantStore, ungranted_subjects
+    from backend.runs.code_permissions import GrantStore, ungranted_subjects
     from backend.methods import all_methods
-    from backend.run_config import default_config
+    from backend.runs.config import default_config
 
     path = tmp_path / "rewards.py"
     path.write_text(REWARD_FILE)
@@ -344,10 +344,10 @@ def test_train_asks_again_for_an_allowed_reward_file_whose_code_changed(tmp_path
 def test_try_the_graders_dialog_runs_the_worker_and_flags_graders(qtbot, tiny_model_dir, tmp_path):
     import json as _json
 
-    from app.grader_trial_dialog import GraderTrialDialog
-    from backend.grader_trial import TrialResult
+    from app.train.grader_trial_dialog import GraderTrialDialog
+    from backend.graders.trial import TrialResult
     from backend.methods import all_methods
-    from backend.run_config import default_config
+    from backend.runs.config import default_config
 
     data = tmp_path / "prompts.jsonl"
     data.write_text("".join(_json.dumps({"prompt": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
@@ -380,7 +380,7 @@ def test_try_the_graders_dialog_runs_the_worker_and_flags_graders(qtbot, tiny_mo
 
 # ------------------------------------------------------------------ demos
 def test_demos_are_listed_from_their_files_the_rl_one_first(tmp_path):
-    from app.demo_menu import list_demos
+    from app.train.demo_menu import list_demos
     from backend.methods import all_methods
 
     sampling = next(s for s in all_methods() if s.samples)
@@ -397,7 +397,7 @@ def test_demos_are_listed_from_their_files_the_rl_one_first(tmp_path):
 
 
 def test_the_file_menu_offers_the_shipped_demos_and_one_click_loads_its_settings(qtbot, studio_home):
-    from app.demo_menu import list_demos
+    from app.train.demo_menu import list_demos
     from tests.gui_helpers import make_studio_window
 
     window = make_studio_window(qtbot)
@@ -408,7 +408,7 @@ def test_the_file_menu_offers_the_shipped_demos_and_one_click_loads_its_settings
     assert [a.text() for a in actions] == [d.menu_text for d in shipped]
     target = shipped[0]
     actions[0].trigger()
-    from backend.cli import load_config_file
+    from backend.cli.main import load_config_file
 
     assert window.method_panel.method() == load_config_file(str(target.path)).method
     qtbot.waitUntil(lambda: window.data_panel.current() is not None, timeout=30_000)
@@ -423,16 +423,16 @@ def test_the_file_menu_offers_the_shipped_demos_and_one_click_loads_its_settings
 def test_the_grader_editor_offers_the_methods_ready_demo_in_one_click(qtbot, tmp_path, monkeypatch):
     import dataclasses
 
-    import app.method_settings_panel as panel_module
-    import backend.cli
-    from app.method_settings_panel import MethodSettingsPanel
+    import app.train.method_settings_panel as panel_module
+    import backend.cli.main
+    from app.train.method_settings_panel import MethodSettingsPanel
     from app.studio_settings import StudioSettings
     from backend.methods import all_methods, find_method
 
     grading = next(s for s in all_methods() if "graders" in s.config.__dataclass_fields__)
     with_demo = dataclasses.replace(grading, demo="sums")
     monkeypatch.setattr(panel_module, "find_method", lambda key: with_demo if key == grading.key else find_method(key))
-    monkeypatch.setattr(backend.cli, "DEMO_DIR", tmp_path)
+    monkeypatch.setattr(backend.cli.main, "DEMO_DIR", tmp_path)
     panel = MethodSettingsPanel(StudioSettings(tmp_path / "settings.json"))
     qtbot.addWidget(panel)
     panel.set_method(grading.key)

@@ -11,13 +11,13 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 
-from backend.training_diagnostics import TrainingDiagnostics  # noqa: E402
-from backend.events import (EvalProgress, PhaseChanged, RunFinished, RunStarted, TrainLog,  # noqa: E402
+from backend.runs.diagnostics import TrainingDiagnostics  # noqa: E402
+from backend.core.events import (EvalProgress, PhaseChanged, RunFinished, RunStarted, TrainLog,  # noqa: E402
                             WorkerWarning)
-from backend.run_clock import format_duration  # noqa: E402
-from backend.run_config import default_config  # noqa: E402
-from backend.run_folder import append_event, create_run_dir  # noqa: E402
-from backend.worker_log_filter import KNOWN_HARMLESS, NOTE_PREFIX, WorkerLogFilter, filter_log_text  # noqa: E402
+from backend.runs.clock import format_duration  # noqa: E402
+from backend.runs.config import default_config  # noqa: E402
+from backend.runs.folder import append_event, create_run_dir  # noqa: E402
+from backend.core.worker_log_filter import KNOWN_HARMLESS, NOTE_PREFIX, WorkerLogFilter, filter_log_text  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -94,7 +94,7 @@ def test_too_easy_advice_follows_the_runs_held_out_setting():
 # ------------------------------------------------------------------ live view
 @pytest.fixture
 def live(qtbot):
-    from app.live_training_view import LiveTrainingView
+    from app.train.live_training_view import LiveTrainingView
 
     view = LiveTrainingView()
     qtbot.addWidget(view)
@@ -183,8 +183,8 @@ def _fake_run(root, name, **settings):
 
 
 def test_runs_tab_overlays_once_and_diffs_the_settings(qtbot, studio_home):
-    from app.runs_tab import RunsTab
-    from backend.paths import runs_dir
+    from app.runs.tab import RunsTab
+    from backend.core.paths import runs_dir
 
     first = _fake_run(runs_dir(), "first", beta=0.1, learning_rate=5e-6)
     second = _fake_run(runs_dir(), "second", beta=0.3, learning_rate=5e-6, lora_r=32)
@@ -234,7 +234,7 @@ def test_runs_tab_overlays_once_and_diffs_the_settings(qtbot, studio_home):
 
 def test_each_method_plots_its_own_titles_for_a_key_others_log_too(qtbot):
     """Two methods may log the same key with different meanings: the run's own method names it."""
-    from app.metric_catalog import style_for_key, styles_for_method
+    from app.train.metric_catalog import style_for_key, styles_for_method
     from backend.methods import all_methods
 
     shared = {}

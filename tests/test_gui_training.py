@@ -12,7 +12,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
 
-from app.metric_catalog import EXPECTED_KEYS  # noqa: E402
+from app.train.metric_catalog import EXPECTED_KEYS  # noqa: E402
 from tests.gui_helpers import (  # noqa: E402
     drop_paths,
     make_studio_window,
@@ -130,9 +130,9 @@ def test_a_failing_run_shows_its_error_and_hint(qtbot, window, tmp_path):
 
 def test_evaluation_progress_one_clock_and_a_cleared_outcome(qtbot, window, tiny_model_dir, tmp_path, monkeypatch,
                                                             capsys):
-    from backend.cli import main as cli_main
-    from backend.fault_injection import ENV_VAR
-    from backend.run_clock import format_duration
+    from backend.cli.main import main as cli_main
+    from backend.testing.fault_injection import ENV_VAR
+    from backend.runs.clock import format_duration
 
     monkeypatch.setenv(ENV_VAR, "slow_eval=0.7")  # 8 evaluation batches of 0.7 s: long enough to watch
     prepare_tiny_dpo(qtbot, window, write_preference_file(tmp_path / "prefs.jsonl"), tiny_model_dir, max_steps=2,

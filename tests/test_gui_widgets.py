@@ -11,9 +11,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
-from app.metric_catalog import EXPECTED_KEYS, feed_events, points_from_event, style_for_key  # noqa: E402
-from backend.training_diagnostics import TrainingDiagnostics  # noqa: E402
-from backend.events import EvalLog, TrainLog  # noqa: E402
+from app.train.metric_catalog import EXPECTED_KEYS, feed_events, points_from_event, style_for_key  # noqa: E402
+from backend.runs.diagnostics import TrainingDiagnostics  # noqa: E402
+from backend.core.events import EvalLog, TrainLog  # noqa: E402
 from tests.gui_helpers import drop_paths  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -172,7 +172,7 @@ def test_plot_grid_overlays_runs_in_their_own_colours(qtbot):
 # --------------------------------------------------------------- other views
 def test_config_form_is_generated_from_the_dataclass(qtbot):
     from backend.methods.dpo import DPORunConfig
-    from backend.run_config import to_dict, user_fields
+    from backend.runs.config import to_dict, user_fields
     from widgets.config_form import ConfigForm
 
     form = ConfigForm()
@@ -307,7 +307,7 @@ def _pixels_of(widget, colour: str) -> int:
 
 
 def test_first_step_is_drawn_as_dots_in_the_middle_of_the_plot(qtbot):
-    from app.metric_catalog import CHOSEN, TRAIN
+    from app.train.metric_catalog import CHOSEN, TRAIN
 
     grid = _two_column_grid(qtbot, steps=1)
     curve = grid._plots["loss"].curves[("live", "loss")]
@@ -385,7 +385,7 @@ def test_a_drag_on_one_plot_can_always_be_undone_on_all(qtbot):
 
 
 def test_method_dropdown_groups_methods_with_their_summary_and_keeps_reasons(qtbot, tmp_path):
-    from app.method_settings_panel import MethodSettingsPanel
+    from app.train.method_settings_panel import MethodSettingsPanel
     from app.studio_settings import StudioSettings
     from backend.methods import grouped_methods
     from widgets.grouped_combo import DETAIL_ROLE

@@ -204,9 +204,9 @@ def test_method_and_settings_persist_between_sessions(qtbot, window):
 
 
 def _fake_run(root: Path, name: str, method: str, margins: list[float], stopped: bool = False) -> Path:
-    from backend.events import RunFinished, RunStarted, TrainLog
-    from backend.run_config import default_config
-    from backend.run_folder import append_event, create_run_dir
+    from backend.core.events import RunFinished, RunStarted, TrainLog
+    from backend.runs.config import default_config
+    from backend.runs.folder import append_event, create_run_dir
 
     cfg = default_config(method, run_name=name, data_path=str(root / "data.jsonl"))
     run_dir = create_run_dir(cfg, root)
@@ -225,7 +225,7 @@ def _fake_run(root: Path, name: str, method: str, margins: list[float], stopped:
 
 
 def test_runs_tab_reopens_overlays_and_deletes_runs(qtbot, window, studio_home):
-    from backend.paths import runs_dir
+    from backend.core.paths import runs_dir
 
     first = _fake_run(runs_dir(), "beta-low", "dpo", [0.0, 0.1, 0.3, 0.6])
     second = _fake_run(runs_dir(), "beta-high", "dpo", [0.0, 0.3, 0.9, 1.5, 2.0], stopped=True)
@@ -259,7 +259,7 @@ def test_runs_tab_reopens_overlays_and_deletes_runs(qtbot, window, studio_home):
 
 
 def test_reusing_a_runs_settings_fills_the_train_tab(qtbot, window, tmp_path):
-    from backend.run_config import default_config, save_yaml
+    from backend.runs.config import default_config, save_yaml
 
     data = write_preference_file(tmp_path / "prefs.jsonl")
     run_dir = tmp_path / "runs" / "old"
@@ -275,7 +275,7 @@ def test_reusing_a_runs_settings_fills_the_train_tab(qtbot, window, tmp_path):
 
 def test_demo_config_opens_with_demo_settings_and_data(qtbot, window):
     """`alignstudio --demo` (the README's first command) loads the demo run's settings and data."""
-    from backend.cli import DEMO_CONFIG, load_config_file
+    from backend.cli.main import DEMO_CONFIG, load_config_file
 
     window.open_config_file(str(DEMO_CONFIG))
     wait_for_dataset(qtbot, window)
@@ -303,7 +303,7 @@ def test_no_stale_refusal_or_data_error_survives_a_fix(qtbot, window, tmp_path, 
     error, then a good file: nothing of the old messages stays on screen."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
-    monkeypatch.setattr("backend.preflight.hub_unreachable_reason", lambda timeout=3.0: "no network here")
+    monkeypatch.setattr("backend.runs.preflight.hub_unreachable_reason", lambda timeout=3.0: "no network here")
     window.data_panel.load_path(str(write_preference_file(tmp_path / "prefs.jsonl")))
     wait_for_dataset(qtbot, window)
     window.method_panel.set_method("dpo")

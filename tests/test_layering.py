@@ -44,5 +44,5 @@ def test_every_gui_module_imports_without_torch_transformers_or_trl():
     """The window learns every method (settings, plots, data needs) from the registry alone."""
     names = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for folder in ("app", "widgets")
                    for p in (ROOT / folder).rglob("*.py") if p.name != "__main__.py")
-    assert "app.method_settings_panel" in names
+    assert "app.train.method_settings_panel" in names
     assert _loaded_after("\n".join(f"import {n}" for n in names)) == ["PySide6"]

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from backend.events import RunFailed, RunFinished, RunStarted, TrainLog, WorkerWarning
-from backend.long_prompts import (answer_floor, fit_dataset, kept_prompt_tokens, measure_fit, outcome_text,
+from backend.core.events import RunFailed, RunFinished, RunStarted, TrainLog, WorkerWarning
+from backend.data.long_prompts import (answer_floor, fit_dataset, kept_prompt_tokens, measure_fit, outcome_text,
                                   refusal, row_lengths)
-from backend.synthetic_long_prompts import long_prompt_rows, write_long_prompt_set
+from backend.testing.synthetic_long_prompts import long_prompt_rows, write_long_prompt_set
 from tests.conftest import tiny_run_config
 
 MAX_LENGTH = 128  # the synthetic set's median prompt fits; its tail (10 of 48) is longer than this alone
@@ -17,8 +17,8 @@ MAX_LENGTH = 128  # the synthetic set's median prompt fits; its tail (10 of 48) 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from backend.chat_templates import ensure_chat_template
-    from backend.tiny_model import build_tiny_tokenizer
+    from backend.models.chat_templates import ensure_chat_template
+    from backend.testing.tiny_model import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     ensure_chat_template(tok)
@@ -98,7 +98,7 @@ def test_a_long_conversation_loses_its_oldest_turns_first(tokenizer):
 
 # ------------------------------------------------------------------ pre-flight
 def test_preflight_counts_examples_that_would_lose_their_answer(tiny_model_dir, long_set):
-    from backend.preflight import max_length_notes, max_length_problems, measure_dataset
+    from backend.runs.preflight import max_length_notes, max_length_problems, measure_dataset
 
     cfg = tiny_run_config("orpo", tiny_model_dir, long_set, max_length=MAX_LENGTH)
     report = measure_dataset(cfg)
@@ -122,7 +122,7 @@ def test_the_cli_prints_the_counts_before_training_and_refuses_with_the_length_t
     import subprocess
     import sys
 
-    base = [sys.executable, "-m", "backend.cli", "train", "--method", "orpo", "--data", str(long_set),
+    base = [sys.executable, "-m", "backend.cli.main", "train", "--method", "orpo", "--data", str(long_set),
             "--model", str(tiny_model_dir), "--runs-dir", str(tmp_path / "runs"), "--steps", "1",
             "--set", f"max_length={MAX_LENGTH}"]
     refused = subprocess.run(base + ["--set", "long_prompts=refuse"], capture_output=True, text=True, timeout=120)
@@ -132,7 +132,7 @@ def test_the_cli_prints_the_counts_before_training_and_refuses_with_the_length_t
 
 
 def test_long_prompts_setting_is_validated():
-    from backend.run_config import default_config, validate
+    from backend.runs.config import default_config, validate
 
     assert validate(default_config("dpo")) == []
     assert default_config("sft").long_prompts == "truncate_left"
@@ -141,7 +141,7 @@ def test_long_prompts_setting_is_validated():
 
 # --------------------------------------------------------------------- worker
 def _run(cfg, **kwargs):
-    from backend.training_run import run_to_completion
+    from backend.training.client import run_to_completion
 
     return run_to_completion(cfg, timeout=240, **kwargs)[1]
 
@@ -181,7 +181,7 @@ def test_drop_leaves_rows_out_and_refuse_stops_naming_max_length(tiny_model_dir,
 def test_nan_diagnosis_reads_empty_answers_from_a_real_collated_batch():
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from backend.batch_watch import batch_stats, diagnose
+    from backend.training.batch_watch import batch_stats, diagnose
 
     collate = DataCollatorForPreference(pad_token_id=0, max_length=16)
     batch = collate([{"prompt_ids": list(range(1, 20)), "chosen_ids": [5, 6], "rejected_ids": [7]},
@@ -200,7 +200,7 @@ def test_nan_diagnosis_reads_empty_answers_from_a_real_collated_batch():
 
 @pytest.mark.slow
 def test_nan_failure_says_what_its_batches_held(tiny_model_dir, long_set, monkeypatch):
-    from backend.fault_injection import ENV_VAR
+    from backend.testing.fault_injection import ENV_VAR
 
     monkeypatch.setenv(ENV_VAR, "nan@2")
     events = _run(tiny_run_config("orpo", tiny_model_dir, long_set, max_length=MAX_LENGTH, max_steps=6,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.memory_estimate import (
+from backend.training.memory_estimate import (
     GEMMA3_270M,
     MemoryEstimate,
     ModelShape,
@@ -24,7 +24,7 @@ from backend.memory_estimate import (
     record_measured_peak,
     shape_from_gguf,
 )
-from backend.run_config import default_config
+from backend.runs.config import default_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -364,8 +364,8 @@ def test_record_measured_peak(tmp_path):
 
 
 def test_import_does_not_pull_in_torch():
-    code = ("import sys, backend.memory_estimate as m; "
-            "m.estimate_memory(__import__('backend.run_config').run_config.default_config('dpo'), None); "
+    code = ("import sys, backend.training.memory_estimate as m; "
+            "m.estimate_memory(__import__('backend.runs.config').runs.config.default_config('dpo'), None); "
             "bad = [k for k in ('torch', 'transformers', 'trl', 'peft', 'bitsandbytes') if k in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -16,7 +16,7 @@ import pytest
 
 from backend.methods import GROUP_ORDER, METHOD_MODULES, all_methods, get_method, grouped_methods, method_keys
 from backend.methods.spec import DATA_KINDS, ROLE_COLOURS
-from backend.run_config import check, load_yaml, save_yaml
+from backend.runs.config import check, load_yaml, save_yaml
 from tests.conftest import tiny_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def test_spec_is_complete(spec):
     assert spec.memory.sequences_per_example >= 1
     if spec.memory.reference_skip_setting:
         assert isinstance(getattr(spec.config(), spec.memory.reference_skip_setting), bool)
-    from backend.dataset_loading import CONVERSIONS
+    from backend.data.loading import CONVERSIONS
 
     assert set(spec.data.convert.values()) <= set(CONVERSIONS)
 
@@ -174,8 +174,8 @@ def test_every_required_input_has_a_conformance_fixture():
 def test_a_launch_without_the_required_inputs_is_refused_before_anything_loads(spec):
     """The defaults validate, since no one can name the user's reward model for them; the
     preflight that the window and the CLI run before a launch asks for it by setting."""
-    from backend.preflight import input_problems
-    from backend.run_config import default_config, validate
+    from backend.runs.preflight import input_problems
+    from backend.runs.config import default_config, validate
 
     cfg = default_config(spec.key)
     assert validate(cfg) == []
@@ -187,8 +187,8 @@ def test_a_launch_without_the_required_inputs_is_refused_before_anything_loads(s
 @pytest.mark.parametrize("spec", SPECS, ids=KEYS)
 def test_method_trains_through_the_worker(spec, tiny_model_dir, easy_preferences, studio_home, tmp_path,
                                           request):
-    from backend.events import RunFinished, TrainLog
-    from backend.training_run import run_to_completion
+    from backend.core.events import RunFinished, TrainLog
+    from backend.training.client import run_to_completion
 
     inputs = {name: str(request.getfixturevalue(REQUIRED_INPUT_FIXTURES[name])) for name in spec.requires}
     data = _conformance_data(spec, easy_preferences, tmp_path)

@@ -12,12 +12,12 @@ import socket
 
 import pytest
 
-from backend.events import RunFinished, RunStarted, TrainLog
-from backend.launch_layouts import write_accelerate_config
-from backend.process_ranks import RANKS_FILE
-from backend.run_config import ConfigError
-from backend.run_folder import ACCELERATE_CONFIG_FILE, METRICS_FILE
-from backend.training_run import TrainingRun
+from backend.core.events import RunFinished, RunStarted, TrainLog
+from backend.export.launch_layouts import write_accelerate_config
+from backend.core.process_ranks import RANKS_FILE
+from backend.runs.config import ConfigError
+from backend.runs.folder import ACCELERATE_CONFIG_FILE, METRICS_FILE
+from backend.training.client import TrainingRun
 from tests.conftest import tiny_run_config
 
 

@@ -65,7 +65,7 @@ def test_the_installed_wheel_runs_the_demo_outside_the_tree(wheel, tmp_path, tin
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = subprocess.run([str(python), "-c", "import backend.cli as c; print(c.__file__); print(c.DEMO_CONFIG)"],
+    where = subprocess.run([str(python), "-c", "import backend.cli.main as c; print(c.__file__); print(c.DEMO_CONFIG)"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert where[0].startswith(str(site)), where
     assert where[1].startswith(str(site)) and Path(where[1]).is_file()

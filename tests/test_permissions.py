@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from backend.code_permissions import (LAUNCH_ENV, GrantStore, apply_launch_grants, config_launch_subjects,
+from backend.runs.code_permissions import (LAUNCH_ENV, GrantStore, apply_launch_grants, config_launch_subjects,
                                       file_subject, launch_environment, model_subject, ungranted_subjects,
                                       with_stored_grants)
-from backend.events import RunFailed, RunFinished, RunStarted
-from backend.run_config import default_config, load_yaml, save_yaml
+from backend.core.events import RunFailed, RunFinished, RunStarted
+from backend.runs.config import default_config, load_yaml, save_yaml
 from tests.conftest import tiny_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,8 +109,8 @@ def test_remote_code_runs_with_the_command_line_flag(remote_code_model, easy_pre
 
 def test_a_run_folder_that_says_trust_remote_code_runs_nothing(remote_code_model, easy_preferences, tmp_path):
     """A worker started on a copied run folder whose config.yaml asks for the permission."""
-    from backend.run_folder import create_run_dir
-    from backend.training_run import TrainingRun
+    from backend.runs.folder import create_run_dir
+    from backend.training.client import TrainingRun
 
     model, marker = remote_code_model
     run_dir = create_run_dir(tiny_run_config("sft", model, easy_preferences, quantization="none"), tmp_path / "runs")
@@ -148,8 +148,8 @@ def test_received_config_asking_for_pickle_weights_never_unpickles(tiny_model_di
 
 
 def test_resume_needs_the_grant_again(tmp_path, easy_preferences, tiny_model_dir):
-    from backend.preflight import resume_problems
-    from backend.run_folder import create_run_dir
+    from backend.runs.preflight import resume_problems
+    from backend.runs.folder import create_run_dir
 
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_model_dir, folder)
@@ -211,8 +211,8 @@ def test_embedded_and_gguf_models_need_no_grant(tmp_path):
 
 # --------------------------------------------------------- output stays inside
 def test_output_stays_under_the_runs_folder(tmp_path, easy_preferences, tiny_model_dir):
-    from backend.preflight import resume_problems
-    from backend.run_folder import create_run_dir
+    from backend.runs.preflight import resume_problems
+    from backend.runs.folder import create_run_dir
 
     runs = tmp_path / "runs"
     for name in ("..", "../../escape", "/etc/passwd", "./.."):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.preflight import (GiB, MiB, adapter_bytes, check_before_training, disk_needs, max_length_problems,
+from backend.runs.preflight import (GiB, MiB, adapter_bytes, check_before_training, disk_needs, max_length_problems,
                                measure_dataset, run_preflight, runs_folder_problem)
-from backend.run_config import ConfigError, default_config
+from backend.runs.config import ConfigError, default_config
 from tests.conftest import tiny_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ def test_needed_space_follows_rank_checkpoints_and_model_size(tiny_model_dir, ea
     base = tiny_run_config("dpo", tiny_model_dir, easy_preferences, save_steps=10, max_steps=1000)
 
     def needed(**changes):
-        from backend.run_config import replace_values
+        from backend.runs.config import replace_values
 
         return sum(n.bytes for n in disk_needs(replace_values(base, changes), tmp_path))
 
@@ -99,7 +99,7 @@ def test_needed_space_follows_rank_checkpoints_and_model_size(tiny_model_dir, ea
     assert needed(save_steps=0) < needed(save_steps=10)
     # The tiny Llama (hidden 64, 2 layers, 4 heads of 16, 2 KV heads, MLP 128) at rank 8 on all
     # linear layers: per layer 8 x [(64+64) q + (64+32) k + (64+32) v + (64+64) o + 3 x (64+128) mlp].
-    from backend.memory_estimate import model_shape
+    from backend.training.memory_estimate import model_shape
 
     per_layer = 8 * (128 + 96 + 96 + 128 + 3 * 192)
     assert adapter_bytes(base, model_shape(str(tiny_model_dir))) == 2 * per_layer * 4
@@ -196,7 +196,7 @@ def test_check_before_training_lists_settings_and_world_together(tmp_path):
     with pytest.raises(ConfigError) as info:
         check_before_training(cfg, free_space=PLENTY)
     assert {name for name, _ in info.value.problems} == {"beta"}  # settings first: nothing else is looked at
-    from backend.run_config import replace_values
+    from backend.runs.config import replace_values
 
     with pytest.raises(ConfigError) as info:
         check_before_training(replace_values(cfg, {"beta": 0.1}), free_space=PLENTY)
@@ -205,8 +205,8 @@ def test_check_before_training_lists_settings_and_world_together(tmp_path):
 
 def test_preflight_imports_neither_torch_nor_transformers(tmp_path, easy_preferences):
     code = ("import sys\n"
-            "from backend.preflight import run_preflight\n"
-            "from backend.run_config import default_config\n"
+            "from backend.runs.preflight import run_preflight\n"
+            "from backend.runs.config import default_config\n"
             f"cfg = default_config('dpo', data_path={str(easy_preferences)!r}, output_dir={str(tmp_path)!r})\n"
             "print(run_preflight(cfg, free_space=lambda f: 10**12))\n"
             "print([m for m in ('torch', 'transformers', 'trl') if m in sys.modules])\n")
@@ -218,8 +218,8 @@ def test_preflight_imports_neither_torch_nor_transformers(tmp_path, easy_prefere
 # --------------------------------------------------------------------- resume
 def fake_crashed_run(runs_root: Path, cfg) -> Path:
     """A run folder as a crash leaves it: settings, a few logged steps, a checkpoint."""
-    from backend.events import RunFailed, RunStarted, TrainLog
-    from backend.run_folder import append_event, create_run_dir
+    from backend.core.events import RunFailed, RunStarted, TrainLog
+    from backend.runs.folder import append_event, create_run_dir
 
     run_dir = create_run_dir(cfg, runs_root)
     append_event(run_dir, RunStarted(run_dir=str(run_dir), method=cfg.method, config={}, device={}, total_params=1,
@@ -234,7 +234,7 @@ def fake_crashed_run(runs_root: Path, cfg) -> Path:
 
 
 def test_resume_is_refused_when_the_dataset_moved_or_the_disk_is_full(tmp_path, tiny_model_dir, easy_preferences):
-    from backend.preflight import resume_problems
+    from backend.runs.preflight import resume_problems
 
     cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences)
     run_dir = fake_crashed_run(tmp_path / "runs", cfg)
@@ -252,8 +252,8 @@ def test_resume_is_refused_when_the_dataset_moved_or_the_disk_is_full(tmp_path, 
 
 def test_cli_resume_of_a_run_whose_data_moved_exits_2_and_starts_nothing(tmp_path, tiny_model_dir, easy_preferences,
                                                                          capsys):
-    from backend.cli import main
-    from backend.run_folder import read_events
+    from backend.cli.main import main
+    from backend.runs.folder import read_events
 
     run_dir = fake_crashed_run(tmp_path / "runs", tiny_run_config("dpo", tiny_model_dir, easy_preferences))
     easy_preferences.unlink()

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.reward_evaluation import (PairScore, RewardEvalError, RewardEvalReport, length_note, read_preference_pairs,
+from backend.rewards.evaluation import (PairScore, RewardEvalError, RewardEvalReport, length_note, read_preference_pairs,
                                        reward_source, summarize)
-from backend.run_config import default_config, save_yaml
-from backend.run_folder import ADAPTER_DIR, CONFIG_FILE, EVAL_SPLIT_FILE
+from backend.runs.config import default_config, save_yaml
+from backend.runs.folder import ADAPTER_DIR, CONFIG_FILE, EVAL_SPLIT_FILE
 from tests.conftest import POLITE, RUDE
 
 
@@ -102,7 +102,7 @@ def write_controlled_pairs(path: Path) -> Path:
 
 @pytest.mark.slow
 def test_cli_reports_per_subset_accuracy_of_a_reward_model_run(tiny_reward_model_run, tmp_path, capsys):
-    from backend.cli import main
+    from backend.cli.main import main
 
     data = write_controlled_pairs(tmp_path / "controlled.jsonl")
     out = tmp_path / "report.json"
@@ -124,7 +124,7 @@ def test_cli_reports_per_subset_accuracy_of_a_reward_model_run(tiny_reward_model
 
 @pytest.mark.slow
 def test_implicit_reward_of_a_dpo_run_ranks_its_held_out_pairs(trained_dpo_run):
-    from backend.reward_evaluation import evaluate
+    from backend.rewards.evaluation import evaluate
 
     seen = []
     report = evaluate(str(trained_dpo_run), str(trained_dpo_run / EVAL_SPLIT_FILE), limit=8,
@@ -136,7 +136,7 @@ def test_implicit_reward_of_a_dpo_run_ranks_its_held_out_pairs(trained_dpo_run):
 
 @pytest.mark.slow
 def test_panel_evaluates_a_run_shows_subsets_and_the_length_note(qtbot, tiny_reward_model_run, tmp_path):
-    from app.reward_eval_panel import RewardEvalPanel
+    from app.runs.reward_eval_panel import RewardEvalPanel
 
     data = write_controlled_pairs(tmp_path / "controlled.jsonl")
     panel = RewardEvalPanel(str(tiny_reward_model_run), run_dirs=[str(tiny_reward_model_run), str(tmp_path)])

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from app.rlhf_pipeline import STAGES, RLHFPipelineDialog, finished_runs, merged_model_of, stage_methods
+from app.train.rlhf_pipeline import STAGES, RLHFPipelineDialog, finished_runs, merged_model_of, stage_methods
 
 SHOTS = Path(os.environ.get("ALIGNSTUDIO_SHOTS", "/work/notes/shots/ppo"))
 
 
 def fake_finished_run(root: Path, name: str, method: str, data: Path) -> Path:
     """A run folder as the worker leaves it: config, events ending in RunFinished, an adapter."""
-    from backend.events import RunFinished, RunStarted
-    from backend.run_config import default_config, save_yaml
+    from backend.core.events import RunFinished, RunStarted
+    from backend.runs.config import default_config, save_yaml
 
     run = root / name
     (run / "adapter").mkdir(parents=True)
@@ -48,7 +48,7 @@ def test_stages_take_their_methods_from_the_specs():
 
 
 def test_each_stage_starts_from_the_one_before(qtbot, runs, easy_preferences):
-    from backend.run_folder import list_runs
+    from backend.runs.folder import list_runs
 
     root, sft, reward = runs
     dialog = RLHFPipelineDialog(lambda: list_runs(root), lambda: ("base-model", str(easy_preferences)))
@@ -99,7 +99,7 @@ def test_each_stage_starts_from_the_one_before(qtbot, runs, easy_preferences):
 
 
 def test_the_window_opens_the_pipeline_and_a_stage_fills_the_train_tab(qtbot, studio_home, easy_preferences):
-    from backend.paths import runs_dir
+    from backend.core.paths import runs_dir
     from tests.gui_helpers import drop_paths, make_studio_window, wait_for_dataset
 
     window = make_studio_window(qtbot)

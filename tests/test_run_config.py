@@ -1,7 +1,7 @@
 import pytest
 
 from backend.methods import method_keys
-from backend.run_config import (ConfigError, apply_values, check, default_config, describe_problems,
+from backend.runs.config import (ConfigError, apply_values, check, default_config, describe_problems,
                                 field_label, from_dict, load_yaml, replace_values, save_yaml, to_dict, user_fields,
                                 validate)
 

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from backend.events import SampleBatch, event_from_json
-from backend.sample_capture import COMPLETION_CHARS, SampleCapture, cut_middle, render_text
+from backend.core.events import SampleBatch, event_from_json
+from backend.training.sample_capture import COMPLETION_CHARS, SampleCapture, cut_middle, render_text
 
 
 def test_cut_middle_keeps_start_and_end_and_says_how_much_went():
@@ -49,7 +49,7 @@ def test_grpo_trainer_samples_arrive_with_scores_groups_and_advantages(tiny_mode
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from backend.event_callback import EventCallback
+    from backend.training.event_callback import EventCallback
 
     events = []
     callback = EventCallback(events.append, threading.Event())
@@ -103,7 +103,7 @@ def test_only_the_latest_whole_groups_travel_and_a_batch_is_sent_once():
 
 def test_a_trainer_without_the_sample_log_is_reported_once_not_fatal():
     callback_events = []
-    from backend.event_callback import EventCallback
+    from backend.training.event_callback import EventCallback
 
     callback = EventCallback(callback_events.append, threading.Event())
     callback._samples = SampleCapture(object())

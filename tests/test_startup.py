@@ -88,8 +88,8 @@ def test_readme_command_without_a_display_says_what_to_do(tmp_path):
 def test_a_slow_tokenizer_does_not_hold_the_report_back(qtbot, tiny_model_dir, easy_preferences, monkeypatch):
     """With a tokenizer that is slow to parse, the report with estimated lengths shows first
     and the measured one replaces it; the loader stays busy until then."""
-    from app.dataset_loader import DatasetLoader
-    from backend import tokenizer_cache
+    from app.train.dataset_loader import DatasetLoader
+    from backend.models import tokenizer_cache
 
     monkeypatch.setattr(tokenizer_cache, "SLOW_TOKENIZER_BYTES", 1)
     monkeypatch.setattr(tokenizer_cache, "_cache", {})
@@ -118,7 +118,7 @@ def test_the_window_reads_a_file_once_while_its_lengths_are_measured(qtbot, stud
                                                                       easy_preferences, monkeypatch):
     """The early report and the measured one are the same rows: the window takes them in
     once (recent files, Compare's prompts) and only the report changes."""
-    from backend import tokenizer_cache
+    from backend.models import tokenizer_cache
     from tests.gui_helpers import drop_paths, make_studio_window
 
     monkeypatch.setattr(tokenizer_cache, "SLOW_TOKENIZER_BYTES", 1)

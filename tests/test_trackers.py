@@ -7,10 +7,10 @@ import importlib.util
 
 import pytest
 
-from backend.events import RunFinished
-from backend.run_config import ConfigError, check
-from backend.tracking import resolved_trackers, tensorboard_dir, tracker_problems
-from backend.training_run import run_to_completion
+from backend.core.events import RunFinished
+from backend.runs.config import ConfigError, check
+from backend.training.tracking import resolved_trackers, tensorboard_dir, tracker_problems
+from backend.training.client import run_to_completion
 from tests.conftest import tiny_run_config
 
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
@@ -78,7 +78,7 @@ def test_runs_tab_opens_tensorboard_on_the_run(qtbot, tiny_model_dir, easy_prefe
 
     from PySide6.QtGui import QDesktopServices
 
-    from app.runs_tab import RunsTab
+    from app.runs.tab import RunsTab
 
     with_tb, _ = run_to_completion(tiny_run_config("sft", tiny_model_dir, easy_preferences, max_steps=2,
                                                    quantization="none", run_name="with-tb"))

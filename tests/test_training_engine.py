@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.events import CheckpointSaved, EvalLog, PhaseChanged, RunFailed, RunFinished, RunStarted, TrainLog
-from backend.run_folder import latest_checkpoint, list_runs, read_events, summarize_run
-from backend.training_run import TrainingRun, run_to_completion
+from backend.core.events import CheckpointSaved, EvalLog, PhaseChanged, RunFailed, RunFinished, RunStarted, TrainLog
+from backend.runs.folder import latest_checkpoint, list_runs, read_events, summarize_run
+from backend.training.client import TrainingRun, run_to_completion
 from tests.conftest import tiny_run_config
 
 pytestmark = pytest.mark.slow
@@ -124,7 +124,7 @@ def test_stop_is_cooperative_saves_adapter_and_can_resume(tiny_model_dir, easy_p
     assert checkpoint is not None
 
     # Resume continues from the checkpoint in the same folder, towards a new target.
-    from backend.run_config import load_yaml, save_yaml, replace_values
+    from backend.runs.config import load_yaml, save_yaml, replace_values
 
     cfg_path = run.run_dir / "config.yaml"
     save_yaml(replace_values(load_yaml(cfg_path), {"max_steps": finished.step + 2}), cfg_path)
@@ -194,15 +194,15 @@ def test_worker_stops_itself_when_its_supervisor_dies(tiny_model_dir, easy_prefe
 
     import psutil
 
-    from backend.run_config import save_yaml
+    from backend.runs.config import save_yaml
 
     cfg = tiny_run_config("dpo", tiny_model_dir, easy_preferences, max_steps=100000)
     cfg_path = save_yaml(cfg, tmp_path / "cfg.yaml")
     supervisor = (
         "import sys, time\n"
-        "from backend.run_config import load_yaml\n"
-        "from backend.training_run import TrainingRun\n"
-        "from backend.events import TrainLog\n"
+        "from backend.runs.config import load_yaml\n"
+        "from backend.training.client import TrainingRun\n"
+        "from backend.core.events import TrainLog\n"
         f"run = TrainingRun.start(load_yaml({str(cfg_path)!r}))\n"
         "for e in run.events():\n"
         "    if isinstance(e, TrainLog):\n"

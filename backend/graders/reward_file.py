@@ -3,7 +3,7 @@
 ``list_reward_functions`` reads the file with ``ast`` only: the window lists what it
 offers without running a line of it. ``load_reward_function`` runs it, and is called
 only in the training worker after the launch granted this file (see
-backend/code_permissions.py, "reward code").
+backend/runs/code_permissions.py, "reward code").
 """
 
 from __future__ import annotations

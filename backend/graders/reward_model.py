@@ -1,7 +1,7 @@
 """A reward model (a reward-model run folder, or a model folder with a one-output
 classification head) as a grader: it scores prompt plus completion.
 
-The scorer comes from ``backend.reward_scoring.load_reward_scorer``; it loads when the
+The scorer comes from ``backend.rewards.scoring.load_reward_scorer``; it loads when the
 grader is made, in the worker (torch is imported there only).
 """
 
@@ -16,7 +16,7 @@ def _factory(settings: dict):
     if not source:
         raise GraderSettingError("reward_model", "source", "name a reward-model run folder or model folder "
                                                            "(the Reward model setting, or --reward-model)")
-    from backend.reward_scoring import load_reward_scorer
+    from backend.rewards.scoring import load_reward_scorer
 
     scorer = load_reward_scorer(source, trust_remote_code=bool(settings.get("trust_remote_code")),
                                 allow_pickle_weights=bool(settings.get("allow_pickle_weights")))

@@ -3,7 +3,7 @@ the chosen answer of each pair above the rejected one.
 
 The run folder is a reward model: its adapter holds the LoRA weights and the trained
 score head (``modules_to_save``), and a marker file names the base it belongs on
-(``backend.reward_scoring``), so graders, Best-of-N and Compare can load it.
+(``backend.rewards.scoring``), so graders, Best-of-N and Compare can load it.
 
 The key is not plain "reward": that word is a metric, a column and a role all over the
 studio, and no module outside ``backend/methods`` may name a method key.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from backend.methods.pairwise import PAIRS_ONLY
 from backend.methods.spec import BuildContext, MemoryTraits, Metric, MethodSpec
-from backend.run_config import BaseRunConfig, setting
+from backend.runs.config import BaseRunConfig, setting
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from backend.methods.pairwise import PAIRS_ONLY, PAIRWISE_METRICS, PAIRWISE_SUMMARY
 from backend.methods.spec import BuildContext, MemoryTraits, MethodSpec
-from backend.run_config import BaseRunConfig, setting
+from backend.runs.config import BaseRunConfig, setting
 
 # What each loss of TRL 1.16's DPOTrainer is for; the keys must stay TRL's own list
 # (tests/methods/test_dpo.py reads it from TRL's source, so an upgrade that adds one fails there).

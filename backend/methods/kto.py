@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backend.methods.spec import BuildContext, DataNeed, MemoryTraits, Metric, MethodSpec
-from backend.run_config import BaseRunConfig, setting
+from backend.runs.config import BaseRunConfig, setting
 
 KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")
 # TRL's advice (from the KTO paper, eq. 8): the good side, weighted, should outweigh the bad

@@ -3,7 +3,7 @@ the graders say which answer is better, and DPO learns from that fresh pair.
 
 TRL 1.16 keeps the trainer in ``trl.experimental.online_dpo`` and dropped its ``judge``
 parameter: every judge is a reward function now, so a reward model run is wrapped as one
-(``backend.best_of_n.reward_model_function``) beside the graders' functions, and the
+(``backend.generation.best_of_n.reward_model_function``) beside the graders' functions, and the
 pair's order comes from their weighted sum. The reference is the base model with the
 adapter off, as in offline DPO.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from backend.methods.pairwise import PAIRWISE_METRICS, PAIRWISE_SUMMARY
 from backend.methods.rl_common import RL_DATA, RLRunConfig, grader_entries
 from backend.methods.spec import BuildContext, MemoryTraits, Metric, MethodSpec
-from backend.run_config import BaseRunConfig, setting
+from backend.runs.config import BaseRunConfig, setting
 
 _RL_FIELDS = {f.name: f for f in dataclasses.fields(RLRunConfig)}
 
@@ -119,7 +119,7 @@ def build(ctx: BuildContext):
     The reward functions are the RL methods' (a reward file runs only when this launch
     granted it)."""
     from backend.methods.rl_common import reward_functions
-    from backend.run_config import ConfigError
+    from backend.runs.config import ConfigError
     from backend.methods.trl_experimental import OnlineDPOTrainer
 
     if not grader_entries(ctx.cfg):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from backend.methods.pairwise import PAIRS_ONLY, PAIRWISE_METRICS, PAIRWISE_SUMMARY
 from backend.methods.spec import BuildContext, MemoryTraits, Metric, MethodSpec
-from backend.run_config import BaseRunConfig, setting
+from backend.runs.config import BaseRunConfig, setting
 
 
 @dataclass

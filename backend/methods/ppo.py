@@ -7,7 +7,7 @@ other maintained library runs PPO with LoRA on one consumer GPU alongside TRL 1.
 transformers 5. So ``backend/methods/ppo_training`` implements it, in the shape that fits such a GPU: one
 (4-bit) base model carrying two LoRA adapters, the policy and the value function (with
 a scalar head); the reference is the same base with the adapters off; the reward model
-is a reward-model run scored through ``backend.reward_scoring``. Each step samples one
+is a reward-model run scored through ``backend.rewards.scoring``. Each step samples one
 answer per prompt, pays the reward model's score on the last token and a per-token KL
 penalty against the reference on every token, estimates advantages with GAE, whitens
 them, and runs several epochs of clipped policy and value updates on the batch.
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backend.methods.spec import BuildContext, DataNeed, MemoryTraits, Metric, MethodSpec
-from backend.run_config import BaseRunConfig, setting
+from backend.runs.config import BaseRunConfig, setting
 
 
 @dataclass
@@ -146,8 +146,8 @@ def missing_inputs(cfg: PPORunConfig) -> list[tuple[str, str]]:
 
 
 def load_scorer(cfg: PPORunConfig):
-    from backend.reward_scoring import load_reward_scorer
-    from backend.run_config import ConfigError
+    from backend.rewards.scoring import load_reward_scorer
+    from backend.runs.config import ConfigError
 
     if not cfg.reward_model:
         raise ConfigError(missing_inputs(cfg))

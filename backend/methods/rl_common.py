@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.methods.spec import DataNeed, MemoryTraits, Metric, MethodSpec
-from backend.run_config import BaseRunConfig, setting
+from backend.runs.config import BaseRunConfig, setting
 
 GROUP = "RL"
 
@@ -101,7 +101,7 @@ def grader_entries(cfg) -> list[dict]:
 def validate_rl(cfg: RLRunConfig) -> list[tuple[str, str]]:
     """What TRL would refuse only after the model has loaded, said before anything loads."""
     from backend.graders import entry_problems
-    from backend.trainer_builders import eval_batch_size
+    from backend.training.trainer_builders import eval_batch_size
 
     problems: list[tuple[str, str]] = []
     groups = cfg.num_generations
@@ -165,8 +165,8 @@ def rl_trl_keys(cfg: RLRunConfig, args: dict) -> dict:
 
 def reward_functions(ctx) -> list:
     """The guarded reward functions of ``ctx.cfg``'s graders, made in the worker. A reward
-    file runs only when this launch granted that exact file (backend.code_permissions)."""
-    from backend.code_permissions import REWARD_CODE, file_subject, granted_in_launch
+    file runs only when this launch granted that exact file (backend.runs.code_permissions)."""
+    from backend.runs.code_permissions import REWARD_CODE, file_subject, granted_in_launch
     from backend.graders import build_reward_functions
 
     cfg = ctx.cfg
@@ -189,7 +189,7 @@ def fit_prompts(ctx) -> None:
     """Prompts longer than Max length less Max completion length, per the Long prompts
     setting: cut from the start (text prompts), dropped, or refused. TRL's RL trainers
     do not cut prompts themselves."""
-    from backend.run_config import ConfigError
+    from backend.runs.config import ConfigError
 
     cfg, tok = ctx.cfg, ctx.tokenizer
     budget = cfg.max_length - cfg.max_completion_length

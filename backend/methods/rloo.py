@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from backend.methods.rl_common import RLRunConfig, fit_prompts, reward_functions, rl_spec, rl_trl_keys, validate_rl
 from backend.methods.spec import BuildContext
-from backend.run_config import setting
+from backend.runs.config import setting
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backend.methods.spec import BuildContext, DataNeed, MemoryTraits, Metric, MethodSpec
-from backend.run_config import BaseRunConfig, setting
+from backend.runs.config import BaseRunConfig, setting
 
 
 @dataclass

@@ -9,7 +9,7 @@ from backend.methods.cpo import (CPO_FAMILY_DIAGNOSTICS, CPO_FAMILY_KEYS, CPO_FA
                                  build, cpo_config)
 from backend.methods.pairwise import PAIRS_ONLY, PAIRWISE_SUMMARY
 from backend.methods.spec import MethodSpec
-from backend.run_config import BaseRunConfig, setting
+from backend.runs.config import BaseRunConfig, setting
 
 
 @dataclass

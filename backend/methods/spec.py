@@ -57,7 +57,7 @@ class DataNeed:
     why a kind it refuses cannot be used (``{name}`` and ``{format}`` are filled in)."""
 
     accepts: frozenset[str]
-    convert: dict[str, str] = field(default_factory=dict)  # kind -> conversion name (backend.dataset_loading)
+    convert: dict[str, str] = field(default_factory=dict)  # kind -> conversion name (backend.data.loading)
     refusals: dict[str, str] = field(default_factory=dict)  # kind -> reason text
     needs: str = ""  # one line for `alignstudio methods`: what the data must hold
     # kind -> what its conversion does to the rows (``{name}`` filled in), said in the data report.
@@ -119,7 +119,7 @@ class MethodSpec:
     expected_keys: tuple[str, ...] = ("loss",)  # what a run logs, for tests and the empty plots text
     headline: tuple[str, ...] = ("loss",)  # the CLI progress line
     summary_metrics: tuple[tuple[str, str], ...] = (("loss", "loss"),)  # (key, label): closing note, Runs columns
-    diagnostics: tuple[str, ...] = ()  # codes of the metric rules that apply (backend.training_diagnostics)
+    diagnostics: tuple[str, ...] = ()  # codes of the metric rules that apply (backend.runs.diagnostics)
     memory: MemoryTraits = MemoryTraits()
     aliases: tuple[str, ...] = ()  # other names `--method` and config files accept for it
     implicit_reward: bool = False  # Compare can score answers with the policy/reference log-ratio

@@ -26,8 +26,8 @@ def train_in_process(method: str, model_dir: Path, dataset, out_dir: Path, steps
     import transformers
     from transformers.trainer_callback import PrinterCallback
 
-    from backend.run_config import check
-    from backend.trainer_builders import build_model, build_tokenizer, build_trainer, build_trl_args, \
+    from backend.runs.config import check
+    from backend.training.trainer_builders import build_model, build_tokenizer, build_trainer, build_trl_args, \
         choose_precision
     from tests.conftest import tiny_run_config
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.dataset_formats import DataFormat, supported_methods
+from backend.data.formats import DataFormat, supported_methods
 from backend.methods import get_method
-from backend.run_config import default_config, save_yaml
-from backend.run_folder import ADAPTER_DIR, CONFIG_FILE, EVAL_SPLIT_FILE, read_events
+from backend.runs.config import default_config, save_yaml
+from backend.runs.folder import ADAPTER_DIR, CONFIG_FILE, EVAL_SPLIT_FILE, read_events
 
 
 def test_trains_on_pairs_only_with_a_score_head():
@@ -23,7 +23,7 @@ def test_trains_on_pairs_only_with_a_score_head():
 
 
 def test_lora_trains_the_score_head_and_other_methods_keep_the_lm_head():
-    from backend.trainer_builders import build_lora_config
+    from backend.training.trainer_builders import build_lora_config
 
     reward = build_lora_config(default_config("bradley_terry"))
     assert str(reward.task_type.value if hasattr(reward.task_type, "value") else reward.task_type) == "SEQ_CLS"
@@ -33,7 +33,7 @@ def test_lora_trains_the_score_head_and_other_methods_keep_the_lm_head():
 
 
 def test_memory_estimate_counts_no_vocabulary_logits_for_a_score_head():
-    from backend.memory_estimate import GEMMA3_270M, estimate_memory
+    from backend.training.memory_estimate import GEMMA3_270M, estimate_memory
 
     device = {"kind": "cuda", "memory_mb": 80_000, "bf16": True}
     reward = estimate_memory(default_config("bradley_terry", max_length=2048), device, GEMMA3_270M)
@@ -50,7 +50,7 @@ def test_trl_config_gets_the_centring_coefficient_only_when_set():
 
 
 def test_only_reward_model_folders_count_as_reward_models(tmp_path, tiny_model_dir):
-    from backend.reward_scoring import RewardModelError, is_reward_model, locate_reward_model
+    from backend.rewards.scoring import RewardModelError, is_reward_model, locate_reward_model
 
     # A run of a language-model method, with an adapter but no reward marker.
     run = tmp_path / "dpo-run"
@@ -74,8 +74,8 @@ def test_only_reward_model_folders_count_as_reward_models(tmp_path, tiny_model_d
 
 @pytest.mark.slow
 def test_accuracy_rises_and_the_run_reloads_as_a_reward_model(tiny_reward_model_run):
-    from backend.events import TrainLog
-    from backend.reward_scoring import is_reward_model, load_reward_scorer, locate_reward_model
+    from backend.core.events import TrainLog
+    from backend.rewards.scoring import is_reward_model, load_reward_scorer, locate_reward_model
 
     logs = [e.metrics for e in read_events(tiny_reward_model_run) if isinstance(e, TrainLog)]
     accuracy = [m["accuracy"] for m in logs if "accuracy" in m]
@@ -84,7 +84,7 @@ def test_accuracy_rises_and_the_run_reloads_as_a_reward_model(tiny_reward_model_
     assert accuracy[0] <= 0.75 and accuracy[-1] == 1.0, (accuracy, margin)
     assert margin[-1] > margin[0] + 0.5, margin
 
-    from backend.adapter_loading import AdapterLoadError, resolve_load_spec
+    from backend.models.adapter_loading import AdapterLoadError, resolve_load_spec
 
     # Compare loads models that write answers; a reward model is refused with what to do instead.
     with pytest.raises(AdapterLoadError, match="is a reward model.*Evaluate rewards"):
@@ -116,8 +116,8 @@ def test_accuracy_rises_and_the_run_reloads_as_a_reward_model(tiny_reward_model_
 
 
 def test_reward_model_from_a_folder_without_safetensors_is_refused(tmp_path, tiny_model_dir):
-    from backend.model_source import ModelSourceError
-    from backend.reward_scoring import load_reward_scorer, write_reward_marker
+    from backend.models.source import ModelSourceError
+    from backend.rewards.scoring import load_reward_scorer, write_reward_marker
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -130,9 +130,9 @@ def test_reward_model_from_a_folder_without_safetensors_is_refused(tmp_path, tin
 
 def test_the_reward_model_answers_to_its_plain_names(tmp_path, capsys):
     """`--method reward` (and config files saying so) reach the reward model, saved under its key."""
-    from backend.cli import build_parser, main
+    from backend.cli.main import build_parser, main
     from backend.methods import get_method
-    from backend.run_config import default_config, load_yaml
+    from backend.runs.config import default_config, load_yaml
 
     assert get_method("reward").key == get_method("RM").key == "bradley_terry"
     assert build_parser().parse_args(["train", "--method", "reward"]).method == "bradley_terry"

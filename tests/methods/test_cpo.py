@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from backend.memory_estimate import GEMMA3_270M, estimate_memory
+from backend.training.memory_estimate import GEMMA3_270M, estimate_memory
 from backend.methods import get_method
-from backend.run_config import default_config, validate
+from backend.runs.config import default_config, validate
 from tests.methods.in_process_training import easy_pairs, logged_steps, train_in_process
 
 CUDA = {"kind": "cuda", "memory_mb": 80_000, "bf16": True}
@@ -38,7 +38,7 @@ def test_label_smoothing_is_refused_where_the_loss_ignores_it():
 
 @pytest.mark.slow
 def test_settings_reach_trls_cpo_config(tmp_path):
-    from backend.trainer_builders import Precision, build_trl_args
+    from backend.training.trainer_builders import Precision, build_trl_args
 
     cfg = default_config("cpo", beta=0.2, loss_type="hinge", cpo_alpha=0.5)
     args = build_trl_args(cfg, Precision("cpu", None, bf16=False, fp16=False), str(tmp_path), has_eval=False)

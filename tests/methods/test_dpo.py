@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.memory_estimate import GEMMA3_270M, estimate_memory
+from backend.training.memory_estimate import GEMMA3_270M, estimate_memory
 from backend.methods.dpo import DPO_LOSS_TYPES, F_DIVERGENCE_LOSSES, parse_extra_losses
-from backend.run_config import default_config, describe_problems, validate
+from backend.runs.config import default_config, describe_problems, validate
 from tests.methods.in_process_training import easy_pairs, logged_steps, train_in_process
 
 # The settings each loss needs before TRL accepts it (the rest train on the defaults).
@@ -117,7 +117,7 @@ def test_precomputing_the_reference_drops_its_memory_part():
 
 
 def _trl_args(tmp_path, **values):
-    from backend.trainer_builders import Precision, build_trl_args
+    from backend.training.trainer_builders import Precision, build_trl_args
 
     cfg = default_config("dpo", **values)
     assert validate(cfg) == []
@@ -212,7 +212,7 @@ def test_combined_losses_train_as_the_weighted_sum_of_their_parts(one_step_setup
 
 def test_the_form_says_what_each_loss_is_for_and_shows_an_example_of_extra_losses(qtbot):
     from backend.methods.dpo import DPO_LOSS_NOTES, DPORunConfig
-    from backend.run_config import to_dict, user_fields
+    from backend.runs.config import to_dict, user_fields
     from widgets.config_form import ConfigForm
 
     form = ConfigForm()

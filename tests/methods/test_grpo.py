@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.dataset_formats import DataFormat, supported_methods
-from backend.memory_estimate import GEMMA3_270M, estimate_memory
+from backend.data.formats import DataFormat, supported_methods
+from backend.training.memory_estimate import GEMMA3_270M, estimate_memory
 from backend.methods import get_method
-from backend.run_config import default_config, validate
+from backend.runs.config import default_config, validate
 from tests.conftest import tiny_run_config
 
 # Completions drawn mostly from the first half of the tiny vocabulary score high; the
@@ -118,8 +118,8 @@ def test_memory_estimate_counts_the_sampled_tokens_and_the_group():
 
 @pytest.mark.slow
 def test_a_reward_file_grades_the_run_and_the_reward_rises(peaky_model_dir, tmp_path):
-    from backend.events import RunFinished, TrainLog
-    from backend.training_run import run_to_completion
+    from backend.core.events import RunFinished, TrainLog
+    from backend.training.client import run_to_completion
 
     rewards = tmp_path / "my_rewards.py"
     rewards.write_text(LOW_TOKENS_REWARD, encoding="utf-8")
@@ -139,7 +139,7 @@ def test_a_reward_file_grades_the_run_and_the_reward_rises(peaky_model_dir, tmp_
 
 # ------------------------------------------------------------------ command line
 def test_cli_refuses_a_reward_file_without_permission_before_anything_loads(tmp_path, capsys):
-    from backend.cli import main
+    from backend.cli.main import main
 
     rewards = tmp_path / "rewards.py"
     rewards.write_text(LOW_TOKENS_REWARD, encoding="utf-8")
@@ -151,7 +151,7 @@ def test_cli_refuses_a_reward_file_without_permission_before_anything_loads(tmp_
 
 
 def test_cli_reward_flags_become_graders(tmp_path):
-    from backend.cli import build_parser, config_and_problems
+    from backend.cli.main import build_parser, config_and_problems
 
     rewards = tmp_path / "rewards.py"
     rewards.write_text(LOW_TOKENS_REWARD, encoding="utf-8")
@@ -171,8 +171,8 @@ def test_cli_reward_flags_become_graders(tmp_path):
 
 
 def test_the_rl_demo_is_found_through_the_spec_and_its_config_is_valid():
-    from backend.cli import build_parser, config_and_problems
-    from backend.cli_rewards import demo_config_path
+    from backend.cli.main import build_parser, config_and_problems
+    from backend.cli.rewards import demo_config_path
 
     spec = get_method("grpo")
     assert spec.demo and demo_config_path(spec.demo).is_file()
@@ -184,8 +184,8 @@ def test_the_rl_demo_is_found_through_the_spec_and_its_config_is_valid():
 
 @pytest.mark.slow
 def test_a_grader_that_breaks_mid_run_ends_it_naming_the_function_line_and_sample(tiny_model_dir, tmp_path):
-    from backend.events import RunFailed
-    from backend.training_run import run_to_completion
+    from backend.core.events import RunFailed
+    from backend.training.client import run_to_completion
 
     rewards = tmp_path / "strict.py"
     rewards.write_text("def strict(completions, solution, **kwargs):\n"
@@ -204,8 +204,8 @@ def test_a_grader_that_breaks_mid_run_ends_it_naming_the_function_line_and_sampl
 def test_stop_ends_a_run_whose_grader_never_returns(tiny_model_dir, tmp_path):
     import time
 
-    from backend.events import PhaseChanged, RunFailed
-    from backend.training_run import run_to_completion
+    from backend.core.events import PhaseChanged, RunFailed
+    from backend.training.client import run_to_completion
 
     rewards = tmp_path / "forever.py"
     rewards.write_text("import time\n\ndef forever(completions, **kwargs):\n    while True:\n"
@@ -231,8 +231,8 @@ def test_stop_ends_a_run_whose_grader_never_returns(tiny_model_dir, tmp_path):
 @pytest.mark.slow
 def test_a_reward_model_run_grades_the_sampled_completions(tiny_model_dir, tiny_reward_model_run,
                                                            easy_preferences):
-    from backend.events import RunFinished, TrainLog
-    from backend.training_run import run_to_completion
+    from backend.core.events import RunFinished, TrainLog
+    from backend.training.client import run_to_completion
 
     cfg = tiny_run_config("grpo", tiny_model_dir, easy_preferences, max_steps=2, quantization="none",
                           num_generations=2, max_completion_length=6, reward_model=str(tiny_reward_model_run),
@@ -253,7 +253,7 @@ def test_prompts_too_long_for_the_completion_follow_the_long_prompts_setting(tin
     from transformers import AutoTokenizer
 
     from backend.methods.rl_common import fit_prompts
-    from backend.run_config import ConfigError
+    from backend.runs.config import ConfigError
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     cfg = default_config("grpo", max_length=32, max_completion_length=16, long_prompts=policy)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from backend.dataset_formats import DatasetError
-from backend.dataset_loading import dataset_for_method, load_dataset_file
-from backend.dataset_report import build_report, format_report_text, method_advice
-from backend.memory_estimate import GEMMA3_270M, estimate_memory
+from backend.data.formats import DatasetError
+from backend.data.loading import dataset_for_method, load_dataset_file
+from backend.data.report import build_report, format_report_text, method_advice
+from backend.training.memory_estimate import GEMMA3_270M, estimate_memory
 from backend.methods import get_method
 from backend.methods.kto import balance_advice, order_rows
-from backend.run_config import default_config, validate
+from backend.runs.config import default_config, validate
 from tests.conftest import tiny_run_config
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "datasets"
@@ -115,7 +115,7 @@ def test_memory_counts_the_kl_batch_and_the_reference():
 
 @pytest.mark.slow
 def test_trl_config_gets_beta_and_both_weights(tmp_path):
-    from backend.trainer_builders import Precision, build_trl_args
+    from backend.training.trainer_builders import Precision, build_trl_args
 
     cfg = default_config("kto", beta=0.2, desirable_weight=1.5, undesirable_weight=0.8)
     args = build_trl_args(cfg, Precision("cpu", None, bf16=False, fp16=False), str(tmp_path), has_eval=False)
@@ -128,8 +128,8 @@ def test_trl_config_gets_beta_and_both_weights(tmp_path):
 def test_margins_open_on_an_easy_thumbs_up_down_set(tiny_model_dir, studio_home):
     """Whole conversations with a label (thumbs up/down and true/false mixed): after three
     steps the good answers' reward is above the bad ones'."""
-    from backend.events import RunFinished, TrainLog
-    from backend.training_run import run_to_completion
+    from backend.core.events import RunFinished, TrainLog
+    from backend.training.client import run_to_completion
 
     cfg = tiny_run_config("kto", tiny_model_dir, FIXTURES / "kto_conversations.jsonl", max_steps=3)
     run, events = run_to_completion(cfg, timeout=300)

@@ -10,7 +10,7 @@ import math
 import pytest
 
 from backend.methods import get_method
-from backend.run_config import check, validate
+from backend.runs.config import check, validate
 from tests.conftest import tiny_run_config
 
 SPEC = get_method("online_dpo")
@@ -20,7 +20,7 @@ LENGTH_GRADER = {"grader": "length_target", "unit": "characters", "target": 12, 
 
 def test_it_needs_a_reward_model_or_graders_and_names_bad_graders():
     from backend.methods.spec import BuildContext
-    from backend.run_config import ConfigError
+    from backend.runs.config import ConfigError
 
     with pytest.raises(ConfigError, match="needs something to label its sampled pairs"):
         SPEC.build(BuildContext(cfg=SPEC.config(), model=None, tokenizer=None, args=None, train_dataset=None,
@@ -33,7 +33,7 @@ def test_it_needs_a_reward_model_or_graders_and_names_bad_graders():
 
 
 def test_pairs_train_on_their_prompts_and_answer_files_are_refused(easy_preferences, tmp_path):
-    from backend.dataset_loading import dataset_for_method, load_dataset_file
+    from backend.data.loading import dataset_for_method, load_dataset_file
 
     ds = dataset_for_method(load_dataset_file(easy_preferences), "online_dpo")
     # Each prompt once; chosen and rejected stay as columns a grader may read by name.
@@ -55,8 +55,8 @@ def test_trl_config_carries_beta_sampling_and_one_weight_per_reward_function():
 
 
 def _train(cfg):
-    from backend.events import EvalLog, RunFinished, TrainLog
-    from backend.training_run import run_to_completion
+    from backend.core.events import EvalLog, RunFinished, TrainLog
+    from backend.training.client import run_to_completion
 
     run, events = run_to_completion(cfg, timeout=300)
     assert isinstance(events[-1], RunFinished), events[-1]
@@ -96,8 +96,8 @@ def test_trains_on_pairs_labelled_by_a_builtin_grader(tiny_model_dir, easy_prefe
 def test_a_launch_without_a_reward_source_is_refused_before_anything_loads(tmp_path):
     """The defaults validate (no reward model can be named for the user), but the preflight,
     which the window and the CLI run before a launch, asks for one."""
-    from backend.preflight import input_problems
-    from backend.run_config import default_config, validate
+    from backend.runs.preflight import input_problems
+    from backend.runs.config import default_config, validate
 
     cfg = default_config("online_dpo")
     assert validate(cfg) == []

@@ -1,8 +1,8 @@
 """ORPO's own traits: pairs only, and the full logits the memory estimate must count."""
 
-from backend.dataset_formats import DataFormat, supported_methods
-from backend.memory_estimate import GEMMA3_270M, estimate_memory
-from backend.run_config import default_config
+from backend.data.formats import DataFormat, supported_methods
+from backend.training.memory_estimate import GEMMA3_270M, estimate_memory
+from backend.runs.config import default_config
 
 
 def test_trains_on_pairs_only():

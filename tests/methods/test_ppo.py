@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backend.methods import get_method
-from backend.run_config import ConfigError, validate
+from backend.runs.config import ConfigError, validate
 from tests.conftest import tiny_run_config
 
 SPEC = get_method("ppo")
@@ -28,7 +28,7 @@ def build_direct_trainer(model_dir: Path, tmp_path: Path, scorer, **overrides):
     from datasets import Dataset
 
     from backend.methods import BuildContext
-    from backend.trainer_builders import (build_lora_config, build_model, build_tokenizer, build_trl_args,
+    from backend.training.trainer_builders import (build_lora_config, build_model, build_tokenizer, build_trl_args,
                                           choose_precision)
 
     values = dict(per_device_train_batch_size=16, max_completion_length=8, logging_steps=1, quantization="none",
@@ -93,10 +93,10 @@ def test_the_first_update_starts_at_ratio_one_and_moves_log_probs_with_the_advan
 @pytest.mark.slow
 def test_trains_through_the_worker_with_a_reward_model_run_and_resumes(tiny_model_dir, easy_preferences,
                                                                         tiny_reward_model_run, studio_home):
-    from backend.events import EvalLog, RunFinished, RunStarted, SampleBatch, TrainLog
-    from backend.run_config import load_yaml, replace_values, save_yaml
-    from backend.run_folder import EVAL_SPLIT_FILE
-    from backend.training_run import TrainingRun, run_to_completion
+    from backend.core.events import EvalLog, RunFinished, RunStarted, SampleBatch, TrainLog
+    from backend.runs.config import load_yaml, replace_values, save_yaml
+    from backend.runs.folder import EVAL_SPLIT_FILE
+    from backend.training.client import TrainingRun, run_to_completion
 
     cfg = tiny_run_config("ppo", tiny_model_dir, easy_preferences, max_steps=2, save_steps=1, logging_steps=1,
                           per_device_train_batch_size=2, max_completion_length=6, num_ppo_epochs=2,
@@ -158,7 +158,7 @@ def test_the_module_says_why_ppo_is_written_here():
 
 
 def _diagnose(series: list[dict]) -> list:
-    from backend.training_diagnostics import TrainingDiagnostics
+    from backend.runs.diagnostics import TrainingDiagnostics
 
     diagnostics = TrainingDiagnostics(total_steps=len(series), method=SPEC.key)
     for step, metrics in enumerate(series, start=1):
@@ -181,7 +181,7 @@ def test_diagnostics_catch_kl_exploding_value_loss_diverging_and_answers_collaps
 
 
 def test_the_command_line_takes_a_reward_model(tmp_path, easy_preferences):
-    from backend.cli import build_parser, config_and_problems
+    from backend.cli.main import build_parser, config_and_problems
 
     reward = tmp_path / "reward-run"
     reward.mkdir()

@@ -5,7 +5,7 @@ trains it with its default built-in grader."""
 import pytest
 
 from backend.methods import get_method
-from backend.run_config import default_config, validate
+from backend.runs.config import default_config, validate
 from tests.conftest import tiny_run_config
 from tests.methods.test_grpo import LOW_TOKENS_REWARD, peaky_model_dir, prompts_file  # noqa: F401 - a shared fixture
 
@@ -29,8 +29,8 @@ def test_refuses_what_trl_would_refuse_later():
 
 @pytest.mark.slow
 def test_a_reward_file_grades_the_run_and_the_reward_rises(peaky_model_dir, tmp_path):  # noqa: F811
-    from backend.events import RunFinished, TrainLog
-    from backend.training_run import run_to_completion
+    from backend.core.events import RunFinished, TrainLog
+    from backend.training.client import run_to_completion
 
     rewards = tmp_path / "my_rewards.py"
     rewards.write_text(LOW_TOKENS_REWARD, encoding="utf-8")

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.dataset_formats import DataFormat, DatasetError
-from backend.dataset_loading import dataset_for_method, load_dataset_file
+from backend.data.formats import DataFormat, DatasetError
+from backend.data.loading import dataset_for_method, load_dataset_file
 from backend.methods import get_method
-from backend.trl_cli_config import trl_cli_config
+from backend.export.trl_cli_config import trl_cli_config
 from tests.conftest import tiny_run_config
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "datasets"

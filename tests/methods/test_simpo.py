@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from backend.memory_estimate import GEMMA3_270M, estimate_memory
+from backend.training.memory_estimate import GEMMA3_270M, estimate_memory
 from backend.methods import get_method
-from backend.run_config import default_config
+from backend.runs.config import default_config
 from tests.methods.in_process_training import easy_pairs, logged_steps, train_in_process
 
 CUDA = {"kind": "cuda", "memory_mb": 80_000, "bf16": True}
@@ -24,7 +24,7 @@ def test_no_reference_pass_and_the_estimate_shows_no_reference_part():
 
 @pytest.mark.slow
 def test_trl_gets_the_simpo_loss_without_nll_and_gamma_from_the_ratio(tmp_path):
-    from backend.trainer_builders import Precision, build_trl_args
+    from backend.training.trainer_builders import Precision, build_trl_args
 
     cfg = default_config("simpo", beta=2.5, gamma_beta_ratio=0.4)
     args = build_trl_args(cfg, Precision("cpu", None, bf16=False, fp16=False), str(tmp_path), has_eval=False)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from backend.prompt_rendering import prompt_token_ids
+from backend.data.prompt_rendering import prompt_token_ids
 
 POLICY_ADAPTER = "default"  # PEFT saves the adapter named "default" at the folder's root: Compare and export read it
 VALUE_ADAPTER = "value"

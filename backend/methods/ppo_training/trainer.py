@@ -87,7 +87,7 @@ class RolloutTrainer(Trainer):
             # The loop steps its own optimizer without the gradient all-reduce a launcher would need.
             raise ValueError("PPO trains in one process: start it without a launch layout (one GPU or the CPU)")
         tokenizer = processing_class
-        from backend.prompt_rendering import stop_token_ids
+        from backend.data.prompt_rendering import stop_token_ids
 
         self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
