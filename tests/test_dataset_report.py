@@ -173,6 +173,17 @@ def test_demo_sft_loads_as_prompt_completion():
     assert loaded.rows_kept >= 150 and loaded.dropped == []
 
 
+def test_demo_arithmetic_questions_are_distinct_and_answered():
+    # A repeated question would sit in training and in the held-out split at once.
+    loaded = load_dataset_file(DEMO / "demo_arithmetic.jsonl")
+    assert loaded.rows_kept == 400 and loaded.duplicates == 0 and loaded.dropped == []
+    rows = [json.loads(line) for line in (DEMO / "demo_arithmetic.jsonl").read_text("utf-8").splitlines()]
+    assert len({r["prompt"] for r in rows}) == len(rows)
+    for row in rows:
+        a, b = (int(n) for n in row["prompt"].split("What is ")[1].rstrip("?\nAnswer:").split(" plus "))
+        assert row["answer"] == str(a + b)
+
+
 def test_demo_generator_reproduces_the_committed_files():
     spec = importlib.util.spec_from_file_location("make_demo", DEMO / "make_demo_preferences.py")
     module = importlib.util.module_from_spec(spec)

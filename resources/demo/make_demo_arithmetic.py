@@ -13,10 +13,9 @@ from pathlib import Path
 
 def main() -> None:
     rng = random.Random(7)
-    rows = []
-    for _ in range(400):
-        a, b = rng.randint(1, 20), rng.randint(1, 20)
-        rows.append({"prompt": f"Question: What is {a} plus {b}?\nAnswer:", "answer": str(a + b)})
+    # Distinct questions: repeats would put training prompts into the held-out split.
+    pairs = rng.sample([(a, b) for a in range(1, 26) for b in range(1, 26)], 400)
+    rows = [{"prompt": f"Question: What is {a} plus {b}?\nAnswer:", "answer": str(a + b)} for a, b in pairs]
     out = Path(__file__).with_name("demo_arithmetic.jsonl")
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
