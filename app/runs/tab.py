@@ -298,7 +298,9 @@ class RunsTab(QWidget):
             cells = [
                 (run.name, None), (run.status, None), (method_label(run.method), None),
                 (Path(run.model).name if run.model and Path(run.model).is_absolute() else run.model, None),
-                (Path(run.data_path).name if run.data_path else "", None),
+                # A hub dataset's id is its name; a file is known by its own name.
+                (Path(run.data_path).name if run.data_path and Path(run.data_path).is_absolute()
+                 else run.data_path or "", None),
                 (started, run.started_at or 0.0),
                 (format_duration(run.duration_s) if run.duration_s is not None else "", run.duration_s or 0.0),
                 (f"{run.step}/{run.total_steps}" if run.total_steps else str(run.step), float(run.step)),

@@ -116,6 +116,13 @@ def _left_out_html(report) -> str:
     )
 
 
+def _source_name(path: str) -> str:
+    """A file by its name; a hub dataset by its whole id (its name alone could be anyone's)."""
+    from backend.data.hub import is_hub_id
+
+    return path if is_hub_id(path) else Path(path).name
+
+
 class DataPanel(QWidget):
     """Drop zone, report, preview and the format/column override."""
 
@@ -231,13 +238,15 @@ class DataPanel(QWidget):
 
     def load_path(self, path: str, data_format: str | None = None, column_map: dict | None = None) -> None:
         """Load ``path``, applying the override remembered for it unless one is given."""
-        path = str(Path(path).expanduser())
+        from backend.data.hub import is_hub_id
+
+        path = path.strip() if is_hub_id(path) else str(Path(path).expanduser())
         if data_format is None and column_map is None:
             remembered = self._settings.data_override(path)
             data_format, column_map = remembered.get("format"), remembered.get("column_map")
         self._path = path
         self._override = {"format": data_format or None, "column_map": column_map or None}
-        self.drop_zone.set_current(Path(path).name)
+        self.drop_zone.set_current(_source_name(path))
         self.banner.hide_notice()
         self._tokenizer_used = self._tokenizer_provider()
         self._remeasuring = False
@@ -251,6 +260,24 @@ class DataPanel(QWidget):
         """Load one split of a Hugging Face dataset chosen in the hub picker."""
         self._hub_choice = {"id": repo_id, "subset": subset, "split": split}
         self.load_path(repo_id)
+
+    def load_source(self, source: str, data_format: str | None = None, column_map: dict | None = None,
+                    split: str = "", subset: str = "") -> None:
+        """Load the data a run config names: a hub id goes back into the hub picker with its
+        subset and split (and loads from the cache when offline); a file or folder is loaded
+        when it is still there, and otherwise named in the banner."""
+        from backend.data.hub import is_hub_id
+
+        if is_hub_id(source):
+            self.hub_section.set_expanded(True)
+            self.hub_picker.show_choice(source, subset, split)
+            self._hub_choice = {"id": source, "subset": subset, "split": split}
+            self.load_path(source, data_format, column_map)
+        elif Path(source).expanduser().exists():
+            self.load_path(source, data_format, column_map)
+        else:
+            self.banner.show_notice("warning", "The run's data is not there any more",
+                                    f"{source} does not exist. Drop the file, or a copy of it, to train again.")
 
     def refresh_for_tokenizer(self) -> None:
         """Measure the loaded file again if the model (hence the tokenizer) changed.
@@ -307,7 +334,7 @@ class DataPanel(QWidget):
         self._columns = list(result.source_columns)
         recent = self._settings.add_recent_file(result.path)
         self._refresh_recent(recent)
-        self.drop_zone.set_current(f"{Path(result.path).name} · {result.format_label}")
+        self.drop_zone.set_current(f"{_source_name(result.path)} · {result.format_label}")
         self.banner.hide_notice()
         self.report_view.setHtml(report_html(result.report))
         self.report_view.setVisible(True)
@@ -322,7 +349,7 @@ class DataPanel(QWidget):
         self._failure = failure
         if failure.columns:
             self._columns = list(failure.columns)
-        self.drop_zone.set_current(Path(failure.path).name)
+        self.drop_zone.set_current(_source_name(failure.path))
         title = "This dataset cannot be used yet" if failure.expected else "Reading the dataset failed"
         self.banner.show_notice("error", title, failure.message, details=failure.details)
         self.report_view.setVisible(False)

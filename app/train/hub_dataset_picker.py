@@ -71,14 +71,23 @@ class HubDatasetPicker(QWidget):
         layout.addLayout(buttons)
         self._repo_id = ""
         self._splits: list[str] = []
+        self._wanted_split = ""  # the split to select once the lists arrive
         self._set_choices([], [])
 
-    def look_up(self, subset: str | None = None) -> None:
+    def show_choice(self, repo_id: str, subset: str, split: str) -> None:
+        """Show an id, subset and split chosen elsewhere (a run being trained again) and fill
+        the lists around them; the data panel loads the split itself."""
+        self.id_edit.setText(repo_id)
+        self._set_choices([subset or "default"], [split or "train"], subset or "default")
+        self.look_up(subset or None, split)
+
+    def look_up(self, subset: str | None = None, split: str = "") -> None:
         repo_id = self.id_edit.text().strip()
         if not repo_id:
             self._fail("Type a dataset id first, as owner/name.")
             return
         self._repo_id = repo_id
+        self._wanted_split = split if isinstance(split, str) else ""
         self.find_button.setEnabled(False)
         self.load_button.setEnabled(False)
         self.status.setText(f"Looking up {repo_id}…")
@@ -115,8 +124,9 @@ class HubDatasetPicker(QWidget):
         self.subset_combo.setEnabled(len(subsets) > 1)
         self.split_combo.clear()
         self.split_combo.addItems(splits)
-        if "train" in splits:
-            self.split_combo.setCurrentText("train")
+        wanted = next((s for s in (self._wanted_split, "train") if s in splits), "")
+        if wanted:
+            self.split_combo.setCurrentText(wanted)
         self.split_combo.setEnabled(bool(splits))
 
     def _subset_chosen(self, _index: int) -> None:
