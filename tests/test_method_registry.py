@@ -103,7 +103,7 @@ def _named_in_words(path: Path, words: re.Pattern) -> list[str]:
 def _method_words() -> re.Pattern:
     names = {spec.key for spec in SPECS} | {spec.label for spec in SPECS if " " not in spec.label}
     alternatives = "|".join(sorted(map(re.escape, names), key=len, reverse=True))
-    return re.compile(rf"(?<![\w/.-])({alternatives})(?![\w-])", re.IGNORECASE)
+    return re.compile(rf"(?<![\w/.-])({alternatives})(?![\w]|-\d)", re.IGNORECASE)
 
 
 def test_no_comment_help_text_or_message_outside_the_registry_names_a_method():
