@@ -759,8 +759,9 @@ class StudioWindow(QMainWindow):
         """Put a config's method, settings, model and data into the Train tab."""
         self.method_panel.set_method(cfg.method, values=to_dict(cfg))
         self.model_panel.set_model(cfg.model)
-        if cfg.data_path and Path(cfg.data_path).exists():
-            self.data_panel.load_path(cfg.data_path, cfg.data_format or "", cfg.column_map or {})
+        if cfg.data_path:
+            self.data_panel.load_source(cfg.data_path, cfg.data_format or "", cfg.column_map or {},
+                                        split=cfg.data_split, subset=cfg.data_subset)
         self.tabs.setCurrentWidget(self.train_page)
         self._schedule_validation()
 
