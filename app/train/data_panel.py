@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMenu,
+    QProgressBar,
     QPushButton,
     QTextBrowser,
     QToolButton,
@@ -172,7 +173,23 @@ class DataPanel(QWidget):
         self.banner = NoticeBanner()
         self.busy_label = QLabel("Reading the file…")
         self.busy_label.setObjectName("phaseLabel")
-        self.busy_label.setVisible(False)
+        self.busy_label.setWordWrap(True)
+        self.busy_bar = QProgressBar()
+        self.busy_bar.setTextVisible(False)
+        self.busy_bar.setFixedWidth(140)
+        self.busy_bar.setRange(0, 0)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop reading or downloading; the dataset loaded before stays.")
+        self.stop_button.clicked.connect(self.stop_loading)
+        self.busy_row = QWidget()
+        busy_layout = QHBoxLayout(self.busy_row)
+        busy_layout.setContentsMargins(0, 0, 0, 0)
+        busy_layout.addWidget(self.busy_label, 1)
+        busy_layout.addWidget(self.busy_bar)
+        busy_layout.addWidget(self.stop_button)
+        self.busy_row.setVisible(False)
+        # What was on screen before the load in progress, for when it is stopped.
+        self._settled = ("", {}, {}, None)
 
         self.report_view = QTextBrowser()
         self.report_view.setObjectName("reportView")
@@ -225,7 +242,7 @@ class DataPanel(QWidget):
         layout.setSpacing(8)
         layout.addWidget(self.drop_zone)
         layout.addWidget(self.hub_section)
-        layout.addWidget(self.busy_label)
+        layout.addWidget(self.busy_row)
         layout.addWidget(self.banner)
         layout.addWidget(self.report_view)
         layout.addWidget(self.preview)
@@ -244,6 +261,8 @@ class DataPanel(QWidget):
         if data_format is None and column_map is None:
             remembered = self._settings.data_override(path)
             data_format, column_map = remembered.get("format"), remembered.get("column_map")
+        if not self.loader.is_busy():
+            self._settled = (self._path, dict(self._override), dict(self._hub_choice), self._tokenizer_used)
         self._path = path
         self._override = {"format": data_format or None, "column_map": column_map or None}
         self.drop_zone.set_current(_source_name(path))
@@ -305,13 +324,38 @@ class DataPanel(QWidget):
         """{"format": value or None, "column_map": dict or None} as used for the current file."""
         return dict(self._override)
 
+    def stop_loading(self) -> None:
+        """Stop the read or download in progress; what was loaded before it stays the dataset."""
+        if not self.loader.is_busy():
+            return
+        stopped = self._path
+        self.loader.cancel()
+        self._path, self._override, self._hub_choice, self._tokenizer_used = self._settled
+        self._remeasuring = False
+        previous = self._result
+        if previous is not None:
+            self._show_result(previous)
+            text = f"{_source_name(stopped)} was not loaded; {_source_name(previous.path)} is still the dataset."
+        else:
+            self.drop_zone.set_current(_source_name(self._path) if self._path else "")
+            self.preview.set_rows([])
+            self.preview.setVisible(False)
+            text = f"{_source_name(stopped)} was not loaded."
+        self.banner.show_notice("info", "Loading stopped", text)
+
     def _on_busy(self, busy: bool) -> None:
         if busy:
             self.busy_label.setText("Reading the file…")
-        self.busy_label.setVisible(busy)
+            self.busy_bar.setRange(0, 0)
+        self.busy_row.setVisible(busy)
 
     def _on_progress(self, progress) -> None:
         self.busy_label.setText(progress.text)
+        if progress.bytes_total:
+            self.busy_bar.setRange(0, 1000)
+            self.busy_bar.setValue(min(1000, 1000 * progress.bytes_done // progress.bytes_total))
+        else:
+            self.busy_bar.setRange(0, 0)  # how much is left is not known: a moving busy bar
 
     def _on_preview(self, rows: list[dict[str, str]]) -> None:
         """The first rows of a file still being read: shown at once, the report follows."""
@@ -334,15 +378,18 @@ class DataPanel(QWidget):
         self._columns = list(result.source_columns)
         recent = self._settings.add_recent_file(result.path)
         self._refresh_recent(recent)
-        self.drop_zone.set_current(f"{_source_name(result.path)} · {result.format_label}")
         self.banner.hide_notice()
+        self._show_result(result)
+        self._select_format(self._override.get("format") or "")
+        self.sig_dataset_changed.emit(result)
+
+    def _show_result(self, result: DatasetLoadResult) -> None:
+        self.drop_zone.set_current(f"{_source_name(result.path)} · {result.format_label}")
         self.report_view.setHtml(report_html(result.report))
         self.report_view.setVisible(True)
         self.preview.set_rows(result.preview)
         self.preview.setVisible(True)
         self.override_section.setVisible(True)
-        self._select_format(self._override.get("format") or "")
-        self.sig_dataset_changed.emit(result)
 
     def _on_failed(self, failure: DatasetLoadFailure) -> None:
         self._result = None

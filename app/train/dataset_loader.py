@@ -32,11 +32,11 @@ class FormatInfo:
 
 @dataclass
 class ScanProgress:
-    """How far the latest request has read its file."""
+    """How far the latest request has read (or downloaded) its data."""
 
-    bytes_done: int
-    bytes_total: int
-    text: str  # e.g. "Scanning… 43% (1.2 of 2.8 GB)"
+    bytes_done: int  # a download counts thousandths of its whole here
+    bytes_total: int  # 0: how much is left is not known
+    text: str  # e.g. "Scanning… 43% (1.2 of 2.8 GB)", "Downloading acme/prefs… 12% (…), file 1 of 3"
 
 
 @dataclass
@@ -207,6 +207,15 @@ class DatasetLoader(QObject):
 
         self._pool.start(_Task(work))
 
+    def cancel(self) -> None:
+        """Stop the load in progress: its scan or download ends at its next check (a
+        tenth of a second, or the next downloaded chunk) and nothing it sends is shown."""
+        if not self._busy:
+            return
+        self._generation += 1
+        self._requests.replace(None)
+        self._set_busy(False)
+
     def wait(self, msecs: int = 30000) -> bool:
         return self._pool.waitForDone(msecs)
 
@@ -261,6 +270,7 @@ def load_and_report(path: str, data_format: str | None, column_map: dict | None,
     process), ``early`` first gets a result whose lengths are estimated from
     characters, so the report is on screen while the tokenizer loads."""
     from backend.data import loading as dataset_loading
+    from backend.data.hub import reporting_downloads
     from backend.models import tokenizer_cache
     from backend.data.report import build_report, format_report_text, scan_progress_text
 
@@ -270,13 +280,21 @@ def load_and_report(path: str, data_format: str | None, column_map: dict | None,
     def report_preview(rows: list[dict]) -> None:
         preview([{k: dataset_loading.flatten_value(v) for k, v in row.items()} for row in rows])
 
+    def report_download(step) -> None:
+        # A download's share in thousandths (by bytes, or by files when the sizes are not
+        # known); none while `datasets` prepares the files, which it does not measure.
+        share = None if step.preparing else step.fraction()
+        progress(ScanProgress(0, 0, step.text()) if share is None else ScanProgress(round(1000 * share), 1000,
+                                                                                    step.text()))
+
     start = time.perf_counter()
-    loaded = dataset_loading.load_dataset_file(
-        path, format=data_format or None, column_map=column_map or None, split=split, subset=subset,
-        progress=report_progress if progress else None,
-        on_preview=report_preview if preview else None,
-        should_stop=should_stop,
-    )
+    with reporting_downloads(report_download if progress else (lambda _step: None), should_stop):
+        loaded = dataset_loading.load_dataset_file(
+            path, format=data_format or None, column_map=column_map or None, split=split, subset=subset,
+            progress=report_progress if progress else None,
+            on_preview=report_preview if preview else None,
+            should_stop=should_stop,
+        )
     if should_stop is not None and should_stop():
         raise dataset_loading.LoadCancelled("Loading was cancelled.")
     from backend.methods import method_keys
