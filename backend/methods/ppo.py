@@ -5,9 +5,11 @@ Why PPO is written here rather than taken from TRL: TRL moved ``PPOTrainer`` to
 7020, "Remove PPOTrainer"); the projects that still run PPO pin TRL below 1.0, and no
 other maintained library runs PPO with LoRA on one consumer GPU alongside TRL 1.16 and
 transformers 5. So ``backend/methods/ppo_training`` implements it, in the shape that fits such a GPU: one
-(4-bit) base model carrying two LoRA adapters, the policy and the value function (with
-a scalar head); the reference is the same base with the adapters off; the reward model
-is a reward-model run scored through ``backend.rewards.scoring``. Each step samples one
+(4-bit) base model carrying LoRA adapters for the policy, the value function (with a
+scalar head) and, when the reward-model run was trained on the same base, the reward
+model (its adapter and score head: ``ppo_training/shared_reward``); the reference is
+the same base with the adapters off. A reward model on another base loads as a separate
+model through ``backend.rewards.scoring``. Each step samples one
 answer per prompt, pays the reward model's score on the last token and a per-token KL
 penalty against the reference on every token, estimates advantages with GAE, whitens
 them, and runs several epochs of clipped policy and value updates on the batch.
@@ -129,9 +131,9 @@ def build(ctx: BuildContext, scorer=None):
     from backend.methods.ppo_training.trainer import RolloutTrainer, attach_value_function
 
     cfg = ctx.cfg
-    if scorer is None:
-        scorer = load_scorer(cfg)
     model = attach_value_function(ctx.model, ctx.peft_config)
+    if scorer is None:
+        scorer = load_scorer(cfg, policy_model=model, tokenizer=ctx.tokenizer)
     return RolloutTrainer(model=model, args=ctx.args, settings=settings_of(cfg), scorer=scorer,
                           processing_class=ctx.tokenizer, train_dataset=ctx.train_dataset,
                           eval_dataset=ctx.eval_dataset, callbacks=ctx.callbacks)
@@ -145,12 +147,27 @@ def missing_inputs(cfg: PPORunConfig) -> list[tuple[str, str]]:
     return [] if cfg.reward_model else [("reward_model", NO_REWARD_MODEL)]
 
 
-def load_scorer(cfg: PPORunConfig):
-    from backend.rewards.scoring import load_reward_scorer
+def load_scorer(cfg: PPORunConfig, policy_model=None, tokenizer=None, log=None):
+    """The reward model's scorer. Given the policy's PEFT model, a reward-model run trained on
+    the same base becomes a third adapter on it; anything else loads separately. The log
+    says which, and why."""
+    from backend.rewards.scoring import load_reward_scorer, locate_reward_model
     from backend.runs.config import ConfigError
 
     if not cfg.reward_model:
         raise ConfigError(missing_inputs(cfg))
+    log = log or (lambda message: print(message, flush=True))
+    if policy_model is not None:
+        from backend.methods.ppo_training.shared_reward import base_weight_mb, placement, shared_base_scorer
+
+        location = locate_reward_model(cfg.reward_model)
+        chosen = placement(cfg, location)
+        log(chosen.reason)
+        if chosen.shared:
+            scorer = shared_base_scorer(policy_model, tokenizer, location)
+            log(f"Reward model on the shared base: about {base_weight_mb(policy_model):.1f} MB of base weights "
+                "not loaded a second time.")
+            return scorer
     return load_reward_scorer(cfg.reward_model, trust_remote_code=cfg.trust_remote_code,
                               allow_pickle_weights=cfg.allow_pickle_weights)
 

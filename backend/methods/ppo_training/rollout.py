@@ -2,7 +2,8 @@
 make of them, on one base model that carries a policy adapter and a value adapter.
 
 The policy and the value function are two LoRA adapters on the same (often 4-bit)
-base; the reference is that base with every adapter off. Switching adapters is
+base (and a frozen reward adapter when the reward model was trained on that base); the
+reference is that base with every adapter off. Switching adapters is
 cheap, so one copy of the weights serves all three roles.
 """
 
@@ -15,6 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from backend.data.prompt_rendering import prompt_token_ids
+from backend.methods.ppo_training.shared_reward import REWARD_ADAPTER
 
 POLICY_ADAPTER = "default"  # PEFT saves the adapter named "default" at the folder's root: Compare and export read it
 VALUE_ADAPTER = "value"
@@ -26,7 +28,9 @@ class AdapterSwitch:
 
     def __init__(self, model):
         self.model = model
-        self.trainable = [p for n, p in model.named_parameters() if "lora_" in n or n.startswith("value_head.")]
+        # A reward adapter on the same base (shared_reward) stays frozen: it is the judge, not a learner.
+        self.trainable = [p for n, p in model.named_parameters()
+                          if ("lora_" in n and REWARD_ADAPTER not in n.split(".")) or n.startswith("value_head.")]
         for p in self.trainable:
             p.requires_grad_(True)
 
