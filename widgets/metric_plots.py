@@ -4,8 +4,10 @@ The grid knows nothing about training: a ``style_for_key`` callback tells it
 which plot a key belongs on and how to draw it. Points land in growing numpy
 buffers and a timer redraws only what changed, about 20 times a second, so a
 stream of thousands of points per second costs one ``setData`` per curve per
-frame rather than one per point. Curves use peak downsampling and clip to the
-visible range, which keeps 100,000-point curves cheap to draw.
+frame rather than one per point. Long curves are drawn as the min and max of
+each pixel column over the visible steps (kept incrementally, see
+``widgets.peak_decimation``), which keeps 100,000-point curves cheap to draw and
+every spike on screen.
 
 Several runs can share the grid (an overlay): each run then gets its own
 colour and the series within a run are told apart by line style.
@@ -33,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from widgets.peak_decimation import PeakPyramid, decimate
 from widgets.series_style import SeriesStyle
 
 REDRAW_INTERVAL_MS = 50
@@ -49,7 +52,8 @@ class GrowingSeries:
     """x/y buffers that double in capacity, plus an incrementally kept EMA.
 
     The EMA is updated per appended point (O(1)), and rebuilt in full only when
-    the smoothing weight changes.
+    the smoothing weight changes. Each buffer keeps the block minima and maxima a
+    redraw decimates with; appending leaves them valid, rewriting invalidates them.
     """
 
     def __init__(self, capacity: int = 256):
@@ -59,6 +63,8 @@ class GrowingSeries:
         self.n = 0
         self.weight = 0.0
         self._last_smoothed = math.nan
+        self.y_peaks = PeakPyramid()
+        self.smoothed_peaks = PeakPyramid()
 
     def __len__(self) -> int:
         return self.n
@@ -99,6 +105,8 @@ class GrowingSeries:
         self.smoothed[:n] = exponential_moving_average(ys, self.weight) if self.weight > 0 else ys
         self.n = n
         self._last_smoothed = self._recompute_last()
+        self.y_peaks.invalidate(0)
+        self.smoothed_peaks.invalidate(0)
 
     def extend(self, xs, ys) -> None:
         for x, y in zip(xs, ys):
@@ -107,6 +115,8 @@ class GrowingSeries:
     def truncate_from(self, x: float) -> None:
         self.n = int(np.searchsorted(self.x[: self.n], x, side="left"))
         self._last_smoothed = self._recompute_last()
+        self.y_peaks.invalidate(self.n)
+        self.smoothed_peaks.invalidate(self.n)
 
     def _recompute_last(self) -> float:
         if self.n == 0:
@@ -130,6 +140,7 @@ class GrowingSeries:
         self.weight = weight
         self.smoothed[: self.n] = exponential_moving_average(self.y[: self.n], weight)
         self._last_smoothed = self._recompute_last()
+        self.smoothed_peaks.invalidate(0)
 
     def value_at(self, x: float) -> tuple[float, float] | None:
         """The last point at or before ``x`` (the value a step-wise reader expects)."""
@@ -142,22 +153,29 @@ class GrowingSeries:
 
 
 class _Curve:
-    """The one or two plot items (raw and smoothed) that draw one series."""
+    """The one or two plot items (raw and smoothed) that draw one series.
+
+    A long series is decimated here, not by pyqtgraph (see ``widgets.peak_decimation``):
+    the curve gets the min and max of each pixel column over the visible steps plus a
+    view's width on either side, so a pan shows drawn curve while the redraw follows.
+    """
 
     def __init__(self, plot: pg.PlotItem, style: SeriesStyle, series: GrowingSeries, color: str):
         self.style = style
         self.series = series
         self.dirty = True
+        self.drawn_n = 0  # points of the series the items show (decimated or not)
+        self.drawn_window: tuple[float, float, float] | None = None  # steps covered, pixels per step
         self.color = QColor(color)
         self.raw = plot.plot([], [], connect="finite")
         self.smooth = plot.plot([], [], connect="finite")
         for item in (self.raw, self.smooth):
-            item.setDownsampling(auto=True, method="peak")
-            item.setClipToView(True)
+            # Its default re-runs the item's display pipeline at every y-range change; the
+            # y range always fits the data, so points are never far enough off to need it.
+            item.setDynamicRangeLimit(None)
         self.smooth.setVisible(False)
         self.dotted = False
         self.set_color(self.color)
-
     def set_color(self, color: QColor) -> None:
         self.color = QColor(color)
         line = _PEN_STYLES[self.style.line]
@@ -189,13 +207,39 @@ class _Curve:
 
     def redraw(self) -> None:
         n = self.series.n
-        x = self.series.x[:n]
         if (n <= SPARSE_POINTS) != self.dotted and not self.style.markers:
             self._show_dots(n <= SPARSE_POINTS)
-        self.raw.setData(x, self.series.y[:n])
+        lo, hi, buckets = self._window(n)
+        self.raw.setData(*decimate(self.series.x, self.series.y, n, self.series.y_peaks, lo, hi, buckets))
         if self.smooth.isVisible():
-            self.smooth.setData(x, self.series.smoothed[:n])
+            self.smooth.setData(*decimate(self.series.x, self.series.smoothed, n, self.series.smoothed_peaks,
+                                          lo, hi, buckets))
+        self.drawn_n = n
         self.dirty = False
+
+    def _window(self, n: int) -> tuple[int, int, int]:
+        """Index range to draw (the view and a view's width either side) and pixel columns for it."""
+        view = self.raw.getViewBox()
+        if view is None or n < 2:
+            return 0, n, max(n, 1)
+        (left, right), pixels = view.viewRange()[0], max(view.width(), 100.0)
+        span = max(right - left, 1e-9)
+        x = self.series.x[:n]
+        lo = max(0, int(np.searchsorted(x, left - span, side="left")) - 1)
+        hi = min(n, int(np.searchsorted(x, right + span, side="right")) + 1)
+        per_step = pixels / span
+        self.drawn_window = (left - span, right + span, per_step)
+        return lo, hi, max(1, int(math.ceil((x[hi - 1] - x[lo]) * per_step)))
+
+    def view_changed(self, left: float, right: float, pixels: float) -> None:
+        """The plot's step range or width changed: redraw if the drawn points no longer cover
+        the view, or are now too coarse or needlessly fine for it."""
+        window = self.drawn_window
+        if window is None or self.dirty:
+            return
+        per_step = max(pixels, 100.0) / max(right - left, 1e-9)
+        if left < window[0] or right > window[1] or not 0.5 <= per_step / window[2] <= 2.0:
+            self.dirty = True
 
 
 class _TimedPlotWidget(pg.PlotWidget):
@@ -231,8 +275,28 @@ def plot_title(item: pg.PlotItem, html: str, justify: str = "left", lines: int =
     label.setFlag(QGraphicsItem.GraphicsItemFlag.ItemClipsChildrenToShape, True)
 
 
+class _QuietAxis(pg.AxisItem):
+    """An axis that re-typesets its label only when the label's text changes.
+
+    pyqtgraph sets the label's HTML again at every range change (for the SI prefix),
+    ~0.4 ms each; with a dozen plots whose y range follows every new point that was
+    a good part of each frame.
+    """
+
+    _shown_label = None
+
+    def _updateLabel(self):
+        text = self.labelString()
+        if text != self._shown_label:
+            self._shown_label = text
+            super()._updateLabel()
+        else:
+            self.picture = None
+            self.update()
+
+
 def _new_plot_widget() -> _TimedPlotWidget:
-    widget = _TimedPlotWidget(background="w")
+    widget = _TimedPlotWidget(background="w", axisItems={side: _QuietAxis(side) for side in ("left", "bottom")})
     widget.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
     item = widget.getPlotItem()
     item.showGrid(x=True, y=True, alpha=0.15)
@@ -573,12 +637,10 @@ class MetricPlotGrid(QWidget):
         return series.x[: series.n].copy(), series.y[: series.n].copy()
 
     def drawn_length(self, key: str, run: str = "live") -> int:
-        """How many points the curve on screen holds (0 before its plot exists)."""
+        """How many points of the series the curve on screen shows, decimated or not
+        (0 before its plot exists)."""
         curve = self._curves.get((run, key))
-        if curve is None:
-            return 0
-        x, _y = curve.raw.getOriginalDataset()
-        return 0 if x is None else len(x)
+        return 0 if curve is None else curve.drawn_n
 
     def runs(self) -> dict[str, str]:
         return dict(self._runs)
@@ -685,7 +747,12 @@ class MetricPlotGrid(QWidget):
         # pyqtgraph's setXLink aligns linked views on screen, which suits stacked plots
         # but shifts the range of a plot in the next grid column; link by value instead.
         view.sigRangeChangedManually.connect(lambda _mask, p=plot: self._on_user_range(p))
+        view.sigXRangeChanged.connect(lambda *_args, p=plot: self._on_view_changed(p))
+        view.sigResized.connect(lambda *_args, p=plot: self._on_view_changed(p))
         view.enableAutoRange(y=True)
+        # Zoomed in, the values scale to the steps shown (an early loss spike would
+        # otherwise flatten a late stretch of the run).
+        view.setAutoVisible(y=True)
         if self._x_range is not None:
             view.setXRange(*self._x_range, padding=0)
         elif self._shown_span is not None:
@@ -842,6 +909,13 @@ class MetricPlotGrid(QWidget):
         # its axes, and a dozen at once would be one long stall.
         for plot in self._plots.values():
             plot.range_dirty = True
+
+    @staticmethod
+    def _on_view_changed(plot: _MetricPlot) -> None:
+        view = plot.item.getViewBox()
+        left, right = view.viewRange()[0]
+        for curve in plot.curves.values():
+            curve.view_changed(left, right, view.width())
 
     def _apply_span(self, plot: _MetricPlot) -> None:
         if plot.range_dirty and self._x_range is None and self._shown_span is not None:

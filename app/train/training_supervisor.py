@@ -10,7 +10,6 @@ stop request writes to the worker's stdin, which is safe from any thread.
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 import traceback
 import weakref
@@ -50,14 +49,12 @@ def lower_priority(pid: int, niceness: int = WORKER_NICENESS) -> None:
     On a CPU-only machine torch keeps every core busy, and an equal-priority GUI
     thread then waits up to a few hundred milliseconds for its turn. A batch job
     at a lower priority loses nothing when the GUI is idle (nearly always).
-    Processes the worker starts later inherit the priority.
+    Processes the worker starts later inherit the priority. Relative to the window's
+    own, and applied to the worker's session group too (see lower_process_priority).
     """
-    if not hasattr(os, "setpriority"):
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, max(os.getpriority(os.PRIO_PROCESS, pid), niceness))
-    except OSError:
-        pass
+    from backend.training.client import lower_process_priority
+
+    lower_process_priority(pid, niceness)
 
 
 class TrainingSupervisor(QObject):

@@ -218,6 +218,42 @@ def spawn_worker(cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path 
                                 cwd=str(cwd) if cwd is not None else None, start_new_session=True)
 
 
+def lower_process_priority(pid: int, niceness: int) -> None:
+    """Schedule process ``pid`` ``niceness`` levels below this process, effectively.
+
+    On Linux a nice value belongs to a thread, and threads started later inherit
+    it, so every thread the process has now is set. And where the kernel groups
+    processes by session ("autogroup", on by default on desktop distributions), a
+    nice value only ranks a process against others of its own session: a worker
+    started in a session of its own competes with the window as an equal group
+    however nice it is. Its group's nice value is set too (/proc/PID/autogroup).
+    Best effort: where a step is not allowed or not there, it is skipped.
+    """
+    if not hasattr(os, "setpriority"):
+        return
+    try:
+        target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness)
+    except OSError:
+        return
+    task_dir = Path(f"/proc/{pid}/task")
+    try:
+        threads = [int(name) for name in os.listdir(task_dir)] if task_dir.is_dir() else [pid]
+    except OSError:
+        threads = [pid]
+    for tid in threads:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), target))
+        except OSError:
+            pass
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    own = Path(f"/proc/{os.getpid()}/autogroup")
+    try:
+        if autogroup.read_text().split()[0] != own.read_text().split()[0]:
+            autogroup.write_text(str(target))
+    except (OSError, IndexError):
+        pass
+
+
 def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
     import psutil
 
