@@ -296,7 +296,10 @@ class _QuietAxis(pg.AxisItem):
 
 
 def _new_plot_widget() -> _TimedPlotWidget:
-    widget = _TimedPlotWidget(background="w", axisItems={side: _QuietAxis(side) for side in ("left", "bottom")})
+    # Without a menu from the start: the view's context menu, built and then disabled, was
+    # half of the ~20 ms a plot widget takes to build.
+    widget = _TimedPlotWidget(background="w", enableMenu=False,
+                              axisItems={side: _QuietAxis(side) for side in ("left", "bottom")})
     widget.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
     item = widget.getPlotItem()
     item.showGrid(x=True, y=True, alpha=0.15)
@@ -316,7 +319,7 @@ def _new_plot_widget() -> _TimedPlotWidget:
 class PlotWidgetPool:
     """Plot widgets built ahead of need, one per idle moment.
 
-    A pyqtgraph PlotWidget takes 25-70 ms to build (its hidden option menus are
+    A pyqtgraph PlotWidget takes 10-40 ms to build (its hidden options form is
     widgets too, each styled), so a first logged step that brings a dozen
     metrics would otherwise stall the window for a second or more. Widgets are
     built while nothing happens (right after the window opens) and handed out
