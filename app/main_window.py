@@ -34,13 +34,11 @@ from app.train.method_settings_panel import MethodSettingsPanel
 from app.train.model_panel import ModelPanel
 from app.runs.tab import RunsTab
 from app.studio_settings import StudioSettings
+from app.train.run_presenter import RunPresenter, refusal_text
 from app.train.training_supervisor import TrainingController
-from backend.runs.code_permissions import GrantStore, model_subject, ungranted_subjects, with_stored_grants
-from backend.methods import DEFAULT_METHOD, all_methods, method_label
-from backend.data.report import method_advice
-from backend.runs.preflight import max_length_notes, max_length_problems, resume_problems, run_preflight
-from backend.runs.config import (ConfigError, default_config, describe_problems, field_label, replace_values, to_dict,
-                                validate)
+from backend.runs.code_permissions import GrantStore
+from backend.methods import all_methods, method_label
+from backend.runs.config import ConfigError, to_dict
 from widgets.card import Card
 from widgets.drop_zone import local_paths_from_mime
 from widgets.wheel_guard import install_wheel_guard
@@ -48,14 +46,50 @@ from widgets.wheel_guard import install_wheel_guard
 # Train's shortcut; the Compare views use the same keys for Generate and Send.
 TRAIN_KEYS = ("Ctrl+Return", "Ctrl+Enter")
 
-# A model refused for its pickle weights or its own code can still be used by turning
-# on a setting; that setting is flagged too, so the way out is one click away.
-PERMISSION_HINTS = {
-    "allow_pickle_weights": "Turn this on to load this model's pickle weights, only if you trust where they "
-                            "come from (see the message under the model); Train then asks you to confirm.",
-    "trust_remote_code": "Turn this on to run this model's own code, only if you trust its author "
-                         "(see the message under the model); Train then asks you to confirm.",
-}
+
+class PanelForm:
+    """The setup column's panels as the presenter reads them (app.train.run_presenter.TrainForm)."""
+
+    def __init__(self, data_panel: DataPanel, model_panel: ModelPanel, method_panel: MethodSettingsPanel):
+        self.data_panel, self.model_panel, self.method_panel = data_panel, model_panel, method_panel
+
+    def method(self) -> str:
+        return self.method_panel.method()
+
+    def values(self) -> dict:
+        return self.method_panel.values()
+
+    def parse_problems(self) -> dict[str, str]:
+        return self.method_panel.parse_problems()
+
+    def method_supported(self) -> bool:
+        return self.method_panel.method_supported()
+
+    def model_value(self) -> str:
+        return self.model_panel.model_value()
+
+    def model_display_name(self) -> str:
+        return self.model_panel.display_name()
+
+    def model_problem(self, trust_remote_code: bool, allow_pickle_weights: bool) -> tuple[str, str]:
+        # The panel shows its verdict under the model too, judged with these permissions.
+        self.model_panel.set_permissions(trust_remote_code, allow_pickle_weights)
+        return self.model_panel.problem_and_setting()
+
+    def data_result(self):
+        return self.data_panel.current()
+
+    def data_failure(self):
+        return self.data_panel.failure()
+
+    def data_path(self) -> str:
+        return self.data_panel.current_path()
+
+    def data_override(self) -> dict:
+        return self.data_panel.override()
+
+    def data_reading(self) -> bool:
+        return self.data_panel.is_reading()
 
 
 class StudioWindow(QMainWindow):
@@ -81,11 +115,9 @@ class StudioWindow(QMainWindow):
         self._active_run_dir = ""
         self._started = False
         self._refusal_status = ""  # why Train was refused, while the status bar shows it
-        # ``free_space(folder) -> bytes`` for the disk check before a run; None asks the
-        # operating system. Replaceable, so tests can simulate a full disk.
-        self.free_space = None
 
         self.controller = TrainingController(parent=self)
+        self.presenter = RunPresenter(self.controller, self.grants, ask_permission=self.ask_for)
         self.device_probe = DeviceProbe(self)
         self.device_probe.sig_device_found.connect(self._on_device)
 
@@ -95,6 +127,7 @@ class StudioWindow(QMainWindow):
         self.method_panel = MethodSettingsPanel(self.settings)
         self.method_panel.set_grader_permission(self.ask_for, self.grants)
         self.memory_panel = MemoryPanel()
+        self.form = PanelForm(self.data_panel, self.model_panel, self.method_panel)
         data_card = Card("Data", "1")
         data_card.add(self.data_panel)
         model_card = Card("Model", "2")
@@ -387,87 +420,28 @@ class StudioWindow(QMainWindow):
 
     def build_config(self):
         """The config the Train button would start, and every problem with it (field -> message)."""
-        method = self.method_panel.method()
-        problems = dict(self.method_panel.parse_problems())
-        values = {k: v for k, v in self.method_panel.values().items() if k not in problems}
-        result = self.data_panel.current()
-        override = self.data_panel.override()
-        values.update(
-            model=self.model_panel.model_value(),
-            data_path=result.path if result else self.data_panel.current_path(),
-            data_format=override.get("format") or "",
-            column_map=override.get("column_map") or None,
-        )
-        hub = getattr(result.loaded, "hub", None) if result else None
-        if hub:  # the split and subset picked in the hub picker
-            values.update(data_split=hub["split"], data_subset="" if hub["subset"] == "default" else hub["subset"])
-        cfg = default_config(method)
-        for name, value in values.items():
-            try:
-                cfg = replace_values(cfg, {name: value})
-            except ConfigError as exc:
-                for field_name, message in exc.problems:
-                    problems.setdefault(field_name, message)
-        cfg = with_stored_grants(cfg, self.grants)  # what the user allowed for this model's exact files
-        for field_name, message in validate(cfg):
-            problems.setdefault(field_name, message)
-        for field_name, message in self._model_and_data_problems(cfg, result):
-            problems.setdefault(field_name, message)
-        return cfg, problems
-
-    def _model_and_data_problems(self, cfg, result) -> list[tuple[str, str]]:
-        """Problems that need the model or the loaded data to see; cheap enough for every keystroke."""
-        self.model_panel.set_permissions(cfg.trust_remote_code, cfg.allow_pickle_weights)
-        problems = []
-        model_problem, setting = self.model_panel.problem_and_setting()
-        if model_problem and setting in PERMISSION_HINTS:
-            problems.append((setting, PERMISSION_HINTS[setting]))
-        if result is not None:
-            problems += max_length_problems(cfg, getattr(result, "report", None))
-        return problems
+        return self.presenter.build_config(self.form)
 
     def revalidate(self) -> tuple[bool, str]:
-        cfg, problems = self.build_config()
-        self.method_panel.set_problems(problems)
-        reason = ""
-        if self.data_panel.is_reading():
-            reason = "Reading the dataset…"
-        elif self.data_panel.current() is None:
-            reason = ("The dataset cannot be used yet: see the message in step 1."
-                      if self.data_panel.failure() else "Load a dataset first: drop a file anywhere on the window.")
-        elif not self.method_panel.method_supported():
-            reason = "This dataset does not support the chosen method."
-        elif self.model_panel.problem():
-            reason = f"Model: {self.model_panel.problem()}"
-        elif problems:
-            reason = self._settings_reason(problems)
-        ok = not reason
-        self.live.set_can_train(ok, reason)
-        result = self.data_panel.current()
-        if ok and result is not None:
-            # What Max length will do to long examples, before anything starts (the worker
-            # says the same once it has counted with the real tokenizer).
-            report = getattr(result, "report", None)
-            notes = " ".join(max_length_notes(cfg, report) + method_advice(cfg, report))
-            self.live.show_ready(f"Ready to train {method_label(cfg.method)} on {Path(result.path).name} "
-                                 f"({result.loaded.rows_kept:,} rows) with {self.model_panel.display_name()}.",
-                                 note=notes)
-        elif not self.controller.is_running():
-            self.live.show_ready("Not ready to train yet." if result is not None
-                                 else "Load a dataset, pick a method, press Train.")
-        self.train_action.setEnabled(ok and not self.controller.is_running())
-        self.stop_action.setEnabled(self.controller.is_running())
-        if not problems:
-            self.memory_panel.request(cfg, self.device_info)
-        return ok, reason
+        state = self.presenter.state(self.form)
+        self.method_panel.set_problems(state.problems)
+        self.live.set_can_train(state.can_train, state.reason)
+        if state.ready_text:
+            self.live.show_ready(state.ready_text, note=state.ready_note)
+        self.train_action.setEnabled(state.train_enabled)
+        self.stop_action.setEnabled(state.running)
+        if not state.problems:
+            self.memory_panel.request(state.cfg, self.device_info)
+        return state.can_train, state.reason
 
-    @staticmethod
-    def _settings_reason(problems: dict[str, str]) -> str:
-        """Why Train is refused, naming the settings, so the user need not hunt for the red."""
-        if len(problems) == 1:
-            return "Fix this setting first: " + describe_problems(list(problems.items()), keys=False)[0]
-        labels = ", ".join(dict.fromkeys(field_label(name) for name in problems))
-        return f"Fix the {len(problems)} settings marked in red: {labels}."
+    @property
+    def free_space(self):
+        """``free_space(folder) -> bytes`` for the disk check before a run (None: ask the system)."""
+        return self.presenter.free_space
+
+    @free_space.setter
+    def free_space(self, measure) -> None:
+        self.presenter.free_space = measure
 
     # -------------------------------------------------------------- training
     def start_training(self) -> bool:
@@ -477,13 +451,18 @@ class StudioWindow(QMainWindow):
         if not ok:
             self._show_refusal_status(reason, 6000)
             return False
-        cfg, problems = self.build_config()
-        if not self.confirm_permissions(cfg):
+        outcome = self.presenter.start(self.form, before_launch=self._before_launch)
+        if outcome.refusals:
+            self._refuse_training(outcome.problems, outcome.refusals)
+        elif outcome.reason:
+            self._show_refusal_status(outcome.reason, 6000)
+        if not outcome.started:
             return False
-        refusals = self.preflight_problems(cfg)
-        if refusals:
-            self._refuse_training(problems, refusals)
-            return False
+        self.revalidate()
+        return True
+
+    def _before_launch(self, cfg) -> None:
+        """Every check passed: keep the settings, note the estimate, show the run beginning."""
         self.method_panel.remember()
         self.settings.sync()
         self._run_estimate = self.memory_panel.estimate_now(cfg, self.device_info)
@@ -496,18 +475,10 @@ class StudioWindow(QMainWindow):
         self.compare_tab.release_worker("training")
         self.live.begin_run(cfg.method, f"({self.model_panel.display_name()})")
         self.statusBar().showMessage("Starting the training worker…")
-        self.controller.start(cfg)
-        self.revalidate()
-        return True
 
     def preflight_problems(self, cfg) -> list[tuple[str, str]]:
-        """What would stop ``cfg`` before its first step: the model, the runs folder, the disk.
-
-        For a hub id that is not cached this tries to reach huggingface.co (up to 3 s,
-        on Train only); the data was measured when it was loaded, so it is not read again."""
-        result = self.data_panel.current()
-        return run_preflight(cfg, data_report=getattr(result, "report", None), measure_data=False,
-                             free_space=self.free_space)
+        """What would stop ``cfg`` before its first step (see RunPresenter.preflight)."""
+        return self.presenter.preflight(cfg, self.form)
 
     def _refuse_training(self, problems: dict[str, str], refusals: list[tuple[str, str]]) -> None:
         """Say in place, not in a modal dialog, why nothing started; flag the settings involved."""
@@ -515,8 +486,7 @@ class StudioWindow(QMainWindow):
         for name, message in refusals:
             flagged.setdefault(name, message)
         self.method_panel.set_problems(flagged)
-        lines = describe_problems(refusals, keys=False)
-        title = "Training was not started" + (f": {len(lines)} problems to fix first" if len(lines) > 1 else "")
+        title, lines = refusal_text(refusals)
         self.live.banner.show_notice("error", title, "\n\n".join(lines))
         self.live.show_not_started()
         self._show_refusal_status(f"Training was not started: {lines[0][:140]}", 15000)
@@ -543,37 +513,27 @@ class StudioWindow(QMainWindow):
         if self.controller.is_running():
             self.statusBar().showMessage("A run is in progress; stop it before resuming another.", 6000)
             return False
-        from backend.runs.folder import current_attempt_events, read_events, summarize_run
-
-        events = read_events(run_dir)
-        summary = summarize_run(run_dir, events)
-        if not summary.resumable:
-            why = ("it saved no checkpoint" if summary.checkpoint_step is None
-                   else f"it is {summary.status}")
-            self.statusBar().showMessage(f"{Path(run_dir).name} cannot be resumed: {why}.", 8000)
-            return False
-        granted = self.granted_run_config(run_dir)
-        if granted is False:
-            return False
-        permissions = {p: True for p in ("trust_remote_code", "allow_pickle_weights") if getattr(granted, p, False)}
-        refusals = resume_problems(run_dir, free_space=self.free_space, permissions=permissions)
-        if refusals:
+        outcome = self.presenter.resume(run_dir, before_launch=self._before_resume)
+        if outcome.started:
+            self.revalidate()
+            return True
+        if outcome.lines:
             self.tabs.setCurrentWidget(self.train_page)
-            lines = describe_problems(refusals, keys=False)
-            self.live.banner.show_notice("error", f"{summary.name} was not resumed", "\n\n".join(lines))
-            self.statusBar().showMessage(f"The run was not resumed: {lines[0][:140]}", 15000)
-            return False
+            self.live.banner.show_notice("error", outcome.title, "\n\n".join(outcome.lines))
+            self.statusBar().showMessage(outcome.message, 15000)
+        elif outcome.message:
+            self.statusBar().showMessage(outcome.message, 8000)
+        return False
+
+    def _before_resume(self, outcome) -> None:
+        summary = outcome.summary
         self.compare_tab.release_worker("training")
         self.tabs.setCurrentWidget(self.train_page)
         self._run_estimate = None  # the estimate belongs to the settings in the form, not to this run
         self._memory_kind, self._last_peak_mb = "", None
-        history = current_attempt_events(events)
         self.live.begin_run(summary.method, f"(resuming {summary.name} from step {summary.checkpoint_step})",
-                            history=history)
-        self.statusBar().showMessage(f"Resuming {summary.name} from step {summary.checkpoint_step}…")
-        self.controller.resume(run_dir, granted=granted or None)
-        self.revalidate()
-        return True
+                            history=outcome.history)
+        self.statusBar().showMessage(outcome.message)
 
     def try_graders(self) -> None:
         """Score a few base-model completions of the loaded prompts with the graders as set."""
@@ -602,48 +562,18 @@ class StudioWindow(QMainWindow):
         self.grants.grant(subject)
         return True
 
+    # The decisions are the presenter's; these names stay for the dialogs and tabs that call them.
     def confirm_permissions(self, cfg) -> bool:
-        """Every permission the settings turn on must be the user's, confirmed for these files."""
-        return all(self.ask_for(subject) for subject in ungranted_subjects(cfg, self.grants))
+        return self.presenter.confirm_permissions(cfg)
 
     def granted_run_config(self, run_dir: str):
-        """A run folder's config with the permissions its model needs, each confirmed by the user
-        (remembered grants count; the folder itself grants nothing). False when the user said no;
-        None when the config cannot be read (the caller's checks say so)."""
-        from backend.runs.folder import load_run_config
-
-        try:
-            cfg = load_run_config(run_dir)
-        except (ConfigError, OSError):
-            return None
-        return self.granted_config(cfg)
+        return self.presenter.granted_run_config(run_dir)
 
     def confirm_model_code(self, model: str) -> str:
-        """For the Compare tab: "ok", "granted" (asked now, and allowed) or "refused"."""
-        before = self.grants.grants()
-        # Only the model's permissions matter here; any method's config carries them.
-        if self.granted_config(default_config(DEFAULT_METHOD, model=model)) is False:
-            return "refused"
-        return "granted" if self.grants.grants() != before else "ok"
+        return self.presenter.confirm_model_code(model)
 
     def granted_config(self, cfg):
-        """``cfg`` with each permission its model needs, asked for unless already granted; False on a no."""
-        from backend.models.source import ModelSourceError, resolve_checked_model
-
-        cfg = with_stored_grants(cfg, self.grants)
-        for _ in range(2):  # a model can need both permissions
-            try:
-                resolve_checked_model(cfg.model, trust_remote_code=cfg.trust_remote_code,
-                                      allow_pickle_weights=cfg.allow_pickle_weights)
-                return cfg
-            except ModelSourceError as exc:
-                subject = model_subject(cfg.model, exc.setting) if exc.setting != "model" else None
-                if subject is None:
-                    return cfg  # not a permission problem: the resume or compare checks report it
-                if not self.ask_for(subject):
-                    return False
-                cfg = replace_values(cfg, {exc.setting: True})
-        return cfg
+        return self.presenter.granted_config(cfg)
 
     def show_code_permissions(self) -> None:
         from app.settings_dialog import CodePermissionsPage
