@@ -245,12 +245,14 @@ def lower_process_priority(pid: int, niceness: int) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), target))
         except OSError:
             pass
-    autogroup = Path(f"/proc/{pid}/autogroup")
-    own = Path(f"/proc/{os.getpid()}/autogroup")
+    # Groups compete with groups: the worker's is ranked against the window's group, whose
+    # nice value `nice` (the command) leaves alone.
     try:
-        if autogroup.read_text().split()[0] != own.read_text().split()[0]:
-            autogroup.write_text(str(target))
-    except (OSError, IndexError):
+        own_group, own_group_nice = Path(f"/proc/{os.getpid()}/autogroup").read_text().split()[0::2]
+        group = Path(f"/proc/{pid}/autogroup")
+        if group.read_text().split()[0] != own_group:
+            group.write_text(str(min(19, int(own_group_nice) + niceness)))
+    except (OSError, ValueError):
         pass
 
 
