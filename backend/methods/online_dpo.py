@@ -1,10 +1,11 @@
-"""Online DPO: the policy answers each prompt twice while it trains, a reward model run or
-the graders say which answer is better, and DPO learns from that fresh pair.
+"""Online DPO: the policy answers each prompt twice while it trains, a reward model run,
+the graders or a judge model say which answer is better, and DPO learns from that fresh pair.
 
 TRL 1.16 keeps the trainer in ``trl.experimental.online_dpo`` and dropped its ``judge``
 parameter: every judge is a reward function now, so a reward model run is wrapped as one
-(``backend.generation.best_of_n.reward_model_function``) beside the graders' functions, and the
-pair's order comes from their weighted sum. The reference is the base model with the
+(the ``reward_model`` grader) beside the graders' functions, a judge model asked pairwise in
+both orders is one too (``backend.graders.judge``), and the pair's order comes from their
+weighted sum. The reference is the base model with the
 adapter off, as in offline DPO.
 """
 
@@ -35,7 +36,7 @@ def _rl_setting(name: str, **changes):
 
 @dataclass
 class OnlineDPORunConfig(BaseRunConfig):
-    """Online DPO: pairs sampled from the policy and labelled by a reward model or graders."""
+    """Online DPO: pairs sampled from the policy and labelled by a reward model, graders or a judge model."""
 
     method: str = field(default="online_dpo", metadata={"help": "Training method", "internal": True})
     learning_rate: float = setting(
@@ -56,6 +57,13 @@ class OnlineDPORunConfig(BaseRunConfig):
     reward_file: str = _rl_setting("reward_file")
     reward_model: str = _rl_setting("reward_model")
     allow_reward_code: bool = _rl_setting("allow_reward_code")
+    judge_model: str = setting(
+        "", "A model that reads the prompt and both sampled answers and says which is better, asked in both "
+        "orders: the answer both orders prefer is chosen; when they disagree the pair counts as a tie. Any "
+        "model the studio can load (a folder, a .gguf file, a cached hub id, a run folder; 'embedded' for the "
+        "embedded model); an instruct model judges best. Empty: no judge.",
+        label="Judge model", group="Reward", placeholder="e.g. a folder with an instruct model",
+    )
     max_new_tokens: int = setting(
         64, "Longest sampled answer in tokens. Sampling is the slow part of a step: keep it short.",
         label="Max new tokens", minimum=1, maximum=8192, group="Sampling",
@@ -80,7 +88,8 @@ class OnlineDPORunConfig(BaseRunConfig):
 
 
 NO_REWARD_SOURCE = ("Online DPO needs something to label its sampled pairs: pick a reward model run (Reward model, "
-                    "--reward-model), or add graders (--reward)")
+                    "--reward-model), add graders (--reward), or name a judge model (Judge model, "
+                    "--set judge_model=MODEL)")
 
 
 def validate(cfg: OnlineDPORunConfig) -> list[tuple[str, str]]:
@@ -94,11 +103,22 @@ def validate(cfg: OnlineDPORunConfig) -> list[tuple[str, str]]:
     if cfg.reward_file and not any(str(e.get("grader", "")).startswith("file:") for e in entries):
         problems.append(("reward_file", "the reward file is set but no grader uses it; add file:<function> "
                                         "graders"))
+    if cfg.judge_model.strip():
+        from backend.graders.judge import check_judge_model
+
+        why = check_judge_model(cfg.judge_model.strip())
+        if why:
+            problems.append(("judge_model", why))
     return problems
 
 
 def missing_inputs(cfg: OnlineDPORunConfig) -> list[tuple[str, str]]:
-    return [] if grader_entries(cfg) else [("reward_model", NO_REWARD_SOURCE)]
+    return [] if grader_entries(cfg) or cfg.judge_model.strip() else [("reward_model", NO_REWARD_SOURCE)]
+
+
+def reward_weights(cfg: OnlineDPORunConfig) -> list[float]:
+    """One weight per reward function, in ``build``'s order: the graders', then the judge's (1)."""
+    return [float(e.get("weight", 1.0)) for e in grader_entries(cfg)] + ([1.0] if cfg.judge_model.strip() else [])
 
 
 def build_args(cfg: OnlineDPORunConfig, args: dict):
@@ -108,7 +128,7 @@ def build_args(cfg: OnlineDPORunConfig, args: dict):
         **args, beta=cfg.beta, loss_type=cfg.loss_type, max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
         missing_eos_penalty=cfg.missing_eos_penalty or None,
-        reward_weights=[float(e.get("weight", 1.0)) for e in grader_entries(cfg)],
+        reward_weights=reward_weights(cfg),
         # The prompt column must reach training_step; the other columns go to the graders by name.
         remove_unused_columns=False,
     )
@@ -117,16 +137,34 @@ def build_args(cfg: OnlineDPORunConfig, args: dict):
 def build(ctx: BuildContext):
     """No ``ref_model``: with a PEFT model TRL uses the policy with its adapter disabled.
     The reward functions are the RL methods' (a reward file runs only when this launch
-    granted it)."""
+    granted it), then the judge model's."""
     from backend.methods.rl_common import reward_functions
     from backend.runs.config import ConfigError
     from backend.methods.trl_experimental import OnlineDPOTrainer
 
-    if not grader_entries(ctx.cfg):
+    cfg = ctx.cfg
+    if missing_inputs(cfg):
         # The graders' own default (a format check) would label every pair silently.
-        raise ConfigError([("reward_model", NO_REWARD_SOURCE)])
+        raise ConfigError(missing_inputs(cfg))
+    # Without graders, reward_functions would fall back to that default: the judge alone labels.
+    funcs = reward_functions(ctx) if grader_entries(cfg) else []
+    if cfg.judge_model.strip():
+        funcs.append(judge_function(cfg))
     trainer_class = with_sampled_evaluation(OnlineDPOTrainer)
-    return trainer_class(ref_model=None, reward_funcs=reward_functions(ctx), **ctx.trainer_kwargs())
+    return trainer_class(ref_model=None, reward_funcs=funcs, **ctx.trainer_kwargs())
+
+
+def judge_function(cfg: OnlineDPORunConfig):
+    """The judge model loaded (as the policy's base is: same quantization) and wrapped as a reward function."""
+    from backend.graders.judge import JudgeLoadError, judge_reward_function, load_judge
+    from backend.runs.config import ConfigError
+
+    try:
+        judge = load_judge(cfg.judge_model.strip(), cfg.quantization)
+    except JudgeLoadError as exc:
+        raise ConfigError([("judge_model", str(exc))]) from exc
+    print(f"Judge model {judge.label}: labels each sampled pair, asked in both orders.", flush=True)
+    return judge_reward_function(judge)
 
 
 def with_sampled_evaluation(trainer_class):
@@ -189,9 +227,10 @@ ONLINE_METRICS = tuple(m for m in PAIRWISE_METRICS if not m.key.startswith("logi
 SPEC = MethodSpec(
     key="online_dpo",
     label="Online DPO",
-    title="Online DPO (pairs sampled from the model, labelled by a reward model or graders)",
+    title="Online DPO (pairs sampled from the model, labelled by a reward model, graders or a judge)",
     group="Online",
-    summary="Samples two answers per prompt while training; a reward model or graders pick the better one.",
+    summary="Samples two answers per prompt while training; a reward model, graders or a judge model pick the "
+            "better one.",
     config=OnlineDPORunConfig,
     data=RL_DATA,
     build_args=build_args,
