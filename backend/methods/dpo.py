@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from backend.methods.pairwise import PAIRS_ONLY, PAIRWISE_METRICS, PAIRWISE_SUMMARY
 from backend.methods.spec import BuildContext, MemoryTraits, MethodSpec
 from backend.runs.config import BaseRunConfig, setting
+from backend.training.speed_options import SpeedSettings
 
 # What each loss of TRL 1.16's DPOTrainer is for; the keys must stay TRL's own list
 # (tests/methods/test_dpo.py reads it from TRL's source, so an upgrade that adds one fails there).
@@ -51,7 +52,7 @@ def _loss_help() -> str:
 
 
 @dataclass
-class DPORunConfig(BaseRunConfig):
+class DPORunConfig(SpeedSettings, BaseRunConfig):
     """Direct Preference Optimisation on chosen/rejected pairs."""
 
     method: str = field(default="dpo", metadata={"help": "Training method", "internal": True})
@@ -86,7 +87,8 @@ class DPORunConfig(BaseRunConfig):
         label="Label smoothing", minimum=0.0, maximum=0.49, group="Preference", advanced=True,
     )
     precompute_ref_log_probs: bool = setting(
-        False, "Compute the reference log-probs once before training: saves memory and time per step.",
+        False, "Compute the reference log-probs once before training: saves memory and time per step, and pays "
+        "when training sees the pairs more than once.",
         label="Precompute reference", group="Preference", advanced=True,
     )
     discopop_tau: float = setting(

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 from backend.methods.spec import BuildContext, DataNeed, MemoryTraits, Metric, MethodSpec
 from backend.runs.config import BaseRunConfig, setting
+from backend.training.speed_options import SpeedSettings
 
 
 @dataclass
-class SFTRunConfig(BaseRunConfig):
+class SFTRunConfig(SpeedSettings, BaseRunConfig):
     """Supervised fine-tuning on demonstrations (or the chosen side of preference pairs)."""
 
     method: str = field(default="sft", metadata={"help": "Training method", "internal": True})
@@ -28,12 +29,22 @@ class SFTRunConfig(BaseRunConfig):
         False, "Pack several short examples into one sequence: faster on short data.", label="Packing",
         advanced=True,
     )
+    padding_free: bool = setting(
+        False, "Put the examples of a batch end to end instead of padding them to the longest: no compute "
+        "spent on padding. Examples longer than Max length are not truncated this way.",
+        label="Padding-free batches", advanced=True,
+    )
 
 
 def build_args(cfg: SFTRunConfig, args: dict):
     from trl import SFTConfig
 
-    return SFTConfig(**args, completion_only_loss=cfg.completion_only_loss, packing=cfg.packing)
+    if cfg.padding_free and not cfg.packing:
+        # TRL refuses a max_length it cannot enforce on a flattened batch; the speed options turn
+        # padding-free on only when every example already fits.
+        args = {**args, "max_length": None}
+    return SFTConfig(**args, completion_only_loss=cfg.completion_only_loss, packing=cfg.packing,
+                     padding_free=cfg.padding_free)
 
 
 def build(ctx: BuildContext):

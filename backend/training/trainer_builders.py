@@ -206,6 +206,9 @@ def _common_args(cfg: BaseRunConfig, precision: Precision, output_dir: str, has_
         disable_tqdm=True,
         dataloader_num_workers=0,
         max_length=cfg.max_length,
+        # The speed settings exist on the methods that carry them (backend.training.speed_options).
+        train_sampling_strategy="group_by_length" if getattr(cfg, "group_by_length", False) else "random",
+        use_liger_kernel=bool(getattr(cfg, "use_liger_kernel", False)),
     )
 
 
@@ -218,4 +221,63 @@ def build_trainer(cfg: BaseRunConfig, model, tokenizer, args, train_dataset, eva
     """The TRL trainer of ``cfg.method``, with LoRA from the shared settings."""
     ctx = BuildContext(cfg=cfg, model=model, tokenizer=tokenizer, args=args, train_dataset=train_dataset,
                        eval_dataset=eval_dataset, callbacks=callbacks, peft_config=build_lora_config(cfg))
-    return get_method(cfg.method).build(ctx)
+    trainer = get_method(cfg.method).build(ctx)
+    if getattr(args, "train_sampling_strategy", "random") == "group_by_length":
+        give_lengths_to_sampler(trainer)
+    return trainer
+
+
+def give_lengths_to_sampler(trainer) -> None:
+    """transformers' length-grouped sampler reads ``input_ids`` or a ``length`` column. Pair
+    trainers tokenize into prompt/chosen/rejected ids, so their rows get a ``length`` column,
+    kept through the removal of columns the trainer does not know."""
+    data = trainer.train_dataset
+    columns = getattr(data, "column_names", None) or []
+    if "input_ids" in columns or "length" in columns or not columns:
+        return
+    parts = [c for c in ("prompt_ids", "prompt_input_ids") if c in columns]
+    answers = [c for c in ("chosen_ids", "rejected_ids", "completion_ids", "chosen_input_ids", "rejected_input_ids")
+               if c in columns]
+    if not answers:
+        return
+    table = {c: data[c] for c in parts + answers}
+    lengths = [sum(len(table[c][i]) for c in parts) + max(len(table[c][i]) for c in answers) for i in range(len(data))]
+    trainer.train_dataset = data.add_column("length", lengths)
+    trainer._set_signature_columns_if_needed()
+    trainer._signature_columns = list(trainer._signature_columns) + ["length"]
+
+
+def plan_speed(cfg: BaseRunConfig, model, tokenizer, train_dataset):
+    """The speed options for this run (``backend.training.speed_options``), measured on the data,
+    the loaded model and this machine's device."""
+    from backend.core.device_info import describe_device
+    from backend.training import speed_options
+    from backend.training.memory_estimate import estimate_memory, shape_from_config
+
+    device = describe_device()
+    shape = shape_from_config(model.config.to_dict(), getattr(model, "name_or_path", ""))
+    lengths, measured_all = speed_options.example_lengths(train_dataset, tokenizer)
+    return speed_options.choose(
+        cfg, lengths, device, estimate=lambda c: estimate_memory(c, device, shape),
+        attention=str(getattr(model.config, "_attn_implementation", "") or "eager"),
+        liger_installed=speed_options.liger_installed(), rows=len(train_dataset), measured_all=measured_all)
+
+
+def apply_speed_options(cfg: BaseRunConfig, model, tokenizer, train_dataset, run_dir: Path | None = None):
+    """``cfg`` with the speed options chosen for this run; each choice is printed to the worker
+    log and, with ``run_dir``, recorded in its ``speed_options.json``. The saved config.yaml
+    keeps ``auto``, so a rerun chooses again for its own data and device."""
+    try:
+        plan = plan_speed(cfg, model, tokenizer, train_dataset)
+    except Exception as exc:  # noqa: BLE001 - the options are advice: the settings as given still train
+        print(f"Speed options not chosen ({type(exc).__name__}: {exc}); the settings are used as given.", flush=True)
+        return cfg
+    if not plan.choices:
+        return cfg
+    for line in plan.lines():
+        print(f"Speed: {line}", flush=True)
+    if run_dir is not None:
+        from backend.training.speed_options import record
+
+        record(run_dir, plan)
+    return plan.cfg

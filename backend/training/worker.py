@@ -213,7 +213,8 @@ def _train(state: WorkerState) -> int:
     transformers.utils.logging.disable_progress_bar()
 
     from backend.training.event_callback import EvaluationStopped, EventCallback, peak_memory_mb
-    from backend.training.trainer_builders import build_model, build_tokenizer, build_trainer, build_trl_args, choose_precision
+    from backend.training.trainer_builders import (apply_speed_options, build_model, build_tokenizer, build_trainer,
+                                                   build_trl_args, choose_precision)
 
     precision = choose_precision()
     tokenizer = build_tokenizer(model_path, cfg)
@@ -226,6 +227,9 @@ def _train(state: WorkerState) -> int:
     train_ds, eval_ds = apply_long_prompt_policy(cfg, tokenizer, train_ds, eval_ds, emit)
     _check_stop(stop)
 
+    # Options left at their defaults are chosen for this data and device; each choice is logged,
+    # and the memory estimate kept for comparison with the peak is of the run as chosen.
+    cfg = state.cfg = apply_speed_options(cfg, model, tokenizer, train_ds, run_dir if is_main_process() else None)
     device = describe_precision(precision)
     estimate = estimate_memory_quietly(cfg, model_path)
 
