@@ -192,9 +192,6 @@ def test_the_window_stays_responsive_while_a_big_file_is_scanned(qtbot, big_json
 
     gc.collect()
     gc.freeze()
-    # pyarrow imports pandas on its first conversion of Python rows, once per process, holding the
-    # interpreter for 0.1-0.7 s; that one-time cost is not the scan's, which this test measures.
-    import pandas  # noqa: F401
     # The stall probe: a 10 ms timer notes the longest gap between its ticks.
     clock, gaps = QElapsedTimer(), []
     clock.start()

@@ -70,12 +70,11 @@ def heldout_choices(run_dir: str | None, limit: int = PICKER_LIMIT) -> list[Prom
 
 
 def rows_of_loaded_dataset(loaded: Any, limit: int = PICKER_LIMIT * 2) -> list[dict[str, Any]]:
-    """The first rows of a ``LoadedDataset`` (its normalised TRL columns)."""
-    dataset = getattr(loaded, "dataset", None)
-    if dataset is None:
-        return []
-    n = min(limit, len(dataset))
-    return list(dataset.select(range(n)).to_list()) if n else []
+    """The first rows of a ``LoadedDataset`` (its normalised TRL columns), read from Arrow:
+    this runs on the GUI thread, where importing `datasets` would freeze the window."""
+    from backend.data.loading import head_rows
+
+    return head_rows(loaded, limit) if loaded is not None else []
 
 
 def read_training_rows(run_dir: str, limit: int = PICKER_LIMIT * 2) -> list[dict[str, Any]]:

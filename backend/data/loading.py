@@ -55,6 +55,7 @@ __all__ = [
     "LoadCancelled",
     "LoadedDataset",
     "dataset_for_method",
+    "head_rows",
     "load_dataset_file",
     "preview_rows",
     "supported_methods",
@@ -306,13 +307,21 @@ def dataset_for_method(loaded: LoadedDataset, method: str) -> Dataset:
         raise DatasetError(f"{spec.label}: {err.message}", path=loaded.path) from None
 
 
+def head_rows(loaded: LoadedDataset, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` normalised rows as Python values, read from Arrow: the window's
+    GUI thread calls this when a dataset arrives, where importing `datasets` would
+    freeze it for a second or more."""
+    rows = loaded.rows
+    if hasattr(rows, "flatten_indices"):  # a datasets.Dataset (a mix): `datasets` is imported already
+        return rows.select(range(min(n, len(rows)))).to_list()
+    return rows.slice(0, min(n, rows.num_rows)).to_pylist()
+
+
 def preview_rows(loaded: LoadedDataset, n: int = 50) -> list[dict[str, str]]:
     """The first ``n`` normalised rows as text, keyed by the dataset's columns
     (prompt/chosen/rejected, prompt/completion, messages or text); chat
     messages become "role: content" lines."""
-    table = loaded.table
-    rows = table.slice(0, min(n, table.num_rows)).to_pylist()
-    return [{k: flatten_value(v) for k, v in row.items()} for row in rows]
+    return [{k: flatten_value(v) for k, v in row.items()} for row in head_rows(loaded, n)]
 
 
 def flatten_value(value: Any) -> str:
@@ -624,7 +633,10 @@ class _ArrowRows:
     def __init__(self, schema, writer: ArrowCopyWriter | None = None) -> None:
         import pyarrow as pa
 
+        from backend.data.arrow_batches import record_batch
+
         self._pa = pa
+        self._record_batch = record_batch
         self._schema = schema
         self._writer = writer
         self._rows: list[dict[str, Any]] = []
@@ -649,7 +661,7 @@ class _ArrowRows:
     def _flush(self) -> None:
         if not self._rows:
             return
-        batch = self._pa.RecordBatch.from_pylist(self._rows, schema=self._schema)
+        batch = self._record_batch(self._rows, self._schema)
         self._rows = []
         if self._writer is not None:
             self._writer.write(batch)
