@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,45 @@ def test_the_window_reads_a_file_once_while_its_lengths_are_measured(qtbot, stud
     current = window.data_panel.current()
     assert current is shown[1] and current.report.length_unit == "tokens"
     assert "tokens" in window.data_panel.report_view.toPlainText()
+
+
+def test_the_cheap_pyside_check_answers_as_pysides_own(tmp_path):
+    """PySide6 asks of every module imported after it whether its source mentions PySide6; the
+    studio answers by reading the file instead of tokenising it. Same answer for every module
+    the window imports (checked against PySide6's own function, in a fresh interpreter)."""
+    code = (
+        "import sys\n"
+        "import PySide6.QtCore\n"
+        "feature = sys.modules['shibokensupport.feature']\n"
+        "own = feature._mod_uses_pyside\n"
+        "import app.studio_app  # installs the cheap check\n"
+        "from app.qt_import_hook import mentions_pyside\n"
+        "assert feature._mod_uses_pyside is mentions_pyside\n"
+        "import app.main_window, pyqtgraph, backend.data.report\n"
+        "mods = [m for m in list(sys.modules.values()) if m is not None]\n"
+        "differ = [m.__name__ for m in mods if own(m) != mentions_pyside(m)]\n"
+        "assert not differ, differ\n"
+        "assert mentions_pyside(app.main_window) and not mentions_pyside(backend.data.report)\n"
+        "assert feature.pyside_feature_dict.get('backend.data.report') == -1  # asked, and answered\n"
+        "print(len(mods))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) > 300  # a real window's worth of modules was compared
+
+
+@pytest.mark.gui
+def test_the_window_starts_on_the_demo_without_heavy_imports(tmp_path):
+    """The README's window on the demo data, with the start-up probe the bench uses: the window,
+    then the measured report are painted, and neither datasets, pandas nor torch was imported."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", ALIGNSTUDIO_HOME=str(tmp_path),
+               ALIGNSTUDIO_STARTUP_PROBE=repr(time.time()))
+    out = subprocess.run([sys.executable, "-c", "import sys; from app.launcher import main; sys.exit(main(['--demo']))"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line.split() for line in out.stdout.splitlines() if line.startswith("STARTUP")]
+    marks = {parts[1]: float(parts[2]) for parts in lines if parts[0] == "STARTUP" and len(parts) == 4}
+    assert "visible" in marks and "measured" in marks, out.stdout
+    assert marks["visible"] <= marks.get("report", marks["measured"]) <= marks["measured"]
+    assert ["STARTUP-IMPORTED", "none"] in lines, out.stdout
