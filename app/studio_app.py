@@ -61,6 +61,11 @@ def open_window(data: str | None = None, model: str | None = None, method: str |
 
 def run_studio(data: str | None = None, model: str | None = None, method: str | None = None,
                config: str | None = None) -> int:
+    from backend.data.token_counts import count_in_helper_processes
+
+    # A large tokenizer's parse holds the GIL for a second or more: the window's reports
+    # have it parsed in a helper process instead of stopping the window meanwhile.
+    count_in_helper_processes()
     app = create_application()
     window = open_window(data=data, model=model, method=method, config=config)
     if os.environ.get(STARTUP_PROBE):

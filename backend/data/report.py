@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 from backend.data.formats import REASON_LABELS, DataFormat, data_kind
 from backend.data.loading import LoadedDataset
+from backend.data import token_counts
+from backend.models import tokenizer_cache
 from backend.models.tokenizer_cache import load_tokenizer, tokenizer_file
 
 # The verbosity check: a preference learner rewarded for length learns
@@ -255,7 +257,7 @@ def _length_function(
         return heuristic
     file = tokenizer_file(tokenizer_path)
     try:
-        tokenizer = load_tokenizer(file)
+        count = _token_counter(file)
     except Exception as err:  # a missing or foreign file must not sink the report
         warnings.append(
             f"The tokenizer at {tokenizer_path} could not be loaded ({str(err) or type(err).__name__}); "
@@ -266,12 +268,37 @@ def _length_function(
     def measure(texts: list[str]) -> list[int]:
         counts = []
         for start in range(0, len(texts), _ENCODE_BATCH):
-            batch = tokenizer.encode_batch(texts[start : start + _ENCODE_BATCH], add_special_tokens=False)
-            counts.extend(len(enc.ids) for enc in batch)
+            counts.extend(count(texts[start : start + _ENCODE_BATCH]))
         return counts
 
     name = file.parent.name if file.name == "tokenizer.json" else file.name
     return measure, "tokens", name
+
+
+def _token_counter(file: Path) -> Callable[[list[str]], list[int]]:
+    """Counts tokens with the tokenizer in ``file``: parsed in this process, or, in the window
+    (``token_counts.helpers_enabled``), in a helper process when this one has not parsed it, so
+    that the parse does not stop the window's thread."""
+    tokenizer = None
+
+    def in_process(texts: list[str]) -> list[int]:
+        nonlocal tokenizer
+        if tokenizer is None:
+            tokenizer = load_tokenizer(file)
+        return [len(enc.ids) for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    if not token_counts.helpers_enabled() or tokenizer_cache.is_loaded(file):
+        in_process([])  # parsed now, so that a file that cannot be is reported as such
+        return in_process
+    helper = token_counts.counter_for(file)
+
+    def in_helper(texts: list[str]) -> list[int]:
+        try:
+            return helper.counts(texts)
+        except token_counts.TokenCounterError:  # the helper went away: count here, as without it
+            return in_process(texts)
+
+    return in_helper
 
 
 def _as_text(value: Any) -> str:
