@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backend.methods.rl_common import RLRunConfig, fit_prompts, reward_functions, rl_spec, rl_trl_keys, validate_rl
+from backend.methods.rl_common import RLRunConfig, group_trainer, rl_spec, rl_trl_keys, validate_rl
 from backend.methods.spec import BuildContext
 from backend.runs.config import setting
 
@@ -54,16 +54,13 @@ def build_args(cfg: GRPORunConfig, args: dict):
     from trl import GRPOConfig
 
     return GRPOConfig(**rl_trl_keys(cfg, args), loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
-                      importance_sampling_level=cfg.importance_sampling_level,
-                      generation_kwargs={"use_cache": True})
+                      importance_sampling_level=cfg.importance_sampling_level)
 
 
 def build(ctx: BuildContext):
-    """No ``ref_model``: with a PEFT model TRL's reference is the policy with its adapter off."""
     from trl import GRPOTrainer
 
-    fit_prompts(ctx)
-    return GRPOTrainer(reward_funcs=reward_functions(ctx), **ctx.trainer_kwargs())
+    return group_trainer(ctx, GRPOTrainer)
 
 
 SPEC = rl_spec(

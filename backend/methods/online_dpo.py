@@ -11,28 +11,12 @@ adapter off, as in offline DPO.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from backend.methods.pairwise import PAIRWISE_METRICS, PAIRWISE_SUMMARY
-from backend.methods.rl_common import RL_DATA, RLRunConfig, grader_entries
+from backend.methods.rl_common import RL_DATA, grader_entries, rl_setting
 from backend.methods.spec import BuildContext, MemoryTraits, Metric, MethodSpec
 from backend.runs.config import BaseRunConfig, setting
-
-_RL_FIELDS = {f.name: f for f in dataclasses.fields(RLRunConfig)}
-
-
-def _rl_setting(name: str, **changes):
-    """The RL methods' own setting (same help, label and form), so a reward source is set alike everywhere."""
-    f = _RL_FIELDS[name]
-    values = dict(default=f.default, default_factory=f.default_factory, metadata=f.metadata)
-    values.update(changes)
-    if "default" in changes:
-        values["default_factory"] = dataclasses.MISSING
-    if "default_factory" in changes:
-        values["default"] = dataclasses.MISSING
-    return field(**values)
-
 
 @dataclass
 class OnlineDPORunConfig(BaseRunConfig):
@@ -53,10 +37,10 @@ class OnlineDPORunConfig(BaseRunConfig):
         label="Loss type", choices=("sigmoid", "ipo"), group="Preference",
     )
     # Online DPO labels with the reward model alone unless graders are added.
-    graders: list = _rl_setting("graders", default_factory=list)
-    reward_file: str = _rl_setting("reward_file")
-    reward_model: str = _rl_setting("reward_model")
-    allow_reward_code: bool = _rl_setting("allow_reward_code")
+    graders: list = rl_setting("graders", default_factory=list)
+    reward_file: str = rl_setting("reward_file")
+    reward_model: str = rl_setting("reward_model")
+    allow_reward_code: bool = rl_setting("allow_reward_code")
     judge_model: str = setting(
         "", "A model that reads the prompt and both sampled answers and says which is better, asked in both "
         "orders: the answer both orders prefer is chosen; when they disagree the pair counts as a tie. Any "
@@ -72,19 +56,12 @@ class OnlineDPORunConfig(BaseRunConfig):
         0.9, "Sampling temperature of the two answers; they must differ for the pair to teach anything.",
         label="Temperature", minimum=0.01, maximum=5.0, group="Sampling",
     )
-    top_p: float = setting(
-        1.0, "Sample only from the most likely tokens that together hold this much probability. 1 disables it.",
-        label="Top-p", minimum=0.01, maximum=1.0, group="Sampling", advanced=True,
-    )
+    top_p: float = rl_setting("top_p")
     top_k: int = setting(
         0, "Sample only from this many most likely tokens. 0 disables it.",
         label="Top-k", minimum=0, maximum=100000, group="Sampling", advanced=True,
     )
-    missing_eos_penalty: float = setting(
-        0.0, "Subtracted from the score of an answer that did not end by itself within Max new tokens; 1.0 "
-        "is typical to teach the model to finish. 0 applies none.",
-        label="Missing-EOS penalty", minimum=0.0, maximum=100.0, group="Reward", advanced=True,
-    )
+    missing_eos_penalty: float = rl_setting("missing_eos_penalty")
 
 
 NO_REWARD_SOURCE = ("Online DPO needs something to label its sampled pairs: pick a reward model run (Reward model, "

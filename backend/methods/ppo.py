@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from backend.methods.rl_common import completion_room, rl_setting
 from backend.methods.spec import BuildContext, DataNeed, MemoryTraits, Metric, MethodSpec
 from backend.runs.config import BaseRunConfig, setting
 
@@ -46,11 +47,7 @@ class PPORunConfig(BaseRunConfig):
         0.7, "Sampling temperature of the answers; the log-probabilities use the same temperature.",
         label="Temperature", minimum=0.05, maximum=5.0, group="Sampling",
     )
-    missing_eos_penalty: float = setting(
-        0.0, "Subtracted from the score of an answer that runs out of tokens before it ends; 0 turns it off. "
-             "Stops the policy from learning to ramble.",
-        label="Unfinished answer penalty", minimum=0.0, maximum=100.0, group="Sampling", advanced=True,
-    )
+    missing_eos_penalty: float = rl_setting("missing_eos_penalty")
     kl_coef: float = setting(
         0.05, "Weight of the per-token KL penalty against the reference (the base with adapters off). "
               "Higher keeps the policy closer to the base model.",
@@ -97,11 +94,7 @@ class PPORunConfig(BaseRunConfig):
 
 
 def validate(cfg: PPORunConfig) -> list[tuple[str, str]]:
-    problems = []
-    if cfg.max_completion_length >= cfg.max_length:
-        problems.append(("max_completion_length", f"Max answer tokens ({cfg.max_completion_length}) must be below "
-                                                  f"Max length ({cfg.max_length}): the prompt needs room too"))
-    return problems
+    return completion_room(cfg, "max_completion_length", "Max answer tokens")
 
 
 def settings_of(cfg: PPORunConfig):

@@ -1,5 +1,9 @@
 """What the RL methods share: sampling settings, graders, data, checks, metrics.
 
+The methods that sample while they train declare their settings once here: the group
+methods inherit ``RLRunConfig``; the others take single settings with ``rl_setting``
+(the same key, help, label and form) and the answer-length check with ``completion_room``.
+
 The policy samples several completions per prompt while it trains, the graders
 (``backend.graders``) score each one, and the advantage of a completion is its reward
 relative to the others of its group. Torch-free at import: TRL is imported in
@@ -8,6 +12,7 @@ relative to the others of its group. Torch-free at import: TRL is imported in
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +94,37 @@ class RLRunConfig(BaseRunConfig):
     )
 
 
+# Each shared setting once: RLRunConfig's fields, and those TRL's group trainers have no key for.
+_SHARED_SETTINGS = {f.name: f for f in dataclasses.fields(RLRunConfig)}
+_SHARED_SETTINGS["missing_eos_penalty"] = setting(
+    0.0, "Subtracted from the score of an answer that did not end by itself within the answer length; 1.0 is "
+    "typical to teach the model to finish (stops it learning to ramble). 0 applies none.",
+    label="Unfinished answer penalty", minimum=0.0, maximum=100.0, group="Reward", advanced=True,
+)
+
+
+def rl_setting(name: str, **changes):
+    """The shared setting ``name`` for a config that is not an ``RLRunConfig`` (same YAML key,
+    help, label and form); ``default=`` or ``default_factory=`` replace its default."""
+    source = _SHARED_SETTINGS[name]
+    values = dict(default=source.default, default_factory=source.default_factory, metadata=source.metadata)
+    values.update(changes)
+    if "default" in changes:
+        values["default_factory"] = dataclasses.MISSING
+    if "default_factory" in changes:
+        values["default"] = dataclasses.MISSING
+    return field(**values)
+
+
+def completion_room(cfg, length_field: str, label: str) -> list[tuple[str, str]]:
+    """The sampled answer's token budget must leave the prompt room in Max length."""
+    length = getattr(cfg, length_field)
+    if length < cfg.max_length:
+        return []
+    return [(length_field, f"{label} ({length}) leaves no room for the prompt in Max length ({cfg.max_length}); "
+                           "prompt plus answer must fit. Raise Max length or shorten the answers.")]
+
+
 def grader_entries(cfg) -> list[dict]:
     entries = list(getattr(cfg, "graders", None) or [])
     if getattr(cfg, "reward_model", "") and not any(isinstance(e, dict) and e.get("grader") == "reward_model"
@@ -118,10 +154,7 @@ def validate_rl(cfg: RLRunConfig) -> list[tuple[str, str]]:
             f"Evaluation batch size ({eval_batch_size(cfg)}) must be a multiple of Completions per prompt "
             f"({groups}): held-out prompts are sampled in whole groups too. Set it to "
             f"{_next_multiple(eval_batch_size(cfg), groups)}, or Held-out fraction to 0.")))
-    if cfg.max_completion_length >= cfg.max_length:
-        problems.append(("max_completion_length", (
-            f"Max completion length ({cfg.max_completion_length}) leaves no room for the prompt in Max length "
-            f"({cfg.max_length}); prompt plus completion must fit. Raise Max length or shorten the completions.")))
+    problems += completion_room(cfg, "max_completion_length", "Max completion length")
     if "lm_head" in [t.strip() for t in cfg.lora_target_modules.split(",")]:
         # TRL computes the completions' log-probs from lm_head.weight directly: an adapter there never trains.
         problems.append(("lora_target_modules", "LoRA target modules: the RL trainers cannot train an adapter "
@@ -160,7 +193,15 @@ def rl_trl_keys(cfg: RLRunConfig, args: dict) -> dict:
     return dict(args, num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
                 temperature=cfg.temperature, top_p=cfg.top_p, num_iterations=cfg.num_iterations,
                 mask_truncated_completions=cfg.mask_truncated_completions, epsilon=cfg.epsilon,
-                beta=cfg.beta, reward_weights=[float(e.get("weight", 1.0)) for e in grader_entries(cfg)])
+                beta=cfg.beta, reward_weights=[float(e.get("weight", 1.0)) for e in grader_entries(cfg)],
+                generation_kwargs={"use_cache": True})
+
+
+def group_trainer(ctx, trainer_class):
+    """A TRL group trainer on the graders' reward functions. No ``ref_model``: with a PEFT
+    model TRL's reference is the policy with its adapter off."""
+    fit_prompts(ctx)
+    return trainer_class(reward_funcs=reward_functions(ctx), **ctx.trainer_kwargs())
 
 
 def reward_functions(ctx) -> list:

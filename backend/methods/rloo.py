@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backend.methods.rl_common import RLRunConfig, fit_prompts, reward_functions, rl_spec, rl_trl_keys, validate_rl
+from backend.methods.rl_common import RLRunConfig, group_trainer, rl_spec, rl_trl_keys, validate_rl
 from backend.methods.spec import BuildContext
 from backend.runs.config import setting
 
@@ -33,15 +33,13 @@ def validate(cfg: RLOORunConfig) -> list[tuple[str, str]]:
 def build_args(cfg: RLOORunConfig, args: dict):
     from trl import RLOOConfig
 
-    return RLOOConfig(**rl_trl_keys(cfg, args), normalize_advantages=cfg.normalize_advantages,
-                      generation_kwargs={"use_cache": True})
+    return RLOOConfig(**rl_trl_keys(cfg, args), normalize_advantages=cfg.normalize_advantages)
 
 
 def build(ctx: BuildContext):
     from trl import RLOOTrainer
 
-    fit_prompts(ctx)
-    return RLOOTrainer(reward_funcs=reward_functions(ctx), **ctx.trainer_kwargs())
+    return group_trainer(ctx, RLOOTrainer)
 
 
 SPEC = rl_spec(
