@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install AlignStudio as a desktop application (Linux, macOS), from this source folder.
 #
-#   bash installer/install.sh [--prefix DIR] [--bin-dir DIR] [--apps-dir DIR]
+#   bash installer/install.sh [--prefix DIR] [--bin-dir DIR] [--apps-dir DIR] [--with-llama-cpp]
 #
 # - an environment of its own in PREFIX/env (default ~/.local/share/alignstudio);
 # - PyTorch by hardware: the default (CUDA) build where an NVIDIA GPU answers, else the CPU
@@ -11,6 +11,8 @@
 # - on Linux a menu entry (freedesktop .desktop file and icon) in APPS_DIR
 #   (default ~/.local/share/applications);
 # - PREFIX/uninstall.sh, which removes all of the above and keeps your runs (~/AlignStudio).
+# - with --with-llama-cpp: llama-cpp-python (compiled here, several minutes; generation several
+#   times faster on a CPU) and llama.cpp's GGUF and LoRA converters.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 DATA_HOME=${XDG_DATA_HOME:-$HOME/.local/share}
@@ -18,12 +20,14 @@ PREFIX=$DATA_HOME/alignstudio
 BIN_DIR=$HOME/.local/bin
 APPS_DIR=$DATA_HOME/applications
 ICONS_DIR=$DATA_HOME/icons/hicolor/scalable/apps
+WITH_LLAMA_CPP=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --prefix) PREFIX=$2; shift 2 ;;
         --bin-dir) BIN_DIR=$2; shift 2 ;;
         --apps-dir) APPS_DIR=$2; ICONS_DIR=$2/icons; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --with-llama-cpp) WITH_LLAMA_CPP=1; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -58,6 +62,11 @@ else
         || "$ENV/bin/python" -m pip install -q "torch==2.13.0" || "$ENV/bin/python" -m pip install -q torch
 fi
 "$ENV/bin/python" -m pip install -q "$SRC" -c "$SRC/installer/constraints.txt"
+if [ "$WITH_LLAMA_CPP" = 1 ]; then
+    echo "llama.cpp: compiling llama-cpp-python (several minutes)"
+    "$ENV/bin/python" -m pip install -q "$SRC[llamacpp]" -c "$SRC/installer/constraints.txt"
+    PYTHON="$ENV/bin/python" bash "$SRC/installer/install_llama_converter.sh" --lora
+fi
 
 ln -sf "$ENV/bin/alignstudio" "$BIN_DIR/alignstudio"
 ICON=$("$ENV/bin/python" -c 'from app.studio_app import app_icon_path; print(app_icon_path())' 2>/dev/null \

@@ -14,6 +14,12 @@ transformers' own logits processors, so temperature, top-p, top-k and the
 repetition penalty mean what they mean in ``generate``; greedy decoding gives
 the tokens ``generate`` gives (a test holds it to that).
 
+Each step's logits come from one of two backends (the sampling setting
+``backend``): the transformers model, or llama.cpp running the same model as a
+GGUF file with the adapter as a GGUF LoRA (``llama_cpp_backend``). Everything
+else (tokenizing, logits processors, random generators, stop tokens and stop
+strings, detokenizing, scoring) is this module's, so it is the same on both.
+
 Everything here runs inside the generation worker process and imports torch.
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +57,7 @@ class Answer:
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
     stop_string: str = ""  # the stop string that ended the answer, "" for the stop token or none
+    backend: str = ""  # transformers | llama.cpp: what computed the answer's tokens
     kept_tokens: int = 0  # with a stop string: the tokens wholly before it
 
     @property
@@ -68,6 +76,10 @@ class Answer:
 
 
 TokenCallback = Callable[[Answer, str], None]  # (answer, new text)
+
+
+def _log_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def find_stop(text: str, stops: list[str]) -> tuple[int, str] | None:
@@ -91,63 +103,103 @@ DoneCallback = Callable[[Answer], None]
 
 
 class _SideDecoder:
-    """Decoding state of one side for a batch of prompts: left-padded inputs, a KV
-    cache, one random generator per row."""
+    """Decoding state of one side for a batch of prompts: the prompts left-padded into
+    one tensor that grows by a token per step (what the logits processors read), and
+    one random generator per row. Subclasses say how a step's logits are computed."""
 
-    def __init__(self, engine: "GenerationEngine", side: str, answers: list[Answer]):
+    backend = ""
+
+    def __init__(self, engine: "GenerationEngine", side: str, answers: list[Answer], device=None):
         import torch
 
         self.engine, self.side, self.answers = engine, side, answers
-        device = engine.device
+        device = engine.device if device is None else device
         width = max(len(a.prompt_ids) for a in answers)
         self.prompt_width = width
         pad = engine.pad_id
         self.input_ids = torch.tensor([[pad] * (width - len(a.prompt_ids)) + a.prompt_ids for a in answers],
                                       dtype=torch.long, device=device)
-        self.attention_mask = torch.tensor([[0] * (width - len(a.prompt_ids)) + [1] * len(a.prompt_ids)
-                                            for a in answers], dtype=torch.long, device=device)
         self.generators = [torch.Generator(device=device).manual_seed(a.seed) for a in answers]
-        self.cache = None
-        self.next_input = self.input_ids
-        self.position_ids = self.attention_mask.cumsum(-1) - 1
-        self.position_ids.masked_fill_(self.attention_mask == 0, 1)
 
     @property
     def active(self) -> bool:
         return any(not a.finished for a in self.answers)
 
+    def next_logits(self, rows: list[int]):
+        """Float logits of the next token for ``rows`` (indices of unfinished answers), one row each."""
+        raise NotImplementedError
+
+    def advance(self, tokens) -> None:
+        """Every row's new token (the pad token for finished rows) goes into the next step."""
+
     def step(self, sampling: SamplingSettings, processors, warpers) -> list[tuple[Answer, int]]:
-        """Forward one token for every row; returns (answer, token) for rows still going."""
+        """One token for every unfinished row; returns (answer, token) for those rows."""
         import torch
 
+        rows = [i for i, a in enumerate(self.answers) if not a.finished]
+        whole = len(rows) == len(self.answers)
         with torch.inference_mode():
             engine = self.engine
             if sampling.min_new_tokens and self.input_ids.shape[1] - self.prompt_width < sampling.min_new_tokens:
                 processors = list(processors) + [engine.suppress_stop]
-            with engine.adapter_state(self.side):
-                out = engine.forward(input_ids=self.next_input, attention_mask=self.attention_mask,
-                                     position_ids=self.position_ids, use_cache=True,
-                                     **{engine.cache_arg: self.cache})
-            self.cache = out[engine.cache_arg]
-            logits = out.logits[:, -1, :].float()
-            scores = logits
+            scores = self.next_logits(rows)
+            input_ids = self.input_ids if whole else self.input_ids[rows]
             for processor in processors:
-                scores = processor(self.input_ids, scores)
+                scores = processor(input_ids, scores)
             if sampling.greedy:
-                tokens = scores.argmax(dim=-1)
+                picked = scores.argmax(dim=-1)
             else:
-                scores = warpers(self.input_ids, scores)
+                scores = warpers(input_ids, scores)
                 probs = torch.softmax(scores, dim=-1)
-                tokens = torch.stack([torch.multinomial(probs[i], 1, generator=g)[0]
-                                      for i, g in enumerate(self.generators)])
-            finished = torch.tensor([a.finished for a in self.answers], device=tokens.device)
-            tokens = torch.where(finished, torch.full_like(tokens, engine.pad_id), tokens)
+                picked = torch.stack([torch.multinomial(probs[j], 1, generator=self.generators[i])[0]
+                                      for j, i in enumerate(rows)])
+            picked = picked.to(self.input_ids.device)
+            if whole:
+                tokens = picked
+            else:
+                tokens = torch.full((len(self.answers),), engine.pad_id, dtype=torch.long,
+                                    device=self.input_ids.device)
+                tokens[rows] = picked
             self.input_ids = torch.cat([self.input_ids, tokens[:, None]], dim=-1)
-            ones = self.attention_mask.new_ones((len(self.answers), 1))
-            self.attention_mask = torch.cat([self.attention_mask, ones], dim=-1)
-            self.position_ids = self.position_ids[:, -1:] + 1
-            self.next_input = tokens[:, None]
-            return [(a, int(t)) for a, t in zip(self.answers, tokens.tolist()) if not a.finished]
+            self.advance(tokens)
+            return [(self.answers[i], int(t)) for i, t in zip(rows, picked.tolist())]
+
+
+class _TransformersDecoder(_SideDecoder):
+    """The model's own forward over the whole batch, with a KV cache; finished rows
+    are fed the pad token, so the cache keeps the batch's shape."""
+
+    backend = "transformers"
+
+    def __init__(self, engine: "GenerationEngine", side: str, answers: list[Answer]):
+        import torch
+
+        super().__init__(engine, side, answers)
+        width = self.prompt_width
+        self.attention_mask = torch.tensor([[0] * (width - len(a.prompt_ids)) + [1] * len(a.prompt_ids)
+                                            for a in answers], dtype=torch.long, device=engine.device)
+        self.cache = None
+        self.next_input = self.input_ids
+        self.position_ids = self.attention_mask.cumsum(-1) - 1
+        self.position_ids.masked_fill_(self.attention_mask == 0, 1)
+
+    def next_logits(self, rows: list[int]):
+        engine = self.engine
+        with engine.adapter_state(self.side):
+            out = engine.forward(input_ids=self.next_input, attention_mask=self.attention_mask,
+                                 position_ids=self.position_ids, use_cache=True,
+                                 **{engine.cache_arg: self.cache})
+        self.cache = out[engine.cache_arg]
+        logits = out.logits[:, -1, :].float()
+        return logits if len(rows) == len(self.answers) else logits[rows]
+
+    def advance(self, tokens) -> None:
+        import torch
+
+        ones = self.attention_mask.new_ones((len(self.answers), 1))
+        self.attention_mask = torch.cat([self.attention_mask, ones], dim=-1)
+        self.position_ids = self.position_ids[:, -1:] + 1
+        self.next_input = tokens[:, None]
 
 
 def _plain_lora_layers(model) -> list | None:
@@ -190,6 +242,66 @@ class GenerationEngine:
         self._lora_layers = _plain_lora_layers(loaded.model) if loaded.has_adapter else None
         # Stop strings for requests that leave them unset; the worker sets them from the run's prompt format.
         self.default_stop_strings: list[str] = []
+        self._llama = None  # a LlamaCppRuntime once llama.cpp serves this model
+        self._llama_refused: dict[bool, str] = {}  # why not, per "convert a folder model" choice
+        # Where a backend choice falls back, and why; the worker turns it into a status event.
+        self.on_backend_note: Callable[[str], None] = _log_to_stderr
+        self.backend_note = ""
+
+    # ------------------------------------------------------------- backends
+
+    def generation_backend(self, choice: str = "auto", cancel: threading.Event | None = None) -> str:
+        """The backend that generates for ``choice`` (auto | transformers | llama.cpp), preparing
+        llama.cpp the first time it is asked for. Where llama.cpp cannot serve, transformers
+        does, and ``backend_note`` says why (also passed to ``on_backend_note``). "auto" takes
+        llama.cpp only where it needs no copy of a model folder and the model is not on a GPU
+        that this llama.cpp build cannot use."""
+        from backend.generation.llama_cpp_backend import (BACKEND_CHOICES, LlamaCppRefused, default_backend,
+                                                          prepare_runtime)
+
+        if choice not in BACKEND_CHOICES:
+            raise ValueError(f"Generation backend must be one of {', '.join(BACKEND_CHOICES)}; got {choice!r}.")
+        if choice == "auto":
+            choice = default_backend()  # $ALIGNSTUDIO_GENERATION_BACKEND pins what "auto" means
+        if choice == "transformers":
+            return "transformers"
+        if self._llama is not None:
+            return "llama.cpp"
+        explicit = choice == "llama.cpp"
+        reason = self._llama_refused.get(explicit)
+        if reason is None:
+            reason = self._llama_cpp_gpu_refusal() if not explicit else ""
+            if not reason:
+                try:
+                    self._llama = prepare_runtime(self.loaded, convert=explicit, log=self.on_backend_note,
+                                                  cancel=cancel)
+                    self.backend_note = ""
+                    return "llama.cpp"
+                except LlamaCppRefused as exc:
+                    reason = str(exc)
+            if cancel is None or not cancel.is_set():
+                self._llama_refused[explicit] = reason
+            self.backend_note = f"Generating with transformers, not llama.cpp: {reason}."
+            self.on_backend_note(self.backend_note)
+        return "transformers"
+
+    def _llama_cpp_gpu_refusal(self) -> str:
+        if self.device.type == "cpu":
+            return ""
+        try:
+            import llama_cpp
+
+            if llama_cpp.llama_supports_gpu_offload():
+                return ""
+        except ImportError:
+            pass
+        return "the model is on the GPU, and this llama.cpp build runs on the CPU only"
+
+    def close(self) -> None:
+        """Free llama.cpp's copy of the model (transformers' goes with the engine)."""
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None
 
     def forward(self, logits_to_keep: int = 1, **inputs):
         """The model's forward, computing logits only for the last ``logits_to_keep``
@@ -300,12 +412,24 @@ class GenerationEngine:
         for ids in prompt_ids:
             if not ids:
                 raise ValueError("The prompt is empty: type something for the model to continue.")
-        decoders = [
-            _SideDecoder(self, s, [Answer(row=first_row + i, side=s, prompt_ids=ids,
-                                          seed=seeds[i] if seeds is not None else seed)
-                                   for i, ids in enumerate(prompt_ids)])
-            for s in sides
-        ]
+
+        def answers(for_side: str) -> list[Answer]:
+            return [Answer(row=first_row + i, side=for_side, prompt_ids=ids,
+                           seed=seeds[i] if seeds is not None else seed) for i, ids in enumerate(prompt_ids)]
+
+        decoders = None
+        if self.generation_backend(sampling.backend, cancel) == "llama.cpp":
+            from backend.generation.llama_cpp_backend import LlamaCppRefused
+
+            try:
+                decoders = [self._llama.decoder(self, s, answers(s), sampling.max_new_tokens) for s in sides]
+            except LlamaCppRefused as exc:  # e.g. more rows than llama.cpp takes sequences in one context
+                self.on_backend_note(f"Generating this batch with transformers, not llama.cpp: {exc}.")
+        if decoders is None:
+            decoders = [_TransformersDecoder(self, s, answers(s)) for s in sides]
+        for d in decoders:
+            for answer in d.answers:
+                answer.backend = d.backend
         processors, warpers = self._processors(sampling)
         stops = self.default_stop_strings if sampling.stop_strings is None else list(sampling.stop_strings)
         emitted: dict[tuple[int, str], str] = {}

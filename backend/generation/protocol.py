@@ -26,6 +26,8 @@ from backend.core.events import Event, _decode_floats
 from backend.runs.config import setting
 
 SIDES = ("base", "aligned", "both")
+# What computes the tokens (backend.generation.llama_cpp_backend).
+GENERATION_BACKENDS = ("auto", "transformers", "llama.cpp")
 FINISH_REASONS = ("stop", "length", "cancelled", "error")
 
 
@@ -68,6 +70,14 @@ class SamplingSettings:
         "end-of-text token ends an answer. A plain-text run whose prompts read \"Question: ...\\nAnswer:\" "
         "stops at the next \"Question:\" by default.",
         label="Stop at", group="Sampling")
+    backend: str = setting(
+        "auto", "What computes the tokens. llama.cpp (an optional install) runs the base model as a GGUF file "
+        "with the adapter converted to a GGUF LoRA, several times faster on a CPU; the prompts, sampling "
+        "settings and stop strings are the same on both. auto: llama.cpp where it is installed and the model "
+        "is a GGUF already (the embedded model, a .gguf file) or was converted before; llama.cpp: also "
+        "converts a model folder once; where llama.cpp cannot serve, transformers does and the log says why.",
+        label="Backend", choices=GENERATION_BACKENDS, group="Sampling", advanced=True,
+        choice_notes={"auto": "fastest available", "transformers": "always", "llama.cpp": "when installed"})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,6 +115,11 @@ class SamplingSettings:
             value, meta = getattr(self, f.name), f.metadata
             if f.name == "stop_strings":
                 out.extend(stop_string_problems(value or []))
+                continue
+            if meta.get("choices"):
+                if value not in meta["choices"]:
+                    out.append(f"{meta.get('label') or f.name} must be one of {', '.join(meta['choices'])}; "
+                               f"got {value!r}")
                 continue
             if value is None or isinstance(value, bool):
                 continue
@@ -395,6 +410,9 @@ class ModelReady(GenerationEvent):
     heldout_pairs: int = 0
     load_seconds: float = 0.0
     reused_base: bool = False  # only the adapter was swapped
+    # What generates for a request left at backend "auto", and why not llama.cpp when it is not.
+    generation_backend: str = "transformers"
+    backend_note: str = ""
 
     @property
     def has_adapter(self) -> bool:
@@ -440,6 +458,7 @@ class GenerationDone(GenerationEvent):
     prompt_tokens: int = 0
     row: int = 0
     stop_string: str = ""
+    backend: str = ""  # transformers | llama.cpp
 
     @property
     def tokens_per_second(self) -> float | None:

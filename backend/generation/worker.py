@@ -127,11 +127,14 @@ class GenerationService:
         self.loaded = None
         self.engine = None
         self.dtype = ""  # the dtype choice the loaded weights were cast for
+        self.request_id = ""  # of the request being served, for the engine's backend notes
+        self.backend = ""  # what generates for backend "auto" on the loaded model
 
     # -- dispatch ------------------------------------------------------------
     def handle(self, request: Request, cancel: threading.Event) -> None:
         started = time.perf_counter()
         ok = True
+        self.request_id = request.id
         try:
             handler = {
                 LoadRequest: self.load,
@@ -182,6 +185,8 @@ class GenerationService:
         # Weights cast for another dtype choice are not the ones this request wants.
         reused = (self.loaded is not None and self.loaded.spec.base_key == spec.base_key
                   and self.dtype == dtype)
+        if self.engine is not None:
+            self.engine.close()  # llama.cpp's copy of the old model goes before anything new loads
         loaded, self.loaded, self.engine = self.loaded, None, None
         if reused:
             # On failure the half-swapped model is dropped with `loaded`; a new load starts clean.
@@ -201,9 +206,21 @@ class GenerationService:
 
         engine = GenerationEngine(loaded)
         engine.default_stop_strings = default_stop_strings(read_heldout_rows(spec.run_dir) if spec.run_dir else [])
+        engine.on_backend_note = self._backend_note
         self.engine = engine
         self.loaded = loaded
+        # Prepared now (a GGUF LoRA conversion takes seconds), so the first answer does not wait for it.
+        from backend.generation.llama_cpp_backend import default_backend
+
+        choice = default_backend()
+        if choice != "transformers":
+            on_phase("preparing_backend", "Preparing llama.cpp for generation")
+        self.backend = engine.generation_backend(choice, cancel)
         self.emit(self._ready_event(request.id, time.perf_counter() - started, reused))
+
+    def _backend_note(self, message: str) -> None:
+        self.log(message)
+        self.emit(WorkerStatus(request_id=self.request_id, phase="backend", message=message))
 
     def _ready_event(self, request_id: str, seconds: float, reused: bool) -> ModelReady:
         from backend.data.prompt_rendering import prompt_style_of_rows, read_heldout_rows, row_is_pair
@@ -235,6 +252,8 @@ class GenerationService:
             heldout_pairs=sum(1 for r in rows if row_is_pair(r)),
             load_seconds=seconds,
             reused_base=reused,
+            generation_backend=self.backend,
+            backend_note=self.engine.backend_note,
         )
 
     # -- single prompt -------------------------------------------------------
@@ -366,7 +385,8 @@ class GenerationService:
 def _done_event(request_id: str, answer) -> GenerationDone:
     return GenerationDone(request_id=request_id, side=answer.side, text=answer.text, n_tokens=answer.n_tokens,
                           seconds=answer.seconds, finish_reason=answer.finish_reason, seed=answer.seed,
-                          prompt_tokens=len(answer.prompt_ids), row=answer.row, stop_string=answer.stop_string)
+                          prompt_tokens=len(answer.prompt_ids), row=answer.row, stop_string=answer.stop_string,
+                          backend=answer.backend)
 
 
 def _free_memory() -> None:
