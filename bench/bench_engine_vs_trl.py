@@ -23,6 +23,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# How a user of TRL loads the model and tokenizer by hand, shared by the bare scripts of the benches
+# (it reads the model folder and "4bit" or "none" from the JSON parameters in argv[1]).
+BARE_LOAD = textwrap.dedent(r'''
+    p = json.loads(sys.argv[1])
+    tok = AutoTokenizer.from_pretrained(p["model"])
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.float32) if p["quantization"] == "4bit" else None
+    model = AutoModelForCausalLM.from_pretrained(p["model"], dtype=torch.float32, quantization_config=quant,
+                                                 device_map="cpu")
+    model.config.use_cache = False
+''')
+
 # The bare script is written out in full, as a user of TRL would write it: no studio code.
 BARE_SCRIPT = textwrap.dedent(r'''
     import json, resource, sys, time
@@ -41,15 +55,7 @@ BARE_SCRIPT = textwrap.dedent(r'''
             if logs and "loss" in logs:
                 self.end = time.time()
 
-    p = json.loads(sys.argv[1])
-    tok = AutoTokenizer.from_pretrained(p["model"])
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.float32) if p["quantization"] == "4bit" else None
-    model = AutoModelForCausalLM.from_pretrained(p["model"], dtype=torch.float32, quantization_config=quant,
-                                                 device_map="cpu")
-    model.config.use_cache = False
+''') + BARE_LOAD + textwrap.dedent(r'''
     data = load_dataset("json", data_files=p["data"], split="train")
     args = DPOConfig(output_dir=p["out"], per_device_train_batch_size=p["batch"], gradient_accumulation_steps=1,
                      learning_rate=p["lr"], max_steps=p["steps"], warmup_steps=0.1, lr_scheduler_type="cosine",
@@ -87,6 +93,8 @@ def run_studio(params: dict, runs_root: Path) -> dict:
         learning_rate=params["lr"], warmup_ratio=0.1, lr_scheduler_type="cosine", seed=42,
         gradient_checkpointing=False, logging_steps=1, save_steps=0, eval_fraction=0.0,
         max_length=params["max_length"], beta=0.1, lora_r=16, lora_alpha=32, lora_dropout=0.05,
+        # The same settings on both sides: nothing chosen for the studio (bench_defaults_vs_trl.py measures that).
+        speed_options="as set",
     )
     _, events = run_to_completion(cfg, runs_root)
     if not isinstance(events[-1], RunFinished):

@@ -181,6 +181,30 @@ def test_padding_free_batches_give_the_padded_logits_on_the_studio_model(tiny_mo
     assert abs(float(a.loss) - float(b.loss)) < 1e-4
 
 
+def test_pair_batches_grouped_by_length_train_and_evaluate(tmp_path, tiny_model_dir, easy_preferences):
+    """Pair rows have no input_ids for the length-grouped sampler; training and evaluation both
+    sample them by the length column the builder adds."""
+    from datasets import Dataset
+
+    from backend.training.trainer_builders import (build_model, build_tokenizer, build_trainer, build_trl_args,
+                                                   choose_precision)
+
+    cfg = default_config("dpo", model=str(tiny_model_dir), quantization="none", group_by_length=True,
+                         per_device_train_batch_size=4, gradient_accumulation_steps=1, max_length=64,
+                         gradient_checkpointing=False, report_to="none", eval_steps=0)
+    rows = [json.loads(line) for line in easy_preferences.read_text(encoding="utf-8").splitlines()]
+    precision = choose_precision()
+    tokenizer = build_tokenizer(str(tiny_model_dir), cfg)
+    model = build_model(str(tiny_model_dir), cfg, precision)
+    args = build_trl_args(cfg, precision, str(tmp_path / "out"), has_eval=True)
+    trainer = build_trainer(cfg, model, tokenizer, args, Dataset.from_list(rows[:48]), Dataset.from_list(rows[48:]),
+                            [])
+    assert "length" in trainer.train_dataset.column_names and "length" in trainer.eval_dataset.column_names
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["input_ids"].shape[0] == 8  # 4 chosen + 4 rejected
+    assert trainer.evaluate()["eval_loss"] > 0
+
+
 @pytest.mark.slow
 def test_sft_run_with_chosen_options_trains_and_records_them(tmp_path, tiny_model_dir):
     """A real worker run on the tiny model: the options are chosen from the demo data, the

@@ -3,10 +3,10 @@
 With ``speed_options: auto`` (the default of the methods that carry these settings) the
 studio decides each option a user left at its default, and says why in one line:
 gradient checkpointing only when the run would not fit without it, the training batch
-as large as the estimate allows at the same effective batch, padding-free batches for
-SFT when lengths vary, batches grouped by length when padding remains, reference
-log-probs computed once for DPO when training sees the pairs more than once, and
-Liger kernels on CUDA GPUs. A setting changed from its default is the user's choice and
+as large as the estimate allows at the same effective batch, padding-free batches
+when lengths vary (for a method whose trainer can flatten its batches), batches grouped
+by length when padding remains, reference log-probs computed once when training sees
+the pairs more than once, and Liger kernels on CUDA GPUs. A setting changed from its default is the user's choice and
 is kept; ``speed_options: as set`` keeps every setting exactly as given.
 
 No torch here (the window imports the settings below); ``choose`` takes the measured

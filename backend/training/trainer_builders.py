@@ -206,10 +206,20 @@ def _common_args(cfg: BaseRunConfig, precision: Precision, output_dir: str, has_
         disable_tqdm=True,
         dataloader_num_workers=0,
         max_length=cfg.max_length,
-        # The speed settings exist on the methods that carry them (backend.training.speed_options).
-        train_sampling_strategy="group_by_length" if getattr(cfg, "group_by_length", False) else "random",
-        use_liger_kernel=bool(getattr(cfg, "use_liger_kernel", False)),
+        # Only when on: some trainers (KTO) set a sampling strategy of their own by default.
+        **speed_args(cfg),
     )
+
+
+def speed_args(cfg: BaseRunConfig) -> dict[str, Any]:
+    """The Trainer arguments of the speed settings, on the methods that carry them
+    (``backend.training.speed_options``)."""
+    args: dict[str, Any] = {}
+    if getattr(cfg, "group_by_length", False):
+        args["train_sampling_strategy"] = "group_by_length"
+    if getattr(cfg, "use_liger_kernel", False):
+        args["use_liger_kernel"] = True
+    return args
 
 
 def build_trl_args(cfg: BaseRunConfig, precision: Precision, output_dir: str, has_eval: bool):
@@ -228,23 +238,34 @@ def build_trainer(cfg: BaseRunConfig, model, tokenizer, args, train_dataset, eva
 
 
 def give_lengths_to_sampler(trainer) -> None:
-    """transformers' length-grouped sampler reads ``input_ids`` or a ``length`` column. Pair
-    trainers tokenize into prompt/chosen/rejected ids, so their rows get a ``length`` column,
-    kept through the removal of columns the trainer does not know."""
-    data = trainer.train_dataset
+    """transformers' length-grouped sampler (training and evaluation alike) reads ``input_ids``
+    or a ``length`` column. Pair trainers tokenize into prompt/chosen/rejected ids, so their rows
+    get a ``length`` column, kept through the removal of columns the trainer does not know."""
+    trainer.train_dataset, added = with_length_column(trainer.train_dataset)
+    evals = trainer.eval_dataset
+    if isinstance(evals, dict):
+        pairs = {name: with_length_column(data) for name, data in evals.items()}
+        trainer.eval_dataset = {name: data for name, (data, _) in pairs.items()}
+        added = added or any(a for _, a in pairs.values())
+    elif evals is not None:
+        trainer.eval_dataset, eval_added = with_length_column(evals)
+        added = added or eval_added
+    if added:
+        trainer._set_signature_columns_if_needed()
+        trainer._signature_columns = list(trainer._signature_columns) + ["length"]
+
+
+def with_length_column(data):
+    """``data`` with a ``length`` column (prompt plus longest answer, in tokens) where the sampler
+    could not read one, and whether it was added."""
     columns = getattr(data, "column_names", None) or []
-    if "input_ids" in columns or "length" in columns or not columns:
-        return
-    parts = [c for c in ("prompt_ids", "prompt_input_ids") if c in columns]
-    answers = [c for c in ("chosen_ids", "rejected_ids", "completion_ids", "chosen_input_ids", "rejected_input_ids")
-               if c in columns]
-    if not answers:
-        return
+    answers = [c for c in ("chosen_ids", "rejected_ids", "completion_ids") if c in columns]
+    if "input_ids" in columns or "length" in columns or not answers:
+        return data, False
+    parts = [c for c in ("prompt_ids",) if c in columns]
     table = {c: data[c] for c in parts + answers}
     lengths = [sum(len(table[c][i]) for c in parts) + max(len(table[c][i]) for c in answers) for i in range(len(data))]
-    trainer.train_dataset = data.add_column("length", lengths)
-    trainer._set_signature_columns_if_needed()
-    trainer._signature_columns = list(trainer._signature_columns) + ["length"]
+    return data.add_column("length", lengths), True
 
 
 def plan_speed(cfg: BaseRunConfig, model, tokenizer, train_dataset):
