@@ -396,6 +396,12 @@ def main() -> int:
     print(f"\nlongest event-loop stall: {worst:.1f} ms wall (goal < 50 ms) -> {'OK' if worst < 50 else 'OVER'}; "
           f"longest stretch of GUI-thread work: {busy:.1f} ms CPU; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores")
+    for name, label in (("own_minmax", "the grid's min/max decimation"),
+                        ("pyqtgraph_peak", "pyqtgraph's peak downsampling (before)")):
+        wall = figures[f"redraw_{name}_frame_after_one_point_ms"]
+        cpu = figures[f"redraw_{name}_frame_after_one_point_cpu_ms"]
+        print(f"redraw and paint of {figures[f'redraw_{name}_curves']} curves x {figures['redraw_points_per_curve']:,} "
+              f"points, {label}: {wall:.1f} ms wall, {cpu:.1f} ms GUI-thread CPU (goal < 16 ms)")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
     shutil.rmtree(home, ignore_errors=True)

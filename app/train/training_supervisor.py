@@ -49,8 +49,8 @@ def lower_priority(pid: int, niceness: int = WORKER_NICENESS) -> None:
     On a CPU-only machine torch keeps every core busy, and an equal-priority GUI
     thread then waits up to a few hundred milliseconds for its turn. A batch job
     at a lower priority loses nothing when the GUI is idle (nearly always).
-    Processes the worker starts later inherit the priority. Relative to the window's
-    own, and applied to the worker's session group too (see lower_process_priority).
+    Processes the worker starts later inherit the priority, which is relative to the
+    window's own (see lower_process_priority and spawn_worker).
     """
     from backend.training.client import lower_process_priority
 

@@ -208,26 +208,30 @@ class TrainingRun:
 
 def spawn_worker(cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen:
     """Start a worker process: events on its stdout, its stderr appended to ``log_path``, in a
-    session of its own (a Ctrl-C in the terminal reaches the caller, who decides how to stop it),
-    finding the backend package even when the studio runs from a checkout."""
+    process group of its own (a Ctrl-C in the terminal reaches the caller, who decides how to
+    stop it), finding the backend package even when the studio runs from a checkout.
+
+    A process group, not a session: where the kernel groups processes by session for
+    scheduling ("autogroup", on by default on desktop Linux), a worker in a session of its
+    own competes with the window as an equal group whatever its nice value, and the
+    window lost the CPU to it for 100+ ms at a time. In the window's session a nice
+    value ranks it below the window, and against other programs the two count as one.
+    """
     env = dict(env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     with Path(log_path).open("ab") as log:
         return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
-                                cwd=str(cwd) if cwd is not None else None, start_new_session=True)
+                                cwd=str(cwd) if cwd is not None else None, process_group=0)
 
 
 def lower_process_priority(pid: int, niceness: int) -> None:
-    """Schedule process ``pid`` ``niceness`` levels below this process, effectively.
+    """Schedule process ``pid`` ``niceness`` levels below this process.
 
-    On Linux a nice value belongs to a thread, and threads started later inherit
-    it, so every thread the process has now is set. And where the kernel groups
-    processes by session ("autogroup", on by default on desktop distributions), a
-    nice value only ranks a process against others of its own session: a worker
-    started in a session of its own competes with the window as an equal group
-    however nice it is. Its group's nice value is set too (/proc/PID/autogroup).
-    Best effort: where a step is not allowed or not there, it is skipped.
+    On Linux a nice value belongs to a thread (threads started later inherit it),
+    so every thread the process has now is set. It ranks the worker below the
+    window only if both are in the same scheduling group: see ``spawn_worker``.
+    Best effort: where it is not allowed, it is skipped.
     """
     if not hasattr(os, "setpriority"):
         return
@@ -245,15 +249,6 @@ def lower_process_priority(pid: int, niceness: int) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), target))
         except OSError:
             pass
-    # Groups compete with groups: the worker's is ranked against the window's group, whose
-    # nice value `nice` (the command) leaves alone.
-    try:
-        own_group, own_group_nice = Path(f"/proc/{os.getpid()}/autogroup").read_text().split()[0::2]
-        group = Path(f"/proc/{pid}/autogroup")
-        if group.read_text().split()[0] != own_group:
-            group.write_text(str(min(19, int(own_group_nice) + niceness)))
-    except (OSError, ValueError):
-        pass
 
 
 def kill_process_tree(pid: int, timeout: float = 5.0) -> None:
