@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import permission_dialog
+from app.first_paint import after_first_paint
 from app.compare.tab import CompareTab
 from app.train.data_panel import DataPanel
 from app.device_probe import DeviceProbe, describe_device
@@ -258,7 +259,7 @@ class StudioWindow(QMainWindow):
         if not self._started:
             self._started = True
             # After the first paint: nothing slow may delay the window appearing.
-            QTimer.singleShot(0, self._start_background_work)
+            after_first_paint(self, self._start_background_work, at_latest_ms=1000)
 
     @staticmethod
     def freeze_heap() -> None:
@@ -281,8 +282,14 @@ class StudioWindow(QMainWindow):
             self.open_config_file(self._initial["config"])
         elif self._initial["data"]:
             self.data_panel.load_path(self._initial["data"])
-        # pyqtgraph's import (~0.5 s) is paid while the user is still reading the window.
-        QTimer.singleShot(200, self.live.ensure_plots)
+        # pyqtgraph's import (~0.5 s) is paid while the user is still reading the window, but
+        # after the first data report, which it would otherwise hold back.
+        if self.data_panel.loader.is_busy():
+            for ended in (self.data_panel.loader.sig_loaded, self.data_panel.loader.sig_failed):
+                ended.connect(lambda _result: QTimer.singleShot(100, self.live.ensure_plots),
+                              Qt.ConnectionType.SingleShotConnection)
+        else:
+            QTimer.singleShot(200, self.live.ensure_plots)
         # Once the slow imports are done (the data layer signals its formats), freeze them.
         self.data_panel.loader.sig_formats_ready.connect(lambda _formats: QTimer.singleShot(300, self.freeze_heap))
         self.sig_ready.emit()

@@ -78,40 +78,27 @@ def run_studio(data: str | None = None, model: str | None = None, method: str | 
 def _probe_startup(app, window, started: float) -> None:
     """Print "STARTUP <mark> <seconds since the command> <CPU seconds of this process>"
     when the window, then the early report, then the measured report are first painted."""
-    from PySide6.QtCore import QEvent, QObject, QTimer
+    from app.first_paint import after_first_paint
+
+    said: set[str] = set()
 
     def say(what: str) -> None:
-        print(f"STARTUP {what} {time.time() - started:.3f} {time.process_time():.3f}", flush=True)
-
-    class FirstPaint(QObject):
-        """Says ``mark`` at the watched widget's first paint after ``arm``."""
-
-        def __init__(self, widget, mark: str | None = None) -> None:
-            super().__init__(widget)
-            self.mark = mark
-            widget.installEventFilter(self)
-
-        def arm(self, mark: str) -> None:
-            self.mark = mark
-
-        def eventFilter(self, _watched, event) -> bool:  # noqa: N802 (Qt's name)
-            if self.mark and event.type() == QEvent.Type.Paint:
-                mark, self.mark = self.mark, None
-                say(mark)
-                if mark == "measured":
-                    QTimer.singleShot(0, finish)
-            return False
+        if what not in said:
+            said.add(what)
+            print(f"STARTUP {what} {time.time() - started:.3f} {time.process_time():.3f}", flush=True)
 
     def finish() -> None:
         imported = [name for name in HEAVY_LIBRARIES if name in sys.modules]
         print("STARTUP-IMPORTED " + (",".join(imported) or "none"), flush=True)
         app.quit()
 
-    FirstPaint(window, "visible")
-    report_paint = FirstPaint(window.data_panel.report_view.viewport())
+    after_first_paint(window, lambda: say("visible"))
 
     def on_loaded(result) -> None:
-        report_paint.arm("report" if getattr(result, "measuring", False) else "measured")
+        measured = not getattr(result, "measuring", False)
+        # An early report not painted before the measured one came was never seen apart from it.
+        after_first_paint(window.data_panel.report_view.viewport(),
+                          lambda: (say("report"), say("measured"), finish()) if measured else say("report"))
 
     window.data_panel.loader.sig_loaded.connect(on_loaded)
     window.data_panel.loader.sig_failed.connect(lambda _f: (say("failed"), app.quit()))

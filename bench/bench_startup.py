@@ -53,10 +53,8 @@ def one_start(home: Path, screen: bool, bytecode: Path) -> dict:
             marks.setdefault(parts[1], (float(parts[2]), float(parts[3])))
         elif len(parts) == 2 and parts[0] == "STARTUP-IMPORTED":
             imported = parts[1]
-    if "visible" not in marks or "measured" not in marks:
+    if not {"visible", "report", "measured"} <= set(marks):
         raise SystemExit(f"the window did not report its start:\n{out.stdout}\n{out.stderr}")
-    # Painted once only when the measured report came before the early one could be painted.
-    marks.setdefault("report", marks["measured"])
     return {"marks": marks, "imported": imported}
 
 
