@@ -4,7 +4,8 @@ Both sides train the same model, loaded the same way, with the same LoRA, on the
 training rows, and see the same number of examples; both are evaluated on the same
 held-out rows. The bare side is what a user writes with TRL: ``SFTConfig``/``DPOConfig``
 left at their defaults (batch 8, gradient checkpointing on, TRL's learning rate and
-schedule), with only what a CPU needs (``bf16=False``) and no checkpoint saving. The studio
+schedule), with only what a CPU needs (``bf16=False``), no checkpoint saving, and the
+length of the run (TRL's default is 3 epochs, the studio's 1). The studio
 side runs through TrainingRun and the worker, as the window does, with the method's
 defaults and ``speed_options: auto``.
 
@@ -55,7 +56,8 @@ BARE_SCRIPT = textwrap.dedent(r'''
 ''') + BARE_LOAD + textwrap.dedent(r'''
     data = load_dataset("json", data_files={"train": p["train"], "test": p["test"]})
     Config, Trainer = (SFTConfig, SFTTrainer) if p["method"] == "sft" else (DPOConfig, DPOTrainer)
-    steps = dict(max_steps=p["examples"] // 8) if p["examples"] else {}   # TRL's default batch is 8
+    # TRL's default batch is 8; its default of 3 epochs would see three times the studio's one.
+    steps = dict(max_steps=p["examples"] // 8) if p["examples"] else dict(num_train_epochs=1)
     args = Config(output_dir=p["out"], bf16=False, use_cpu=True, save_strategy="no", report_to=[],
                   disable_tqdm=True, seed=p["seed"], **steps)
     trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"],
@@ -65,9 +67,9 @@ BARE_SCRIPT = textwrap.dedent(r'''
     train_seconds = time.time() - start
     eval_loss = trainer.evaluate()["eval_loss"]
     seen = trainer.state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
+    seen = seen if p["examples"] else min(seen, len(data["train"]))  # the last batch of an epoch is short
     print("RESULT " + json.dumps({"train_seconds": train_seconds, "eval_loss": eval_loss,
-                                   "steps": trainer.state.global_step, "seen": min(seen, len(data["train"]))
-                                   if not p["examples"] else seen}))
+                                   "steps": trainer.state.global_step, "seen": seen}))
 ''')
 
 

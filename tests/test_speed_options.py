@@ -56,6 +56,7 @@ def test_sft_defaults_on_a_roomy_cpu_turn_the_options_on_with_reasons():
     assert "fits without it" in chosen["gradient_checkpointing"].reason
     # 4 x 4 becomes 16 x 1: the same examples per optimizer step
     assert plan.cfg.per_device_train_batch_size == 16 and plan.cfg.gradient_accumulation_steps == 1
+    assert plan.cfg.eval_batch_size == 16  # not twice a batch that is already the largest that fits
     assert chosen["padding_free"].value is True and plan.cfg.padding_free is True
     assert chosen["padding_free"].line().startswith("Padding-free batches: on (lengths vary 6.0x")
     assert chosen["group_by_length"].value is False  # nothing left to group

@@ -180,8 +180,14 @@ def _batch(plan: SpeedPlan, estimate: Estimator) -> SpeedPlan:
             reason = (f"{new_batch} x {new_accum} instead of {batch} x {accum}: the same {effective} examples per "
                       f"step in fewer passes; ≈ {_mb(result.total_mb)} of {_mb(result.usable_mb)} usable")
             plan = _with(plan, "per_device_train_batch_size", "Batch size", new_batch, reason)
-            return _with(plan, "gradient_accumulation_steps", "Gradient accumulation", new_accum,
+            plan = _with(plan, "gradient_accumulation_steps", "Gradient accumulation", new_accum,
                          f"with batch size {new_batch}")
+            if user_changed(cfg, "eval_batch_size"):
+                return plan
+            # Twice the training batch (the default) is safe only below the largest that fits:
+            # evaluation keeps no activations, but builds the same logits per example.
+            return _with(plan, "eval_batch_size", "Evaluation batch size", new_batch,
+                         "the training batch: the largest the estimate allows")
     return plan
 
 
