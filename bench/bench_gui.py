@@ -373,23 +373,29 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="alignstudio-bench-gui-"))
     os.environ["ALIGNSTUDIO_HOME"] = str(home)
-    figures = bench_launch(home)
+    figures: dict = {}
+
+    def record(new: dict) -> None:
+        # Printed as each part ends: a run that is cut short still leaves its figures.
+        figures.update(new)
+        for key, value in new.items():
+            shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+            print(f"{key:<52}{shown}", flush=True)
+
+    print(f"{'figure':<52}value  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)", flush=True)
+    record(bench_launch(home))
     from app.studio_app import create_application
 
     app = create_application()
-    figures.update(bench_redraw(app))
-    figures.update(bench_event_flood(app))
+    record(bench_redraw(app))
+    record(bench_event_flood(app))
     if not args.skip_real_run:
         if args.worker_niceness:
             for n in args.worker_niceness:
-                figures.update(bench_real_run(app, home, args.steps, niceness=n, prefix=f"real_run_nice{n}"))
+                record(bench_real_run(app, home, args.steps, niceness=n, prefix=f"real_run_nice{n}"))
         else:
-            figures.update(bench_real_run(app, home, args.steps))
+            record(bench_real_run(app, home, args.steps))
 
-    print(f"{'figure':<40}value")
-    for key, value in figures.items():
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        print(f"{key:<40}{shown}")
     stall_keys = [k for k in figures if k.endswith("longest_stall_ms")]
     worst = max(figures[k] for k in stall_keys)
     busy = max(figures[k] for k in figures if k.endswith("longest_gui_busy_ms"))

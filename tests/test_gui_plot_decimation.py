@@ -199,3 +199,24 @@ def test_a_training_worker_runs_below_the_window(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+def test_dragging_the_smoothing_slider_re_smooths_once_it_pauses(qtbot):
+    from app.train.live_training_view import LiveTrainingView
+
+    view = LiveTrainingView()
+    qtbot.addWidget(view)
+    view.begin_run("dpo")
+    grid = view.plots
+    grid.add_points("loss", np.arange(1, 1001, dtype=float), _walk(1000))
+    calls = []
+    original = grid.set_smoothing
+    grid.set_smoothing = lambda weight: (calls.append(weight), original(weight))
+    for value in range(10, 90, 2):  # a drag: forty values in quick succession
+        view.smoothing.setValue(value)
+    assert view.smoothing_value.text() == "0.88"  # the number follows the slider at once
+    qtbot.waitUntil(lambda: len(calls) > 0, timeout=2000)
+    qtbot.wait(150)
+    assert calls == [0.88]
+    assert grid.smoothing() == pytest.approx(0.88)
+    view.on_idle()

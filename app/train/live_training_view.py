@@ -99,6 +99,12 @@ class LiveTrainingView(QWidget):
         self._drain_timer.setSingleShot(True)
         self._drain_timer.setInterval(0)
         self._drain_timer.timeout.connect(self._drain)
+        # Dragging the smoothing slider re-smooths every series (13 x 100,000 points take tens
+        # of milliseconds): once per pause of the drag, not at each of its dozens of values.
+        self._smoothing_timer = QTimer(self)
+        self._smoothing_timer.setSingleShot(True)
+        self._smoothing_timer.setInterval(60)
+        self._smoothing_timer.timeout.connect(self._apply_smoothing)
         self._text_timer = QTimer(self)
         self._text_timer.setSingleShot(True)
         self._text_timer.setInterval(100)
@@ -284,10 +290,13 @@ class LiveTrainingView(QWidget):
 
     def _on_smoothing(self, value: int) -> None:
         self.smoothing_value.setText(f"{value / 100:.2f}")
-        if self._grid is not None:
-            self._grid.set_smoothing(value / 100)
+        self._smoothing_timer.start()
         if self._settings is not None:
             self._settings.set_value("view/smoothing", value / 100)
+
+    def _apply_smoothing(self) -> None:
+        if self._grid is not None:
+            self._grid.set_smoothing(self.smoothing.value() / 100)
 
     # -------------------------------------------------------------- controls
     def set_can_train(self, ok: bool, reason: str = "") -> None:
