@@ -92,6 +92,22 @@ def test_the_backend_is_a_sampling_setting_checked_like_the_others():
         SamplingSettings.from_dict({"backend": "vllm"})
 
 
+def test_compare_sampling_form_offers_the_backend_and_shows_what_generates(qtbot):
+    from app.compare.sampling import SamplingPanel
+
+    panel = SamplingPanel()
+    qtbot.addWidget(panel)
+    assert panel.settings()["backend"] == "auto"
+    panel.set_values({"backend": "llama.cpp"})
+    assert panel.settings()["backend"] == "llama.cpp"
+    assert panel.backend_status.isHidden()
+    note = "Generating with transformers, not llama.cpp: llama-cpp-python is not installed."
+    panel.set_backend_status("transformers", note)
+    assert not panel.backend_status.isHidden() and panel.backend_status.text() == note
+    panel.set_backend_status("llama.cpp")
+    assert panel.backend_status.text() == "Generating with llama.cpp."
+
+
 def test_worker_without_llama_cpp_generates_with_transformers_and_says_why(tiny_llama_with_adapter, tmp_path):
     """The real worker, with a llama_cpp package that fails to import, asked for llama.cpp."""
     from backend.generation.client import GenerationSession

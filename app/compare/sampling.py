@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSpinBox, QVBoxLayout, QWidget
 
 from backend.generation.protocol import (SamplingSettings, parse_stop_strings, stop_string_problems,
                                          stop_strings_text)
@@ -45,7 +45,17 @@ class SamplingPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.form)
+        # What "auto" chose for the loaded model, and why not llama.cpp when it did not.
+        self.backend_status = QLabel("")
+        self.backend_status.setWordWrap(True)
+        self.backend_status.setVisible(False)
+        layout.addWidget(self.backend_status)
         self._sync_greedy()
+
+    def set_backend_status(self, backend: str, note: str = "") -> None:
+        """The loaded model's generation backend (ModelReady.generation_backend and backend_note)."""
+        self.backend_status.setText(note or f"Generating with {backend}.")  # a note says which, and why
+        self.backend_status.setVisible(bool(backend))
 
     def _on_stops_edited(self, _text: str) -> None:
         self._stops_edited = True

@@ -308,6 +308,7 @@ class CompareTab(QWidget):
         self._release_reason = ""
         self.banner.hide_notice()
         self.sampling_panel.set_default_stops(ready.default_stop_strings)
+        self.sampling_panel.set_backend_status(ready.generation_backend, ready.backend_note)
         self.side_by_side.set_ready(ready)
         self.playground.set_ready(ready)
         self.best_of_n.set_ready(ready)

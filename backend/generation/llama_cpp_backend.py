@@ -48,7 +48,7 @@ from backend.generation.protocol import GENERATION_BACKENDS as BACKEND_CHOICES
 # What "auto" means when set (transformers | llama.cpp): a user, a benchmark or a test can pin every engine.
 BACKEND_ENV = "ALIGNSTUDIO_GENERATION_BACKEND"
 LORA_CONVERTER_ENV = "ALIGNSTUDIO_LLAMA_LORA_CONVERTER"
-INSTALL_HINT = "bash installer/install.sh --with-llama-cpp (or: pip install 'alignstudio[llamacpp]')"
+INSTALL_HINT = "bash installer/install.sh --with-llama-cpp, or pip install 'alignstudio[llamacpp]'"
 LORA_CONVERTER_HINT = "bash installer/install_llama_converter.sh --lora"
 
 
