@@ -21,7 +21,6 @@ import contextlib
 import itertools
 import os
 import time
-import uuid
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -670,6 +669,8 @@ class _ArrowRows:
 
 
 def _as_dataset(table, arrow_file: str = "") -> "Dataset":
+    import uuid
+
     from datasets import Dataset
 
     if arrow_file:
@@ -682,6 +683,8 @@ def _as_dataset(table, arrow_file: str = "") -> "Dataset":
 def _build_dataset(rows_or_columns: list[dict[str, Any]] | dict[str, list], features) -> "Dataset":
     """Rows already in the final types go straight to Arrow: ``Dataset.from_list``
     would re-encode every value in Python (four times slower on 100k rows)."""
+    import uuid
+
     import pyarrow as pa
     from datasets import Dataset
 

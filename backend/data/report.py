@@ -15,13 +15,15 @@ import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from backend.data.formats import REASON_LABELS, DataFormat, data_kind
-from backend.data.loading import LoadedDataset
 from backend.data import token_counts
 from backend.models import tokenizer_cache
 from backend.models.tokenizer_cache import load_tokenizer, tokenizer_file
+
+if TYPE_CHECKING:  # the window imports this module before it shows; the loader comes with the first file
+    from backend.data.loading import LoadedDataset
 
 # The verbosity check: a preference learner rewarded for length learns
 # "longer is better" instead of the preference the data was meant to carry.
