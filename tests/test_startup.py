@@ -180,3 +180,42 @@ def test_the_window_starts_on_the_demo_without_heavy_imports(tmp_path):
     assert {"visible", "report", "measured"} <= set(marks), out.stdout
     assert marks["visible"] <= marks["report"] <= marks["measured"], marks
     assert ["STARTUP-IMPORTED", "none"] in lines, out.stdout
+
+
+@pytest.mark.gui
+def test_start_up_work_waits_for_the_first_paint_and_the_plots_for_the_first_report(qtbot, studio_home,
+                                                                                   easy_preferences, monkeypatch):
+    """A zero timer after showEvent fires before the window system's expose, so the start-up work
+    would delay the first paint; and pyqtgraph's import (~0.5 s on the GUI thread) would hold
+    back a report that arrives while it runs."""
+    from PySide6.QtCore import QEvent, QObject
+
+    import app.train.dataset_loader as dataset_loader
+    from app.main_window import StudioWindow
+
+    order = []
+    start_work = StudioWindow._start_background_work
+    monkeypatch.setattr(StudioWindow, "_start_background_work",
+                        lambda self: (order.append("start-up work"), start_work(self)))
+    load = dataset_loader.load_and_report
+    monkeypatch.setattr(dataset_loader, "load_and_report",  # a file slower to read than the plots' delay
+                        lambda *args, **kwargs: (time.sleep(0.6), load(*args, **kwargs))[1])
+
+    class FirstPaint(QObject):
+        def eventFilter(self, _watched, event):  # noqa: N802
+            if event.type() == QEvent.Type.Paint and "painted" not in order:
+                order.append("painted")
+            return False
+
+    window = StudioWindow(probe_device=False, data=str(easy_preferences))
+    qtbot.addWidget(window)
+    paints = FirstPaint(window)
+    window.installEventFilter(paints)
+    plots_at_report = []
+    window.data_panel.loader.sig_loaded.connect(lambda _r: plots_at_report.append(window.live._grid is not None))
+    window.show()
+    qtbot.waitUntil(lambda: bool(plots_at_report), timeout=30_000)
+    assert order[:2] == ["painted", "start-up work"]
+    assert plots_at_report == [False]
+    qtbot.waitUntil(lambda: window.live._grid is not None, timeout=10_000)  # built once the report is in
+    window.data_panel.loader.wait()
