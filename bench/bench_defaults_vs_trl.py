@@ -96,7 +96,8 @@ def run_bare(params: dict) -> dict:
     raise RuntimeError("bare TRL run failed:\n" + out.stderr[-3000:])
 
 
-def run_studio(params: dict, runs_root: Path) -> dict:
+def run_studio(params: dict, runs_root: Path, pinned: dict | None = None) -> dict:
+    """One studio run with its defaults; ``pinned`` settings are used as set, the speed options off."""
     from backend.core.events import RunFinished, RunStarted, TrainLog
     from backend.runs.config import default_config
     from backend.training.client import run_to_completion
@@ -108,6 +109,8 @@ def run_studio(params: dict, runs_root: Path) -> dict:
     if params["examples"]:
         cfg = default_config(params["method"])
         values["max_steps"] = params["examples"] // (cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps)
+    if pinned is not None:
+        values.update(pinned, speed_options="as set")
     start = time.time()
     run, events = run_to_completion(default_config(params["method"], **values), runs_root)
     total = time.time() - start
@@ -123,7 +126,8 @@ def run_studio(params: dict, runs_root: Path) -> dict:
     return {"train_seconds": logs[-1].time - started.time, "total_seconds": total,
             "eval_loss": events[-1].summary.get("eval_loss"), "steps": events[-1].step,
             "seen": min(seen, started.train_rows) if not params["examples"] else seen,
-            "choices": [f"{c['label']}: {c['value']} ({c['reason']})" for c in recorded["choices"]]}
+            "choices": [f"{c['label']}: {c['value']} ({c['reason']})" for c in recorded["choices"]],
+            "chosen": {c["setting"]: c["value"] for c in recorded["choices"]}}
 
 
 def spread(values: list[float]) -> str:
@@ -159,6 +163,43 @@ def bench_method(method: str, model: str, work: Path, args) -> dict:
     return {"ratios": ratios, "total_ratios": total_ratios, "losses": losses}
 
 
+# Options measured one at a time; the batch size moves with its accumulation and evaluation batch.
+OPTION_GROUPS = {"gradient_checkpointing": ("gradient_checkpointing",),
+                 "per_device_train_batch_size": ("per_device_train_batch_size", "gradient_accumulation_steps",
+                                                 "eval_batch_size"),
+                 "padding_free": ("padding_free",), "group_by_length": ("group_by_length",),
+                 "precompute_ref_log_probs": ("precompute_ref_log_probs",), "use_liger_kernel": ("use_liger_kernel",)}
+
+
+def bench_each_option(method: str, model: str, work: Path, args) -> None:
+    """Each option the studio changed, taken back to its default while the others stay: the
+    training time it saves. Interleaved with the run that has all of them."""
+    from backend.runs.config import default_config
+
+    data = work / f"data-{method}"
+    defaults = default_config(method)
+    base = dict(method=method, model=model, data=str(data), quantization=args.quantization, examples=args.examples,
+                lora=LORA)
+    probe = run_studio(dict(base, seed=42), work / "runs")
+    chosen = probe["chosen"]
+    changed = [k for k in OPTION_GROUPS if k in chosen and chosen[k] != getattr(defaults, k)]
+    times: dict[str, list[float]] = {"all": [], **{k: [] for k in changed}}
+    for rep in range(args.reps):
+        variants = ["all"] + changed
+        for name in variants if rep % 2 == 0 else reversed(variants):
+            pinned = dict(chosen)
+            for key in OPTION_GROUPS.get(name, ()):
+                pinned[key] = getattr(defaults, key)
+            r = run_studio(dict(base, seed=42 + rep), work / "runs", pinned=pinned)
+            times[name].append(r["train_seconds"])
+            print(f"  {method} option rep {rep + 1} {'all options' if name == 'all' else 'without ' + name}: "
+                  f"train {r['train_seconds']:.1f} s, eval loss {r['eval_loss']:.4f}", flush=True)
+    for name in changed:
+        ratios = [t / a for t, a in zip(times[name], times["all"])]
+        print(f"{method.upper()}: without {name} training takes {statistics.median(ratios):.2f}x as long "
+              f"(per repetition {', '.join(f'{x:.2f}' for x in ratios)})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="tiny", help="tiny | embedded | a model folder")
@@ -172,6 +213,8 @@ def main() -> None:
                     help="torch threads of both sides (OMP_NUM_THREADS); 0 leaves torch's default. On a machine "
                          "other jobs share, 1 avoids the spinning of oversubscribed threads that slows both sides "
                          "by up to 10x at random")
+    ap.add_argument("--each-option", action="store_true",
+                    help="also measure each chosen option alone: the studio run without it against all of them")
     args = ap.parse_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the bare script and the worker
@@ -193,6 +236,8 @@ def main() -> None:
           f"{threads} threads, model {model}", flush=True)
     for method in args.methods.split(","):
         bench_method(method.strip(), model, work, args)
+        if args.each_option:
+            bench_each_option(method.strip(), model, work, args)
 
 
 if __name__ == "__main__":

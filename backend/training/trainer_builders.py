@@ -206,7 +206,7 @@ def _common_args(cfg: BaseRunConfig, precision: Precision, output_dir: str, has_
         disable_tqdm=True,
         dataloader_num_workers=0,
         max_length=cfg.max_length,
-        # Only when on: some trainers (KTO) set a sampling strategy of their own by default.
+        # Only when on: some trainers set a sampling strategy of their own by default.
         **speed_args(cfg),
     )
 
