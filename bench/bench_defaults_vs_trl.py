@@ -215,6 +215,7 @@ def main() -> None:
                          "by up to 10x at random")
     ap.add_argument("--each-option", action="store_true",
                     help="also measure each chosen option alone: the studio run without it against all of them")
+    ap.add_argument("--options-only", action="store_true", help="only --each-option, without the bare side")
     args = ap.parse_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the bare script and the worker
@@ -235,8 +236,11 @@ def main() -> None:
     print(f"Studio defaults vs bare TRL defaults: {seen}, {args.quantization}, {args.reps} repetitions, "
           f"{threads} threads, model {model}", flush=True)
     for method in args.methods.split(","):
-        bench_method(method.strip(), model, work, args)
-        if args.each_option:
+        if args.options_only:
+            split_demo(method.strip(), work / f"data-{method.strip()}")
+        else:
+            bench_method(method.strip(), model, work, args)
+        if args.each_option or args.options_only:
             bench_each_option(method.strip(), model, work, args)
 
 
