@@ -84,6 +84,8 @@ class Heartbeat:
         self.interval = interval_ms / 1000
         self.gaps: list[float] = []
         self.busy: list[float] = []  # CPU time this thread used during each gap
+        self.ends: list[float] = []  # when each gap ended
+        self._start = 0.0
         self._last = None
         self._last_cpu = None
         self._timer = QTimer()
@@ -91,7 +93,7 @@ class Heartbeat:
         self._timer.timeout.connect(self._tick)
 
     def start(self):
-        self._last = time.perf_counter()
+        self._last = self._start = time.perf_counter()
         self._last_cpu = time.thread_time()
         self._timer.start()
 
@@ -102,6 +104,7 @@ class Heartbeat:
         now, cpu = time.perf_counter(), time.thread_time()
         self.gaps.append(now - self._last)
         self.busy.append(cpu - self._last_cpu)
+        self.ends.append(now)
         self._last, self._last_cpu = now, cpu
 
     def summary(self, prefix: str) -> dict:
@@ -112,6 +115,7 @@ class Heartbeat:
             # Of that gap, the time the GUI thread actually ran; the rest it waited for a CPU
             # (on a 2-core machine the worker's torch threads compete for both cores).
             f"{prefix}_longest_stall_gui_cpu_ms": self.busy[worst] * 1000 if worst is not None else 0.0,
+            f"{prefix}_longest_stall_ended_at_s": self.ends[worst] - self._start if worst is not None else 0.0,
             f"{prefix}_longest_gui_busy_ms": max(self.busy, default=0.0) * 1000,
             f"{prefix}_p99_gap_ms": gaps[int(0.99 * (len(gaps) - 1))] * 1000,
             f"{prefix}_heartbeats": len(self.gaps),
@@ -184,7 +188,9 @@ def bench_real_run(app, home: Path, steps: int, niceness: int | None = None, pre
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.time()
     beat.start()
+    click_wall, click_cpu = time.perf_counter(), time.thread_time()
     assert window.start_training()
+    click_wall, click_cpu = time.perf_counter() - click_wall, time.thread_time() - click_cpu
     priority = {}
 
     def done() -> bool:
@@ -208,6 +214,9 @@ def bench_real_run(app, home: Path, steps: int, niceness: int | None = None, pre
     result.update({f"{prefix}_steps_logged": window.live.plots.series_length("loss"), f"{prefix}_wall_s": wall,
                    f"{prefix}_finished": finished,
                    f"{prefix}_gui_cpu_share": gui_cpu / wall,
+                   # Pressing Train: validating, writing the run folder, resetting the view, all
+                   # before the worker starts (inside the first heartbeat gap).
+                   f"{prefix}_train_click_ms": click_wall * 1000, f"{prefix}_train_click_cpu_ms": click_cpu * 1000,
                    f"{prefix}_plots": len(window.live.plots.plot_ids()),
                    f"{prefix}_worker_nice": priority.get("nice", "?"),
                    f"{prefix}_worker_autogroup_nice": priority.get("autogroup", "?")})

@@ -327,6 +327,9 @@ class PlotWidgetPool:
     """
 
     IDLE_DELAY_MS = 40
+    # After plots were handed out, their run is starting: its first steps create and paint
+    # them, and a refill build (10-20 ms each) in between would add to those turns.
+    REFILL_DELAY_MS = 1500
 
     def __init__(self):
         self._ready: list[_TimedPlotWidget] = []
@@ -342,21 +345,22 @@ class PlotWidgetPool:
 
     def take(self) -> _TimedPlotWidget:
         widget = self._ready.pop() if self._ready else _new_plot_widget()
-        self._schedule()
+        self._schedule(self.REFILL_DELAY_MS)
         return widget
 
-    def _schedule(self) -> None:
+    def _schedule(self, delay_ms: int | None = None) -> None:
         if len(self._ready) >= self._target:
             return
         if self._timer is None:
             app = QApplication.instance()
             self._timer = QTimer(app)  # owned by the application, so it dies on its thread
             self._timer.setSingleShot(True)
-            self._timer.setInterval(self.IDLE_DELAY_MS)
             self._timer.timeout.connect(self._build_one)
             app.aboutToQuit.connect(self.clear)
-        if not self._timer.isActive():
-            self._timer.start()
+        if delay_ms is not None:
+            self._timer.start(delay_ms)  # (re)started: handing out several plots defers the refill
+        elif not self._timer.isActive():
+            self._timer.start(self.IDLE_DELAY_MS)
 
     def _build_one(self) -> None:
         if len(self._ready) < self._target:
