@@ -13,10 +13,12 @@ Each side runs in its own process, interleaved (bare, studio, studio, bare, ...)
 on a shared machine hits both alike; repetition r uses seed 42 + r on both sides, so the
 spread of the eval losses shows the noise they are compared within. Printed per task: the
 training time to the same examples seen (median ratio and spread), the whole-process
-time, and the final eval loss of each side.
+time, and the final eval loss of each side. ``--each-option`` then times the studio
+without each option it chose (the others kept) against the run with all of them.
 
-    python bench/bench_defaults_vs_trl.py --model tiny           # quick: a tiny Llama, one epoch
-    python bench/bench_defaults_vs_trl.py --model embedded --examples 64 --reps 2
+    python bench/bench_defaults_vs_trl.py --model tiny --threads 1    # quick: a tiny Llama, one epoch
+    python bench/bench_defaults_vs_trl.py --model embedded --examples 64 --reps 2 --threads 1
+    python bench/bench_defaults_vs_trl.py --model tiny --options-only  # each option alone
 """
 
 from __future__ import annotations
