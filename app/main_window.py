@@ -93,6 +93,11 @@ class PanelForm:
         return self.data_panel.is_reading()
 
 
+def _token_word(report) -> str:
+    """"tokens" once the report has counted them with the model's tokenizer, "tokens (≈)" before."""
+    return "tokens (≈)" if str(getattr(report, "length_unit", "")).startswith("approx") else "tokens"
+
+
 class StudioWindow(QMainWindow):
     sig_ready = Signal()
     """The window has been shown and its background start-up work was launched."""
@@ -407,7 +412,9 @@ class StudioWindow(QMainWindow):
 
     # ------------------------------------------------------------ validation
     def _on_dataset(self, result) -> None:
-        QTimer.singleShot(0, self.freeze_heap)  # the loaded dataset lives as long as the window shows it
+        # The loaded dataset lives as long as the window shows it; frozen after the report is
+        # painted, since a full collection (~25 ms) would hold that paint back.
+        QTimer.singleShot(300, self.freeze_heap)
         if result is None:
             self.method_panel.set_supported(None)
             self.statusBar().clearMessage()  # a previous file's "Loaded N rows" must not sit under the error
@@ -417,7 +424,7 @@ class StudioWindow(QMainWindow):
             if suggested:
                 self.statusBar().showMessage(
                     f"Loaded {result.loaded.rows_kept:,} rows in {result.seconds:.1f} s; "
-                    f"95% of examples fit in {suggested} tokens (≈).", 8000)
+                    f"95% of examples fit in {suggested} {_token_word(result.report)}.", 8000)
         # At once, not after the typing pause: Train must never stay enabled under a refused file.
         self._validation_timer.stop()
         self.revalidate()
