@@ -70,7 +70,7 @@ def weight_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def speed_table(model: str, quantization: str, dtype: str, tokens: int, rounds: int) -> dict:
+def speed_table(model: str, quantization: str, dtype: str, tokens: int, rounds: int, llama_only: bool = False) -> dict:
     import torch
 
     from backend.models.adapter_loading import load_model, resolve_load_spec
@@ -118,17 +118,20 @@ def speed_table(model: str, quantization: str, dtype: str, tokens: int, rounds: 
                       "llama_engine_8": (ours("llama.cpp"), PROMPTS), "llama_bare_8": (bare.batch, PROMPTS)})
     else:
         extra["llama_cpp_not_measured"] = engine.backend_note
+    if llama_only:
+        cases = {name: case for name, case in cases.items() if name.startswith("llama_")}
     for run, prompts in cases.values():  # warm-up: first calls pay for allocations and kernel picks
         run(prompts[:1])
     rates: dict[str, list[float]] = {name: [] for name in cases}
     for i in range(rounds):
         for name, (run, prompts) in cases.items():
             rates[name].append(run(prompts if i % 2 == 0 else prompts[::-1]))
+            print(f"round {i + 1}/{rounds} {name}: {rates[name][-1]:.1f} tok/s", file=sys.stderr, flush=True)
     r = {name: statistics.median(values) for name, values in rates.items()}
     bandwidth = copy_bandwidth_bytes_per_s(engine.device)
     per_token = weight_bytes(model)
     limit = bandwidth / per_token
-    results = {
+    results = {} if llama_only else {
         "speed_precision": f"{loaded.precision.device} {label} quantization={quantization}",
         "engine_1_stream_tok_s": r["engine_1"], "plain_generate_1_stream_tok_s": r["plain_1"],
         "engine_batch8_tok_s": r["engine_8"], "plain_generate_batch8_tok_s": r["plain_8"],
@@ -150,8 +153,9 @@ def speed_table(model: str, quantization: str, dtype: str, tokens: int, rounds: 
             "ratio_llama_engine_vs_bare_1_stream": r["llama_engine_1"] / r["llama_bare_1"],
             "ratio_llama_engine_vs_bare_batch8": r["llama_engine_8"] / r["llama_bare_8"],
             "ratio_llama_engine_batch8_vs_1_stream": r["llama_engine_8"] / r["llama_engine_1"],
-            "ratio_llama_engine_vs_transformers_engine_1_stream": r["llama_engine_1"] / r["engine_1"],
         })
+        if "engine_1" in r:
+            results["ratio_llama_engine_vs_transformers_engine_1_stream"] = r["llama_engine_1"] / r["engine_1"]
         bare.close()
     engine.close()
     return results
@@ -266,6 +270,8 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per answer")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the side-by-side table")
     parser.add_argument("--speed-only", action="store_true", help="only the side-by-side speed table")
+    parser.add_argument("--llama-only", action="store_true",
+                        help="with --speed-only: only the llama.cpp rows (the engine on llama.cpp against bare llama.cpp)")
     parser.add_argument("--backend", default="auto", choices=("auto", "transformers", "llama.cpp"),
                         help="what the worker prepares at load and generates with")
     args = parser.parse_args()
@@ -297,7 +303,8 @@ def main() -> int:
             model_path = local_model_folder(resolve_model_source(args.model))
     # The model as the user names it: the embedded model's GGUF is what llama.cpp runs.
     speed_model = model_path if args.model == "tiny" or args.run_dir else args.model
-    results.update(speed_table(speed_model, args.quantization, args.dtype, args.tokens, args.rounds))
+    results.update(speed_table(speed_model, args.quantization, args.dtype, args.tokens, args.rounds,
+                                args.llama_only and args.speed_only))
     if args.speed_only:
         return show(results)
     if not args.run_dir:
