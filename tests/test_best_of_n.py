@@ -263,6 +263,8 @@ def test_compare_batch_report_fills_figures_and_table(qtbot, compare_tab):
     assert view.tiles["best"].value.text() == f"{report.mean_best:.3f}"
     assert view.tiles["cost"].value.text() == "12 vs 4"
     assert "Best-of-3" in view.headline.text()
+    assert "tokens/s" in view.tiles["time"].note.text()
+    assert "ranked by length_target" in view.answers_title.text()
     view.table.selectRow(2)
     assert view.cards()[0].answer.reward == pytest.approx(report_row_best(view, 2))
 

@@ -1,5 +1,5 @@
 """The Compare tab's forms and table without a worker: the stop-strings field, the batch
-table's headers, the batch's planned count."""
+table's headers, the batch's planned count, and the request bookkeeping every view shares."""
 
 from __future__ import annotations
 
@@ -67,3 +67,49 @@ def test_batch_table_headers_are_words_with_tooltips(qtbot):
     assert cells[-3:] == ["✓", "✓", "✓"]
     assert "Aligned model prefers chosen: yes" in model.data(model.index(0, len(COLUMNS) - 1),
                                                             Qt.ItemDataRole.ToolTipRole)
+
+
+def test_each_view_runs_one_request_with_stop_and_status_then_is_idle_again(qtbot, tmp_path, monkeypatch):
+    """The bookkeeping the four views share (``RequestView``), without a worker: the
+    link's own signals carry the events a worker would send."""
+    from app.compare.tab import CompareTab
+    from backend.generation.protocol import RequestFinished, WorkerStatus
+
+    tab = CompareTab(log_path=str(tmp_path / "generation.log"))
+    qtbot.addWidget(tab)
+    tab.picker.add_adapter_folder(tmp_path)  # something picked, so only a running request blocks a start
+    cancelled: list[str] = []
+    monkeypatch.setattr(tab.link, "cancel", cancelled.append)
+    status_lines = {tab.batch: lambda: tab.batch.progress_label.text(),
+                    tab.best_of_n: lambda: tab.best_of_n.status.text()}
+    for view in (tab.side_by_side, tab.batch, tab.playground, tab.best_of_n):
+        others = [v for v in (tab.side_by_side, tab.playground) if v is not view]
+        assert not view.stop_button.isEnabled()
+        with qtbot.waitSignal(view.sig_busy_changed, timeout=1000) as busy:
+            assert view.begin(f"{type(view).__name__}-request")
+        assert busy.args == [True] and view.is_running() and view.stop_button.isEnabled()
+        assert not view.start_button().isEnabled()
+        # One request at a time on the one worker: every other view waits, and says why.
+        assert all(not v.start_button().isEnabled() and "Wait for the current request" in
+                   v.start_button().toolTip() for v in others)
+        assert all(not w.isEnabled() for w in view.locked_while_running())
+
+        request_id = view._request_id
+        tab.link.sig_status.emit(WorkerStatus(request_id="someone-else", message="not mine"))
+        tab.link.sig_status.emit(WorkerStatus(request_id=request_id, message="Sampling 4 answers"))
+        if view in status_lines:
+            assert status_lines[view]() == "Sampling 4 answers"
+        view.stop_button.click()
+        assert cancelled[-1] == request_id and view.is_running()  # ends when the worker answers
+
+        tab.link.sig_finished.emit(RequestFinished(request_id="someone-else", op="generate"))
+        assert view.is_running()
+        with qtbot.waitSignal(view.sig_busy_changed, timeout=1000) as idle:
+            tab.link.sig_finished.emit(RequestFinished(request_id=request_id, op="generate", ok=False,
+                                                       cancelled=True))
+        assert idle.args == [False] and not view.is_running() and not view.stop_button.isEnabled()
+        assert all(w.isEnabled() for w in view.locked_while_running())
+        assert all(v.start_button().isEnabled() for v in others)
+    assert "Stopped" in tab.batch.progress_label.text() and tab.best_of_n.status.text() == "Stopped."
+    # A link that refuses the request (no model loaded) leaves the view idle.
+    assert not tab.playground.begin(None) and not tab.playground.is_running()

@@ -27,12 +27,12 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QSplitter,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
+from app.compare.request_view import RequestView, split
 from app.compare.sampling import keep_spin_text_visible
 from backend.compare.scoring import summarize
 from app.compare.text_format import finish_text, signed
@@ -48,18 +48,15 @@ EXPORT_FILTERS = {
 DEFAULT_PROMPTS = 32
 
 
-class BatchCompareView(QWidget):
-    sig_busy_changed = Signal(bool)
-    """A batch of this view started (True) or ended (False)."""
-
+class BatchCompareView(RequestView):
     sig_open_prompt = Signal(object)
     """The user wants to compare one row's prompt on its own (its prompt as sent)."""
 
+    start_tip = "Generate both answers for each prompt and score the held-out pairs."
+
     def __init__(self, host, parent=None):
-        super().__init__(parent)
-        self.host = host
-        self.link = host.link
-        self._request_id = ""
+        super().__init__(host, "Stop after the prompts being generated now; the finished rows are kept and "
+                               "summarised.", parent)
         self._total = 0
         self._started = 0.0
         self._summary = None
@@ -83,12 +80,6 @@ class BatchCompareView(QWidget):
         self.scores_only = QCheckBox("Scores only")
         self.scores_only.setToolTip("Skip generation: only score each pair's chosen and rejected responses. "
                                     "Fast preference accuracy; the answer columns stay empty.")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setObjectName("stopButton")
-        self.stop_button.setEnabled(False)
-        self.stop_button.setToolTip("Stop after the prompts being generated now; the finished rows are kept "
-                                    "and summarised.")
-        self.stop_button.clicked.connect(self.stop)
         self.run_button = QPushButton("Run batch")
         self.run_button.setObjectName("primaryButton")
         self.run_button.clicked.connect(self.run_batch)
@@ -148,26 +139,13 @@ class BatchCompareView(QWidget):
         self.detail.setReadOnly(True)
         self.detail.setPlaceholderText("Select a row to read its prompt, both answers and its held-out pair in "
                                        "full.")
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.table)
-        split.addWidget(self.detail)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 1)
-        split.setChildrenCollapsible(False)
-
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 10, 0, 0)
-        layout.setSpacing(10)
-        layout.addWidget(controls)
-        layout.addWidget(split, 1)
+        self.lay_out(controls, split(Qt.Orientation.Vertical, self.table, self.detail, (3, 1)))
 
         self._clock = QTimer(self)
         self._clock.setInterval(500)
         self._clock.timeout.connect(self._show_progress)
         self.link.sig_batch_row.connect(self._on_row)
         self.link.sig_batch_summary.connect(self._on_summary)
-        self.link.sig_finished.connect(self._on_finished)
-        self.link.sig_status.connect(self._on_status)
         self._sources: dict[str, list] = {}
         self.set_sources({}, 0, 0)
 
@@ -229,17 +207,12 @@ class BatchCompareView(QWidget):
         return self._source_size() > 0
 
     # ------------------------------------------------------------------- run
-    def is_running(self) -> bool:
-        return bool(self._request_id)
-
     def run_batch(self) -> None:
         if self._request_id or not self.run_button.isEnabled():
             return
-        sampling = self.host.sampling()
-        if sampling is None:
-            self.host.show_problem("A sampling setting is not valid", "Fix the setting marked in red.")
-            return
-        self.host.run_when_ready(lambda: self._send(sampling), "Run batch")
+        sampling = self.sampling_or_problem()
+        if sampling is not None:
+            self.host.run_when_ready(lambda: self._send(sampling), "Run batch")
 
     def _send(self, sampling: dict) -> None:
         key = self.source.currentData()
@@ -255,7 +228,6 @@ class BatchCompareView(QWidget):
         self._context = {"source": "heldout" if key == "heldout" else "rows", "sampling": sampling,
                          "model_label": ready.model_label if ready else "", "adapter": ready.adapter if ready else "",
                          "run_dir": ready.run_dir if ready else "", "method": ready.method if ready else ""}
-        self._request_id = request_id
         self._total = self.planned_count() or n
         self._started = time.monotonic()
         self._summary = None
@@ -265,19 +237,15 @@ class BatchCompareView(QWidget):
         self.progress.setRange(0, max(1, self._total))
         self.progress.setFormat("%v / %m prompts")
         self.progress.setValue(0)
+        self.begin(request_id)
         self._clock.start()
         self._show_progress()
-        self._sync_buttons()
-        self.sig_busy_changed.emit(True)
 
-    def stop(self) -> None:
-        if self._request_id:
-            self.link.cancel(self._request_id)
-            self.progress_label.setText("Stopping after the prompts in progress…")
+    def on_stopping(self) -> None:
+        self.progress_label.setText("Stopping after the prompts in progress…")
 
-    def _on_status(self, event) -> None:
-        if event.request_id == self._request_id and event.message:
-            self.progress_label.setText(event.message)
+    def show_status(self, text: str) -> None:
+        self.progress_label.setText(text)
 
     def _on_row(self, event) -> None:
         if event.request_id != self._request_id:
@@ -298,10 +266,7 @@ class BatchCompareView(QWidget):
         self._summary = event.summary
         self.summary_panel.show_summary(event.summary, event.headline)
 
-    def _on_finished(self, event) -> None:
-        if event.request_id != self._request_id:
-            return
-        self._request_id = ""
+    def on_request_finished(self, event) -> None:
         self._clock.stop()
         rows = self.model.rowCount()
         if self._summary is None and rows:
@@ -311,8 +276,6 @@ class BatchCompareView(QWidget):
         elapsed = time.monotonic() - self._started
         state = "stopped" if event.cancelled else ("failed" if not event.ok else "done")
         self.progress_label.setText(f"{state.capitalize()}: {rows} of {self._total} prompts in {elapsed:.0f} s")
-        self._sync_buttons()
-        self.sig_busy_changed.emit(False)
 
     def _show_progress(self) -> None:
         if not self._request_id:
@@ -382,15 +345,15 @@ class BatchCompareView(QWidget):
         return written
 
     # ---------------------------------------------------------------- buttons
-    def set_can_start(self, can: bool, why: str = "") -> None:
-        self.run_button.setEnabled(can and not self._request_id and self.has_source())
-        self.run_button.setToolTip(why or ("Generate both answers for each prompt and score the held-out pairs."
-                                           if self.has_source() else "This run held out no prompts."))
+    def start_button(self) -> QPushButton:
+        return self.run_button
 
-    def _sync_buttons(self) -> None:
-        self.stop_button.setEnabled(bool(self._request_id))
+    def can_start_here(self) -> tuple[bool, str]:
+        return self.has_source(), "This run held out no prompts."
+
+    def locked_while_running(self) -> tuple[QWidget, ...]:
+        return self.count, self.source, self.scores_only
+
+    def sync_buttons(self) -> None:
         self.export_button.setEnabled(not self._request_id and self.model.rowCount() > 0)
-        self.count.setEnabled(not self._request_id)
-        self.source.setEnabled(not self._request_id)
-        self.scores_only.setEnabled(not self._request_id)
-        self.host.refresh_actions()
+        super().sync_buttons()

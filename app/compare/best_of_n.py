@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -26,14 +26,15 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSpinBox,
-    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from app.compare.request_view import RequestView, offer_sides, split
 from app.compare.sampling import keep_spin_text_visible
+from app.compare.text_format import finish_text
 from backend.generation.best_of_n import BASELINE_TEXT, MAX_N
 from app.compare.summary import _STYLE as TILE_STYLE
 from app.compare.summary import _Tile
@@ -41,7 +42,6 @@ from app.compare.summary import _Tile
 SIDES = {"aligned": "the aligned model (adapter on)", "base": "the base model (adapter off)"}
 DEFAULT_N = 4
 DEFAULT_REPORT_PROMPTS = 16
-FINISH_TEXT = {"stop": "ended by itself", "length": "cut at max new tokens", "cancelled": "stopped"}
 
 _STYLE = TILE_STYLE + """
 QFrame#rankedAnswer { background: #ffffff; border: 1px solid #e5e7eb; border-radius: 8px; }
@@ -90,7 +90,7 @@ class RankedAnswerCard(QFrame):
         head.addStretch(1)
         parts = ", ".join(f"{name} {reward_text(value)}" for name, value in answer.scores.items())
         detail = QLabel(f"sample {answer.sample} · {answer.n_tokens} tokens · "
-                        f"{FINISH_TEXT.get(answer.finish_reason, answer.finish_reason or 'ended')}"
+                        f"{finish_text(answer.finish_reason) or 'ended'}"
                         + (f" · {parts}" if len(answer.scores) > 1 else ""))
         detail.setObjectName("mutedText")
         detail.setWordWrap(True)
@@ -110,19 +110,17 @@ class RankedAnswerCard(QFrame):
         return self.property("winner") == "true"
 
 
-class BestOfNView(QWidget):
-    sig_busy_changed = Signal(bool)
-    """A best-of-N request of this view started (True) or ended (False)."""
+class BestOfNView(RequestView):
+    start_tip = "Sample N answers to the prompt in one batched generation, score them and rank them."
 
     def __init__(self, host, parent=None):
-        super().__init__(parent)
-        self.host = host
-        self.link = host.link
-        self._request_id = ""
+        super().__init__(host, "Stop after the batch being sampled now; the prompts already ranked are kept.",
+                         parent)
         self._kind = ""  # "one" (a prompt) or "batch" (the report)
         self._results: list = []
         self._report = None
         self._heldout = 0
+        self._scorer_label = ""
         self.setStyleSheet(_STYLE)
 
         # ---- controls
@@ -146,16 +144,15 @@ class BestOfNView(QWidget):
         self.graders.setPlaceholderText("graders, e.g. length_target:unit=words,target=30; required_words:words=please")
         self.graders.setToolTip("Built-in graders as --reward takes them, separated by ';' (`alignstudio graders` "
                                 "lists them). Their weighted sum, plus the reward model's score, ranks the answers.")
+        for field in (self.reward_model, self.graders):
+            # Text set from outside (not typed) shows from its start, where the names are.
+            field.textChanged.connect(lambda _text, f=field: f.hasFocus() or f.setCursorPosition(0))
         self.prompt_edit = QPlainTextEdit()
         self.prompt_edit.setPlaceholderText("The prompt to answer N times")
         self.prompt_edit.setFixedHeight(56)
         self.sample_button = QPushButton("Sample N")
         self.sample_button.setObjectName("primaryButton")
         self.sample_button.clicked.connect(self.sample)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setObjectName("stopButton")
-        self.stop_button.setEnabled(False)
-        self.stop_button.clicked.connect(self.stop)
         self.report_count = QSpinBox()
         self.report_count.setRange(1, 10_000)
         self.report_count.setValue(DEFAULT_REPORT_PROMPTS)
@@ -180,18 +177,21 @@ class BestOfNView(QWidget):
         row1.addWidget(self.n)
         row1.addWidget(QLabel("answers from"))
         row1.addWidget(self.side)
-        row1.addSpacing(12)
-        row1.addWidget(QLabel("score with"))
-        row1.addWidget(self.reward_model, 2)
-        row1.addWidget(browse)
-        row1.addWidget(QLabel("and"))
-        row1.addWidget(self.graders, 3)
+        row1.addStretch(1)
         grid.addLayout(row1, 0, 0, 1, 3)
-        grid.addWidget(self.prompt_edit, 1, 0)
+        # The scorer gets a row of its own: a grader entry is long and must read in full.
+        row2 = QHBoxLayout()
+        row2.addWidget(QLabel("Score them with a reward model"))
+        row2.addWidget(self.reward_model, 2)
+        row2.addWidget(browse)
+        row2.addWidget(QLabel("and/or graders"))
+        row2.addWidget(self.graders, 3)
+        grid.addLayout(row2, 1, 0, 1, 3)
+        grid.addWidget(self.prompt_edit, 2, 0)
         buttons = QVBoxLayout()
         buttons.addWidget(self.sample_button)
         buttons.addWidget(self.stop_button)
-        grid.addLayout(buttons, 1, 1)
+        grid.addLayout(buttons, 2, 1)
         row3 = QHBoxLayout()
         row3.addWidget(QLabel("Report over"))
         row3.addWidget(self.report_count)
@@ -199,7 +199,7 @@ class BestOfNView(QWidget):
         row3.addWidget(self.baseline)
         row3.addWidget(self.report_button)
         row3.addWidget(self.status, 1)
-        grid.addLayout(row3, 2, 0, 1, 3)
+        grid.addLayout(row3, 3, 0, 1, 3)
         grid.setColumnStretch(0, 1)
 
         # ---- ranked answers (left) and the batch report (right)
@@ -232,7 +232,8 @@ class BestOfNView(QWidget):
             "gain": _Tile("Gain", "Best-of-N minus the single answer: what sampling N and keeping the best buys."),
             "won": _Tile("Prompts won", "Prompts where the winner scored strictly higher than the single answer."),
             "cost": _Tile("Samples", "Answers generated (and scored) for best-of-N against the single answer."),
-            "time": _Tile("Time", "Seconds spent sampling and scoring, in batched calls."),
+            "time": _Tile("Time", "Seconds spent sampling and scoring, in batched calls; tokens/s counts every "
+                                  "row of a batched call."),
         }
         tiles = QGridLayout()
         tiles.setSpacing(8)
@@ -261,46 +262,30 @@ class BestOfNView(QWidget):
         rl.addLayout(tiles)
         rl.addWidget(self.table, 1)
 
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
-        split.addWidget(right)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        split.setChildrenCollapsible(False)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 10, 0, 0)
-        layout.setSpacing(10)
-        layout.addWidget(controls)
-        layout.addWidget(split, 1)
+        self.lay_out(controls, split(Qt.Orientation.Horizontal, left, right, (3, 2)))
 
         self.link.sig_best_of_n_row.connect(self._on_row)
         self.link.sig_best_of_n_report.connect(self._on_report)
-        self.link.sig_finished.connect(self._on_finished)
-        self.link.sig_status.connect(self._on_status)
         self._show_answers(None)
 
     # ------------------------------------------------------------ state
     def set_ready(self, ready) -> None:
         self._heldout = ready.heldout_rows if ready is not None else 0
-        has_adapter = ready is None or ready.has_adapter
-        index = self.side.findData("aligned")
-        self.side.model().item(index).setEnabled(has_adapter)
-        if not has_adapter:
-            self.side.setCurrentIndex(self.side.findData("base"))
+        offer_sides(self.side, ready)
         if self._heldout:
             self.report_count.setMaximum(self._heldout)
             self.report_count.setValue(min(self._heldout, DEFAULT_REPORT_PROMPTS))
         self.host.refresh_actions()
 
-    def is_running(self) -> bool:
-        return bool(self._request_id)
+    def start_button(self) -> QPushButton:
+        return self.sample_button
+
+    def locked_while_running(self) -> tuple[QWidget, ...]:
+        return self.n, self.side, self.reward_model, self.graders, self.report_count, self.baseline
 
     def set_can_start(self, can: bool, why: str = "") -> None:
-        idle = can and not self._request_id
-        self.sample_button.setEnabled(idle)
-        self.sample_button.setToolTip(why or "Sample N answers to the prompt in one batched generation, score "
-                                             "them and rank them.")
-        self.report_button.setEnabled(idle and self._heldout > 0)
+        super().set_can_start(can, why)
+        self.report_button.setEnabled(can and not self._request_id and self._heldout > 0)
         self.report_button.setToolTip(why or ("Best-of-N against the single answer over the run's held-out "
                                               "prompts." if self._heldout else "This run held out no prompts."))
 
@@ -320,9 +305,8 @@ class BestOfNView(QWidget):
         return {"reward_model": reward_model, "graders": graders}
 
     def _sampling(self) -> dict | None:
-        sampling = self.host.sampling()
+        sampling = self.sampling_or_problem()
         if sampling is None:
-            self.host.show_problem("A sampling setting is not valid", "Fix the setting marked in red.")
             return None
         if sampling.get("greedy"):
             self.host.show_problem("Greedy decoding gives the same answer N times",
@@ -331,13 +315,7 @@ class BestOfNView(QWidget):
         return sampling
 
     def prompt_to_send(self) -> Any:
-        text = self.prompt_edit.toPlainText()
-        if not text.strip():
-            return None
-        ready = self.link.ready_event()
-        if ready is not None and ready.prompt_style == "chat":
-            return [{"role": "user", "content": text}]
-        return text
+        return self.typed_prompt(self.prompt_edit.toPlainText())
 
     def sample(self) -> None:
         if self._request_id or not self.sample_button.isEnabled():
@@ -370,7 +348,8 @@ class BestOfNView(QWidget):
         request_id = self.link.best_of_n(n=self.n.value(), side=side, **fields)
         if request_id is None:
             return
-        self._request_id, self._kind = request_id, kind
+        self._kind = kind
+        self._scorer_label = scorer_label(fields)
         if kind == "batch":
             self._results = []
             self._report = None
@@ -378,18 +357,14 @@ class BestOfNView(QWidget):
             self._show_report(None, "Sampling…")
         self._show_answers(None, "Sampling and scoring…")
         self.status.setText("Loading the scorer…")
-        self._sync_buttons()
-        self.sig_busy_changed.emit(True)
+        self.begin(request_id)
 
-    def stop(self) -> None:
-        if self._request_id:
-            self.link.cancel(self._request_id)
-            self.status.setText("Stopping after the batch in progress…")
+    def on_stopping(self) -> None:
+        self.status.setText("Stopping after the batch in progress…")
 
     # ------------------------------------------------------------ events
-    def _on_status(self, event) -> None:
-        if event.request_id == self._request_id and event.message:
-            self.status.setText(event.message)
+    def show_status(self, text: str) -> None:
+        self.status.setText(text)
 
     def _on_row(self, event) -> None:
         if event.request_id != self._request_id:
@@ -418,10 +393,7 @@ class BestOfNView(QWidget):
         self._report = event.report
         self._show_report(event.report, event.headline)
 
-    def _on_finished(self, event) -> None:
-        if event.request_id != self._request_id:
-            return
-        self._request_id = ""
+    def on_request_finished(self, event) -> None:
         if not event.ok and not event.cancelled:
             self.status.setText("Failed: see the message above.")
             if self._kind == "one":
@@ -430,8 +402,6 @@ class BestOfNView(QWidget):
             self.status.setText("Stopped." if event.cancelled else "Done.")
             if self._kind == "one" and event.cancelled and not self.cards():
                 self._show_answers(None, "Stopped before the answers were scored.")
-        self._sync_buttons()
-        self.sig_busy_changed.emit(False)
 
     # ------------------------------------------------------------ showing
     def cards(self) -> list[RankedAnswerCard]:
@@ -446,9 +416,10 @@ class BestOfNView(QWidget):
             self.answers_title.setText(waiting or "Ranked answers: sample N answers to a prompt, or pick a prompt "
                                                   "of the batch report.")
             return
-        gain = "" if result.single is None else f"; {_signed(result.gain)} over the single answer"
-        self.answers_title.setText(f"{result.n} answers from the {result.side} model, best first{gain}:  "
-                                   f"{_short(result.prompt)}")
+        gain = "" if result.single is None else f"; the best is {_signed(result.gain)} over the single answer"
+        ranked_by = f", ranked by {self._scorer_label}" if self._scorer_label else ""
+        self.answers_title.setText(f"{_short(result.prompt)}\n{result.n} answers from the {result.side} model"
+                                   f"{ranked_by}, best first{gain}")
         for answer in result.answers:
             self.cards_layout.insertWidget(self.cards_layout.count() - 1,
                                            RankedAnswerCard(answer, winner=answer.rank == 1))
@@ -472,8 +443,11 @@ class BestOfNView(QWidget):
         self.tiles["cost"].set(f"{report.samples} vs {report.single_samples}",
                                note=f"{report.n}x the answers; {report.generation_calls} batched "
                                     f"call{'' if report.generation_calls == 1 else 's'}")
-        self.tiles["time"].set(f"{report.seconds:.1f} s", note=f"{report.generation_seconds:.1f} s sampling, "
-                                                               f"{report.scoring_seconds:.1f} s scoring")
+        speed = tokens_per_second(self._results, report)
+        self.tiles["time"].set(f"{report.seconds:.1f} s", note=f"{report.generation_seconds:.1f} s sampling"
+                                                               + (f" ({speed:.{1 if speed < 10 else 0}f} "
+                                                                  "tokens/s)" if speed else "")
+                                                               + f", {report.scoring_seconds:.1f} s scoring")
 
     def report(self):
         return self._report
@@ -484,11 +458,23 @@ class BestOfNView(QWidget):
         if folder:
             self.reward_model.setText(folder)
 
-    def _sync_buttons(self) -> None:
-        self.stop_button.setEnabled(bool(self._request_id))
-        for widget in (self.n, self.side, self.reward_model, self.graders, self.report_count, self.baseline):
-            widget.setEnabled(not self._request_id)
-        self.host.refresh_actions()
+
+def scorer_label(fields: dict) -> str:
+    """What ranks the answers, in a few words: the reward model's folder name and the graders' names."""
+    from pathlib import Path
+
+    names = [Path(fields["reward_model"]).name] if fields.get("reward_model") else []
+    names += [g.get("grader", "?") for g in fields.get("graders") or []]
+    return " + ".join(names)
+
+
+def tokens_per_second(results: list, report) -> float:
+    """Tokens generated per second of sampling, all rows of a batched call counted (the greedy
+    answers too when they are the baseline); 0 when nothing was timed."""
+    tokens = sum(a.n_tokens for r in results for a in r.answers)
+    if report.baseline == "greedy":
+        tokens += sum(r.single.n_tokens for r in results if r.single is not None)
+    return tokens / report.generation_seconds if report.generation_seconds > 0 else 0.0
 
 
 def _signed(value: float | None) -> str:

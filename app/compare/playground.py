@@ -7,7 +7,6 @@ has none), so it is a chat even when the run was trained on plain text.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
@@ -17,25 +16,20 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QVBoxLayout,
-    QWidget,
 )
 
 from app.compare.chat_view import ChatView
+from app.compare.request_view import RequestView, offer_sides
 from app.compare.text_format import finish_text
 
 SPEAKERS = {"aligned": "Aligned (adapter on)", "base": "Base (adapter off)"}
 
 
-class PlaygroundView(QWidget):
-    sig_busy_changed = Signal(bool)
-    """A reply of this view started (True) or ended (False)."""
+class PlaygroundView(RequestView):
+    start_tip = "Send your message (Ctrl+Enter)."
 
     def __init__(self, host, parent=None):
-        super().__init__(parent)
-        self.host = host
-        self.link = host.link
-        self._request_id = ""
-        self._reply_side = ""
+        super().__init__(host, parent=parent)
         self._messages: list[dict[str, str]] = []
 
         card = QFrame()
@@ -70,10 +64,6 @@ class PlaygroundView(QWidget):
         self.send_button = QPushButton("Send")
         self.send_button.setObjectName("primaryButton")
         self.send_button.clicked.connect(self.send)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setObjectName("stopButton")
-        self.stop_button.setEnabled(False)
-        self.stop_button.clicked.connect(self.stop)
         buttons = QVBoxLayout()
         buttons.setSpacing(6)
         buttons.addWidget(self.send_button)
@@ -96,16 +86,13 @@ class PlaygroundView(QWidget):
 
         self.link.sig_token.connect(self._on_token)
         self.link.sig_done.connect(self._on_done)
-        self.link.sig_finished.connect(self._on_finished)
         self.set_ready(None)
 
+    def start_button(self) -> QPushButton:
+        return self.send_button
+
     def set_ready(self, ready) -> None:
-        index = self.side.findData("aligned")
-        item = self.side.model().item(index)
-        has_adapter = ready is None or ready.has_adapter
-        item.setEnabled(has_adapter)
-        if not has_adapter and self.side.currentData() == "aligned":
-            self.side.setCurrentIndex(self.side.findData("base"))
+        offer_sides(self.side, ready)
         if ready is not None and ready.chat_template_added:
             self.template_note.setText("This model has no chat template of its own; AlignStudio's plain one is "
                                        "used, so a base model may answer roughly.")
@@ -114,15 +101,11 @@ class PlaygroundView(QWidget):
         else:
             self.template_note.setText("")
 
-    def is_running(self) -> bool:
-        return bool(self._request_id)
-
     def messages(self) -> list[dict[str, str]]:
         return [dict(m) for m in self._messages]
 
     def new_chat(self) -> None:
-        if self._request_id:
-            self.link.cancel(self._request_id)
+        self.stop()
         self._messages = []
         self.chat.clear_turns()
 
@@ -130,29 +113,19 @@ class PlaygroundView(QWidget):
         text = self.input.toPlainText().strip()
         if not text or self._request_id or not self.send_button.isEnabled():
             return
-        sampling = self.host.sampling()
-        if sampling is None:
-            self.host.show_problem("A sampling setting is not valid", "Fix the setting marked in red.")
-            return
-        self.host.run_when_ready(lambda: self._send(text, sampling), "Send")
+        sampling = self.sampling_or_problem()
+        if sampling is not None:
+            self.host.run_when_ready(lambda: self._send(text, sampling), "Send")
 
     def _send(self, text: str, sampling: dict) -> None:
         side = self.side.currentData()
         messages = self._messages + [{"role": "user", "content": text}]
-        request_id = self.link.chat(messages, side, sampling)
-        if request_id is None:
+        if not self.begin(self.link.chat(messages, side, sampling)):
             return
-        self._request_id, self._reply_side = request_id, side
         self._messages = messages
         self.input.clear()
         self.chat.add_turn("user", text)
         self.chat.add_turn("assistant", "", SPEAKERS[side], pending=True)
-        self._sync_buttons()
-        self.sig_busy_changed.emit(True)
-
-    def stop(self) -> None:
-        if self._request_id:
-            self.link.cancel(self._request_id)
 
     def _on_token(self, event) -> None:
         if event.request_id == self._request_id:
@@ -166,10 +139,7 @@ class PlaygroundView(QWidget):
         if event.text:
             self._messages.append({"role": "assistant", "content": event.text})
 
-    def _on_finished(self, event) -> None:
-        if event.request_id != self._request_id:
-            return
-        self._request_id = ""
+    def on_request_finished(self, event) -> None:
         turns = self.chat.turns()
         if turns and turns[-1].pending:
             # No answer came (an error, or the worker was released): the user's turn stays, unanswered.
@@ -177,13 +147,3 @@ class PlaygroundView(QWidget):
         if self._messages and self._messages[-1]["role"] == "user":
             # Chat templates want user and assistant turns to alternate; an unanswered turn is not resent.
             self._messages.pop()
-        self._sync_buttons()
-        self.sig_busy_changed.emit(False)
-
-    def set_can_start(self, can: bool, why: str = "") -> None:
-        self.send_button.setEnabled(can and not self._request_id)
-        self.send_button.setToolTip(why or "Send your message (Ctrl+Enter).")
-
-    def _sync_buttons(self) -> None:
-        self.stop_button.setEnabled(bool(self._request_id))
-        self.host.refresh_actions()

@@ -18,11 +18,11 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QVBoxLayout,
-    QWidget,
 )
 
 from app.compare.prompts import SOURCE_TITLES, PromptChoice
 from app.compare.answer_pane import AnswerPane
+from app.compare.request_view import RequestView
 from app.compare.text_format import preference_sentence
 
 PANES = (("base", "Base", "adapter off"), ("aligned", "Aligned", "adapter on"))
@@ -84,17 +84,11 @@ class PromptPicker(QComboBox):
             self.sig_picked.emit(choice)
 
 
-class SideBySideView(QWidget):
-    sig_busy_changed = Signal(bool)
-    """A compare of this view started (True) or ended (False)."""
+class SideBySideView(RequestView):
+    start_tip = "Answer with both models, same settings and seed (Ctrl+Enter)."
 
     def __init__(self, host, parent=None):
-        """``host`` is the Compare tab: it gives the worker link, the sampling
-        settings, the loaded model, and loads on demand (``run_when_ready``)."""
-        super().__init__(parent)
-        self.host = host
-        self.link = host.link
-        self._request_id = ""
+        super().__init__(host, "Stop both answers now; what was generated stays.", parent)
         self._picked: PromptChoice | None = None
         self._scores: dict[str, Any] = {}
         self._token_counts: dict[str, int] = {}
@@ -118,14 +112,9 @@ class SideBySideView(QWidget):
         self.style_hint = QLabel()
         self.style_hint.setObjectName("mutedText")
         self.style_hint.setWordWrap(True)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setObjectName("stopButton")
-        self.stop_button.setEnabled(False)
-        self.stop_button.setToolTip("Stop both answers now; what was generated stays.")
-        self.stop_button.clicked.connect(self.stop)
         self.generate_button = QPushButton("Generate")
         self.generate_button.setObjectName("primaryButton")
-        self.generate_button.setToolTip("Answer with both models, same settings and seed (Ctrl+Enter).")
+        self.generate_button.setToolTip(self.start_tip)
         self.generate_button.clicked.connect(self.generate)
         actions = QHBoxLayout()
         actions.setSpacing(8)
@@ -154,17 +143,11 @@ class SideBySideView(QWidget):
         self.verdict.setWordWrap(True)
         self.verdict.setAlignment(Qt.AlignmentFlag.AlignCenter)
 
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 10, 0, 0)
-        layout.setSpacing(10)
-        layout.addWidget(prompt_card)
-        layout.addLayout(row, 1)
-        layout.addWidget(self.verdict)
+        self.lay_out(prompt_card, row).addWidget(self.verdict)
 
         self.link.sig_token.connect(self._on_token)
         self.link.sig_done.connect(self._on_done)
         self.link.sig_scored.connect(self._on_scored)
-        self.link.sig_finished.connect(self._on_finished)
         self.link.sig_error.connect(self._on_error)
         self.set_ready(None)
         self._clear_panes()
@@ -189,12 +172,7 @@ class SideBySideView(QWidget):
         text = self.prompt_edit.toPlainText()
         if self._picked is not None and text == self._picked.text:
             return self._picked.prompt
-        if not text.strip():
-            return None
-        ready = self.link.ready_event()
-        if ready is not None and ready.prompt_style == "chat":
-            return [{"role": "user", "content": text}]
-        return text
+        return self.typed_prompt(text)
 
     def set_ready(self, ready) -> None:
         if ready is None:
@@ -209,8 +187,8 @@ class SideBySideView(QWidget):
             self.panes["aligned"].clear("No adapter is loaded: only the base model answers.")
 
     # --------------------------------------------------------------- generate
-    def is_running(self) -> bool:
-        return bool(self._request_id)
+    def start_button(self) -> QPushButton:
+        return self.generate_button
 
     def generate(self) -> None:
         if self._request_id or not self.generate_button.isEnabled():
@@ -218,11 +196,9 @@ class SideBySideView(QWidget):
         if not self.prompt_edit.toPlainText().strip():
             self.host.show_problem("Type a prompt first", "Or pick one from the list above the prompt box.")
             return
-        sampling = self.host.sampling()
-        if sampling is None:
-            self.host.show_problem("A sampling setting is not valid", "Fix the setting marked in red.")
-            return
-        self.host.run_when_ready(lambda: self._send(sampling), "Generate")
+        sampling = self.sampling_or_problem()
+        if sampling is not None:
+            self.host.run_when_ready(lambda: self._send(sampling), "Generate")
 
     def _send(self, sampling: dict) -> None:
         ready = self.link.ready_event()
@@ -230,10 +206,8 @@ class SideBySideView(QWidget):
         if ready is None or prompt is None:
             return
         side = "both" if ready.has_adapter else "base"
-        request_id = self.link.generate(prompt, side, sampling)
-        if request_id is None:
+        if not self.begin(self.link.generate(prompt, side, sampling)):
             return
-        self._request_id = request_id
         self._scores = {}
         self._token_counts = {"base": 0, "aligned": 0}
         self.verdict.setText("")
@@ -242,15 +216,11 @@ class SideBySideView(QWidget):
                 pane.begin()
             else:
                 pane.clear("No adapter is loaded: only the base model answers.")
-        self._sync_buttons()
-        self.sig_busy_changed.emit(True)
 
-    def stop(self) -> None:
-        if self._request_id:
-            self.link.cancel(self._request_id)
-            for pane in self.panes.values():
-                if pane.state_label.text():
-                    pane.set_state("Stopping…")
+    def on_stopping(self) -> None:
+        for pane in self.panes.values():
+            if pane.state_label.text():
+                pane.set_state("Stopping…")
 
     # ----------------------------------------------------------------- events
     def _on_token(self, event) -> None:
@@ -283,24 +253,10 @@ class SideBySideView(QWidget):
             for pane in self.panes.values():
                 pane.set_state("Failed")
 
-    def _on_finished(self, event) -> None:
-        if event.request_id != self._request_id:
-            return
-        self._request_id = ""
+    def on_request_finished(self, event) -> None:
         for pane in self.panes.values():
             if pane.state_label.text() in ("Generating…", "Scoring…", "Stopping…"):
                 pane.set_state("Stopped" if event.cancelled else "")
-        self._sync_buttons()
-        self.sig_busy_changed.emit(False)
-
-    # ---------------------------------------------------------------- buttons
-    def set_can_start(self, can: bool, why: str = "") -> None:
-        self.generate_button.setEnabled(can and not self._request_id)
-        self.generate_button.setToolTip(why or "Answer with both models, same settings and seed (Ctrl+Enter).")
-
-    def _sync_buttons(self) -> None:
-        self.stop_button.setEnabled(bool(self._request_id))
-        self.host.refresh_actions()
 
     def _clear_panes(self) -> None:
         for pane in self.panes.values():
