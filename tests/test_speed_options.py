@@ -122,6 +122,22 @@ def test_without_flash_attention_a_long_flattened_batch_stays_padded_and_is_grou
     assert flash.cfg.padding_free is True
 
 
+def test_without_flash_attention_flattening_is_weighed_against_the_model_width():
+    """Measured on the demo SFT data: flattened batches of 16 on a hidden-256 tiny model were slower
+    than padded ones (attention across ~1200 tokens outweighs its thin layers); Gemma's wide layers
+    and 262k-token head make the padding the larger cost."""
+    from backend.training.memory_estimate import GEMMA3_270M, ModelShape
+
+    tiny = ModelShape(hidden_size=256, num_layers=4, intermediate_size=512, vocab_size=300, num_heads=4,
+                      num_kv_heads=4, head_dim=64, tie_word_embeddings=True)
+    lengths = [60, 80, 70, 90, 50, 100, 74, 66] * 20
+    thin = by_setting(choose(default_config("sft"), lengths, CPU, estimate=estimator(), shape=tiny))
+    assert thin["padding_free"].value is False and "attends across" in thin["padding_free"].reason
+    assert thin["group_by_length"].value is True  # the padding left is grouped away instead
+    wide = by_setting(choose(default_config("sft"), lengths, CPU, estimate=estimator(), shape=GEMMA3_270M))
+    assert wide["padding_free"].value is True
+
+
 def test_length_grouping_lowers_the_padding_it_reports():
     assert padding_share(EVEN, 8) < 0.10
     random_share = padding_share(VARIED, 4)
@@ -222,13 +238,16 @@ def test_sft_run_with_chosen_options_trains_and_records_them(tmp_path, tiny_mode
     chosen = {c["setting"]: c for c in recorded["choices"]}
     assert recorded["mode"] == "auto"
     assert chosen["gradient_checkpointing"]["value"] is False
-    assert chosen["padding_free"]["value"] is True and "lengths vary" in chosen["padding_free"]["reason"]
     assert (chosen["per_device_train_batch_size"]["value"], chosen["gradient_accumulation_steps"]["value"]) == (16, 1)
+    # the tiny model's thin layers make attention across a flattened batch of 16 dearer than
+    # the padding, so its padding is grouped away instead
+    assert chosen["padding_free"]["value"] is False and "attends across" in chosen["padding_free"]["reason"]
+    assert chosen["group_by_length"]["value"] is True
     started = next(e for e in events if isinstance(e, RunStarted))
-    assert started.config["padding_free"] is True and started.config["per_device_train_batch_size"] == 16
+    assert started.config["group_by_length"] is True and started.config["per_device_train_batch_size"] == 16
     losses = [e.metrics["loss"] for e in events if isinstance(e, TrainLog) and "loss" in e.metrics]
     assert len(losses) == 3 and all(loss == loss and loss > 0 for loss in losses)
     log = (run.run_dir / "worker.log").read_text(encoding="utf-8")
-    assert "Speed: Padding-free batches: on (lengths vary" in log
+    assert "Speed: Group batches by length: on (padding falls from" in log
     # the saved settings keep auto, so a rerun chooses again for its own data and device
     assert "speed_options: auto" in (run.run_dir / "config.yaml").read_text(encoding="utf-8")

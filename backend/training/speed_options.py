@@ -126,10 +126,12 @@ Estimator = Callable[[Any], Any]  # a config -> an object with ``fits``, ``total
 
 
 def choose(cfg, lengths: list[int], device: dict, *, estimate: Estimator, attention: str = "sdpa",
-           liger_installed: bool = False, rows: int | None = None, measured_all: bool = True) -> SpeedPlan:
+           liger_installed: bool = False, rows: int | None = None, measured_all: bool = True,
+           shape=None) -> SpeedPlan:
     """The options for training ``cfg`` on examples of ``lengths`` tokens (prompt plus longest answer)
     on ``device``. ``rows`` is the number of training rows (``len(lengths)`` when every row was
-    measured). Returns the plan; with ``speed_options`` other than auto, the config unchanged."""
+    measured); ``shape`` (a ``memory_estimate.ModelShape``) weighs attention against the other
+    layers. Returns the plan; with ``speed_options`` other than auto, the config unchanged."""
     plan = SpeedPlan(cfg)
     if getattr(cfg, "speed_options", "as set") != "auto":
         return plan
@@ -137,7 +139,7 @@ def choose(cfg, lengths: list[int], device: dict, *, estimate: Estimator, attent
     plan = _checkpointing(plan, estimate)
     plan = _batch(plan, estimate)
     if hasattr(cfg, "padding_free"):  # a method whose trainer can flatten its batches
-        plan = _padding_free(plan, lengths, attention, measured_all)
+        plan = _padding_free(plan, lengths, attention, measured_all, shape)
     plan = _grouping(plan, lengths)
     plan = _precompute_reference(plan, rows)
     plan = _liger(plan, device, liger_installed)
@@ -191,7 +193,21 @@ def _batch(plan: SpeedPlan, estimate: Estimator) -> SpeedPlan:
     return plan
 
 
-def _padding_free(plan: SpeedPlan, lengths: list[int], attention: str, measured_all: bool) -> SpeedPlan:
+def batch_costs(lengths: list[int], batch: int, waste: float, shape) -> tuple[float, float]:
+    """Forward FLOPs of one batch, padded and flattened, on a model of ``shape`` (a
+    ``memory_estimate.ModelShape``) whose attention sees the whole flattened batch: the linear
+    layers and the head per token, plus attention per token over its context."""
+    mean = sum(lengths) / len(lengths)
+    real = batch * mean
+    padded_tokens = real / (1.0 - waste) if waste < 1.0 else real
+    per_token = 2.0 * (shape.attention_params + shape.mlp_params) + 2.0 * shape.hidden_size * shape.vocab_size
+    attention_per_context = 4.0 * shape.num_layers * shape.q_dim
+    padded = padded_tokens * (per_token + attention_per_context * padded_tokens / batch)
+    flat = real * (per_token + attention_per_context * real)
+    return padded, flat
+
+
+def _padding_free(plan: SpeedPlan, lengths: list[int], attention: str, measured_all: bool, shape=None) -> SpeedPlan:
     label = "Padding-free batches"
     cfg = plan.cfg
     if user_changed(cfg, "padding_free") or cfg.packing or not lengths:
@@ -211,7 +227,13 @@ def _padding_free(plan: SpeedPlan, lengths: list[int], attention: str, measured_
                      f"some examples reach Max length ({cfg.max_length}) and must be truncated")
     if waste < WASTE_WORTH_REMOVING:
         return _with(plan, "padding_free", label, False, f"lengths are even: padding is {waste:.0%} of a batch")
-    if not flash and flattened > FLATTENED_TOKENS_WITHOUT_FLASH:
+    if not flash and shape is not None:
+        padded, flat = batch_costs(lengths, batch, waste, shape)
+        if flat >= padded:
+            return _with(plan, "padding_free", label, False,
+                         f"without flash attention ({attention}) a flattened batch of ≈ {flattened:.0f} tokens "
+                         f"attends across all of them: ≈ {flat / padded:.2f}x the compute of padding ({waste:.0%})")
+    elif not flash and flattened > FLATTENED_TOKENS_WITHOUT_FLASH:
         return _with(plan, "padding_free", label, False,
                      f"a flattened batch of ≈ {flattened:.0f} tokens costs more attention than the padding "
                      f"({waste:.0%}) without flash attention ({attention})")

@@ -281,7 +281,8 @@ def plan_speed(cfg: BaseRunConfig, model, tokenizer, train_dataset):
     return speed_options.choose(
         cfg, lengths, device, estimate=lambda c: estimate_memory(c, device, shape),
         attention=str(getattr(model.config, "_attn_implementation", "") or "eager"),
-        liger_installed=speed_options.liger_installed(), rows=len(train_dataset), measured_all=measured_all)
+        liger_installed=speed_options.liger_installed(), rows=len(train_dataset), measured_all=measured_all,
+        shape=shape)
 
 
 def apply_speed_options(cfg: BaseRunConfig, model, tokenizer, train_dataset, run_dir: Path | None = None):
