@@ -194,11 +194,12 @@ def bench_each_option(method: str, model: str, work: Path, args) -> None:
                 pinned[key] = getattr(defaults, key)
             r = run_studio(dict(base, seed=42 + rep), work / "runs", pinned=pinned)
             times[name].append(r["train_seconds"])
-            print(f"  {method} option rep {rep + 1} {'all options' if name == 'all' else 'without ' + name}: "
+            print(f"  {method} option rep {rep + 1} {'all options' if name == 'all' else name + ' at its default'}: "
                   f"train {r['train_seconds']:.1f} s, eval loss {r['eval_loss']:.4f}", flush=True)
     for name in changed:
         ratios = [t / a for t, a in zip(times[name], times["all"])]
-        print(f"{method.upper()}: without {name} training takes {statistics.median(ratios):.2f}x as long "
+        print(f"{method.upper()}: with {name} at its default ({getattr(defaults, name)}) training takes "
+              f"{statistics.median(ratios):.2f}x as long "
               f"(per repetition {', '.join(f'{x:.2f}' for x in ratios)})", flush=True)
 
 
