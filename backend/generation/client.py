@@ -125,7 +125,10 @@ class GenerationSession:
                 stderr=log,
                 env=env,
                 cwd=str(_PROJECT_ROOT),
-                start_new_session=True,
+                # A process group of its own (terminal Ctrl-C reaches only the caller), but the
+                # caller's session: Linux schedules sessions as groups (autogroup), so in a new
+                # session the window's lower_priority would not rank the worker below it.
+                process_group=0,
             )
         finally:
             log.close()
