@@ -251,3 +251,17 @@ def test_sft_run_with_chosen_options_trains_and_records_them(tmp_path, tiny_mode
     assert "Speed: Group batches by length: on (padding falls from" in log
     # the saved settings keep auto, so a rerun chooses again for its own data and device
     assert "speed_options: auto" in (run.run_dir / "config.yaml").read_text(encoding="utf-8")
+
+
+def test_memory_is_estimated_for_the_longest_example_not_max_length():
+    seen = []
+
+    def recording(cfg):
+        seen.append(cfg.max_length)
+        return Estimate(1000.0)
+
+    choose(default_config("sft", max_length=1024), [20, 40, 30], CPU, estimate=recording)
+    assert seen and set(seen) == {40 + 16}
+    seen.clear()
+    choose(default_config("sft", max_length=1024), [20, 40, 30], CPU, estimate=recording, measured_all=False)
+    assert set(seen) == {1024}  # a sample may miss longer rows

@@ -136,6 +136,14 @@ def choose(cfg, lengths: list[int], device: dict, *, estimate: Estimator, attent
     if getattr(cfg, "speed_options", "as set") != "auto":
         return plan
     rows = rows if rows is not None else len(lengths)
+    if lengths and measured_all:
+        # No batch is longer than the longest example: the estimate's worst case of full-length
+        # sequences would refuse batches that fit.
+        longest = min(int(cfg.max_length), max(lengths) + TEMPLATE_MARGIN_TOKENS)
+        full_length = estimate
+
+        def estimate(c):
+            return full_length(dataclasses.replace(c, max_length=min(int(c.max_length), longest)))
     plan = _checkpointing(plan, estimate)
     plan = _batch(plan, estimate)
     if hasattr(cfg, "padding_free"):  # a method whose trainer can flatten its batches
