@@ -288,13 +288,15 @@ class GenerationEngine:
     def _llama_cpp_gpu_refusal(self) -> str:
         if self.device.type == "cpu":
             return ""
-        try:
-            import llama_cpp
+        import importlib.util
 
-            if llama_cpp.llama_supports_gpu_offload():
-                return ""
-        except ImportError:
-            pass
+        # llama.cpp is an optional extra: absent, the caller's own check names that.
+        if importlib.util.find_spec("llama_cpp") is None:
+            return "llama-cpp-python is not installed"
+        import llama_cpp
+
+        if llama_cpp.llama_supports_gpu_offload():
+            return ""
         return "the model is on the GPU, and this llama.cpp build runs on the CPU only"
 
     def close(self) -> None:
