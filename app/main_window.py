@@ -234,7 +234,10 @@ class StudioWindow(QMainWindow):
         sup.sig_samples.connect(self.live.on_samples)
         sup.sig_finished.connect(self._on_finished)
         sup.sig_failed.connect(self._on_failed)
-        sup.sig_idle.connect(self._on_idle)
+        # Through the controller, not the supervisor's own signal: a queued signal reaches each
+        # receiver as its own event, and the window must never see "not running" before its
+        # controls are back (a loaded machine ran the check between the two events).
+        self.controller.sig_busy_changed.connect(lambda busy: busy or self._on_idle())
 
         self._validation_timer = QTimer(self)
         self._validation_timer.setSingleShot(True)

@@ -193,9 +193,12 @@ def test_a_training_worker_runs_below_the_window(tmp_path):
             assert os.getpriority(os.PRIO_PROCESS, int(tid)) >= min(19, own + WORKER_NICENESS), tid
         assert os.getpgid(process.pid) == process.pid != os.getpgid(0)
         assert os.getsid(process.pid) == os.getsid(0)
+        # Where autogrouping is off the file exists but reads empty (CI's kernel): nothing to share.
         group = Path(f"/proc/{process.pid}/autogroup")
-        if group.exists():
-            assert group.read_text().split()[0] == Path("/proc/self/autogroup").read_text().split()[0]
+        theirs = group.read_text().split() if group.exists() else []
+        ours = Path("/proc/self/autogroup").read_text().split() if theirs else []
+        if theirs and ours:
+            assert theirs[0] == ours[0]
     finally:
         process.kill()
         process.wait()
