@@ -170,7 +170,8 @@ OPTION_GROUPS = {"gradient_checkpointing": ("gradient_checkpointing",),
                  "per_device_train_batch_size": ("per_device_train_batch_size", "gradient_accumulation_steps",
                                                  "eval_batch_size"),
                  "padding_free": ("padding_free",), "group_by_length": ("group_by_length",),
-                 "precompute_ref_log_probs": ("precompute_ref_log_probs",), "use_liger_kernel": ("use_liger_kernel",)}
+                 "precompute_ref_log_probs": ("precompute_ref_log_probs",), "use_liger_kernel": ("use_liger_kernel",),
+                 "score_trained_tokens_only": ("score_trained_tokens_only",)}
 
 
 def bench_each_option(method: str, model: str, work: Path, args) -> None:

@@ -61,6 +61,42 @@ def test_sft_defaults_on_a_roomy_cpu_turn_the_options_on_with_reasons():
     assert chosen["padding_free"].line().startswith("Padding-free batches: on (lengths vary 6.0x")
     assert chosen["group_by_length"].value is False  # nothing left to group
     assert chosen["use_liger_kernel"].value is False and "CUDA" in chosen["use_liger_kernel"].reason
+    assert chosen["score_trained_tokens_only"].value is True and plan.cfg.score_trained_tokens_only is True
+
+
+def test_trained_tokens_only_is_left_to_trl_on_a_gpu_and_kept_when_set():
+    gpu = by_setting(choose(default_config("dpo"), VARIED, GPU, estimate=estimator()))
+    assert gpu["score_trained_tokens_only"].value is False and "Triton" in gpu["score_trained_tokens_only"].reason
+    kept = choose(default_config("sft", score_trained_tokens_only=True), VARIED, GPU, estimate=estimator())
+    assert "score_trained_tokens_only" not in by_setting(kept) and kept.cfg.score_trained_tokens_only is True
+
+
+def test_trls_fused_head_scores_only_the_trained_positions_with_the_same_log_probs(tiny_model_dir, monkeypatch):
+    """Through TRL's own fused LM head on the studio's model: once enabled, only the positions
+    with a label reach the vocabulary projection, and their log-probs are those of the full pass."""
+    import torch
+    import trl.trainer.utils as trl_utils
+
+    from backend.training import trained_token_scoring
+    from backend.training.trainer_builders import build_model, choose_precision
+
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # undone after the test
+    model = build_model(str(tiny_model_dir), default_config("sft", quantization="none"), choose_precision()).eval()
+    trl_utils.add_fused_lm_head(model)
+    scored = []
+    kernel = trl_utils._ChunkedLogProbFunction
+    apply = kernel.apply
+    monkeypatch.setattr(kernel, "apply",
+                        lambda hidden, *rest: scored.append(hidden.shape[0]) or apply(hidden, *rest))
+    ids = torch.arange(5, 5 + 2 * 12).view(2, 12)
+    labels = ids.clone()
+    labels[:, :8] = -100  # a prompt of 8 tokens: 4 answer tokens per row are trained
+    with torch.no_grad():
+        full = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+        assert trained_token_scoring.enable() == ""
+        compact = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    assert scored == [2 * 11, 2 * 4]  # shifted labels: 11 positions per row, 4 of them trained
+    assert torch.allclose(full, compact, atol=1e-5) and float(compact[:, 7:].abs().min()) > 0
 
 
 def test_checkpointing_stays_on_when_the_run_would_not_fit_without_it():
@@ -252,6 +288,8 @@ def test_sft_run_with_chosen_options_trains_and_records_them(tmp_path, tiny_mode
     assert len(losses) == 3 and all(loss == loss and loss > 0 for loss in losses)
     log = (run.run_dir / "worker.log").read_text(encoding="utf-8")
     assert "Speed: Group batches by length: on (padding falls from" in log
+    assert chosen["score_trained_tokens_only"]["value"] is True
+    assert "Speed: Score only trained tokens: on" in log and "not applied" not in log
     # the saved settings keep auto, so a rerun chooses again for its own data and device
     assert "speed_options: auto" in (run.run_dir / "config.yaml").read_text(encoding="utf-8")
 

@@ -6,7 +6,8 @@ gradient checkpointing only when the run would not fit without it, the training 
 as large as the estimate allows at the same effective batch, padding-free batches
 when lengths vary (for a method whose trainer can flatten its batches), batches grouped
 by length when padding remains, reference log-probs computed once when training sees
-the pairs more than once, and Liger kernels on CUDA GPUs. A setting changed from its default is the user's choice and
+the pairs more than once, the vocabulary projection only at trained positions off GPUs
+(``trained_token_scoring``), and Liger kernels on CUDA GPUs. A setting changed from its default is the user's choice and
 is kept; ``speed_options: as set`` keeps every setting exactly as given.
 
 No torch here (the window imports the settings below); ``choose`` takes the measured
@@ -53,6 +54,12 @@ class SpeedSettings:
     group_by_length: bool = setting(
         False, "Batch examples of similar length together so less padding is computed. The order stays random "
         "between groups.", label="Group batches by length", advanced=True,
+    )
+    score_trained_tokens_only: bool = setting(
+        False, "Compute the vocabulary projection only where the loss uses it (the answers), not on prompts and "
+        "padding. TRL does this by itself on GPUs with Triton; elsewhere it projects every position. Same loss, "
+        "less work, most of all on models with a large vocabulary.", label="Score only trained tokens",
+        advanced=True,
     )
     use_liger_kernel: bool = setting(
         False, "Liger's fused Triton kernels (needs a CUDA GPU and the liger-kernel package): less memory and "
@@ -150,6 +157,7 @@ def choose(cfg, lengths: list[int], device: dict, *, estimate: Estimator, attent
         plan = _padding_free(plan, lengths, attention, measured_all, shape)
     plan = _grouping(plan, lengths)
     plan = _precompute_reference(plan, rows)
+    plan = _trained_tokens(plan, device)
     plan = _liger(plan, device, liger_installed)
     return plan
 
@@ -291,6 +299,18 @@ def _precompute_reference(plan: SpeedPlan, rows: int) -> SpeedPlan:
                      "reference trained measurably worse in the studio's checks; set it yourself to use it")
     return _with(plan, "precompute_ref_log_probs", label, False,
                  f"training sees {seen:.0f} of the {rows} pairs: passing all of them first would cost more")
+
+
+def _trained_tokens(plan: SpeedPlan, device: dict) -> SpeedPlan:
+    label = "Score only trained tokens"
+    if not hasattr(plan.cfg, "score_trained_tokens_only") or user_changed(plan.cfg, "score_trained_tokens_only"):
+        return plan
+    if (device or {}).get("kind") == "cuda":
+        return _with(plan, "score_trained_tokens_only", label, False,
+                     "TRL already projects only the trained positions on a GPU with Triton")
+    return _with(plan, "score_trained_tokens_only", label, True,
+                 "prompts and padding skip the vocabulary projection, which TRL computes for every position "
+                 "off GPUs: the same loss with less work")
 
 
 def _liger(plan: SpeedPlan, device: dict, installed: bool) -> SpeedPlan:

@@ -231,6 +231,12 @@ def build_trainer(cfg: BaseRunConfig, model, tokenizer, args, train_dataset, eva
     """The TRL trainer of ``cfg.method``, with LoRA from the shared settings."""
     ctx = BuildContext(cfg=cfg, model=model, tokenizer=tokenizer, args=args, train_dataset=train_dataset,
                        eval_dataset=eval_dataset, callbacks=callbacks, peft_config=build_lora_config(cfg))
+    if getattr(cfg, "score_trained_tokens_only", False):
+        from backend.training import trained_token_scoring
+
+        refused = trained_token_scoring.enable()
+        if refused:
+            print(f"Speed: Score only trained tokens: not applied ({refused}).", flush=True)
     trainer = get_method(cfg.method).build(ctx)
     if getattr(args, "train_sampling_strategy", "random") == "group_by_length":
         give_lengths_to_sampler(trainer)
