@@ -49,13 +49,19 @@ class FakeHub:
 
     def load_dataset_builder(self, path, name=None, revision=None, **_kwargs):
         from datasets.data_files import DataFilesDict, DataFilesList
-        from datasets.packaged_modules.parquet.parquet import Parquet
+        from datasets.load import configure_builder_class
+        from datasets.packaged_modules.parquet.parquet import Parquet, ParquetConfig
 
         assert path == REPO and name in (None, "default")
         files = DataFilesDict({split: DataFilesList([f"hf://datasets/{REPO}@{COMMIT}/{_path_in_repo(split)}"],
                                                     [(COMMIT,)]) for split in SPLITS})
-        return Parquet(cache_dir=str(self.ds_cache), dataset_name="tiny-prefs", config_name="default",
-                       hash=COMMIT, data_files=files)
+        # As the Hub's module factory builds it: "default" is the repository's own config (not a
+        # custom one with a hash suffix) and repo_id names the cache folder acme___tiny-prefs, so
+        # a later offline load (another process) finds what was prepared here.
+        builder_cls = configure_builder_class(Parquet, builder_configs=[ParquetConfig(name="default", data_files=files)],
+                                              default_config_name="default", dataset_name="tiny-prefs")
+        return builder_cls(cache_dir=str(self.ds_cache), dataset_name="tiny-prefs", config_name="default",
+                           hash=COMMIT, repo_id=REPO)
 
     def get_paths_info(self, repo_id, paths, *, repo_type, revision, **_kwargs):
         assert (repo_id, repo_type, revision) == (REPO, "dataset", COMMIT)

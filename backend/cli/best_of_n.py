@@ -55,6 +55,11 @@ def add_best_of_n_parser(generate_sub) -> None:
 
 
 def default_output(data: str, n: int) -> Path:
+    from backend.data.hub import is_hub_id
+
+    # A hub dataset has no folder of its own to write beside: its name lands in the current one.
+    if is_hub_id(data):
+        return Path(f"{data.rstrip('/').rsplit('/', 1)[-1]}.best-of-{n}.jsonl")
     path = Path(data)
     return path.with_name(f"{path.stem}.best-of-{n}.jsonl")
 
@@ -104,8 +109,11 @@ def cmd_best_of_n(args) -> int:
         for _field, message in problems:
             print(f"Cannot generate: {message}")
         return 2
+    from backend.cli.download_lines import printing_downloads
+
     try:
-        rows = read_prompt_rows(args.data, args.limit)
+        with printing_downloads():
+            rows = read_prompt_rows(args.data, args.limit)
     except DatasetError as exc:
         print(f"Cannot generate: {exc}")
         return 2

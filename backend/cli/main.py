@@ -257,16 +257,19 @@ def cmd_train(args) -> int:
                 load_yaml(Path(args.resume) / "config.yaml"), granted))
             method = load_yaml(Path(args.resume) / "config.yaml").method
         else:
+            from backend.cli.download_lines import printing_downloads
             from backend.runs.preflight import run_preflight
 
             cfg, problems = config_and_problems(args)
             # Before the run folder exists, so a refused run leaves nothing behind. The
             # world is checked even when settings are wrong: every problem shows at once.
+            # Measuring the data is where a hub dataset comes down; the worker then finds it cached.
             flagged = {name for name, _ in problems}
             notes: list[str] = []
-            problems += [(name, message) for name, message in run_preflight(cfg, runs_root=args.runs_dir,
-                                                                            notes=notes)
-                         if name not in flagged]
+            with printing_downloads():
+                problems += [(name, message) for name, message in run_preflight(cfg, runs_root=args.runs_dir,
+                                                                                notes=notes)
+                             if name not in flagged]
             if problems:
                 raise ConfigError(problems)
             for note in notes:
@@ -345,23 +348,26 @@ def cmd_train(args) -> int:
 
 
 def cmd_data_inspect(args) -> int:
+    from backend.cli.download_lines import printing_downloads
     from backend.data.loading import DatasetError, load_dataset_file
     from backend.data.report import build_report, format_report_text, scan_progress_text
 
-    # A big file takes a while: on a terminal, one line that keeps saying how far the scan is.
+    # A big file takes a while: on a terminal, one line that keeps saying how far the scan
+    # (or, before it, a hub dataset's download) is.
     terminal = sys.stderr.isatty()
-    clear_line = "\r\033[K" if terminal else ""
 
     def show_progress(done: int, total: int) -> None:
-        print(f"{clear_line}{scan_progress_text(done, total)}", end="", file=sys.stderr, flush=True)
+        print(f"\r\033[K{scan_progress_text(done, total)}", end="", file=sys.stderr, flush=True)
 
-    try:
-        loaded = load_dataset_file(args.path, format=args.format or None, split=args.split or "",
-                                   subset=args.subset or "", progress=show_progress if terminal else None)
-    except DatasetError as exc:
-        print(f"{clear_line}error: {exc}", file=sys.stderr)
-        return 1
-    print(clear_line, end="", file=sys.stderr, flush=True)
+    with printing_downloads() as downloads:
+        try:
+            loaded = load_dataset_file(args.path, format=args.format or None, split=args.split or "",
+                                       subset=args.subset or "", progress=show_progress if terminal else None)
+        except DatasetError as exc:
+            downloads.clear()
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        downloads.clear()
     tokenizer = args.tokenizer
     if tokenizer is None:
         from backend.models.embedded_model import embedded_model_folder
