@@ -14,7 +14,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 
 @dataclass
@@ -165,26 +165,28 @@ EVENT_TYPES: dict[str, type[Event]] = {
 TERMINAL_TYPES = (RunFinished, RunFailed)
 
 
-def event_from_dict(data: dict[str, Any]) -> Event:
-    cls = EVENT_TYPES.get(data.get("type", ""))
+def decode_event(data: dict[str, Any], types: Mapping[str, type[Event]], what: str = "event type") -> Event:
+    """The event ``data`` describes, its class picked by ``type`` among ``types`` (each worker's
+    protocol has its own table). Keys the class lacks are dropped, so an older reader still
+    reads a newer writer's line; the non-finite floats ``to_json`` wrote as strings come back."""
+    cls = types.get(data.get("type", ""))
     if cls is None:
-        raise ValueError(f"unknown event type {data.get('type')!r}")
+        raise ValueError(f"unknown {what} {data.get('type')!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: _decode_floats(v) for k, v in data.items() if k in names})
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    return decode_event(data, EVENT_TYPES)
 
 
 def event_from_json(line: str) -> Event:
     return event_from_dict(json.loads(line))
 
 
-def event_of_types(line: str, types: dict[str, type[Event]], what: str = "event") -> Event:
+def event_of_types(line: str, types: Mapping[str, type[Event]], what: str = "event") -> Event:
     """One JSON line of another worker's protocol (``types``: type name -> Event class)."""
-    data = json.loads(line)
-    cls = types.get(data.get("type", ""))
-    if cls is None:
-        raise ValueError(f"unknown {what} {data.get('type')!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: _decode_floats(v) for k, v in data.items() if k in names})
+    return decode_event(json.loads(line), types, what)
 
 
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}

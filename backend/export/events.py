@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from backend.core.events import Event
+from backend.core.events import Event, event_of_types
 
 
 @dataclass
@@ -49,9 +47,4 @@ EXPORT_TERMINAL = (ExportFinished, ExportFailed)
 
 
 def export_event_from_json(line: str) -> Event:
-    data = json.loads(line)
-    cls = EXPORT_EVENT_TYPES.get(data.get("type", ""))
-    if cls is None:
-        raise ValueError(f"unknown export event {data.get('type')!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    return event_of_types(line, EXPORT_EVENT_TYPES, "export event")

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from backend.generation.best_of_n import BestOfNReport, BestOfNResult
 from backend.compare.scoring import CompareRow, CompareSummary, ResponseScore
-from backend.core.events import Event, _decode_floats
+from backend.core.events import Event, decode_event
 from backend.runs.config import setting
 
 SIDES = ("base", "aligned", "both")
@@ -584,11 +584,7 @@ EVENT_TYPES: dict[str, type[GenerationEvent]] = {
 
 
 def event_from_dict(data: dict[str, Any]) -> GenerationEvent:
-    cls = EVENT_TYPES.get(data.get("type", ""))
-    if cls is None:
-        raise ValueError(f"unknown generation event type {data.get('type')!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: _decode_floats(v) for k, v in data.items() if k in names})
+    return decode_event(data, EVENT_TYPES, "generation event type")
 
 
 def event_from_json(line: str) -> GenerationEvent:

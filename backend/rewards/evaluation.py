@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
 from backend.data.formats import DatasetError, DroppedRow, RowProblem, _norm_name, detect_format, normalise_row
-from backend.core.events import Event
+from backend.core.events import Event, event_of_types
 from backend.training.client import TrainingRun, log_tail, spawn_worker
 
 SUBSET_COLUMNS = ("subset", "category")
@@ -434,12 +434,7 @@ EVAL_EVENT_TYPES = {cls.type: cls for cls in (EvalProgress, EvalFinished, EvalFa
 
 
 def eval_event_from_json(line: str) -> Event:
-    data = json.loads(line)
-    cls = EVAL_EVENT_TYPES.get(data.get("type", ""))
-    if cls is None:
-        raise ValueError(f"unknown reward evaluation event {data.get('type')!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    return event_of_types(line, EVAL_EVENT_TYPES, "reward evaluation event")
 
 
 def worker_main(argv: list[str]) -> int:

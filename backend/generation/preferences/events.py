@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from backend.core.events import Event
+from backend.core.events import Event, event_of_types
 
 
 @dataclass
@@ -72,9 +70,4 @@ JOB_TERMINAL = (JobFinished, JobFailed)
 
 
 def job_event_from_json(line: str) -> Event:
-    data = json.loads(line)
-    cls = JOB_EVENT_TYPES.get(data.get("type", ""))
-    if cls is None:
-        raise ValueError(f"unknown generation event {data.get('type')!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    return event_of_types(line, JOB_EVENT_TYPES, "generation event")
