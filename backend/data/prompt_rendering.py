@@ -21,12 +21,11 @@ Nothing here imports torch; the functions take a tokenizer object.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-from backend.runs.folder import EVAL_SPLIT_FILE
+from backend.runs.folder import EVAL_SPLIT_FILE, read_json_objects
 
 
 def is_messages(value: Any) -> bool:
@@ -136,22 +135,7 @@ def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
 def read_heldout_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     """The run's held-out rows (``eval_split.jsonl``) in TRL's columns; [] when the
     run held none out. A damaged line is skipped rather than failing the list."""
-    path = Path(run_dir) / EVAL_SPLIT_FILE
-    rows: list[dict[str, Any]] = []
-    if not path.is_file():
-        return rows
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
+    return read_json_objects(Path(run_dir) / EVAL_SPLIT_FILE)
 
 
 def row_prompt(row: dict[str, Any]) -> Any:

@@ -65,21 +65,36 @@ def load_run_config(run_dir: str | Path) -> BaseRunConfig:
     return load_yaml(Path(run_dir) / CONFIG_FILE)
 
 
-def read_events(run_dir: str | Path) -> list[Event]:
-    """Every event in ``metrics.jsonl``; a torn last line (a crash mid-write) is skipped."""
-    path = Path(run_dir) / METRICS_FILE
-    events: list[Event] = []
-    if not path.exists():
-        return events
+def read_json_objects(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON Lines file of a run folder, in order; [] when it is missing.
+    A line that holds none (the torn last line of a crash mid-write, a damaged one) is
+    skipped rather than failing the whole file."""
+    path = Path(path)
+    objects: list[dict[str, Any]] = []
+    if not path.is_file():
+        return objects
     with path.open(encoding="utf-8", errors="replace") as fh:
         for line in fh:
             line = line.strip()
             if not line:
                 continue
             try:
-                events.append(event_from_dict(json.loads(line)))
-            except (ValueError, TypeError):
+                data = json.loads(line)
+            except ValueError:
                 continue
+            if isinstance(data, dict):
+                objects.append(data)
+    return objects
+
+
+def read_events(run_dir: str | Path) -> list[Event]:
+    """Every event in ``metrics.jsonl``; a line that is no event (a torn last line) is skipped."""
+    events: list[Event] = []
+    for data in read_json_objects(Path(run_dir) / METRICS_FILE):
+        try:
+            events.append(event_from_dict(data))
+        except (ValueError, TypeError):
+            continue
     return events
 
 
