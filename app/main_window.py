@@ -682,6 +682,7 @@ class StudioWindow(QMainWindow):
 
     def use_run_settings(self, run_dir: str) -> None:
         """Load a past run's method, settings, model and data into the Train tab."""
+        from backend.data.hub import with_recorded_revision
         from backend.runs.folder import load_run_config
 
         try:
@@ -689,7 +690,7 @@ class StudioWindow(QMainWindow):
         except (ConfigError, OSError) as exc:
             QMessageBox.warning(self, "Cannot read the run's settings", str(exc))
             return
-        self.apply_config(cfg)
+        self.apply_config(with_recorded_revision(cfg, run_dir))
 
     def open_config_file(self, path: str) -> None:
         """Load a config.yaml (the demo's, or one saved with any run) into the Train tab."""
@@ -708,7 +709,7 @@ class StudioWindow(QMainWindow):
         self.model_panel.set_model(cfg.model)
         if cfg.data_path:
             self.data_panel.load_source(cfg.data_path, cfg.data_format or "", cfg.column_map or {},
-                                        split=cfg.data_split, subset=cfg.data_subset)
+                                        split=cfg.data_split, subset=cfg.data_subset, revision=cfg.data_revision)
         self.tabs.setCurrentWidget(self.train_page)
         self._schedule_validation()
 

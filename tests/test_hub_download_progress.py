@@ -189,7 +189,7 @@ def test_data_panel_shows_the_download_moving_and_stop_keeps_the_dataset_before(
         lambda _p: seen.append((panel.busy_label.text(), panel.busy_bar.maximum(), panel.busy_bar.value())))
     panel.hub_section.set_expanded(True)
     panel.hub_picker.id_edit.setText(REPO)  # as typed; its Find would ask the Hub
-    panel.hub_picker.sig_load.emit(REPO, "", "train")
+    panel.hub_picker.sig_load.emit(REPO, "", "train", "")
     qtbot.waitUntil(lambda: panel.busy_row.isVisible() and "KB so far" in panel.busy_label.text(), timeout=10_000)
     first = panel.busy_label.text()
     qtbot.waitUntil(lambda: panel.busy_label.text() != first, timeout=5_000)  # it moves
@@ -217,7 +217,7 @@ def test_data_panel_shows_the_download_moving_and_stop_keeps_the_dataset_before(
     fake_hub.delay = 0.005
     fake_hub.finished.clear()
     seen.clear()
-    panel.hub_picker.sig_load.emit(REPO, "", "train")
+    panel.hub_picker.sig_load.emit(REPO, "", "train", "")
     wait_for_dataset(qtbot, window)
     qtbot.waitUntil(lambda: panel.current() is not before, timeout=30_000)
     result = panel.current()

@@ -273,24 +273,25 @@ class DataPanel(QWidget):
         choice = self._hub_choice if self._hub_choice.get("id") == path else {}
         self._hub_choice = choice
         self.loader.load(path, data_format, column_map, tokenizer_path=self._tokenizer_used,
-                         split=choice.get("split", ""), subset=choice.get("subset", ""))
+                         split=choice.get("split", ""), subset=choice.get("subset", ""),
+                         revision=choice.get("revision", ""))
 
-    def load_hub(self, repo_id: str, subset: str, split: str) -> None:
+    def load_hub(self, repo_id: str, subset: str, split: str, revision: str = "") -> None:
         """Load one split of a Hugging Face dataset chosen in the hub picker."""
-        self._hub_choice = {"id": repo_id, "subset": subset, "split": split}
+        self._hub_choice = {"id": repo_id, "subset": subset, "split": split, "revision": revision}
         self.load_path(repo_id)
 
     def load_source(self, source: str, data_format: str | None = None, column_map: dict | None = None,
-                    split: str = "", subset: str = "") -> None:
+                    split: str = "", subset: str = "", revision: str = "") -> None:
         """Load the data a run config names: a hub id goes back into the hub picker with its
-        subset and split (and loads from the cache when offline); a file or folder is loaded
+        subset, split and revision (and loads from the cache when offline); a file or folder is loaded
         when it is still there, and otherwise named in the banner."""
         from backend.data.hub import is_hub_id
 
         if is_hub_id(source):
             self.hub_section.set_expanded(True)
-            self.hub_picker.show_choice(source, subset, split)
-            self._hub_choice = {"id": source, "subset": subset, "split": split}
+            self.hub_picker.show_choice(source, subset, split, revision)
+            self._hub_choice = {"id": source, "subset": subset, "split": split, "revision": revision}
             self.load_path(source, data_format, column_map)
         elif Path(source).expanduser().exists():
             self.load_path(source, data_format, column_map)

@@ -184,7 +184,7 @@ class DatasetLoader(QObject):
         return self._busy
 
     def load(self, path: str, data_format: str | None = None, column_map: dict | None = None,
-             tokenizer_path: str | None = None, split: str = "", subset: str = "") -> None:
+             tokenizer_path: str | None = None, split: str = "", subset: str = "", revision: str = "") -> None:
         self._generation += 1
         request = _Request(self._generation, self._signals)
         self._requests.replace(request)
@@ -198,7 +198,7 @@ class DatasetLoader(QObject):
                     preview=lambda rows: request.send("preview", rows),
                     should_stop=lambda: request.replaced,
                     early=lambda early_result: request.send_and_wait("early", early_result),
-                    split=split, subset=subset,
+                    split=split, subset=subset, revision=revision,
                 )
             except Exception as exc:
                 request.send("failed", failure_from_exception(path, exc))
@@ -262,7 +262,8 @@ def format_catalog() -> list[FormatInfo]:
 
 def load_and_report(path: str, data_format: str | None, column_map: dict | None,
                     tokenizer_path: str | None, *, progress=None, preview=None,
-                    should_stop=None, early=None, split: str = "", subset: str = "") -> DatasetLoadResult:
+                    should_stop=None, early=None, split: str = "", subset: str = "",
+                    revision: str = "") -> DatasetLoadResult:
     """Load ``path`` and measure it. While the file is read, ``progress`` gets
     ScanProgress, ``preview`` the first rows as text, and ``should_stop()``
     returning True ends the work with LoadCancelled. When parsing the tokenizer
@@ -291,6 +292,7 @@ def load_and_report(path: str, data_format: str | None, column_map: dict | None,
     with reporting_downloads(report_download if progress else (lambda _step: None), should_stop):
         loaded = dataset_loading.load_dataset_file(
             path, format=data_format or None, column_map=column_map or None, split=split, subset=subset,
+            revision=revision,
             progress=report_progress if progress else None,
             on_preview=report_preview if preview else None,
             should_stop=should_stop,

@@ -33,20 +33,28 @@ def _subsets_and_splits(repo_id: str, subset: str | None) -> tuple[list[str], st
 
 
 class HubDatasetPicker(QWidget):
-    sig_load = Signal(str, str, str)
-    """Load this dataset: (id, subset or "", split)."""
+    sig_load = Signal(str, str, str, str)
+    """Load this dataset: (id, subset or "", split, revision or "" for the latest)."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.id_edit = QLineEdit()
         self.id_edit.setPlaceholderText("owner/name, e.g. Anthropic/hh-rlhf")
         self.id_edit.returnPressed.connect(self.look_up)
+        # A commit belongs to one dataset: another id typed starts from its latest again.
+        self.id_edit.textEdited.connect(lambda _text: self.revision_edit.clear())
         self.find_button = QPushButton("Find")
         self.find_button.clicked.connect(self.look_up)
         self.subset_combo = QComboBox()
         self.subset_combo.activated.connect(self._subset_chosen)
         self.split_combo = QComboBox()
         self.split_combo.currentIndexChanged.connect(self._show_heldout)
+        # A run trained again reads the commit it recorded, not whatever the Hub has now.
+        self.revision_edit = QLineEdit()
+        self.revision_edit.setPlaceholderText("latest")
+        self.revision_edit.setToolTip("A commit, tag or branch of the dataset; empty reads the latest "
+                                      "(offline: the newest one downloaded). Train again fills in the commit "
+                                      "the run trained on.")
         self.status = QLabel("Type a dataset id and press Find; offline, only datasets already downloaded are found.")
         self.status.setObjectName("mutedText")
         self.status.setWordWrap(True)
@@ -61,6 +69,7 @@ class HubDatasetPicker(QWidget):
         form.addRow("Dataset id", row)
         form.addRow("Subset", self.subset_combo)
         form.addRow("Split", self.split_combo)
+        form.addRow("Revision", self.revision_edit)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(form)
@@ -74,10 +83,11 @@ class HubDatasetPicker(QWidget):
         self._wanted_split = ""  # the split to select once the lists arrive
         self._set_choices([], [])
 
-    def show_choice(self, repo_id: str, subset: str, split: str) -> None:
-        """Show an id, subset and split chosen elsewhere (a run being trained again) and fill
-        the lists around them; the data panel loads the split itself."""
+    def show_choice(self, repo_id: str, subset: str, split: str, revision: str = "") -> None:
+        """Show an id, subset, split and revision chosen elsewhere (a run being trained again)
+        and fill the lists around them; the data panel loads the split itself."""
         self.id_edit.setText(repo_id)
+        self.revision_edit.setText(revision)
         self._set_choices([subset or "default"], [split or "train"], subset or "default")
         self.look_up(subset or None, split)
 
@@ -144,4 +154,5 @@ class HubDatasetPicker(QWidget):
 
     def _load(self) -> None:
         subset = self.subset_combo.currentText()
-        self.sig_load.emit(self._repo_id, "" if subset == "default" else subset, self.split_combo.currentText())
+        self.sig_load.emit(self._repo_id, "" if subset == "default" else subset, self.split_combo.currentText(),
+                           self.revision_edit.text().strip())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from backend.data.hub import commit_of
 from backend.data.report import method_advice
 from backend.methods import DEFAULT_METHOD, method_label
 from backend.runs.code_permissions import GrantStore, model_subject, ungranted_subjects, with_stored_grants
@@ -129,8 +130,11 @@ class RunPresenter:
             column_map=override.get("column_map") or None,
         )
         hub = getattr(result.loaded, "hub", None) if result else None
-        if hub:  # the split and subset picked in the hub picker
-            values.update(data_split=hub["split"], data_subset="" if hub["subset"] == "default" else hub["subset"])
+        if hub:  # the split and subset picked in the hub picker, and the commit read: the run trains what was shown
+            values.update(data_split=hub["split"], data_subset="" if hub["subset"] == "default" else hub["subset"],
+                          data_revision=commit_of(hub.get("revision") or ""))
+        elif result is not None:  # a file or folder: a hub subset or revision left from an earlier run would be refused
+            values.update(data_subset="", data_revision="")
         cfg = default_config(method)
         for name, value in values.items():
             try:

@@ -139,6 +139,18 @@ def _config_file_and_problems(path: str | Path):
     return _data_path_beside(cfg, path), problems
 
 
+def _at_recorded_revision(cfg, folder: Path):
+    """A run folder's config trained again reads the hub commit the run recorded, as the
+    window's Train again does (``--set data_revision=`` asks for the latest instead)."""
+    from backend.data.hub import with_recorded_revision
+
+    pinned = with_recorded_revision(cfg, folder)
+    if pinned.data_revision != cfg.data_revision:
+        print(f"note: {cfg.data_path} is read at revision {pinned.data_revision[:12]}, the commit this run "
+              "trained on; --set data_revision= reads the latest.", file=sys.stderr)
+    return pinned
+
+
 def switch_method(cfg, method: str):
     """Carry the shared settings over to another method's config; method-specific ones reset."""
     if method == cfg.method:
@@ -155,6 +167,8 @@ def config_and_problems(args) -> tuple[object, list[tuple[str, str]]]:
     problems: list[tuple[str, str]] = []
     if args.config:
         cfg, problems = _config_file_and_problems(args.config)
+        if not args.data:
+            cfg = _at_recorded_revision(cfg, Path(args.config).expanduser().parent)
     elif getattr(args, "demo", None):
         from backend.cli.rewards import demo_config
 
@@ -170,6 +184,8 @@ def config_and_problems(args) -> tuple[object, list[tuple[str, str]]]:
         from backend.data.hub import is_hub_id
 
         values["data_path"] = args.data.strip() if is_hub_id(args.data) else str(Path(args.data).expanduser().resolve())
+        if values["data_path"] != cfg.data_path:  # a commit of the config's dataset names nothing in another
+            values["data_revision"] = ""
     for name, key in (("split", "data_split"), ("subset", "data_subset")):
         if getattr(args, name, None) is not None:
             values[key] = getattr(args, name)

@@ -142,7 +142,9 @@ def open_hub_rows(text: str, subset: str, split: str, revision: str,
     split = split or "train"
     with _hub_errors(repo_id, subset):
         if offline():
-            dataset = datasets.load_dataset(repo_id, subset or None, split=split, revision=revision or None)
+            pinned = _cached_revision_build(repo_id, subset, revision)
+            dataset = (pinned.as_dataset(split=split) if pinned is not None else
+                       datasets.load_dataset(repo_id, subset or None, split=split, revision=revision or None))
         else:
             dataset = _download_split(repo_id, subset, split, revision)
     cache_files = dataset.cache_files
@@ -154,6 +156,44 @@ def open_hub_rows(text: str, subset: str, split: str, revision: str,
                         + f", split {split}, from the Hugging Face datasets cache"
                         + (f" (revision {used[:12]})." if used else "."))
     return source, info
+
+
+_FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def commit_of(revision: str) -> str:
+    """``revision`` when it is a full commit hash, which every later load can ask for; ""
+    for anything else (an old cache's own hash names no commit on the Hub)."""
+    return revision if _FULL_COMMIT.match(revision or "") else ""
+
+
+def recorded_revision(run_dir: str | os.PathLike, data_path: str, subset: str) -> str:
+    """The commit a run's ``data_source.json`` says its rows came from, when the run read
+    the hub dataset ``data_path`` (subset ``subset``); "" otherwise (a file, a mix, an older
+    run folder, another dataset)."""
+    from backend.data.run_data import DATA_SOURCE_FILE
+
+    if not data_path or not is_hub_id(data_path):
+        return ""
+    try:
+        record = json.loads((Path(run_dir) / DATA_SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(record, dict) or record.get("id") != repo_id_of(data_path):
+        return ""
+    recorded_subset = str(record.get("subset") or "")
+    if (recorded_subset if recorded_subset != "default" else "") != (subset if subset != "default" else ""):
+        return ""
+    return commit_of(str(record.get("revision") or ""))
+
+
+def with_recorded_revision(cfg, run_dir: str | os.PathLike):
+    """``cfg`` reading its hub dataset at the commit the run in ``run_dir`` trained on, so
+    training it again does not quietly take a newer revision; ``cfg`` itself otherwise."""
+    import dataclasses
+
+    revision = recorded_revision(run_dir, cfg.data_path, cfg.data_subset)
+    return dataclasses.replace(cfg, data_revision=revision) if revision else cfg
 
 
 # ---------------------------------------------------------------- downloads
@@ -410,11 +450,7 @@ def _snapshot_rows(repo_id: str, snapshot: Path, subset: str, split: str,
 def _cached_builds(repo_id: str) -> dict[str, dict[str, int]]:
     """Subsets of ``repo_id`` that `datasets` has prepared in its cache, each with its
     splits and their row counts (the layout ``<owner>___<name>/<subset>/<version>/<hash>``)."""
-    import datasets
-    from datasets.naming import camelcase_to_snakecase
-
-    owner, name = repo_id.split("/")
-    root = Path(datasets.config.HF_DATASETS_CACHE) / f"{owner}___{camelcase_to_snakecase(name)}"
+    root = _cache_root(repo_id)
     builds: dict[str, dict[str, int]] = {}
     for info_file in sorted(glob.glob(str(root / "*" / "*" / "*" / "dataset_info.json")), key=os.path.getmtime):
         try:
@@ -424,6 +460,45 @@ def _cached_builds(repo_id: str) -> dict[str, dict[str, int]]:
         subset = info.get("config_name") or Path(info_file).parts[-4]
         builds[subset] = {s: v.get("num_examples", 0) for s, v in (info.get("splits") or {}).items()}
     return builds
+
+
+_COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+def _cached_revision_build(repo_id: str, subset: str, revision: str):
+    """Offline, `datasets` reads the newest build it has of a dataset whatever revision is
+    asked for; a commit asked for (a run trained again) is read from that commit's build,
+    and refused when only other commits are cached. None: no commit was asked for (a branch
+    name offline can only mean the newest build)."""
+    if not _COMMIT.match(revision or ""):
+        return None
+    import datasets
+    from datasets.packaged_modules.cache.cache import Cache
+
+    root = _cache_root(repo_id)
+    builds = [Path(p) for p in glob.glob(str(root / (subset or "*") / "*" / "*"))
+              if (Path(p) / datasets.config.DATASET_INFO_FILENAME).is_file()]
+    if not subset:  # the default subset first, as `datasets` would choose it
+        builds.sort(key=lambda p: p.parts[-3] != "default")
+    match = next((p for p in builds if p.name.startswith(revision)), None)
+    if match is None:
+        cached = sorted({p.name[:12] for p in builds})
+        raise DatasetError(
+            f"Revision {revision[:12]} of the Hugging Face dataset {repo_id}"
+            + (f" ({subset})" if subset else "") + " is not in the local cache, and downloads are off; "
+            + (f"cached: {', '.join(cached)}. " if cached else "")
+            + "Go online once to download it, or empty the revision to read the newest cached one.")
+    return Cache(cache_dir=str(datasets.config.HF_DATASETS_CACHE), dataset_name=repo_id.split("/")[1],
+                 repo_id=repo_id, config_name=match.parts[-3], version=match.parts[-2], hash=match.name)
+
+
+def _cache_root(repo_id: str) -> Path:
+    """Where `datasets` keeps its builds of ``repo_id``: ``<owner>___<name>``."""
+    import datasets
+    from datasets.naming import camelcase_to_snakecase
+
+    owner, name = repo_id.split("/")
+    return Path(datasets.config.HF_DATASETS_CACHE) / f"{owner}___{camelcase_to_snakecase(name)}"
 
 
 def _snapshot(repo_id: str, revision: str) -> Path | None:
