@@ -237,6 +237,10 @@ def build_trainer(cfg: BaseRunConfig, model, tokenizer, args, train_dataset, eva
         refused = trained_token_scoring.enable()
         if refused:
             print(f"Speed: Score only trained tokens: not applied ({refused}).", flush=True)
+    # Before the trainer exists: TRL's precomputed reference runs an eval-mode forward in its __init__.
+    from backend.training.cpu_4bit_gradients import keep_4bit_layers_differentiable
+
+    keep_4bit_layers_differentiable(model)
     trainer = get_method(cfg.method).build(ctx)
     if getattr(args, "train_sampling_strategy", "random") == "group_by_length":
         give_lengths_to_sampler(trainer)
