@@ -1,4 +1,5 @@
-"""Run a plain function on the thread pool and get its result back on the GUI thread."""
+"""Run a plain function on the thread pool and get its result back on the GUI thread; follow and
+stop a worker process from a dialog."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import traceback
 from typing import Any, Callable
 
 import shiboken6
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
 
 
 class _Relay(QObject):
@@ -71,11 +72,17 @@ def call_in_background(fn: Callable[[], Any], on_done: Callable[[Any], None],
     (pool or QThreadPool.globalInstance()).start(_Call(fn, relay))
 
 
+class EventRelay(QObject):
+    """Carries a worker's events from the pool thread that reads them to the GUI thread: create
+    it there (parented to the dialog) and connect ``sig_event``; the signal is queued across."""
 
-def follow_worker_events(worker, relay: QObject, owner: QObject, on_end: Callable[[], None]) -> None:
+    sig_event = Signal(object)
+
+
+def follow_worker_events(worker, relay: EventRelay, owner: QObject, on_end: Callable[[], None]) -> None:
     """Read a worker's blocking ``events()`` on the pool; each event reaches the GUI thread
-    through ``relay.sig_event`` (a queued signal of a QObject living there), and ``on_end()``
-    runs there once the stream is over, whatever ended it. The worker's pipes are closed then."""
+    through ``relay.sig_event``, and ``on_end()`` runs there once the stream is over, whatever
+    ended it. The worker's pipes are closed then."""
 
     def follow():
         for event in worker.events():
@@ -84,3 +91,10 @@ def follow_worker_events(worker, relay: QObject, owner: QObject, on_end: Callabl
         worker.close()
 
     call_in_background(follow, on_done=lambda _none: on_end(), on_error=lambda _exc, _tb: on_end(), owner=owner)
+
+
+def stop_worker(worker, grace_ms: int) -> None:
+    """Ask a worker (a TrainingRun or one of its kind) to stop at its next safe point, and kill
+    it with its children if it still runs ``grace_ms`` later: a hung worker must not hold the GPU."""
+    worker.request_stop()
+    QTimer.singleShot(grace_ms, lambda: worker.kill() if worker.is_running() else None)

@@ -1,9 +1,9 @@
 """The Export dialog: pick a format and precision, watch the worker, stop it, read the checks.
 
 The export itself runs in ``backend.export.worker`` (a child process, like
-training). Following its event stream blocks, so it runs through the window's
-one mechanism for background work, ``call_in_background``; each event is
-relayed to the GUI thread by a queued signal. Stop asks the worker to stop at
+training). Following its event stream blocks, so it runs on the thread pool
+(``app.background_call.follow_worker_events``); each event is relayed to the
+GUI thread by a queued signal. Stop asks the worker to stop at
 its next safe point; if it has not stopped after a grace period it is
 terminated. Either way nothing appears under the final name.
 """
@@ -13,13 +13,12 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import shiboken6
-from PySide6.QtCore import QObject, QTimer, QUrl, Signal
+from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
-from app.background_call import call_in_background
+from app.background_call import EventRelay, follow_worker_events, stop_worker
 from backend.export.plan import (DEFAULT_QUANTIZATION, EXPORT_FORMATS, FORMAT_LABELS, QUANTIZATIONS, ExportError,
                                  ExportRequest, converter_dir, converter_installed)
 from widgets.notice_banner import NoticeBanner
@@ -36,11 +35,6 @@ QUANTIZATION_HINTS = {
 STOP_GRACE_MS = 20_000
 
 
-class _Relay(QObject):
-    sig_event = Signal(object)
-    """One event from the export worker, delivered on the GUI thread."""
-
-
 class ExportDialog(QDialog):
     sig_finished = Signal(object)
     """The export ended: ExportFinished or ExportFailed."""
@@ -51,7 +45,7 @@ class ExportDialog(QDialog):
         self.setWindowTitle(f"Export {self.run_dir.name}")
         self.setMinimumWidth(560)
         self._export = None
-        self._relay = _Relay(self)
+        self._relay = EventRelay(self)
         self._relay.sig_event.connect(self._on_event)
         self._result_path = ""
         self.following = False  # the worker's event stream is still being read on the pool
@@ -201,31 +195,15 @@ class ExportDialog(QDialog):
         self.progress.setValue(0)
         self.status.setText("Starting the export worker…")
         self._set_running(True)
-        relay = self._relay
-
-        def follow():
-            last = None
-            for event in export.events():
-                last = event
-                if shiboken6.isValid(relay):
-                    relay.sig_event.emit(event)
-            export.close()
-            return last
-
-        def done(_last=None, _tb=None):
-            self.following = False
-
         self.following = True
-        call_in_background(follow, on_done=done, on_error=done, owner=self)
+        follow_worker_events(export, self._relay, owner=self, on_end=lambda: setattr(self, "following", False))
 
     def stop_export(self) -> None:
         if self._export is None:
             return
         self.status.setText("Stopping at the next safe point…")
         self.stop_button.setEnabled(False)
-        self._export.request_stop()
-        export = self._export
-        QTimer.singleShot(STOP_GRACE_MS, lambda: export.kill() if export.process.poll() is None else None)
+        stop_worker(self._export, STOP_GRACE_MS)
 
     def is_running(self) -> bool:
         return self._export is not None
@@ -284,7 +262,5 @@ class ExportDialog(QDialog):
     def closeEvent(self, event) -> None:
         # Closing while exporting stops the worker: nothing is left half-written.
         if self._export is not None:
-            self._export.request_stop()
-            export = self._export
-            QTimer.singleShot(STOP_GRACE_MS, lambda: export.kill() if export.process.poll() is None else None)
+            self.stop_export()
         super().closeEvent(event)

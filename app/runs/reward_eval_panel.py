@@ -13,23 +13,18 @@ import html
 import math
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout,
                                QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from app.background_call import follow_worker_events
+from app.background_call import EventRelay, follow_worker_events, stop_worker
 from backend.rewards.evaluation import RewardEvalError, RewardEvalReport, reward_source
 from backend.runs.folder import EVAL_SPLIT_FILE
 from widgets.notice_banner import NoticeBanner
 
 STOP_GRACE_MS = 15_000
 TABLE_COLUMNS = ("Subset", "Pairs", "Correct", "Accuracy")
-
-
-class _Relay(QObject):
-    sig_event = Signal(object)
-    """One event from the evaluation worker, delivered on the GUI thread."""
 
 
 def reward_runs(run_dirs: list[str]) -> list[tuple[str, str]]:
@@ -56,7 +51,7 @@ class RewardEvalPanel(QDialog):
         self._worker = None
         self.following = False
         self.report: RewardEvalReport | None = None
-        self._relay = _Relay(self)
+        self._relay = EventRelay(self)
         self._relay.sig_event.connect(self._on_event)
 
         intro = QLabel("Scores every pair of a preference file with a reward model run, or with the implicit "
@@ -215,8 +210,7 @@ class RewardEvalPanel(QDialog):
             return
         self.status.setText("Stopping after the current batch…")
         self.stop_button.setEnabled(False)
-        worker.request_stop()
-        QTimer.singleShot(STOP_GRACE_MS, lambda: worker.kill() if worker.is_running() else None)
+        stop_worker(worker, STOP_GRACE_MS)
 
     def is_running(self) -> bool:
         return self._worker is not None

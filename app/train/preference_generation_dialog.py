@@ -14,12 +14,12 @@ import html
 import json
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout,
                                QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton,
                                QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from app.background_call import follow_worker_events
+from app.background_call import EventRelay, follow_worker_events, stop_worker
 from backend.generation.preferences.request import (AI_FEEDBACK, CONSTITUTIONAL, JOB_LABELS, JOBS, GenerationRequest,
                                                    RequestError)
 from widgets.notice_banner import NoticeBanner
@@ -30,10 +30,6 @@ ANSWER_SOURCES = (("file", "From the file (pairs or two answer columns)"),
                   ("two", "One answer from each of two models"))
 DATA_FILTER = "Data files (*.jsonl *.json *.csv *.tsv *.parquet *.gz *.zst);;All files (*)"
 EMBEDDED_HINT = "empty: the embedded Gemma 3 270M; or a model folder, .gguf file, hub id or run folder"
-
-
-class _Relay(QObject):
-    sig_event = Signal(object)
 
 
 def _model_row(edit: QLineEdit, parent: QWidget) -> QHBoxLayout:
@@ -155,7 +151,7 @@ class PreferenceGenerationDialog(QDialog):
         self._job = None
         self._result_path = ""
         self.following = False
-        self._relay = _Relay(self)
+        self._relay = EventRelay(self)
         self._relay.sig_event.connect(self._on_event)
 
         self.job_box = QComboBox()
@@ -353,9 +349,7 @@ class PreferenceGenerationDialog(QDialog):
             return
         self.status.setText("Stopping: the row in progress is cut short, the finished rows are kept…")
         self.stop_button.setEnabled(False)
-        job = self._job
-        job.request_stop()
-        QTimer.singleShot(STOP_GRACE_MS, lambda: job.kill() if job.process.poll() is None else None)
+        stop_worker(self._job, STOP_GRACE_MS)
 
     def is_running(self) -> bool:
         return self._job is not None
