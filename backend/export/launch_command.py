@@ -17,12 +17,11 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from backend.export.launch_layouts import LAYOUT_LABELS, LAYOUTS, write_accelerate_config
 from backend.runs.config import replace_values, save_yaml
 from backend.runs.folder import CONFIG_FILE, load_run_config
-from backend.export.trl_cli_config import trl_cli_config, trl_cli_methods
+from backend.export.trl_cli_config import (RecordedSpeedError, as_trained, trl_cli_config, trl_cli_methods,
+                                           trl_cli_yaml)
 
 
 class CommandExportError(ValueError):
@@ -59,13 +58,19 @@ def export_as_command(run_dir: str | Path, layout: str = "ddp", num_processes: i
         cfg = load_run_config(run_dir)
     except Exception as exc:  # noqa: BLE001 - any unreadable config is named with its file
         raise CommandExportError(f"{run_dir / CONFIG_FILE} cannot be read: {exc}") from exc
+    from backend.training.speed_options import read_recorded
+
+    try:
+        trained, choices = as_trained(cfg, read_recorded(run_dir))
+    except RecordedSpeedError as exc:
+        raise CommandExportError(f"{run_dir}: {exc}") from None
 
     final = Path(out_dir) if out_dir else run_dir / "exports" / f"command-{layout}-{num_processes}"
     tmp = final.with_name(final.name + ".writing")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        result = _write(cfg, tmp, final, layout, num_processes, on_gpu, log)
+        result = _write(cfg, tmp, final, layout, num_processes, on_gpu, log, trained, choices)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -75,7 +80,9 @@ def export_as_command(run_dir: str | Path, layout: str = "ddp", num_processes: i
     return result
 
 
-def _write(cfg, tmp: Path, final: Path, layout: str, num_processes: int, on_gpu: bool, log) -> CommandExport:
+def _write(cfg, tmp: Path, final: Path, layout: str, num_processes: int, on_gpu: bool, log, trained,
+           choices) -> CommandExport:
+    """``trained``: ``cfg`` with the values the speed options chose for the run (``choices``)."""
     result = CommandExport(folder=final, layout=layout, num_processes=num_processes)
     # A fresh run folder each launch: the exported config names no run folder of its own.
     save_yaml(replace_values(cfg, {"run_name": ""}), tmp / CONFIG_FILE)
@@ -94,16 +101,18 @@ def _write(cfg, tmp: Path, final: Path, layout: str, num_processes: int, on_gpu:
         log("Writing the training rows for TRL's command line")
         rows = _write_training_rows(cfg, tmp / "train.jsonl")
         model_path = _model_path(cfg, log)
-        keys = trl_cli_config(cfg, model_path, final / "train.jsonl", final / "trl-output", on_gpu=on_gpu)
+        keys = trl_cli_config(trained, model_path, final / "train.jsonl", final / "trl-output", on_gpu=on_gpu)
         trl_file = f"trl_{trl_method}.yaml"
-        (tmp / trl_file).write_text(
-            f"# `trl {trl_method} --config {trl_file}`: the run's settings for TRL's own command line.\n"
-            + yaml.safe_dump(keys, sort_keys=False), encoding="utf-8")
+        (tmp / trl_file).write_text(trl_cli_yaml(keys, trl_method, trl_file, choices), encoding="utf-8")
         _script(tmp / "launch_trl.sh", [f"trl {trl_method} --config {trl_file} --accelerate_config {accel} \"$@\""])
         result.commands.append(f"bash {shlex.quote(str(final / 'launch_trl.sh'))}")
         result.files += ["train.jsonl", trl_file, "launch_trl.sh"]
         result.notes.append(f"train.jsonl holds the {rows} normalised rows the run trained on "
                             "(held-out rows included: TRL's command line holds none out).")
+        if choices:
+            result.notes.append(f"{trl_file} has the settings the studio chose when the run started (speed "
+                                "options), marked in the file; config.yaml keeps speed_options: auto, so the "
+                                "studio's runner chooses again for the machine it runs on.")
     else:
         result.notes.append(f"TRL's command line has no {cfg.method} command; launch.sh trains it with the "
                             "studio's runner.")
