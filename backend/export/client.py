@@ -33,7 +33,6 @@ class ExportRun(TrainingRun):
         self.log_path = log_path
         self.work_dir: Path | None = None
         self.last_event: Event | None = None
-        self._killed = False
 
     @classmethod
     def start(cls, request: ExportRequest) -> "ExportRun":  # type: ignore[override]
@@ -52,30 +51,20 @@ class ExportRun(TrainingRun):
 
     def events(self) -> Iterator[Event]:
         """Yield events until the export ends; a worker that dies silently yields an ExportFailed."""
-        terminal = False
-        for event in self.worker_events(export_event_from_json):
+        for event in self.events_until_end(export_event_from_json, EXPORT_TERMINAL, self._silent_death):
             if isinstance(event, ExportStarted):
                 self.work_dir = Path(event.work_dir)
             yield event
-            if isinstance(event, EXPORT_TERMINAL):
-                terminal = True
-                break
-        code = self.process.wait()
-        if not terminal:
-            self._remove_work_dir()
-            kind = "killed" if self._killed else "crash"
-            message = ("The export was stopped by force; nothing was written under "
-                       f"{self.plan.final_path.name}." if self._killed else
-                       f"The export worker ended unexpectedly (exit code {code}); nothing was written under "
-                       f"{self.plan.final_path.name}.")
-            event = ExportFailed(kind=kind, message=message, traceback=log_tail(self.log_path))
-            self.last_event = event
-            yield event
+
+    def _silent_death(self, code: int) -> ExportFailed:
+        self._remove_work_dir()
+        message = ("The export was stopped by force; nothing was written under "
+                   f"{self.plan.final_path.name}." if self.killed else
+                   f"The export worker ended unexpectedly (exit code {code}); nothing was written under "
+                   f"{self.plan.final_path.name}.")
+        return ExportFailed(kind="killed" if self.killed else "crash", message=message,
+                            traceback=log_tail(self.log_path))
 
     def _remove_work_dir(self) -> None:
         if self.work_dir is not None and self.work_dir.name.startswith(".export-"):
             shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def kill(self) -> None:
-        self._killed = True
-        super().kill()

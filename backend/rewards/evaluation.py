@@ -496,7 +496,6 @@ class RewardEvaluationRun(TrainingRun):
     def __init__(self, process: subprocess.Popen, log_path: Path):
         super().__init__(log_path.parent, process)
         self.log_path = log_path
-        self._killed = False
 
     @classmethod
     def start(cls, run: str, data: str, *, limit: int = 0, batch_size: int = 8,  # type: ignore[override]
@@ -524,22 +523,12 @@ class RewardEvaluationRun(TrainingRun):
 
     def events(self) -> Iterator[Event]:
         """Yield events until the evaluation ends; a worker that dies silently yields an EvalFailed."""
-        for event in self.worker_events(eval_event_from_json):
-            yield event
-            if isinstance(event, (EvalFinished, EvalFailed)):
-                self.process.wait()
-                return
-        code = self.process.wait()
-        message = ("The evaluation was stopped by force." if self._killed else
-                   f"The reward evaluation worker ended unexpectedly (exit code {code}).")
-        event = EvalFailed(kind="killed" if self._killed else "crash", message=message,
-                           traceback=log_tail(self.log_path))
-        self.last_event = event
-        yield event
+        yield from self.events_until_end(eval_event_from_json, (EvalFinished, EvalFailed), self._silent_death)
 
-    def kill(self) -> None:
-        self._killed = True
-        super().kill()
+    def _silent_death(self, code: int) -> EvalFailed:
+        message = ("The evaluation was stopped by force." if self.killed else
+                   f"The reward evaluation worker ended unexpectedly (exit code {code}).")
+        return EvalFailed(kind="killed" if self.killed else "crash", message=message, traceback=log_tail(self.log_path))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ class TrainingRun:
         self.last_event: Event | None = None
         self._stdin_lock = threading.Lock()
         self._terminal_seen = False
+        self.killed = False  # kill() ended it: a death without a last word is then ours, not a crash
 
     # -- starting ----------------------------------------------------------
     @classmethod
@@ -150,19 +151,30 @@ class TrainingRun:
     def events(self) -> Iterator[Event]:
         """Yield events until the run ends. A worker that dies without saying why
         yields a RunFailed with the end of its log, and that is recorded too."""
-        for event in self.worker_events(event_from_json):
+        yield from self.events_until_end(event_from_json, TERMINAL_TYPES, self._record_silent_death)
+
+    def events_until_end(self, parse: Callable[[str], Event], terminal: tuple[type[Event], ...],
+                         silent_death: Callable[[int], Event]) -> Iterator[Event]:
+        """The worker's events, read by ``parse``, up to the first of the ``terminal`` types; then
+        its exit is awaited. A worker that exits without one yields ``silent_death(exit_code)``
+        (``self.killed`` tells a kill from a crash), so whoever follows it always sees an end."""
+        for event in self.worker_events(parse):
             yield event
-            if isinstance(event, TERMINAL_TYPES):
+            if isinstance(event, terminal):
                 self._terminal_seen = True
                 break
         code = self.process.wait()
         if not self._terminal_seen:
-            kind, message, hint = describe_exit(code, self.run_dir)
-            failure = RunFailed(kind=kind, message=message, hint=hint, traceback=log_tail(self.log_path))
-            append_event(self.run_dir, failure)
+            failure = silent_death(code)
             self.last_event = failure
             self._terminal_seen = True
             yield failure
+
+    def _record_silent_death(self, code: int) -> RunFailed:
+        kind, message, hint = describe_exit(code, self.run_dir)
+        failure = RunFailed(kind=kind, message=message, hint=hint, traceback=log_tail(self.log_path))
+        append_event(self.run_dir, failure)
+        return failure
 
     # -- stopping ----------------------------------------------------------
     def request_stop(self) -> None:
@@ -186,6 +198,7 @@ class TrainingRun:
 
     def kill(self) -> None:
         """Terminate the worker and its children, children first."""
+        self.killed = True
         kill_process_tree(self.process.pid)
 
     def is_running(self) -> bool:

@@ -37,7 +37,6 @@ class GenerationJob(TrainingRun):
         super().__init__(request.output.parent, process)
         self.request = request
         self.log_path = log_path
-        self._killed = False
 
     @classmethod
     def start(cls, request: GenerationRequest, grants: list[CodeSubject] | None = None,  # type: ignore[override]
@@ -57,28 +56,16 @@ class GenerationJob(TrainingRun):
 
     def events(self) -> Iterator[Event]:
         """Yield events until the job ends; a worker that dies silently yields a JobFailed."""
-        terminal = False
-        for event in self.worker_events(job_event_from_json):
-            yield event
-            if isinstance(event, JOB_TERMINAL):
-                terminal = True
-                break
-        code = self.process.wait()
-        if not terminal:
-            partial = self.request.partial
-            kept = (f" The rows finished so far are kept in {partial.name}; start the same job again to continue."
-                    if partial.exists() else "")
-            message = ("The generation was stopped by force." if self._killed else
-                       f"The generation worker ended unexpectedly (exit code {code}).") + kept
-            event = JobFailed(kind="killed" if self._killed else "crash", message=message,
-                              partial_path=str(partial) if partial.exists() else "",
-                              traceback=log_tail(self.log_path))
-            self.last_event = event
-            yield event
+        yield from self.events_until_end(job_event_from_json, JOB_TERMINAL, self._silent_death)
 
-    def kill(self) -> None:
-        self._killed = True
-        super().kill()
+    def _silent_death(self, code: int) -> JobFailed:
+        partial = self.request.partial
+        kept = (f" The rows finished so far are kept in {partial.name}; start the same job again to continue."
+                if partial.exists() else "")
+        message = ("The generation was stopped by force." if self.killed else
+                   f"The generation worker ended unexpectedly (exit code {code}).") + kept
+        return JobFailed(kind="killed" if self.killed else "crash", message=message,
+                         partial_path=str(partial) if partial.exists() else "", traceback=log_tail(self.log_path))
 
 
 def model_grants(request: GenerationRequest, trust_remote_code: bool, allow_pickle_weights: bool) -> list[CodeSubject]:
