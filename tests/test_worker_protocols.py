@@ -71,3 +71,39 @@ def test_run_folder_jsonl_files_skip_torn_and_foreign_lines(tmp_path):
     (tmp_path / EVAL_SPLIT_FILE).write_text('{"prompt": "a", "completion": "b"}\n\n[3]\n{"prompt": "c", "comp',
                                             encoding="utf-8")
     assert read_heldout_rows(tmp_path) == [{"prompt": "a", "completion": "b"}]
+
+
+@pytest.mark.parametrize("kill", [True, False], ids=["killed", "crashed"])
+def test_a_worker_that_ends_without_a_last_word_yields_a_failure_saying_why(tmp_path, kill):
+    import os
+    import sys
+
+    from backend.rewards.evaluation import EvalFailed, EvalProgress, RewardEvaluationRun
+    from backend.training.client import spawn_worker
+
+    says_then_ends = ("import sys, time\n"
+                      "from backend.rewards.evaluation import EvalProgress\n"
+                      "print(EvalProgress(done=1, total=4, message='scored 1').to_json(), flush=True)\n"
+                      + ("time.sleep(120)\n" if kill else "sys.exit(3)\n"))
+    log = tmp_path / "eval.log"
+    worker = RewardEvaluationRun(spawn_worker([sys.executable, "-c", says_then_ends], dict(os.environ), log), log)
+    events = worker.events()
+    assert isinstance(next(events), EvalProgress)
+    if kill:
+        worker.kill()
+    rest = list(events)
+    assert len(rest) == 1 and isinstance(rest[0], EvalFailed) and worker.last_event is rest[0]
+    if kill:
+        assert rest[0].kind == "killed" and "stopped by force" in rest[0].message
+    else:
+        assert rest[0].kind == "crash" and "exit code 3" in rest[0].message
+
+
+def test_text_that_reads_like_a_non_finite_float_stays_text():
+    from backend.core.events import WorkerWarning
+    from backend.generation.protocol import TokenStreamed
+
+    token = generation_event_from_json(TokenStreamed(request_id="g", side="base", text="Infinity", index=1).to_json())
+    assert token.text == "Infinity"
+    warning = event_from_json(WorkerWarning(message="NaN", kind="-Infinity").to_json())
+    assert (warning.message, warning.kind) == ("NaN", "-Infinity")

@@ -168,12 +168,14 @@ TERMINAL_TYPES = (RunFinished, RunFailed)
 def decode_event(data: dict[str, Any], types: Mapping[str, type[Event]], what: str = "event type") -> Event:
     """The event ``data`` describes, its class picked by ``type`` among ``types`` (each worker's
     protocol has its own table). Keys the class lacks are dropped, so an older reader still
-    reads a newer writer's line; the non-finite floats ``to_json`` wrote as strings come back."""
+    reads a newer writer's line; the non-finite floats ``to_json`` wrote as strings come back,
+    except in a field declared ``str``, where "NaN" or "Infinity" is text (a streamed token)."""
     cls = types.get(data.get("type", ""))
     if cls is None:
         raise ValueError(f"unknown {what} {data.get('type')!r}")
+    text_fields = {f.name for f in dataclasses.fields(cls) if f.type in ("str", str)}
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: _decode_floats(v) for k, v in data.items() if k in names})
+    return cls(**{k: v if k in text_fields else _decode_floats(v) for k, v in data.items() if k in names})
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
