@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 
 def add_best_of_n_parser(generate_sub) -> None:
+    from backend.cli.generate import add_sampling_options
     from backend.generation.best_of_n import BASELINES, MAX_N
 
     p = generate_sub.add_parser("best-of-n", help="sample N answers per prompt, score them, keep the best",
@@ -38,9 +39,7 @@ def add_best_of_n_parser(generate_sub) -> None:
     p.add_argument("--out", default="", metavar="FILE.jsonl",
                    help="the output (default: <input>.best-of-<N>.jsonl next to the input)")
     p.add_argument("--limit", type=int, default=0, help="only the first N prompts (default: all)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens (default 64)")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats the same answers (default 0)")
+    add_sampling_options(p, max_new_tokens=64, temperature=0.8)
     p.add_argument("--baseline", choices=BASELINES, default="first",
                    help="the single answer to beat: the first sample (free) or the greedy answer (one more call)")
     p.add_argument("--quantization", choices=("4bit", "8bit", "none"), default=None,

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
+
+from backend.cli.interrupts import follow_events
 
 
 def add_eval_parser(sub) -> None:
@@ -51,43 +52,36 @@ def cmd_eval_rewards(args) -> int:
     except RewardEvalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    interrupts = {"count": 0}
-
-    def on_interrupt(signum, frame):
-        interrupts["count"] += 1
-        if interrupts["count"] == 1:
-            print("\nStopping the evaluation (Ctrl-C again to end it now)…", file=sys.stderr, flush=True)
-            worker.request_stop()
-        else:
-            worker.kill()
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    last = None
     shown = -1
-    try:
-        for event in worker.events():
-            last = event
-            if isinstance(event, EvalProgress):
-                percent = int(100 * event.done / event.total) if event.total else 0
-                if percent // 10 != shown:  # a line per tenth: readable in a log as well as a terminal
-                    shown = percent // 10
-                    print(f"[{percent:3d}%] {event.message}", file=sys.stderr, flush=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        worker.close()
-    if isinstance(last, EvalFinished):
-        report = RewardEvalReport.from_dict(last.report)
-        print("\n".join(report_lines(report)))
-        if args.json:
-            with open(args.json, "w", encoding="utf-8") as fh:
-                json.dump(report.to_dict(), fh, indent=2)
-                fh.write("\n")
-            print(f"Report written to {args.json}.")
-        return 0
-    if isinstance(last, EvalFailed):
-        print(f"{'stopped' if last.kind == 'stopped' else 'error'}: {last.message}", file=sys.stderr)
-        if last.kind not in ("stopped", "bad_request") and last.traceback:
-            print(last.traceback, file=sys.stderr)
-        return 130 if last.kind in ("stopped", "killed") else 1
+    ended = False
+
+    def show(event) -> int | None:
+        nonlocal shown, ended
+        if isinstance(event, EvalProgress):
+            percent = int(100 * event.done / event.total) if event.total else 0
+            if percent // 10 != shown:  # a line per tenth: readable in a log as well as a terminal
+                shown = percent // 10
+                print(f"[{percent:3d}%] {event.message}", file=sys.stderr, flush=True)
+        elif isinstance(event, EvalFinished):
+            ended = True
+            report = RewardEvalReport.from_dict(event.report)
+            print("\n".join(report_lines(report)))
+            if args.json:
+                with open(args.json, "w", encoding="utf-8") as fh:
+                    json.dump(report.to_dict(), fh, indent=2)
+                    fh.write("\n")
+                print(f"Report written to {args.json}.")
+            return 0
+        elif isinstance(event, EvalFailed):
+            ended = True
+            print(f"{'stopped' if event.kind == 'stopped' else 'error'}: {event.message}", file=sys.stderr)
+            if event.kind not in ("stopped", "bad_request") and event.traceback:
+                print(event.traceback, file=sys.stderr)
+            return 130 if event.kind in ("stopped", "killed") else 1
+        return None
+
+    code = follow_events(worker, "Stopping the evaluation (Ctrl-C again to end it now)…", show, sys.stderr)
+    if ended:
+        return code
     print("error: the evaluation worker ended without a result.", file=sys.stderr)
     return 1

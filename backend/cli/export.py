@@ -12,10 +12,9 @@ launch script (plus, for a method TRL's command line has, a config that `trl <me
 from __future__ import annotations
 
 import argparse
-import signal
 from pathlib import Path
 
-from backend.cli.interrupts import install_two_stage_stop
+from backend.cli.interrupts import failure_code, follow_events
 from backend.export.plan import EXPORT_FORMATS, GGUF_TYPES, MERGED_PRECISIONS
 from backend.export.launch_layouts import LAYOUTS
 
@@ -97,24 +96,21 @@ def cmd_export(args) -> int:
     except ExportError as exc:
         print(f"Cannot export: {exc}")
         return 2
-    previous = install_two_stage_stop(export, "Stopping the export (Ctrl-C again to terminate it)...")
-    code = 1
-    try:
-        for event in export.events():
-            if isinstance(event, ExportPhase):
-                pct = f"{event.fraction:4.0%} " if event.fraction is not None else "     "
-                print(f"{pct}{event.message}", flush=True)
-            elif isinstance(event, ExportFinished):
-                for check in event.checks:
-                    print(f"  check: {check['name']}: {check['verdict']}")
-                print(f"Exported to {event.path} in {event.seconds:.0f} s")
-                if event.pushed_to:
-                    print(f"Pushed to {event.pushed_to}")
-                code = 0
-            elif isinstance(event, ExportFailed):
-                print(f"Export failed: {event.message}")
-                code = 2 if event.kind == "bad_request" else 1
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        export.close()
-    return code
+
+    def show(event) -> int | None:
+        if isinstance(event, ExportPhase):
+            pct = f"{event.fraction:4.0%} " if event.fraction is not None else "     "
+            print(f"{pct}{event.message}", flush=True)
+        elif isinstance(event, ExportFinished):
+            for check in event.checks:
+                print(f"  check: {check['name']}: {check['verdict']}")
+            print(f"Exported to {event.path} in {event.seconds:.0f} s")
+            if event.pushed_to:
+                print(f"Pushed to {event.pushed_to}")
+            return 0
+        elif isinstance(event, ExportFailed):
+            print(f"Export failed: {event.message}")
+            return failure_code(event.kind)
+        return None
+
+    return follow_events(export, "Stopping the export (Ctrl-C again to terminate it)...", show)

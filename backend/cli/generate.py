@@ -16,9 +16,8 @@ the function that runs it; ``cmd_generate`` calls it.
 from __future__ import annotations
 
 import argparse
-import signal
 
-from backend.cli.interrupts import install_two_stage_stop
+from backend.cli.interrupts import failure_code, follow_events
 from backend.generation.preferences.request import AI_FEEDBACK, CONSTITUTIONAL, QUANTIZATIONS
 
 
@@ -57,9 +56,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="", metavar="FILE.jsonl",
                         help="the output (default: <input>.<job>.jsonl next to the input)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N usable rows (default: all)")
-    parser.add_argument("--max-new-tokens", type=int, default=96, help="longest generated text (default 96)")
-    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature, 0 for greedy (0.7)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_sampling_options(parser, max_new_tokens=96, temperature=0.7)
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default="none",
                         help="load the models in 4-bit or 8-bit (default: unquantized)")
     parser.add_argument("--restart", action="store_true", help="discard a half-done run of this output")
@@ -67,6 +64,17 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="allow the models named here to run their own code while loading")
     parser.add_argument("--allow-pickle-weights", action="store_true",
                         help="allow the models named here to load pickle weights")
+
+
+def add_sampling_options(parser: argparse.ArgumentParser, *, max_new_tokens: int, temperature: float) -> None:
+    """How every generating command samples: --max-new-tokens, --temperature, --seed (each
+    with the default that suits its job)."""
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
+                        help=f"longest generated text in tokens (default {max_new_tokens})")
+    parser.add_argument("--temperature", type=float, default=temperature,
+                        help=f"sampling temperature, 0 for greedy (default {temperature})")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed; the same seed repeats the same text (default 0)")
 
 
 def cmd_generate(args) -> int:
@@ -112,34 +120,31 @@ def _run(args, request) -> int:
     except RequestError as exc:
         print(f"Cannot generate: {exc}")
         return 2
-    previous = install_two_stage_stop(job, "Stopping (the finished rows are kept; Ctrl-C again to terminate)...")
-    code = 1
-    try:
-        for event in job.events():
-            if isinstance(event, JobStarted):
-                again = f", {event.rows_done} already done by an earlier run" if event.rows_done else ""
-                print(f"Input: {event.input_summary}{again}", flush=True)
-                for message in event.input_skip_messages[:5]:
-                    print(f"  skipped: {message}")
-            elif isinstance(event, JobPhase):
-                print(event.message, flush=True)
-            elif isinstance(event, RowDone):
-                rate = f", agreement {event.agreement_rate:.0%}" if event.agreement_rate is not None else ""
-                outcome = "kept" if event.kept else f"dropped ({event.reason})"
-                print(f"[{event.rows_done}/{event.rows_total}] {_where(request, event)}: {outcome}; "
-                      f"{event.kept_total} pairs{rate}; {event.seconds:.1f} s", flush=True)
-            elif isinstance(event, JobFinished):
-                _print_summary(event.report)
-                print(f"Wrote {event.report['kept']} preference pairs to {event.path}")
-                print(f"Report: {event.report_path}")
-                code = 0
-            elif isinstance(event, JobFailed):
-                print(f"Generation {'stopped' if event.kind == 'stopped' else 'failed'}: {event.message}")
-                code = 2 if event.kind == "bad_request" else 1
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        job.close()
-    return code
+
+    def show(event) -> int | None:
+        if isinstance(event, JobStarted):
+            again = f", {event.rows_done} already done by an earlier run" if event.rows_done else ""
+            print(f"Input: {event.input_summary}{again}", flush=True)
+            for message in event.input_skip_messages[:5]:
+                print(f"  skipped: {message}")
+        elif isinstance(event, JobPhase):
+            print(event.message, flush=True)
+        elif isinstance(event, RowDone):
+            rate = f", agreement {event.agreement_rate:.0%}" if event.agreement_rate is not None else ""
+            outcome = "kept" if event.kept else f"dropped ({event.reason})"
+            print(f"[{event.rows_done}/{event.rows_total}] {_where(request, event)}: {outcome}; "
+                  f"{event.kept_total} pairs{rate}; {event.seconds:.1f} s", flush=True)
+        elif isinstance(event, JobFinished):
+            _print_summary(event.report)
+            print(f"Wrote {event.report['kept']} preference pairs to {event.path}")
+            print(f"Report: {event.report_path}")
+            return 0
+        elif isinstance(event, JobFailed):
+            print(f"Generation {'stopped' if event.kind == 'stopped' else 'failed'}: {event.message}")
+            return failure_code(event.kind)
+        return None
+
+    return follow_events(job, "Stopping (the finished rows are kept; Ctrl-C again to terminate)...", show)
 
 
 def _where(request, event) -> str:
