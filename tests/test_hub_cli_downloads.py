@@ -55,6 +55,24 @@ def test_a_terminal_gets_one_line_rewritten_as_the_bytes_come(fake_hub):
     assert text.endswith(f"Preparing {REPO} for reading (2 files downloaded)…\n")  # the line ends before others
 
 
+def test_ctrl_c_during_a_download_ends_the_command_saying_what_is_kept(fake_hub, studio_home, capsys,
+                                                                     monkeypatch):
+    import huggingface_hub
+
+    def interrupted(repo_id, filename, *, tqdm_class, **_kwargs):
+        bar = tqdm_class(total=1000, initial=0)
+        bar.update(400)
+        raise KeyboardInterrupt  # what Ctrl-C raises in the main thread, mid-file
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", interrupted)
+    with pytest.raises(SystemExit) as ended:
+        main(["data", "inspect", REPO])
+    assert ended.value.code == 130
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "Download stopped; the files downloaded so far stay in the hub cache."
+    assert "Traceback" not in err and f"Downloading {REPO}…" in err
+
+
 def test_train_prints_the_download_while_measuring_the_data_before_refusing(fake_hub, studio_home, tmp_path,
                                                                             tiny_model_dir, capsys):
     runs = tmp_path / "runs"

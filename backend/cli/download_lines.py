@@ -25,8 +25,10 @@ class DownloadLines:
         self._last_at = 0.0
         self._last_stage: tuple[str, int, bool] | None = None
         self.open_line = False  # a terminal line written without its newline yet
+        self.heard = False  # a download has been reported
 
     def __call__(self, step: DownloadProgress) -> None:
+        self.heard = True
         stage = (step.repo_id, step.files_done, step.preparing)
         now = time.monotonic()
         if self.terminal:
@@ -52,10 +54,18 @@ class DownloadLines:
 @contextlib.contextmanager
 def printing_downloads(stream=None, terminal: bool | None = None):
     """While this block runs, a hub dataset that is not cached yet prints its download to
-    ``stream`` (stderr by default: stdout keeps the command's own output, e.g. --json)."""
+    ``stream`` (stderr by default: stdout keeps the command's own output, e.g. --json).
+    Ctrl-C during a download ends the command (exit 130) with a line saying what is kept,
+    as the window's Stop does, instead of a traceback."""
     lines = DownloadLines(stream, terminal)
     try:
         with reporting_downloads(lines):
             yield lines
+    except KeyboardInterrupt:
+        if not lines.heard:
+            raise
+        lines.finish()
+        print("Download stopped; the files downloaded so far stay in the hub cache.", file=lines.stream, flush=True)
+        raise SystemExit(130) from None
     finally:
         lines.finish()
