@@ -133,6 +133,20 @@ def test_cli_retrain_trains_on_the_recorded_commit(two_commits, tmp_path, tiny_m
     assert load_yaml(next(runs.iterdir()) / "config.yaml").data_revision == OLD
 
 
+@pytest.mark.slow
+def test_a_resumed_run_keeps_the_commit_it_started_on(two_commits, tmp_path, tiny_model_dir, studio_home, capsys):
+    """Stopped before its first checkpoint, resumed after a newer commit arrived: the worker
+    reads the commit data_source.json recorded, not the newest."""
+    from backend.cli.main import main
+
+    run = write_hub_run(tmp_path / "runs" / "hub-run", OLD, method="orpo", model=str(tiny_model_dir),
+                        per_device_train_batch_size=2, gradient_accumulation_steps=1, max_length=64,
+                        gradient_checkpointing=False, save_steps=0)
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0, capsys.readouterr().err
+    source = json.loads((run / "data_source.json").read_text())
+    assert (source["revision"], source["rows"]) == (OLD, ROWS[OLD])
+
+
 # ---------------------------------------------------------------- the window
 
 

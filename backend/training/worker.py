@@ -196,6 +196,10 @@ def _train(state: WorkerState) -> int:
 
     # The run folder grants nothing: permissions come from this launch, checked against the files now.
     cfg = state.cfg = apply_launch_grants(check(load_run_config(run_dir)))
+    if resume:  # the rows the run started on, not a hub dataset's newer commit
+        from backend.data.hub import with_recorded_revision
+
+        cfg = state.cfg = with_recorded_revision(cfg, run_dir)
     state.enter_phase("loading_model", "Loading the model")
 
     from backend.models.source import local_model_folder, model_source_for_config
