@@ -39,6 +39,10 @@ from widgets.peak_decimation import PeakPyramid, decimate
 from widgets.series_style import SeriesStyle
 
 REDRAW_INTERVAL_MS = 50
+# After a slice of redrawing, the next one waits for its paint and then this long (the loop
+# gets to input and timers in between), or at most PAINT_WAIT_MS for a paint that never comes.
+PAINT_GAP_MS = 3
+PAINT_WAIT_MS = 60
 RUN_PALETTE = ("#2563eb", "#ea580c", "#7c3aed", "#0d9488", "#db2777", "#a16207", "#4d7c0f", "#475569")
 _PEN_STYLES = {"solid": Qt.PenStyle.SolidLine, "dash": Qt.PenStyle.DashLine, "dot": Qt.PenStyle.DotLine}
 # A curve with this many points or fewer is drawn with a dot on each: a line needs two
@@ -243,14 +247,25 @@ class _Curve:
 
 
 class _TimedPlotWidget(pg.PlotWidget):
-    """A PlotWidget that remembers how long it takes to paint (an EMA, in seconds)."""
+    """A PlotWidget that remembers how long it takes to paint new points (an EMA, in seconds).
+
+    Only the paint after a redraw counts: the layout repaints plots whose picture is
+    cached (under a millisecond) far more often, and averaging those in made a redraw
+    look cheap enough to put three plots (30 ms of painting) in one turn.
+    """
 
     paint_seconds = 0.008
+    redrawn = False  # set by the grid when it pushes new points; the next paint is timed
+    on_painted: Callable[[], None] | None = None  # called after that paint
 
     def paintEvent(self, event):
         start = time.perf_counter()
         super().paintEvent(event)
-        self.paint_seconds = 0.7 * self.paint_seconds + 0.3 * (time.perf_counter() - start)
+        if self.redrawn:
+            self.redrawn = False
+            self.paint_seconds = 0.7 * self.paint_seconds + 0.3 * (time.perf_counter() - start)
+            if self.on_painted is not None:
+                self.on_painted()
 
 
 def plot_title(item: pg.PlotItem, html: str, justify: str = "left", lines: int = 1) -> None:
@@ -335,6 +350,20 @@ class PlotWidgetPool:
         self._ready: list[_TimedPlotWidget] = []
         self._target = 0
         self._timer: QTimer | None = None
+        self._held = False
+        self._taken_while_held = 0
+
+    def hold(self, held: bool) -> None:
+        """While ``held`` (a live run), replace nothing handed out: a build is a 10-20 ms turn
+        while the worker holds every core. Widgets not yet built for the run's first step still
+        are (it takes them next); the rest wait until the hold ends."""
+        self._held = held
+        if not held:
+            self._taken_while_held = 0
+            self._schedule()
+
+    def held(self) -> bool:
+        return self._held
 
     def reserve(self, count: int) -> None:
         self._target = max(self._target, count)
@@ -345,11 +374,14 @@ class PlotWidgetPool:
 
     def take(self) -> _TimedPlotWidget:
         widget = self._ready.pop() if self._ready else _new_plot_widget()
-        self._schedule(self.REFILL_DELAY_MS)
+        if self._held:
+            self._taken_while_held += 1
+        else:
+            self._schedule(self.REFILL_DELAY_MS)
         return widget
 
     def _schedule(self, delay_ms: int | None = None) -> None:
-        if len(self._ready) >= self._target:
+        if len(self._ready) >= self._target - self._taken_while_held:
             return
         if self._timer is None:
             app = QApplication.instance()
@@ -363,7 +395,7 @@ class PlotWidgetPool:
             self._timer.start(self.IDLE_DELAY_MS)
 
     def _build_one(self) -> None:
-        if len(self._ready) < self._target:
+        if len(self._ready) < self._target - self._taken_while_held:
             self._ready.append(_new_plot_widget())
         self._schedule()
 
@@ -421,7 +453,7 @@ class MetricPlotGrid(QWidget):
         min_plot_width: int = 300,
         plot_height: int = 210,
         empty_text: str = "Plots appear here as metrics arrive.",
-        frame_budget_ms: float = 20.0,
+        frame_budget_ms: float = 12.0,
         follow_headroom: float = 0.0,
         prebuild_plots: int = 0,
     ):
@@ -436,6 +468,9 @@ class MetricPlotGrid(QWidget):
         self._curves: dict[tuple[str, str], _Curve] = {}
         self._styles: dict[str, SeriesStyle | None] = {}
         self._pending_plots: dict[str, SeriesStyle] = {}  # plot id -> style, waiting for a widget
+        # New series of plots that exist, waiting for their curves (an evaluation brings a
+        # dozen at once, ~3 ms each: attached one plot per turn).
+        self._pending_curves: list[tuple[str, str]] = []
         self._runs: dict[str, str] = {}  # run id -> label, in insertion order
         self._run_colors: dict[str, str] = {}
         self._smoothing = 0.0
@@ -443,7 +478,8 @@ class MetricPlotGrid(QWidget):
         self._hover_step = math.nan
         self._title_lines = 1  # 2 once any plot carries a key: rows side by side stay aligned
         self._x_range: tuple[float, float] | None = None  # set while the user has zoomed or panned
-        self._round_robin = 0
+        self._frame: list[str] = []  # plot ids the current frame has still to look at
+        self._awaiting_paint = False  # the next slice waits for the last one's paint
         # Following a live run, the step axis is extended in jumps (headroom), not at every
         # step: a changed range makes every axis re-render its labels.
         self._headroom = follow_headroom
@@ -467,6 +503,7 @@ class MetricPlotGrid(QWidget):
         self._grid = QGridLayout(self._grid_host)
         self._grid.setContentsMargins(0, 0, 0, 0)
         self._grid.setSpacing(10)
+        self._column_marks: list[QWidget] = []
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
@@ -491,7 +528,7 @@ class MetricPlotGrid(QWidget):
         self._continue = QTimer(self)
         self._continue.setSingleShot(True)
         self._continue.setInterval(0)
-        self._continue.timeout.connect(self._tick)
+        self._continue.timeout.connect(self._go_on)
         if prebuild_plots:
             PLOT_POOL.reserve(prebuild_plots)
 
@@ -568,13 +605,12 @@ class MetricPlotGrid(QWidget):
         series.weight = self._smoothing if style.smooth and not style.markers else 0.0
         self._series[(run, key)] = series
         self._series_style[(run, key)] = style
-        plot = self._plots.get(style.plot_id)
-        if plot is None:
-            self._pending_plots.setdefault(style.plot_id, style)
-            if not self._continue.isActive():
-                self._continue.start(0)
+        if style.plot_id in self._plots:
+            self._pending_curves.append((run, key))
         else:
-            self._attach_curve(plot, key, run)
+            self._pending_plots.setdefault(style.plot_id, style)
+        if not self._continue.isActive():
+            self._continue.start(0)
         return series
 
     def clear(self) -> None:
@@ -587,10 +623,12 @@ class MetricPlotGrid(QWidget):
             plot.widget.setParent(None)
             plot.widget.deleteLater()
         self._plots.clear()
+        self._grid_host.setMinimumHeight(0)
         self._series.clear()
         self._series_style.clear()
         self._curves.clear()
         self._pending_plots.clear()
+        self._pending_curves.clear()
         self._runs.clear()
         self._run_colors.clear()
         self._hover_step = math.nan
@@ -664,6 +702,8 @@ class MetricPlotGrid(QWidget):
         """
         while self._pending_plots:
             self._create_next_plot()
+        while self._pending_curves:
+            self._attach_pending_curves()
         self._follow_steps()
         count = 0
         for plot in self._plots.values():
@@ -675,46 +715,86 @@ class MetricPlotGrid(QWidget):
         return count
 
     def _tick(self) -> None:
-        """Redraw changed, visible plots, as many as fit in the frame budget.
+        """A frame: redraw the changed, visible plots, as many per turn as fit the budget.
 
-        A plot's cost is its setData calls plus the paint that follows on the next
-        turn (axes, grid, curves: ~5-15 ms), which is measured per plot. Plots left
-        over are drawn on the following turns, oldest first, so a dozen busy plots
-        never add up to one long stall.
+        A plot's cost is its setData calls plus the paint that follows (axes, grid,
+        curves: ~5-15 ms), measured per plot. Plots left over are drawn on the next
+        turns (``_go_on``) before the next frame begins, so a dozen busy plots never
+        add up to one long stall and none is redrawn twice in a frame.
         """
+        if self._continue.isActive():
+            return  # the last frame (or a plot's creation) is still going on
+        self._frame = self.plot_ids()
+        self._go_on()
+
+    def _go_on(self) -> None:
         start = time.perf_counter()
+        self._awaiting_paint = False
         if self._pending_plots:
-            self._create_next_plot()
-            self._continue.start(0)  # the next plot on the next turn, after this one is painted
+            self._follow_steps()  # the new plot starts at the shared step range: no range change later
+            plot = self._create_next_plot()
+            # Drawn in the turn that creates it: an empty plot painted now and again with its
+            # points a moment later paid for two first paints (~10 ms each) instead of one.
+            self._draw_plot(plot)
+            self._continue_after_paint(start, self._shows_when_laid_out(plot))
+            return
+        if self._pending_curves:
+            plot = self._attach_pending_curves()
+            self._follow_steps()
+            self._draw_plot(plot)
+            self._continue_after_paint(start, self._on_screen(plot.widget))
             return
         self._follow_steps()
-        order = self.plot_ids()
-        if not order:
-            return
-        first = self._round_robin % len(order)
         planned = 0.0
-        more = False
-        for i in range(len(order)):
-            plot = self._plots[order[(first + i) % len(order)]]
-            if not plot.range_dirty and not any(c.dirty for c in plot.curves.values()):
+        while self._frame:
+            plot = self._plots.get(self._frame[0])
+            if plot is None or not plot.range_dirty and not any(c.dirty for c in plot.curves.values()) \
+                    or not self._on_screen(plot.widget):
+                # Unchanged, or scrolled out of view or on a hidden tab: drawn when it shows again.
+                self._frame.pop(0)
                 continue
-            if not self._on_screen(plot.widget):
-                continue  # scrolled out of view or on a hidden tab: drawn when it shows again
             cost = plot.widget.paint_seconds
             if planned and (time.perf_counter() - start) + planned + cost > self._budget:
-                more = True
-                self._round_robin = (first + i) % len(order)
-                break
-            self._apply_span(plot)
-            for curve in plot.curves.values():
-                if curve.dirty:
-                    curve.redraw()
+                self._continue_after_paint(start, True)
+                return
+            self._frame.pop(0)
+            self._draw_plot(plot)
             planned += cost
-        if more:
-            # Pause as long as this slice took (setData now, painting next turn), so that
-            # plotting uses at most about half of the event loop however busy the run is.
-            spent = (time.perf_counter() - start) + planned
-            self._continue.start(int(spent * 1000))
+
+    def _continue_after_paint(self, start: float, painted: bool) -> None:
+        """Go on with the next slice once this one's plots are painted, a few ms later.
+
+        The paint comes a turn or more after the slice (all dirty plots paint together,
+        when Qt gets to it); a guessed delay let two slices' paints, 20-30 ms, land in
+        one turn on a loaded machine. A slice whose plots do not show goes on after as
+        long as it took, so plotting still leaves about half of the loop to the rest.
+        """
+        spent_ms = int((time.perf_counter() - start) * 1000)
+        self._awaiting_paint = painted
+        self._continue.start(max(spent_ms, PAINT_WAIT_MS) if painted else spent_ms)
+
+    def _on_plot_painted(self) -> None:
+        if self._awaiting_paint:
+            self._awaiting_paint = False
+            self._continue.start(PAINT_GAP_MS)
+
+    def _shows_when_laid_out(self, plot: _MetricPlot) -> bool:
+        """Whether a plot just added to the grid will be on screen once the layout has placed
+        it (it has no geometry yet); plots arrive in display order, mostly below the fold."""
+        if not self.isVisible():
+            return False
+        index = self.plot_ids().index(next(pid for pid, p in self._plots.items() if p is plot))
+        top = (index // self._columns) * (self._plot_height + self._grid.spacing())
+        shown_from = self._scroll.verticalScrollBar().value()
+        return top < shown_from + max(self._scroll.viewport().height(), self._plot_height) and \
+            top + self._plot_height > shown_from
+
+    def _draw_plot(self, plot: _MetricPlot) -> None:
+        self._apply_span(plot)
+        for curve in plot.curves.values():
+            if curve.dirty:
+                curve.redraw()
+        plot.widget.redrawn = True
 
     def _on_screen(self, widget: QWidget) -> bool:
         if not widget.isVisible():  # also False while an ancestor (a tab page) is hidden
@@ -722,13 +802,35 @@ class MetricPlotGrid(QWidget):
         viewport = self._scroll.viewport()
         return QRect(widget.mapTo(viewport, QPoint(0, 0)), widget.size()).intersects(viewport.rect())
 
-    def _create_next_plot(self) -> None:
+    def _create_next_plot(self) -> _MetricPlot:
         plot_id, style = min(self._pending_plots.items(), key=lambda kv: (kv[1].order, kv[1].plot_title))
         del self._pending_plots[plot_id]
         plot = self._create_plot(style)
         for (run, key), series_style in list(self._series_style.items()):
             if series_style.plot_id == plot_id:
                 self._attach_curve(plot, key, run)
+        return plot
+
+    def _attach_pending_curves(self) -> _MetricPlot:
+        """Attach the waiting curves of one plot (the first waiting one's); returns the plot."""
+        plot_id = self._series_style[self._pending_curves[0]].plot_id
+        plot = self._plots[plot_id]
+        for run, key in [rk for rk in self._pending_curves if self._series_style[rk].plot_id == plot_id]:
+            self._pending_curves.remove((run, key))
+            self._attach_curve(plot, key, run)
+        return plot
+
+    def _needs_keys(self) -> bool:
+        """Whether some plot's title carries a key (see ``_refresh_legend``), judged from every
+        series, plotted yet or not: judged from the plots made so far, a run's first plots got
+        one-line titles, and the first plot with a key re-titled, resized and repainted them all
+        in one turn."""
+        if len(self._runs) > 1:
+            return True
+        labels: dict[str, set[str]] = {}
+        for style in self._series_style.values():
+            labels.setdefault(style.plot_id, set()).add("eval" if style.markers else style.label)
+        return any(len(found) > 1 for found in labels.values())
 
     def _attach_curve(self, plot: _MetricPlot, key: str, run: str) -> _Curve:
         style = self._series_style[(run, key)]
@@ -744,7 +846,10 @@ class MetricPlotGrid(QWidget):
     def _create_plot(self, style: SeriesStyle) -> _MetricPlot:
         widget = PLOT_POOL.take()
         widget.setFixedHeight(self._plot_height)
+        widget.on_painted = self._on_plot_painted
         item = widget.getPlotItem()
+        if not self._plots:
+            self._title_lines = 2 if self._needs_keys() else 1
         plot_title(item, f"<b>{_escape(style.plot_title)}</b>", lines=self._title_lines)
         if style.y_label:
             item.getAxis("left").setLabel(style.y_label, color="#64748b")
@@ -829,7 +934,7 @@ class MetricPlotGrid(QWidget):
         plot.has_key = bool(keys)
         key_html = "<br>" + "&nbsp;&nbsp;&nbsp;".join(keys) if keys else ""
         plot.title_html = f"<b>{_escape(plot.title)}</b>{key_html}"
-        lines = 2 if any(p.has_key for p in self._plots.values()) else 1
+        lines = 2 if plot.has_key or self._needs_keys() else 1
         if lines != self._title_lines:
             self._title_lines = lines
             for other in self._plots.values():
@@ -870,10 +975,28 @@ class MetricPlotGrid(QWidget):
                 self._grid.addWidget(self._plots[pid].widget, i // self._columns, i % self._columns)
         for c in range(max(self._grid.columnCount(), 3)):
             self._grid.setColumnStretch(c, 1 if c < self._columns else 0)
+        # A zero-height widget in each column's first cell: a column without one gets no spacing,
+        # so the first plot was wider by half the gap until the second column's first plot came,
+        # and then shrank, re-rendered. (A spacer item counts as empty too.)
+        while len(self._column_marks) > self._columns:
+            mark = self._column_marks.pop()
+            self._grid.removeWidget(mark)
+            mark.deleteLater()
+        while len(self._column_marks) < self._columns:
+            mark = QWidget()
+            mark.setFixedHeight(0)
+            self._grid.addWidget(mark, 0, len(self._column_marks))
+            self._column_marks.append(mark)
         rows = math.ceil(len(self._plots) / self._columns) if self._plots else 0
         for r in range(self._grid.rowCount()):
             self._grid.setRowStretch(r, 0)
         self._grid.setRowStretch(rows, 1)
+        # The host is made tall enough for the plots still to come, now and at once: grown a
+        # row at a time, each addition first squeezed the rows into the old height, painted
+        # the new plot there, and then moved every plot when the scroll area caught up.
+        planned = math.ceil((len(self._plots) + len(self._pending_plots)) / self._columns)
+        spacing = self._grid.spacing()
+        self._grid_host.setMinimumHeight(max(0, planned * (self._plot_height + spacing) - spacing))
 
     def resizeEvent(self, event):
         super().resizeEvent(event)

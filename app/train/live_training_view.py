@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QSplitter,
     QStackedWidget,
@@ -155,6 +156,10 @@ class LiveTrainingView(QWidget):
         self.progress.setFormat("no run yet")
         self.stats_label = QLabel()
         self.stats_label.setObjectName("statLine")
+        # Text that grows with the run (ETA, memory, loss) must not widen the panel: where the
+        # window was at its narrowest, a longer line widened the window and so every plot,
+        # which re-rendered them all in one turn. Clipped at the panel's edge instead.
+        self.stats_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.banner = NoticeBanner()
         self.banner.sig_action.connect(self.open_run_folder)
 
@@ -170,6 +175,8 @@ class LiveTrainingView(QWidget):
         self._on_smoothing(self.smoothing.value())
         self.metric_count = QLabel()
         self.metric_count.setObjectName("mutedText")
+        # Wide enough for "· 88 plots" from the start: see the stats line.
+        self.metric_count.setMinimumWidth(self.metric_count.fontMetrics().horizontalAdvance("· 88 plots"))
         self.fit_button = QPushButton("Show all steps")
         self.fit_button.setToolTip("Undo zooming and panning: every plot shows the whole run and follows new steps.")
         self.fit_button.clicked.connect(lambda: self._grid.follow_all() if self._grid is not None else None)
@@ -285,6 +292,13 @@ class LiveTrainingView(QWidget):
     def plots(self):
         return self.ensure_plots()
 
+    def _hold_plot_pool(self, held: bool) -> None:
+        """No spare plot widgets are built while a run goes on; the next run's are built after it."""
+        if self._grid is not None:
+            from widgets.metric_plots import PLOT_POOL
+
+            PLOT_POOL.hold(held)
+
     def _on_plot_added(self, _plot_id: str) -> None:
         self.metric_count.setText(f"· {len(self._grid.plot_ids())} plots")
 
@@ -397,6 +411,7 @@ class LiveTrainingView(QWidget):
         grid = self.ensure_plots()
         grid.clear()
         grid.set_style_for_key(styles_for_method(method))
+        self._hold_plot_pool(True)
         grid.set_follow_headroom(0.25)
         self.plots_stack.setCurrentWidget(grid)
         self.metric_count.setText("")
@@ -669,6 +684,7 @@ class LiveTrainingView(QWidget):
 
     def on_idle(self) -> None:
         """The worker exited: controls go back to their resting state."""
+        self._hold_plot_pool(False)
         self.tailer.stop()
         self.console.flush()
         self._force_timer.stop()
