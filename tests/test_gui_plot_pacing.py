@@ -148,3 +148,32 @@ def test_the_live_view_holds_the_pool_for_a_run_and_its_text_never_widens_it(qtb
     assert view.minimumSizeHint().width() == narrowest
     view.on_idle()
     assert not PLOT_POOL.held()
+
+
+def test_the_value_range_moves_only_when_the_points_need_it(qtbot):
+    grid = _grid(qtbot)
+    for step in range(1, 21):
+        grid.add_step(step, {"loss": 1.0 - step / 40})
+    grid.redraw_now()
+    widget = grid.plot_widget("loss")
+
+    def shown():
+        widget.grab()  # a paint: the automatic fit runs just before it
+        return tuple(widget.getPlotItem().getViewBox().viewRange()[1])
+
+    first = shown()
+    assert first[0] <= 0.5 and first[1] >= 0.975
+    # A new lowest point still inside the range shown leaves it (and the value axis' picture)
+    # alone; fitted exactly, the range would move down a little.
+    grid.add_step(21, {"loss": 0.48})
+    grid.redraw_now()
+    assert shown() == first
+    # One above it: the range takes it in, with room to spare.
+    grid.add_step(22, {"loss": 3.0})
+    grid.redraw_now()
+    low, high = shown()
+    assert low <= 0.5 and high > 3.0 + 0.05 * (3.0 - 0.5)
+    # Zoomed in on steps whose values fill a fraction of that range, it fits them again.
+    grid.set_x_range(2, 12)
+    zoomed = shown()
+    assert zoomed[1] < 1.2 and zoomed[0] > 0.4

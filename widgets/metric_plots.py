@@ -310,10 +310,36 @@ class _QuietAxis(pg.AxisItem):
             self.update()
 
 
+class _SteadyViewBox(pg.ViewBox):
+    """A view whose automatic value range moves only when the points need it to.
+
+    pyqtgraph fits the range to the points exactly, so nearly every new point moved it a
+    little, and a moved range re-renders the value axis (labels and grid lines, 3-8 ms of
+    a 4-10 ms paint). Here a fitted range that lies inside the one shown and fills at least
+    half of it leaves the range alone; one that does not is widened by a margin, so the next
+    few points usually fit too.
+    """
+
+    MARGIN = 0.08  # of the points' span, added above and below when the range must change
+
+    def setRange(self, rect=None, xRange=None, yRange=None, padding=None, update=True, disableAutoRange=True):
+        if self._updatingRange and yRange is not None and rect is None:  # the automatic fit
+            lo, hi = yRange
+            shown_lo, shown_hi = self.viewRange()[1]
+            span = hi - lo
+            if shown_lo <= lo and hi <= shown_hi and span >= 0.5 * (shown_hi - shown_lo):
+                yRange = None
+                if xRange is None:
+                    return
+            elif span > 0:
+                yRange = (lo - self.MARGIN * span, hi + self.MARGIN * span)
+        super().setRange(rect, xRange, yRange, padding, update, disableAutoRange)
+
+
 def _new_plot_widget() -> _TimedPlotWidget:
     # Without a menu from the start: the view's context menu, built and then disabled, was
     # half of the ~20 ms a plot widget takes to build.
-    widget = _TimedPlotWidget(background="w", enableMenu=False,
+    widget = _TimedPlotWidget(background="w", enableMenu=False, viewBox=_SteadyViewBox(enableMenu=False),
                               axisItems={side: _QuietAxis(side) for side in ("left", "bottom")})
     widget.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
     item = widget.getPlotItem()
