@@ -181,18 +181,19 @@ def test_length_grouping_lowers_the_padding_it_reports():
     assert random_share > 0.3 and grouped_share < 0.05
 
 
-def test_dpo_leaves_the_precomputed_reference_to_the_user_and_says_why():
-    # It would pay when pairs are seen more than once, but TRL's precomputed reference trained
-    # worse than the on-the-fly one in the studio's checks (see _precompute_reference).
+def test_dpo_precomputes_the_reference_when_pairs_are_seen_more_than_once_and_says_why():
     two_epochs = default_config("dpo", num_train_epochs=2.0)
     chosen = by_setting(choose(two_epochs, VARIED, CPU, estimate=estimator(), rows=100))
-    reason = chosen["precompute_ref_log_probs"].reason
-    assert chosen["precompute_ref_log_probs"].value is False and "2.0 times" in reason and "worse" in reason
+    assert chosen["precompute_ref_log_probs"].value is True and "2.0 times" in chosen["precompute_ref_log_probs"].reason
     few_steps = default_config("dpo", max_steps=3)  # 3 x 16 = 48 of 100 pairs
     assert planned_examples(few_steps, 100) == 48
     chosen = by_setting(choose(few_steps, VARIED, CPU, estimate=estimator(), rows=100))
     assert chosen["precompute_ref_log_probs"].value is False and "48 of the 100" in chosen["precompute_ref_log_probs"].reason
     assert "padding_free" not in chosen  # DPO's padding-free is switched off in TRL 1.16
+    # A setting the user changed is theirs, even where the studio would choose otherwise.
+    kept = by_setting(choose(default_config("dpo", num_train_epochs=2.0, precompute_ref_log_probs=True),
+                             VARIED, CPU, estimate=estimator(), rows=100))
+    assert "precompute_ref_log_probs" not in kept
 
 
 def test_liger_on_cuda_only_when_installed():
@@ -306,3 +307,32 @@ def test_memory_is_estimated_for_the_longest_example_not_max_length():
     seen.clear()
     choose(default_config("sft", max_length=1024), [20, 40, 30], CPU, estimate=recording, measured_all=False)
     assert set(seen) == {1024}  # a sample may miss longer rows
+
+
+@pytest.mark.slow
+def test_grpo_scores_only_the_sampled_completions(tmp_path, tiny_model_dir, monkeypatch):
+    """The sampling methods carry the option on by default: in a real GRPO step on the tiny
+    model, the vocabulary projection sees the completion tokens, not the prompts before them."""
+    import trl.trainer.utils as trl_utils
+    from datasets import Dataset
+
+    from backend.training.trainer_builders import (build_model, build_tokenizer, build_trainer, build_trl_args,
+                                                   choose_precision)
+
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # the worker's patch, undone after
+    cfg = default_config("grpo", model=str(tiny_model_dir), quantization="none", max_steps=1, report_to="none",
+                         per_device_train_batch_size=4, num_generations=4, max_completion_length=6,
+                         gradient_checkpointing=False, eval_steps=0, save_steps=0)
+    assert cfg.score_trained_tokens_only is True
+    prompt = "Question: please say something about the number seven, in as many words as you like?"
+    precision = choose_precision()
+    tokenizer = build_tokenizer(str(tiny_model_dir), cfg)
+    model = build_model(str(tiny_model_dir), cfg, precision)
+    args = build_trl_args(cfg, precision, str(tmp_path / "out"), has_eval=False)
+    trainer = build_trainer(cfg, model, tokenizer, args, Dataset.from_list([{"prompt": prompt}] * 8), None, [])
+    kernel = trl_utils._ChunkedLogProbFunction
+    apply, scored = kernel.apply, []
+    monkeypatch.setattr(kernel, "apply", lambda hidden, *rest: scored.append(hidden.shape[0]) or apply(hidden, *rest))
+    trainer.train()
+    prompt_tokens = len(tokenizer(prompt)["input_ids"])
+    assert scored and max(scored) <= 4 * 6 < 4 * prompt_tokens, (scored, prompt_tokens)

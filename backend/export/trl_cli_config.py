@@ -77,21 +77,23 @@ def trl_cli_config(cfg: BaseRunConfig, model_path: str, data_file: str | Path, o
         "bf16": on_gpu,
         "use_cpu": not on_gpu,
     }
-    keys.update(_speed_keys(cfg, commands[cfg.method]))
+    keys.update(_speed_keys(cfg))
     spec = get_method(cfg.method)
     if spec.trl_cli_keys is not None:
         keys.update(spec.trl_cli_keys(cfg))
     return keys
 
 
-def _speed_keys(cfg: BaseRunConfig, command: str) -> dict[str, Any]:
+def _speed_keys(cfg: BaseRunConfig) -> dict[str, Any]:
     """The speed settings (backend.training.speed_options) a method carries, in TRL's words."""
     keys: dict[str, Any] = {}
     if hasattr(cfg, "use_liger_kernel"):
         keys["use_liger_kernel"] = bool(cfg.use_liger_kernel)
-    # transformers' length-grouped sampler reads each row's input_ids: TRL's SFT rows have them,
-    # its pair rows do not (the studio adds a length column for those; TRL's command cannot).
-    if hasattr(cfg, "group_by_length") and (command == "sft" or not cfg.group_by_length):
+    # transformers' length-grouped sampler reads each row's input_ids: the rows of a trainer that
+    # can flatten its batches (padding_free) have them, pair rows do not (the studio adds a length
+    # column for those; TRL's command cannot).
+    rows_have_input_ids = hasattr(cfg, "padding_free")
+    if hasattr(cfg, "group_by_length") and (rows_have_input_ids or not cfg.group_by_length):
         keys["train_sampling_strategy"] = "group_by_length" if cfg.group_by_length else "random"
     if hasattr(cfg, "padding_free"):
         keys["padding_free"] = bool(cfg.padding_free)

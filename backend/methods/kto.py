@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from backend.methods.spec import BuildContext, DataNeed, MemoryTraits, Metric, MethodSpec
 from backend.runs.config import BaseRunConfig, setting
+from backend.training.speed_options import TrainedTokenScoring
 
 KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")
 # TRL's advice (from the KTO paper, eq. 8): the good side, weighted, should outweigh the bad
@@ -20,7 +21,7 @@ BALANCE_LOW, BALANCE_HIGH = 1.0, 4 / 3
 
 
 @dataclass
-class KTORunConfig(BaseRunConfig):
+class KTORunConfig(TrainedTokenScoring, BaseRunConfig):
     """KTO on answers labelled good or bad (thumbs up/down); pairs are split into one of each."""
 
     method: str = field(default="kto", metadata={"help": "Training method", "internal": True})

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from backend.methods.spec import DataNeed, MemoryTraits, Metric, MethodSpec
 from backend.runs.config import BaseRunConfig, setting
+from backend.training.speed_options import TrainedTokenScoring
 
 GROUP = "RL"
 
@@ -29,7 +30,7 @@ def _default_graders() -> list[dict]:
 
 
 @dataclass
-class RLRunConfig(BaseRunConfig):
+class RLRunConfig(TrainedTokenScoring, BaseRunConfig):
     """Settings every method that samples and grades its own completions has."""
 
     learning_rate: float = setting(
