@@ -411,6 +411,13 @@ def main() -> int:
     print(f"\nlongest event-loop stall: {worst:.1f} ms wall (goal < 50 ms) -> {'OK' if worst < 50 else 'OVER'}; "
           f"longest stretch of GUI-thread work: {busy:.1f} ms CPU; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores")
+    # Per part, wall and CPU side by side: on a shared machine the wall time of a stall is
+    # mostly other processes' turn on the cores; the CPU time is the window's own work.
+    for key in stall_keys:
+        prefix = key[: -len("_longest_stall_ms")]
+        print(f"  {prefix}: longest stall {figures[key]:.1f} ms wall, {figures[prefix + '_longest_stall_gui_cpu_ms']:.1f} "
+              f"ms of it GUI-thread CPU; largest GUI-thread turn {figures[prefix + '_longest_gui_busy_ms']:.1f} ms CPU; "
+              f"99th percentile gap {figures[prefix + '_p99_gap_ms']:.1f} ms")
     for name, label in (("own_minmax", "the grid's min/max decimation"),
                         ("pyqtgraph_peak", "pyqtgraph's peak downsampling (before)")):
         wall = figures[f"redraw_{name}_frame_after_one_point_ms"]
