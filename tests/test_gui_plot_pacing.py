@@ -177,3 +177,17 @@ def test_the_value_range_moves_only_when_the_points_need_it(qtbot):
     grid.set_x_range(2, 12)
     zoomed = shown()
     assert zoomed[1] < 1.2 and zoomed[0] > 0.4
+
+
+def test_new_steps_on_the_axis_count_as_an_expensive_paint(qtbot):
+    keys = ("loss", "rewards/margins", "rewards/accuracies")
+    grid = _grid(qtbot, height=700)
+    _step(grid, 1, keys)
+    qtbot.waitUntil(lambda: not grid.pending_plot_ids() and grid.drawn_length("loss") == 1, timeout=10_000)
+    qtbot.wait(150)
+    for pid in grid.plot_ids():
+        grid.plot_widget(pid).paint_seconds = 0.002  # new points inside the value range: cheap
+    _step(grid, 100, keys)  # far past the headroom: every plot's step axis moves
+    grid._tick()
+    assert [grid.drawn_length(k) for k in keys] == [2, 1, 1]
+    qtbot.waitUntil(lambda: grid.drawn_length("rewards/accuracies") == 2, timeout=5000)

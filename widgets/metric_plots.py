@@ -43,6 +43,7 @@ REDRAW_INTERVAL_MS = 50
 # gets to input and timers in between), or at most PAINT_WAIT_MS for a paint that never comes.
 PAINT_GAP_MS = 3
 PAINT_WAIT_MS = 60
+RANGE_PAINT_SECONDS = 0.008  # a plot's paint after its step range changed (axes re-rendered)
 RUN_PALETTE = ("#2563eb", "#ea580c", "#7c3aed", "#0d9488", "#db2777", "#a16207", "#4d7c0f", "#475569")
 _PEN_STYLES = {"solid": Qt.PenStyle.SolidLine, "dash": Qt.PenStyle.DashLine, "dot": Qt.PenStyle.DotLine}
 # A curve with this many points or fewer is drawn with a dot on each: a line needs two
@@ -780,6 +781,10 @@ class MetricPlotGrid(QWidget):
                 self._frame.pop(0)
                 continue
             cost = plot.widget.paint_seconds
+            if plot.range_dirty:
+                # New steps on the axis: its labels and grid are re-rendered, which the paints
+                # of new points alone (the value range mostly stays put) do not measure.
+                cost = max(cost, RANGE_PAINT_SECONDS)
             if planned and (time.perf_counter() - start) + planned + cost > self._budget:
                 self._continue_after_paint(start, True)
                 return
