@@ -217,9 +217,28 @@ def build_args(cfg: DPORunConfig, args: dict):
 def build(ctx: BuildContext):
     """No ``ref_model``: with a PEFT model TRL uses the policy with its adapter disabled
     as the reference, so no second copy of the weights is ever loaded."""
+    return _trainer_class()(ref_model=None, **ctx.trainer_kwargs())
+
+
+def _trainer_class():
+    import torch
     from trl import DPOTrainer
 
-    return DPOTrainer(ref_model=None, **ctx.trainer_kwargs())
+    class StudioDPOTrainer(DPOTrainer):
+        """TRL's trainer, with a precomputed reference that leaves the run's random state alone.
+
+        The precompute's DataLoaders draw their seeds from the global generator, which
+        transformers' length-grouped sampler also reads (it gets no generator of its own), so
+        the same seed trained the pairs in another order: eval loss 0.0475 against 0.0462 on the
+        tiny model. With the state kept, both ways train the same batches."""
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            device = self.accelerator.device
+            on_device = {} if device.type == "cpu" else {"device_type": device.type}
+            with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device], **on_device):
+                return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    return StudioDPOTrainer
 
 
 def trl_cli_keys(cfg: DPORunConfig) -> dict:
