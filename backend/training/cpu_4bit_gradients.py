@@ -1,12 +1,12 @@
 """Keep gradients flowing through 4-bit layers on CPUs that have AVX512-BF16.
 
 bitsandbytes 0.50 repacks a ``Linear4bit`` weight into a CPU inference layout the first time
-the layer runs in eval mode without gradients (an evaluation, TRL's precomputed DPO reference,
-a sample generated mid-run), and keeps it that way. From then on every forward goes through
+the layer runs in eval mode without gradients (an evaluation, TRL's precomputed reference
+log-probs, a sample generated mid-run), and keeps it that way. From then on every forward goes through
 ``gemv_4bit``, which has no autograd kernel: training still runs, with a warning in the log
 ("an autograd kernel was not registered"), but no gradient passes back through the frozen
 4-bit layers, so every LoRA matrix below them learns from a wrong gradient. Measured on the
-tiny model (4-bit LoRA, one DPO batch): the gradient norm fell from 0.61 to 0.33 after a
+tiny model (4-bit LoRA, one preference-pair batch): the gradient norm fell from 0.61 to 0.33 after a
 single eval-mode forward, and the precomputed reference, which makes that forward before the
 first step, ended 20 steps at eval loss 0.17 against 0.04 on the same seeds.
 
