@@ -57,6 +57,7 @@ class OnlineDPORunConfig(BaseRunConfig):
         label="Temperature", minimum=0.01, maximum=5.0, group="Sampling",
     )
     top_p: float = rl_setting("top_p")
+    sampling_backend: str = rl_setting("sampling_backend")
     top_k: int = setting(
         0, "Sample only from this many most likely tokens. 0 disables it.",
         label="Top-k", minimum=0, maximum=100000, group="Sampling", advanced=True,
@@ -100,6 +101,7 @@ def reward_weights(cfg: OnlineDPORunConfig) -> list[float]:
 
 def build_args(cfg: OnlineDPORunConfig, args: dict):
     from backend.methods.trl_experimental import OnlineDPOConfig
+    from backend.training import sampling_backend
 
     return OnlineDPOConfig(
         **args, beta=cfg.beta, loss_type=cfg.loss_type, max_new_tokens=cfg.max_new_tokens,
@@ -107,7 +109,7 @@ def build_args(cfg: OnlineDPORunConfig, args: dict):
         missing_eos_penalty=cfg.missing_eos_penalty or None,
         reward_weights=reward_weights(cfg),
         # The prompt column must reach training_step; the other columns go to the graders by name.
-        remove_unused_columns=False,
+        remove_unused_columns=False, **sampling_backend.trl_keys(cfg, args),
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from backend.methods.spec import DataNeed, MemoryTraits, Metric, MethodSpec
 from backend.runs.config import BaseRunConfig, setting
+from backend.training import sampling_backend
 from backend.training.speed_options import TrainedTokenScoring
 
 GROUP = "RL"
@@ -58,6 +59,7 @@ class RLRunConfig(TrainedTokenScoring, BaseRunConfig):
         1.0, "Sample only from the most likely tokens that together hold this much probability. 1 disables it.",
         label="Top-p", minimum=0.01, maximum=1.0, group="Sampling", advanced=True,
     )
+    sampling_backend: str = sampling_backend.sampling_backend_setting()
     num_iterations: int = setting(
         1, "Optimisation passes over each batch of sampled completions before sampling again (mu). Above 1 "
         "reuses samples (faster per completion) and turns on the clipping of the policy ratio.",
@@ -195,7 +197,7 @@ def rl_trl_keys(cfg: RLRunConfig, args: dict) -> dict:
                 temperature=cfg.temperature, top_p=cfg.top_p, num_iterations=cfg.num_iterations,
                 mask_truncated_completions=cfg.mask_truncated_completions, epsilon=cfg.epsilon,
                 beta=cfg.beta, reward_weights=[float(e.get("weight", 1.0)) for e in grader_entries(cfg)],
-                generation_kwargs={"use_cache": True})
+                generation_kwargs={"use_cache": True}, **sampling_backend.trl_keys(cfg, args))
 
 
 def group_trainer(ctx, trainer_class):
