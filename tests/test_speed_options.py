@@ -93,9 +93,11 @@ def test_trls_fused_head_scores_only_the_trained_positions_with_the_same_log_pro
     labels[:, :8] = -100  # a prompt of 8 tokens: 4 answer tokens per row are trained
     with torch.no_grad():
         full = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
-        assert trained_token_scoring.enable() == ""
+        assert trained_token_scoring.set_enabled(True) == ""
         compact = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
-    assert scored == [2 * 11, 2 * 4]  # shifted labels: 11 positions per row, 4 of them trained
+        assert trained_token_scoring.set_enabled(False) == ""
+        model(input_ids=ids, labels=labels, fused_lm_head=True)
+    assert scored == [2 * 11, 2 * 4, 2 * 11]  # shifted labels: 11 positions per row, 4 of them trained
     assert torch.allclose(full, compact, atol=1e-5) and float(compact[:, 7:].abs().min()) > 0
 
 

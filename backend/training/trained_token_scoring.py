@@ -43,21 +43,27 @@ def why_not_available() -> str:
     return ""
 
 
-def enable() -> str:
-    """Make TRL's fused LM head score only labelled positions on eager devices, for this process
-    (a training worker). Returns an empty string when done, else the reason it was not."""
+def set_enabled(on: bool) -> str:
+    """Make TRL's fused LM head score only labelled positions on eager devices (``on``), or
+    restore TRL's own choice, for this process. Returns an empty string when done, else the
+    reason it was not (only turning it on can be refused)."""
     import trl.trainer.utils as trl_utils
 
+    current = trl_utils._use_triton
+    original = getattr(current, "_alignstudio_original", None)
+    if not on:
+        if original is not None:
+            trl_utils._use_triton = original
+        return ""
+    if original is not None:
+        return ""
     reason = why_not_available()
     if reason:
         return reason
-    original = trl_utils._use_triton
-    if getattr(original, "_alignstudio_compact", False):
-        return ""
 
     def compact_where_eager(device) -> bool:
-        return device.type in EAGER_DEVICE_TYPES or original(device)
+        return device.type in EAGER_DEVICE_TYPES or current(device)
 
-    compact_where_eager._alignstudio_compact = True
+    compact_where_eager._alignstudio_original = current
     trl_utils._use_triton = compact_where_eager
     return ""

@@ -231,12 +231,12 @@ def build_trainer(cfg: BaseRunConfig, model, tokenizer, args, train_dataset, eva
     """The TRL trainer of ``cfg.method``, with LoRA from the shared settings."""
     ctx = BuildContext(cfg=cfg, model=model, tokenizer=tokenizer, args=args, train_dataset=train_dataset,
                        eval_dataset=eval_dataset, callbacks=callbacks, peft_config=build_lora_config(cfg))
-    if getattr(cfg, "score_trained_tokens_only", False):
-        from backend.training import trained_token_scoring
+    from backend.training import trained_token_scoring
 
-        refused = trained_token_scoring.enable()
-        if refused:
-            print(f"Speed: Score only trained tokens: not applied ({refused}).", flush=True)
+    # Set either way: the choice is process-wide in TRL, and a process may build more than one trainer.
+    refused = trained_token_scoring.set_enabled(bool(getattr(cfg, "score_trained_tokens_only", False)))
+    if refused:
+        print(f"Speed: Score only trained tokens: not applied ({refused}).", flush=True)
     # Before the trainer exists: TRL's precomputed reference runs an eval-mode forward in its __init__.
     from backend.training.cpu_4bit_gradients import keep_4bit_layers_differentiable
 
