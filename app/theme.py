@@ -45,7 +45,7 @@ QLineEdit, QSpinBox, QDoubleSpinBox, QComboBox, QPlainTextEdit, QTextBrowser {
 QLineEdit:focus, QSpinBox:focus, QComboBox:focus { border-color: #6366f1; }
 QLineEdit[invalid="true"], QSpinBox[invalid="true"], QComboBox[invalid="true"] {
     border-color: #dc2626; background: #fef2f2; }
-QComboBox QAbstractItemView { background: #ffffff; selection-background-color: #e0e7ff; }
+QComboBox QAbstractItemView { background: #ffffff; selection-background-color: #e0e7ff; selection-color: #111827; }
 QCheckBox { spacing: 6px; }
 
 QToolButton#sectionToggle { border: none; font-weight: 600; color: #4338ca; padding: 4px 0px; text-align: left; }

@@ -7,11 +7,17 @@ closed box stays one line high.
 from __future__ import annotations
 
 from PySide6.QtCore import QRect, QSize, Qt
-from PySide6.QtGui import QFont, QPalette, QStandardItem, QStandardItemModel
+from PySide6.QtGui import QColor, QFont, QPalette, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QComboBox, QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 DETAIL_ROLE = Qt.ItemDataRole.UserRole + 1
 HEADER_ROLE = Qt.ItemDataRole.UserRole + 2
+
+
+def _faded(colour: QColor, alpha: int) -> QColor:
+    faded = QColor(colour)
+    faded.setAlpha(alpha)
+    return faded
 
 
 class _DetailDelegate(QStyledItemDelegate):
@@ -38,15 +44,16 @@ class _DetailDelegate(QStyledItemDelegate):
             style.drawControl(QStyle.ControlElement.CE_ItemViewItem, first, painter, option.widget)
         enabled = bool(index.flags() & Qt.ItemFlag.ItemIsEnabled)
         selected = bool(option.state & QStyle.StateFlag.State_Selected)
-        group = QPalette.ColorGroup.Normal if enabled else QPalette.ColorGroup.Disabled
         role = QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
+        # Faded by alpha rather than by the palette's disabled colours: a style sheet that sets
+        # `color` makes those the same as the normal ones, and a disabled entry must look disabled.
+        text = option.palette.color(QPalette.ColorGroup.Normal, role)
         painter.save()
-        painter.setPen(option.palette.color(group, role))
+        painter.setPen(_faded(text, 255 if enabled else 120))
         text_rect = top.adjusted(8, 2, -6, 0)
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                          str(index.data(Qt.ItemDataRole.DisplayRole)))
-        muted = option.palette.color(QPalette.ColorGroup.Disabled, role)
-        painter.setPen(muted)
+        painter.setPen(_faded(text, 165 if enabled else 120))
         small = QFont(option.font)
         small.setPointSizeF(max(6.0, option.font.pointSizeF() * 0.9))
         painter.setFont(small)
@@ -78,6 +85,12 @@ class GroupedComboBox(QComboBox):
         item.setData(detail, DETAIL_ROLE)
         item.setToolTip(detail)
         self.model().appendRow(item)
+
+    def set_detail(self, index: int, detail: str) -> None:
+        """Replace the muted line under choice ``index`` (and its tooltip, which shows it whole)."""
+        item = self.model().item(index)
+        item.setData(detail, DETAIL_ROLE)
+        item.setToolTip(detail)
 
     def is_header(self, index: int) -> bool:
         return bool(self.model().item(index).data(HEADER_ROLE))

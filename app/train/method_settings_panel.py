@@ -146,7 +146,8 @@ class MethodSettingsPanel(QWidget):
             ok = supported is None or spec.key in supported
             item.setEnabled(ok)
             reason = (reasons or {}).get(spec.key, "") if not ok else ""
-            item.setToolTip(reason or spec.summary)
+            # The open list says why in the entry's own detail line, where its summary was.
+            self.method_combo.set_detail(i, reason or spec.summary)
             item.setText(spec.title + ("" if ok else "  — not for this data"))
             if not ok:
                 refused.append(spec)
