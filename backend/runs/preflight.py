@@ -63,7 +63,7 @@ def run_preflight(cfg: BaseRunConfig, *, runs_root: str | Path | None = None, da
                   reach_hub: HubProbe | None = None, notes: list[str] | None = None) -> list[tuple[str, str]]:
     """Every reason ``cfg`` cannot start now, as (setting, message) pairs; empty when it can.
     ``notes``, when given, receives what the run will do to the data without refusing it
-    (``max_length_notes``).
+    (``max_length_notes``) and the method's advice about the data (``method_advice``).
 
     ``data_report`` is the dataset's report when the caller already has one (the
     window does); otherwise the data is read here unless ``measure_data`` is off.
@@ -80,7 +80,9 @@ def run_preflight(cfg: BaseRunConfig, *, runs_root: str | Path | None = None, da
         data_report = measure_dataset(cfg)
     problems += max_length_problems(cfg, data_report)
     if notes is not None:
-        notes += max_length_notes(cfg, data_report)
+        from backend.data.report import method_advice
+
+        notes += max_length_notes(cfg, data_report) + method_advice(cfg, data_report)
     return problems
 
 

@@ -85,6 +85,21 @@ def test_the_data_report_and_the_ready_line_say_how_to_balance(tmp_path):
     assert not [w for w in balanced.warnings if w.startswith("KTO")]
 
 
+def test_the_command_line_hears_the_balance_advice_before_the_launch(tmp_path):
+    """`alignstudio train` prints the preflight's notes: the advice is among them, not only in worker.log."""
+    from backend.runs.preflight import run_preflight
+
+    rows = [{"prompt": f"Q{i}?", "completion": f"Answer {i}.", "label": bool(i % 4)} for i in range(32)]
+    data = write_jsonl(tmp_path / "uneven.jsonl", rows)
+    notes: list[str] = []
+    run_preflight(default_config("kto", data_path=str(data)), runs_root=tmp_path / "runs", notes=notes)
+    assert balance_advice(24, 8) in notes
+    notes.clear()
+    run_preflight(default_config("kto", data_path=str(data), undesirable_weight=2.5), runs_root=tmp_path / "runs",
+                  notes=notes)
+    assert not [n for n in notes if n.startswith("KTO")]
+
+
 def test_validation_refuses_a_batch_too_small_for_the_kl_term():
     problems = dict(validate(default_config("kto", per_device_train_batch_size=1)))
     assert "at least 2" in problems["per_device_train_batch_size"]
