@@ -7,6 +7,7 @@ config from disk, so it runs on the thread pool, debounced while the user types.
 from __future__ import annotations
 
 import html
+import traceback
 
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
@@ -75,12 +76,17 @@ class MemoryPanel(QWidget):
         self._debounce.start()
 
     def estimate_now(self, config, device_info: dict | None):
-        """Synchronous estimate (for the run record); None without a config or on error."""
+        """Synchronous estimate (for the run record); None without a config or on error.
+        An error does not stop the launch (the estimate is advice), but it is said on the
+        card and its traceback goes to the console, not swallowed."""
         if config is None:
             return None
         try:
             return self._estimate_fn(config, dict(device_info or {"kind": "cpu"}))
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - any failure of the estimator is a bug to show, not to hide
+            traceback.print_exc()
+            self._generation += 1  # a pending background estimate must not paint over the failure
+            self._on_error(self._generation, exc)
             return None
 
     def _run(self) -> None:

@@ -444,7 +444,7 @@ def model_shape(model_source: str) -> ModelShape | None:
             converted = gguf_cache_folder(path) / "config.json"
             if converted.exists():
                 return _shape_from_config_file(converted)
-        except (ImportError, OSError):
+        except OSError:  # an unreadable cache: read the shape from the .gguf itself
             pass
         return shape_from_gguf(path)
     if text.startswith(("/", "./", "../", "~")) or text.endswith(".gguf") or text.count("/") > 1:
