@@ -448,8 +448,14 @@ class StudioWindow(QMainWindow):
         self.train_action.setEnabled(state.train_enabled)
         self.stop_action.setEnabled(state.running)
         if not state.problems:
-            self.memory_panel.request(state.cfg, self.device_info)
+            self.memory_panel.request(state.cfg, self.device_info, self._longest_answer())
         return state.can_train, state.reason
+
+    def _longest_answer(self) -> int | None:
+        """The data report's longest answer: a head that scores only the trained positions (the
+        CPU default) projects just those, so long prompts with short answers need far less."""
+        answers = [a for _p, a in getattr(getattr(self.data_panel.current(), "report", None), "example_lengths", [])]
+        return max(answers) if answers else None
 
     @property
     def free_space(self):
@@ -482,7 +488,7 @@ class StudioWindow(QMainWindow):
         """Every check passed: keep the settings, note the estimate, show the run beginning."""
         self.method_panel.remember()
         self.settings.sync()
-        self._run_estimate = self.memory_panel.estimate_now(cfg, self.device_info)
+        self._run_estimate = self.memory_panel.estimate_now(cfg, self.device_info, self._longest_answer())
         self._memory_kind = ""
         self._last_peak_mb = None
         if cfg.output_dir:

@@ -202,6 +202,38 @@ def test_the_issues_orpo_run_matches_its_measured_peak():
     assert est.parts["logits"] > est.total_mb / 2 and est.parts["evaluation"] > 0
 
 
+# bench/bench_memory_estimate.py's wide model: 4 thin layers, a tied 64k vocabulary.
+WIDE = ModelShape(hidden_size=256, num_layers=4, intermediate_size=1024, vocab_size=65536, num_heads=4,
+                  num_kv_heads=2, head_dim=64, tie_word_embeddings=True, model_type="llama")
+
+
+def test_a_head_that_scores_only_the_answers_counts_only_their_tokens():
+    # The worker's speed options score only trained positions on a CPU (speed_options: auto), and
+    # TRL's tiled head then projects only the answers: DPO at 1,024 tokens with ~30-token answers
+    # on the wide model measured 883 MB (bench_memory_estimate, long prompts); the full tile read 3.5x that.
+    cfg = default_config("dpo", max_length=1024, per_device_train_batch_size=1, eval_fraction=0.05)
+    assert cfg.speed_options == "auto"
+    est = estimate_memory(cfg, CPU_16GB, WIDE, answer_tokens=30)
+    measured_mb = 883 + est.parts["tokenizer"]  # the bench's random model loads a 300-token tokenizer
+    assert est.total_mb == pytest.approx(measured_mb, rel=0.15)
+    full = estimate_memory(cfg, CPU_16GB, WIDE)  # answers unknown: every position, as before
+    assert full.parts["logits"] > 20 * est.parts["logits"]
+    # Longer answers, more projected positions, up to the full tile.
+    assert est.parts["logits"] < estimate_memory(cfg, CPU_16GB, WIDE, answer_tokens=300).parts["logits"] \
+        < full.parts["logits"] == estimate_memory(cfg, CPU_16GB, WIDE, answer_tokens=5000).parts["logits"]
+
+
+def test_answer_lengths_change_nothing_where_every_position_is_scored():
+    as_set = default_config("dpo", max_length=1024, per_device_train_batch_size=1, speed_options="as set")
+    orpo = default_config("orpo", max_length=1024, per_device_train_batch_size=1)  # builds full logits
+    dpo = default_config("dpo", max_length=1024, per_device_train_batch_size=1)
+    for cfg, device in ((as_set, CPU_16GB), (orpo, CPU_16GB), (dpo, GPU_24GB)):
+        assert estimate_memory(cfg, device, WIDE, answer_tokens=30).total_mb == \
+            pytest.approx(estimate_memory(cfg, device, WIDE).total_mb)
+    on = dataclasses.replace(as_set, score_trained_tokens_only=True)  # chosen by hand
+    assert estimate_memory(on, CPU_16GB, WIDE, answer_tokens=30).total_mb < estimate_memory(on, CPU_16GB, WIDE).total_mb
+
+
 def test_evaluation_batches_are_included_when_they_outgrow_the_training_step():
     def parts(**values):
         cfg = default_config("orpo", max_length=1024, per_device_train_batch_size=1, **values)

@@ -68,36 +68,41 @@ class MemoryPanel(QWidget):
             w.setVisible(False)
         self.headline.setText("Estimating…")
 
-    def request(self, config, device_info: dict | None) -> None:
-        """Estimate for ``config`` on ``device_info`` soon (later calls replace earlier ones)."""
+    def request(self, config, device_info: dict | None, answer_tokens: int | None = None) -> None:
+        """Estimate for ``config`` on ``device_info`` soon (later calls replace earlier ones).
+        ``answer_tokens``: the data's longest answer, when its report has measured it."""
         if config is None:
             return
-        self._pending = (config, dict(device_info or {"kind": "cpu"}))
+        self._pending = (config, dict(device_info or {"kind": "cpu"}), answer_tokens)
         self._debounce.start()
 
-    def estimate_now(self, config, device_info: dict | None):
+    def estimate_now(self, config, device_info: dict | None, answer_tokens: int | None = None):
         """Synchronous estimate (for the run record); None without a config or on error.
         An error does not stop the launch (the estimate is advice), but it is said on the
         card and its traceback goes to the console, not swallowed."""
         if config is None:
             return None
         try:
-            return self._estimate_fn(config, dict(device_info or {"kind": "cpu"}))
+            return self._estimate(config, dict(device_info or {"kind": "cpu"}), answer_tokens)
         except Exception as exc:  # noqa: BLE001 - any failure of the estimator is a bug to show, not to hide
             traceback.print_exc()
             self._generation += 1  # a pending background estimate must not paint over the failure
             self._on_error(self._generation, exc)
             return None
 
+    def _estimate(self, config, device: dict, answer_tokens: int | None):
+        if answer_tokens is None:
+            return self._estimate_fn(config, device)
+        return self._estimate_fn(config, device, answer_tokens=answer_tokens)
+
     def _run(self) -> None:
         if self._pending is None:
             return
-        config, device = self._pending
+        config, device, answer_tokens = self._pending
         self._pending = None
         self._generation += 1
         generation = self._generation
-        fn = self._estimate_fn
-        call_in_background(lambda: fn(config, device),
+        call_in_background(lambda: self._estimate(config, device, answer_tokens),
                            lambda est: self._on_estimate(generation, est),
                            lambda exc, tb: self._on_error(generation, exc), owner=self)
 

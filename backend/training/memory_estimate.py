@@ -29,7 +29,11 @@ bitsandbytes 0.50, as built by ``backend.training.trainer_builders``):
   4096 tokens x 32768 vocabulary entries. A method whose trainer still builds
   the full logits (``MemoryTraits.full_logits``) pays for them, the
   cross-entropy's log-softmax copy and their gradients; with a 262k vocabulary
-  that is the largest single item.
+  that is the largest single item. A tiled head that scores only the trained
+  positions (always on a GPU with Triton; on the CPU with ``score_trained_tokens_only``,
+  which ``speed_options: auto`` turns on there) projects only the answers' tokens
+  when their length is known (``answer_tokens``): with long prompts and short
+  answers that head is a small fraction of a full tile.
 * A reference pass (``MemoryTraits.reference_pass``): with a PEFT model the reference is the policy with its
   adapter disabled, so no second copy of the weights exists. The no-grad forward
   runs before the policy's forward and frees its buffers, so it adds to the peak
@@ -624,7 +628,18 @@ def _layer_activation_elems(shape: ModelShape, targets: list[tuple[str, int, int
     return elems + sum(kept.values())
 
 
-def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list[str]]:
+def _scores_trained_positions_only(cfg, dev: _Device) -> bool:
+    """Whether TRL's tiled head projects only the positions the loss trains on. On a CPU that is
+    ``score_trained_tokens_only`` (backend.training.trained_token_scoring), which ``speed_options:
+    auto`` turns on there when left at its default. The GPU's Triton path does it too, but the
+    GPU constants here were not measured with answer lengths, so it keeps the full tile."""
+    if dev.is_cuda or not hasattr(cfg, "score_trained_tokens_only"):
+        return False
+    return bool(cfg.score_trained_tokens_only) or getattr(cfg, "speed_options", "as set") == "auto"
+
+
+def _parts(cfg, shape: ModelShape, dev: _Device,
+           answer_tokens: int | None = None) -> tuple[dict[str, float], list[str]]:
     notes: list[str] = []
     cb = DTYPE_BYTES[dev.compute_dtype]
     traits = _traits(getattr(cfg, "method", ""))
@@ -675,7 +690,11 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
         saved += 2 * biggest * cb
 
     # --- LM head ---------------------------------------------------------------
-    logits = _head_bytes(traits.full_logits, tokens, shape, cb, dev, training=True)
+    # The head's positions: every token, or only the answers' where the head skips the rest.
+    trained_only = bool(answer_tokens) and not traits.full_logits and _scores_trained_positions_only(cfg, dev)
+    per_sequence = min(length, int(answer_tokens)) if trained_only else length
+    scored = batch * traits.sequences_per_example * per_sequence
+    logits = _head_bytes(traits.full_logits, tokens, shape, cb, dev, training=True, scored_tokens=scored)
     if _score_head(cfg):
         logits = tokens * shape.hidden_size * 4  # one output per sequence: no (tokens x vocabulary) logits
 
@@ -699,8 +718,10 @@ def _parts(cfg, shape: ModelShape, dev: _Device) -> tuple[dict[str, float], list
     if float(getattr(cfg, "eval_fraction", 0.0) or 0.0) > 0:
         eval_batch = int(getattr(cfg, "eval_batch_size", 0) or 0) or 2 * batch
         eval_tokens = eval_batch * traits.sequences_per_example * length
+        eval_scored = eval_batch * traits.sequences_per_example * per_sequence
         eval_peak = ((per_token + 3 * shape.hidden_size) * cb * eval_tokens
-                     + _head_bytes(traits.full_logits, eval_tokens, shape, cb, dev, training=False))
+                     + _head_bytes(traits.full_logits, eval_tokens, shape, cb, dev, training=False,
+                                   scored_tokens=eval_scored))
         evaluation = max(0.0, eval_peak - (saved + logits + reference))
         if not dev.is_cuda:
             evaluation *= 1 + CPU_ALLOCATOR_SLACK
@@ -756,16 +777,18 @@ def _sampling_bytes(cfg, traits, shape: ModelShape, cb: int) -> float:
 
 
 def _head_bytes(full_logits: bool, tokens: int, shape: ModelShape, cb: int, dev: _Device,
-                training: bool) -> float:
+                training: bool, scored_tokens: int | None = None) -> float:
     """The LM head's transient memory for ``tokens`` scored tokens. A method with
     ``full_logits`` builds the whole (tokens x vocabulary) logits, so this term grows with
     length times vocabulary and is the largest one for Gemma's 262k vocabulary at long
-    lengths; the others score through TRL's tiled head, whose cost stops growing at one tile."""
+    lengths; the others score through TRL's tiled head, whose cost stops growing at one tile,
+    over ``scored_tokens`` (fewer than ``tokens`` when only the trained positions are projected)."""
     if full_logits:
         # Training: the logits, the chosen half made contiguous, its log-softmax and the
         # logits' gradient; evaluation: the forward copies only.
         return tokens * shape.vocab_size * cb * (FULL_LOGITS_COPIES if training else EVAL_FULL_LOGITS_COPIES)
-    tile = min(tokens, FUSED_HEAD_TOKEN_CHUNK) * min(shape.vocab_size, FUSED_HEAD_VOCAB_CHUNK)
+    scored = tokens if scored_tokens is None else scored_tokens
+    tile = min(scored, FUSED_HEAD_TOKEN_CHUNK) * min(shape.vocab_size, FUSED_HEAD_VOCAB_CHUNK)
     if dev.is_cuda:
         head = tile * cb * (FUSED_HEAD_TILES_TRITON if training else 1.0)
     else:
@@ -775,16 +798,20 @@ def _head_bytes(full_logits: bool, tokens: int, shape: ModelShape, cb: int, dev:
     return head
 
 
-def estimate_memory(config, device: dict | None = None, shape: ModelShape | None = None) -> MemoryEstimate:
+def estimate_memory(config, device: dict | None = None, shape: ModelShape | None = None, *,
+                    answer_tokens: int | None = None) -> MemoryEstimate:
     """Estimate the peak memory of training ``config`` (a ``backend.runs.config``
     dataclass) on ``device`` (a ``backend.core.device_info.describe_device()`` dict).
 
     ``shape`` defaults to the shape of ``config.model`` (see :func:`model_shape`).
+    ``answer_tokens``: the longest answer (completion, chosen or rejected) in tokens, when the
+    data is known; a head that projects only trained positions then counts those, otherwise
+    every position up to Max length.
     """
-    return _estimate(config, device, shape, with_suggestions=True)
+    return _estimate(config, device, shape, with_suggestions=True, answer_tokens=answer_tokens)
 
 
-def _estimate(config, device, shape, with_suggestions: bool) -> MemoryEstimate:
+def _estimate(config, device, shape, with_suggestions: bool, answer_tokens: int | None = None) -> MemoryEstimate:
     dev = _device(device)
     if shape is None:
         shape = model_shape(getattr(config, "model", ""))
@@ -795,7 +822,7 @@ def _estimate(config, device, shape, with_suggestions: bool) -> MemoryEstimate:
             notes=[("The model's size is unknown until it is downloaded or its config.json is in the "
                     "local Hugging Face cache.")],
         )
-    parts, notes = _parts(config, shape, dev)
+    parts, notes = _parts(config, shape, dev, answer_tokens)
     parts = {k: v for k, v in parts.items() if v > 0 or k in ("weights", "activations")}
     total = sum(parts.values())
     fits = None if dev.memory_mb is None else total <= dev.memory_mb * FIT_FRACTION
@@ -808,18 +835,17 @@ def _estimate(config, device, shape, with_suggestions: bool) -> MemoryEstimate:
         compute_dtype=dev.compute_dtype, model=shape.source or getattr(config, "model", ""), notes=notes,
     )
     if with_suggestions and fits is False:
-        est.savings = _suggestions(config, device, shape, total, dev.memory_mb * FIT_FRACTION)
+        est.savings = _suggestions(config, device, shape, total, dev.memory_mb * FIT_FRACTION, answer_tokens)
         est.suggestions = [s["text"] for s in est.savings]
     return est
 
 
-def _total(config, device, shape) -> float:
-    return _estimate(config, device, shape, with_suggestions=False).total_mb
-
-
-def _suggestions(cfg, device, shape, total: float, usable: float) -> list[dict]:
+def _suggestions(cfg, device, shape, total: float, usable: float, answer_tokens: int | None = None) -> list[dict]:
     """Each change that lowers the peak, with its saving from re-running the estimate."""
     out: list[dict] = []
+
+    def _total(config, device, shape) -> float:
+        return _estimate(config, device, shape, with_suggestions=False, answer_tokens=answer_tokens).total_mb
 
     def consider(changes: dict, text: str, caveat: str = ""):
         new_total = _total(dataclasses.replace(cfg, **changes), device, shape)
