@@ -69,6 +69,11 @@ class GroupedComboBox(QComboBox):
         super().__init__(parent)
         self.setModel(QStandardItemModel(self))
         self.setItemDelegate(_DetailDelegate(self))
+        # Sized by its longest entry (a group title), the closed box was 583 px wide and pushed the
+        # whole setup column past its 530 px: every card was cut off on the right. The open list
+        # still shows each entry whole.
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(16)
 
     def add_group(self, title: str) -> None:
         item = QStandardItem(title)
