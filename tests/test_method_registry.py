@@ -142,6 +142,18 @@ def test_every_method_has_its_own_test_file_and_the_guide_names_the_steps():
         assert f"`{field}`" in guide, field
 
 
+def test_alignstudio_methods_lines_every_title_up_past_the_longest_key(capsys):
+    from backend.cli.main import main
+
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    column = max(map(len, KEYS)) + 3
+    for spec in SPECS:
+        title = next(line for line in lines if line.startswith(f"  {spec.key} "))
+        assert title.index(spec.title) == column, title
+        assert lines[lines.index(title) + 1] == " " * column + spec.summary
+
+
 # ------------------------------------------------------------- conformance
 # The fixture that provides each kind of other input a method may require (MethodSpec.requires).
 REQUIRED_INPUT_FIXTURES = {"reward_model": "tiny_reward_model_run"}

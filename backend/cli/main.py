@@ -425,11 +425,13 @@ def cmd_settings(args) -> int:
 
 def cmd_methods(args) -> int:
     """Each registered method under its group: what it is for and the data it needs."""
+    width = max(len(key) for key in method_keys())  # the titles line up past the longest key
+    indent = " " * (width + 3)
     for group, specs in grouped_methods():
         print(f"{group}:")
         for spec in specs:
             also = f" (also: {', '.join(spec.aliases)})" if spec.aliases else ""
-            print(f"  {spec.key:<8} {spec.title}{also}\n           {spec.summary}\n           data: {spec.data.needs}")
+            print(f"  {spec.key:<{width}} {spec.title}{also}\n{indent}{spec.summary}\n{indent}data: {spec.data.needs}")
     return 0
 
 
