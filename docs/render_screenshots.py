@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs"))
 
-from screenshot_timing import settle as _settle, wait_for as _wait  # noqa: E402
+from screenshot_timing import build_tiny_model_in_background, settle as _settle, wait_for as _wait  # noqa: E402,E501
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 DEMO = ROOT / "resources" / "demo" / "demo_preferences.jsonl"
 SIZE = (1480, 920)
@@ -68,10 +67,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="alignstudio-screens-"))
     os.environ["ALIGNSTUDIO_HOME"] = str(work / "home")
     model_dir = work / "tiny-llama"
-    builder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"from backend.testing.tiny_model import build_tiny_model; build_tiny_model({str(model_dir)!r})"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    builder = build_tiny_model_in_background(ROOT, model_dir)
 
     from app.studio_app import create_application, open_window
 

@@ -21,3 +21,16 @@ def settle(app, seconds: float = 0.6) -> None:
     while time.time() < end:
         app.processEvents()
         time.sleep(0.01)
+
+
+def build_tiny_model_in_background(root, model_dir):
+    """Start building the tiny random Llama in a child process (the window's process never
+    imports torch); ``.wait()`` on the result before training on it."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c",
+         f"from backend.testing.tiny_model import build_tiny_model; build_tiny_model({str(model_dir)!r})"],
+        cwd=root, env=dict(os.environ, PYTHONPATH=str(root)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
