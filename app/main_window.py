@@ -448,14 +448,15 @@ class StudioWindow(QMainWindow):
         self.train_action.setEnabled(state.train_enabled)
         self.stop_action.setEnabled(state.running)
         if not state.problems:
-            self.memory_panel.request(state.cfg, self.device_info, self._longest_answer())
+            self.memory_panel.request(state.cfg, self.device_info, self._answer_tokens(state.cfg))
         return state.can_train, state.reason
 
-    def _longest_answer(self) -> int | None:
-        """The data report's longest answer: a head that scores only the trained positions (the
+    def _answer_tokens(self, cfg) -> int | None:
+        """The data's longest trained answer: a head that scores only the trained positions (the
         CPU default) projects just those, so long prompts with short answers need far less."""
-        answers = [a for _p, a in getattr(getattr(self.data_panel.current(), "report", None), "example_lengths", [])]
-        return max(answers) if answers else None
+        from backend.training.memory_estimate import trained_answer_tokens
+
+        return trained_answer_tokens(cfg, getattr(self.data_panel.current(), "report", None))
 
     @property
     def free_space(self):
@@ -488,7 +489,7 @@ class StudioWindow(QMainWindow):
         """Every check passed: keep the settings, note the estimate, show the run beginning."""
         self.method_panel.remember()
         self.settings.sync()
-        self._run_estimate = self.memory_panel.estimate_now(cfg, self.device_info, self._longest_answer())
+        self._run_estimate = self.memory_panel.estimate_now(cfg, self.device_info, self._answer_tokens(cfg))
         self._memory_kind = ""
         self._last_peak_mb = None
         if cfg.output_dir:

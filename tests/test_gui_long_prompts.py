@@ -36,6 +36,7 @@ def test_the_memory_card_counts_only_the_answers_the_head_projects(qtbot, window
     prepare_tiny_dpo(qtbot, window, data, tiny_model_dir, max_length=128)
     report = window.data_panel.current().report
     longest = max(answer for _prompt, answer in report.example_lengths)
+    assert window._answer_tokens(window.build_config()[0]) == longest
     cfg, problems = window.build_config()
     assert not problems
     # DPO's speed options score only trained positions on a CPU: the card counts the answers.

@@ -234,6 +234,27 @@ def test_answer_lengths_change_nothing_where_every_position_is_scored():
     assert estimate_memory(on, CPU_16GB, WIDE, answer_tokens=30).total_mb < estimate_memory(on, CPU_16GB, WIDE).total_mb
 
 
+def test_the_trained_answer_comes_from_the_report_only_where_prompts_are_set_apart():
+    from types import SimpleNamespace
+
+    from backend.training.memory_estimate import trained_answer_tokens
+
+    def report(fmt):
+        return SimpleNamespace(format=fmt, example_lengths=[(900, 12), (40, 30), (1500, 7)])
+
+    assert trained_answer_tokens(default_config("dpo"), report("sharegpt_preference")) == 30
+    assert trained_answer_tokens(default_config("sft"), report("prompt_completion")) == 30
+    assert trained_answer_tokens(default_config("sft"), report("alpaca")) == 30
+    # SFT trains every token of a whole conversation or plain text, packed data, or with the loss on everything.
+    for fmt in ("messages", "sharegpt", "text"):
+        assert trained_answer_tokens(default_config("sft"), report(fmt)) is None
+    assert trained_answer_tokens(default_config("sft", packing=True), report("prompt_completion")) is None
+    assert trained_answer_tokens(default_config("sft", completion_only_loss=False), report("prompt_completion")) is None
+    assert trained_answer_tokens(default_config("dpo"), SimpleNamespace(format="preference", example_lengths=[])) \
+        is None
+    assert trained_answer_tokens(default_config("dpo"), None) is None
+
+
 def test_evaluation_batches_are_included_when_they_outgrow_the_training_step():
     def parts(**values):
         cfg = default_config("orpo", max_length=1024, per_device_train_batch_size=1, **values)

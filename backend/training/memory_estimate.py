@@ -798,6 +798,25 @@ def _head_bytes(full_logits: bool, tokens: int, shape: ModelShape, cb: int, dev:
     return head
 
 
+# Data a method that can train on whole sequences (``completion_only_loss``) trains on end to end:
+# no prompt is set apart, so every token is a trained position.
+WHOLE_SEQUENCE_FORMATS = frozenset({"messages", "sharegpt", "text"})
+
+
+def trained_answer_tokens(cfg, report) -> int | None:
+    """The longest answer the loss of ``cfg`` trains on, from a data report
+    (``backend.data.report.DataReport``) that measured its rows; None when unknown or when
+    every token is trained (whole conversations or plain text, packing, loss on everything)."""
+    lengths = getattr(report, "example_lengths", None)
+    if not lengths:
+        return None
+    if hasattr(cfg, "completion_only_loss") and (
+            not cfg.completion_only_loss or getattr(cfg, "packing", False)
+            or getattr(report, "format", "") in WHOLE_SEQUENCE_FORMATS):
+        return None
+    return max(answer for _prompt, answer in lengths)
+
+
 def estimate_memory(config, device: dict | None = None, shape: ModelShape | None = None, *,
                     answer_tokens: int | None = None) -> MemoryEstimate:
     """Estimate the peak memory of training ``config`` (a ``backend.runs.config``
