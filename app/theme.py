@@ -6,8 +6,6 @@ without package-data rules.
 
 from __future__ import annotations
 
-ACCENT = "#4f46e5"
-
 STYLESHEET = """
 QMainWindow, QWidget#trainPage, QWidget#runsPage, QWidget#comparePage { background: #f3f4f6; }
 QWidget { color: #1f2937; }

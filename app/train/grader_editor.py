@@ -50,11 +50,6 @@ REWARD_MODEL_KEY = "reward_model"
 _ENTRY_KEYS = ("grader", "weight", "name")
 
 
-def has_graders(config_fields) -> bool:
-    """Whether a method's config (its field names) is edited with this editor."""
-    return "graders" in set(config_fields)
-
-
 def _setting_label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 

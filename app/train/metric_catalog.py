@@ -18,15 +18,14 @@ from typing import Iterable
 
 from backend.core.events import EvalLog, Event, TrainLog
 from backend.methods import all_methods
+from backend.methods.spec import ROLE_COLOURS
 from widgets.series_style import SeriesStyle
 
-CHOSEN = "#16a34a"
-REJECTED = "#dc2626"
-TRAIN = "#2563eb"
+# The roles' colours are the registry's (backend.methods.spec.ROLE_COLOURS); evaluation's is the plots' own.
+CHOSEN = ROLE_COLOURS["chosen"]
+TRAIN = ROLE_COLOURS["train"]
+NEUTRAL = ROLE_COLOURS["neutral"]
 EVAL = "#d97706"
-MARGIN = "#7c3aed"
-ACCURACY = "#0891b2"
-NEUTRAL = "#475569"
 _OTHER_PALETTE = ("#0f766e", "#9333ea", "#be185d", "#4d7c0f", "#b45309", "#1d4ed8", "#6d28d9")
 
 # Pseudo-keys for the fields a TrainLog carries beside its metrics.

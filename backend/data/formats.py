@@ -17,11 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from datasets import Features
-
+from typing import Any
 
 
 class DatasetError(Exception):
@@ -684,13 +680,6 @@ def output_schema(detection: FormatDetection):
     else:
         columns = [("text", text)]
     return pa.schema(columns)
-
-
-def output_features(detection: FormatDetection) -> Features:
-    """The same column types as `datasets` Features, for code that builds a `datasets.Dataset`."""
-    from datasets import Features
-
-    return Features.from_arrow_schema(output_schema(detection))
 
 
 def normalise_row(detection: FormatDetection, row: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,6 @@ DEFAULT_PROMPTS = 4
 DEFAULT_COMPLETIONS = 4
 MAX_NEW_TOKENS_CAP = 256  # a trial is a glance, not a run
 SAME_TOLERANCE = 1e-9
-TRL_EXTRAS = ("trainer_state", "log_extra", "log_metric")
 
 
 # ------------------------------------------------------------------ events
