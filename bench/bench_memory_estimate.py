@@ -25,8 +25,20 @@ lengths up to 2,048 still fit this machine. Each sweep case also evaluates on
 held-out rows with the evaluation batch size (twice the training batch), which
 the estimate includes.
 
-Measured on this 2-core machine, November 2026 (batch 1, r=16, 4-bit; peak RSS
-MB and estimate / measured; the estimate counts the tokenizer really loaded):
+DPO and SFT cases score only the trained positions, as the worker's speed options
+(``speed_options: auto``) set it off GPUs, and the estimate is given the batch's
+longest answer, as the window gives it the data report's. Measured on this 2-core
+machine, November 2026 (batch 1, r=16, 4-bit; peak RSS MB and estimate / measured;
+the estimate counts the tokenizer really loaded):
+
+    length      64          256         1024        2048
+    ORPO    800  1.00   1177  1.06   2916  1.05   5351  1.02
+    DPO     752  0.95    738  1.01    857  1.00   1130  0.90
+    SFT     686  0.99    669  1.04    742  1.02    838  0.99
+
+Every case within -10%..+6%. Without the answer length the estimate counts TRL's
+whole tile, which is right for a run that scores every position (``speed_options:
+as set``; measured earlier the same way):
 
     length      64          256         1024        2048
     ORPO    829  0.96   1234  1.01   2851  1.07   5265  1.03
@@ -34,7 +46,8 @@ MB and estimate / measured; the estimate counts the tokenizer really loaded):
     SFT     761  0.95    961  0.99   1870  0.99   3003  1.02
     262k vocabulary, length 512: ORPO 5047 1.08, DPO 2065 1.01
 
-Every case within -10%..+8%. The evaluation pass (two examples per batch) set
+but 3.3 times the peak of a run that scores only its short answers (SFT at 2,048:
+3,054 MB estimated, 919 measured). The evaluation pass (two examples per batch) set
 the peak in 10 of the 12 sweep cases (all but ORPO at 64 and DPO at 2,048). The
 estimate's evaluation part matters for ORPO, whose logits double with the
 batch: without it ORPO at 2,048 read 0.93.
@@ -48,6 +61,7 @@ The 14.3 GB reported with it did not reproduce here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -246,6 +260,13 @@ def run_case(name: str) -> dict:
         eval_fraction=0.05 if long_prompts else 0.0,
         **settings,
     )
+    if getattr(cfg, "speed_options", "as set") == "auto" and hasattr(cfg, "score_trained_tokens_only"):
+        # The worker's speed options turn this on off GPUs (backend.training.speed_options._trained_tokens),
+        # and it decides how much of the head's tile is built; the other options stay as set, so each
+        # case measures the settings it names.
+        from backend.core.device_info import describe_device
+
+        cfg = dataclasses.replace(cfg, score_trained_tokens_only=describe_device().get("kind") != "cuda")
     precision = tb.choose_precision()
     before_torch = _rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
@@ -285,6 +306,11 @@ def run_case(name: str) -> dict:
             eval_peak = eval_sampler.peak
         batch = next(iter(trainer.get_train_dataloader()))
         shapes = {k: list(v.shape) for k, v in batch.items() if hasattr(v, "shape")}
+        # The longest answer of a batch: what a head that scores only trained positions projects.
+        trained = batch.get("completion_mask")
+        if trained is None and "labels" in batch:
+            trained = batch["labels"] != -100
+        answer_tokens = int(trained.sum(dim=1).max()) if trained is not None else None
         model_config = json.loads((folder / "config.json").read_text())
     return {
         "case": name,
@@ -304,6 +330,7 @@ def run_case(name: str) -> dict:
         "wall_s": time.time() - t0,
         "batch_shapes": shapes,
         "tokenizer_vocab": len(tokenizer),
+        "answer_tokens": answer_tokens,
     }
 
 
@@ -313,7 +340,8 @@ def _estimate_for(result: dict, device: dict) -> dict:
 
     # The child's model folder is gone; its config.json came back with the result.
     shape = shape_from_config(result["model_config"], source=result["model"])
-    estimate = estimate_memory(from_dict(result["config"]), device, shape).to_dict()
+    estimate = estimate_memory(from_dict(result["config"]), device, shape,
+                               answer_tokens=result.get("answer_tokens")).to_dict()
     # The random models carry the tiny 300-token tokenizer, not one as large as their
     # vocabulary: count the tokenizer that was really loaded.
     parts = estimate["parts"]
