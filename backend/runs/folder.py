@@ -29,6 +29,9 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "worker.log"
 PID_FILE = "worker.pid"
+# The module a training worker runs as (`python -m`): the launch and the check that a pid file's
+# process is still that worker read this one name, so a move of the module cannot part them.
+WORKER_MODULE = "backend.training.worker"
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 EVAL_SPLIT_FILE = "eval_split.jsonl"
@@ -179,7 +182,7 @@ def worker_alive(run_dir: str | Path) -> bool:
     if not process_alive(pid):
         return False
     try:
-        return any("training_worker" in part for part in psutil.Process(pid).cmdline())
+        return WORKER_MODULE in psutil.Process(pid).cmdline()
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from backend.core.events import Event, RunFailed, TERMINAL_TYPES, event_from_json
 from backend.runs.config import BaseRunConfig, check
-from backend.runs.folder import ACCELERATE_CONFIG_FILE, LOG_FILE, append_event, create_run_dir
+from backend.runs.folder import ACCELERATE_CONFIG_FILE, LOG_FILE, WORKER_MODULE, append_event, create_run_dir
 
 from backend.core.paths import PROJECT_ROOT as _PROJECT_ROOT
 
@@ -120,7 +120,7 @@ class TrainingRun:
 
     @classmethod
     def _launch(cls, run_dir: Path, resume: bool, granted: BaseRunConfig | None = None) -> "TrainingRun":
-        cmd = [sys.executable, "-m", "backend.training.worker", str(run_dir)]
+        cmd = [sys.executable, "-m", WORKER_MODULE, str(run_dir)]
         if (run_dir / ACCELERATE_CONFIG_FILE).exists():
             cmd[1:2] = ["-m", "accelerate.commands.launch", "--config_file", str(run_dir / ACCELERATE_CONFIG_FILE),
                         "-m"]
