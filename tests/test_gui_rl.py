@@ -144,6 +144,10 @@ def test_sample_table_marks_best_worst_and_equal_groups(qtbot):
     assert len(long_cell.data()) < 260 and "…" in long_cell.data()
     assert "and more" in long_cell.data(3) and long_cell.data(3).count("and more") > 50
     assert "2 groups all equal" not in table.summary.text() and "step 2" in table.summary.text()
+    assert "1 group of 2 completions" in table.summary.text()
+    # PPO samples one answer per prompt: the count must not read as groups times answers.
+    table.add_batch(_batch(3, [[0.1], [0.4], [0.3]]))
+    assert "3 completions, one per prompt" in table.summary.text() and "group" not in table.summary.text()
 
 
 def test_sample_table_keeps_the_newest_rows_and_the_selection_follows_its_sample(qtbot):

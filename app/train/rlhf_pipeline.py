@@ -134,7 +134,10 @@ class RLHFPipelineDialog(QDialog):
         explains.setWordWrap(True)
         runs = QComboBox()
         runs.currentIndexChanged.connect(self._update_notes)
+        # A run's name is long (date, method, data): the whole of it in the tooltip when the box cuts it.
+        runs.currentTextChanged.connect(runs.setToolTip)
         methods = QComboBox()
+        methods.setMinimumWidth(160)  # one width in every stage, so the three rows line up
         for spec in stage_methods(stage):
             methods.addItem(spec.label, spec.key)
         train = QPushButton("Train this stage")
@@ -151,8 +154,8 @@ class RLHFPipelineDialog(QDialog):
         row.addWidget(train)
         grid.addLayout(row, 1, 3)
         grid.addWidget(note, 2, 0, 1, 4)
-        grid.setColumnStretch(1, 2)
-        grid.setColumnStretch(3, 2)
+        grid.setColumnStretch(1, 3)  # run names are longer than method names
+        grid.setColumnStretch(3, 1)
         self.run_boxes.append(runs)
         self.method_boxes.append(methods)
         self.notes.append(note)
