@@ -177,6 +177,21 @@ def test_drop_leaves_rows_out_and_refuse_stops_naming_max_length(tiny_model_dir,
     assert "Max length" in failed.message and "long_prompts.jsonl" in failed.message
 
 
+@pytest.mark.slow
+def test_the_workers_estimate_counts_only_the_answers_its_head_projects(tiny_model_dir, long_set):
+    from backend.core.device_info import describe_device
+    from backend.runs.config import from_dict
+    from backend.training.memory_estimate import estimate_memory, model_shape
+
+    events = _run(tiny_run_config("dpo", tiny_model_dir, long_set, max_length=MAX_LENGTH, max_steps=1))
+    assert isinstance(events[-1], RunFinished), events[-1]
+    started = next(e for e in events if isinstance(e, RunStarted))
+    as_run = from_dict(started.config)
+    assert as_run.score_trained_tokens_only  # chosen by the speed options on this CPU
+    every_position = estimate_memory(as_run, describe_device(), model_shape(str(tiny_model_dir))).total_mb
+    assert started.memory_estimate_mb < every_position  # the answers' tokens, not 2 x 128 per pair
+
+
 # ---------------------------------------------------------------- NaN diagnosis
 def test_nan_diagnosis_reads_empty_answers_from_a_real_collated_batch():
     from trl.trainer.dpo_trainer import DataCollatorForPreference

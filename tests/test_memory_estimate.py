@@ -255,6 +255,16 @@ def test_the_trained_answer_comes_from_the_report_only_where_prompts_are_set_apa
     assert trained_answer_tokens(default_config("dpo"), None) is None
 
 
+def test_the_workers_rows_give_the_answer_only_where_a_prompt_column_sets_it_apart():
+    from backend.training.memory_estimate import trained_answer_tokens_of_rows
+
+    assert trained_answer_tokens_of_rows(default_config("dpo"), ["prompt", "chosen", "rejected"], 40) == 40
+    assert trained_answer_tokens_of_rows(default_config("sft"), ["prompt", "completion"], 40) == 40
+    assert trained_answer_tokens_of_rows(default_config("sft"), ["messages"], 40) is None
+    assert trained_answer_tokens_of_rows(default_config("sft", packing=True), ["prompt", "completion"], 40) is None
+    assert trained_answer_tokens_of_rows(default_config("dpo"), ["prompt", "chosen", "rejected"], 0) is None  # unmeasured
+
+
 def test_evaluation_batches_are_included_when_they_outgrow_the_training_step():
     def parts(**values):
         cfg = default_config("orpo", max_length=1024, per_device_train_batch_size=1, **values)

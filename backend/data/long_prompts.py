@@ -66,6 +66,7 @@ class LengthFit:
     prompt_cut: int = 0  # prompts truncate_left shortens
     answer_still_cut: int = 0  # answers longer than their budget, cut at the end even after truncate_left
     longest: int = 0  # prompt + answer of the longest example
+    longest_answer: int = 0  # the longest answer, at most Max length (what a head scoring only answers projects)
 
     @property
     def affected(self) -> int:
@@ -77,6 +78,7 @@ class LengthFit:
     def add(self, prompt_len: int, answer_len: int) -> None:
         self.rows += 1
         self.longest = max(self.longest, prompt_len + answer_len)
+        self.longest_answer = max(self.longest_answer, min(answer_len, self.max_length))
         if prompt_len + answer_len <= self.max_length:
             self.fits += 1
             return

@@ -810,11 +810,24 @@ def trained_answer_tokens(cfg, report) -> int | None:
     lengths = getattr(report, "example_lengths", None)
     if not lengths:
         return None
-    if hasattr(cfg, "completion_only_loss") and (
-            not cfg.completion_only_loss or getattr(cfg, "packing", False)
-            or getattr(report, "format", "") in WHOLE_SEQUENCE_FORMATS):
+    whole = getattr(report, "format", "") in WHOLE_SEQUENCE_FORMATS
+    return _answer_if_trained_alone(cfg, max(answer for _prompt, answer in lengths), whole)
+
+
+def trained_answer_tokens_of_rows(cfg, columns, longest_answer: int) -> int | None:
+    """The same for the worker's normalised rows (their ``columns``) and the longest answer the
+    long-prompt step measured with the model's tokenizer: rows without a ``prompt`` column
+    (conversations, plain text) are trained whole by a method that can."""
+    return _answer_if_trained_alone(cfg, longest_answer, "prompt" not in set(columns))
+
+
+def _answer_if_trained_alone(cfg, longest_answer: int, whole_sequences: bool) -> int | None:
+    if longest_answer <= 0:
         return None
-    return max(answer for _prompt, answer in lengths)
+    if hasattr(cfg, "completion_only_loss") and (
+            not cfg.completion_only_loss or getattr(cfg, "packing", False) or whole_sequences):
+        return None
+    return longest_answer
 
 
 def estimate_memory(config, device: dict | None = None, shape: ModelShape | None = None, *,

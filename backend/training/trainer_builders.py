@@ -278,7 +278,7 @@ def with_length_column(data):
     return data.add_column("length", lengths), True
 
 
-def plan_speed(cfg: BaseRunConfig, model, tokenizer, train_dataset):
+def plan_speed(cfg: BaseRunConfig, model, tokenizer, train_dataset, answer_tokens: int | None = None):
     """The speed options for this run (``backend.training.speed_options``), measured on the data,
     the loaded model and this machine's device."""
     from backend.core.device_info import describe_device
@@ -289,18 +289,19 @@ def plan_speed(cfg: BaseRunConfig, model, tokenizer, train_dataset):
     shape = shape_from_config(model.config.to_dict(), getattr(model, "name_or_path", ""))
     lengths, measured_all = speed_options.example_lengths(train_dataset, tokenizer)
     return speed_options.choose(
-        cfg, lengths, device, estimate=lambda c: estimate_memory(c, device, shape),
+        cfg, lengths, device, estimate=lambda c: estimate_memory(c, device, shape, answer_tokens=answer_tokens),
         attention=str(getattr(model.config, "_attn_implementation", "") or "eager"),
         liger_installed=speed_options.liger_installed(), rows=len(train_dataset), measured_all=measured_all,
         shape=shape)
 
 
-def apply_speed_options(cfg: BaseRunConfig, model, tokenizer, train_dataset, run_dir: Path | None = None):
+def apply_speed_options(cfg: BaseRunConfig, model, tokenizer, train_dataset, run_dir: Path | None = None,
+                        answer_tokens: int | None = None):
     """``cfg`` with the speed options chosen for this run; each choice is printed to the worker
     log and, with ``run_dir``, recorded in its ``speed_options.json``. The saved config.yaml
     keeps ``auto``, so a rerun chooses again for its own data and device."""
     try:
-        plan = plan_speed(cfg, model, tokenizer, train_dataset)
+        plan = plan_speed(cfg, model, tokenizer, train_dataset, answer_tokens)
     except Exception as exc:  # noqa: BLE001 - the options are advice: the settings as given still train
         print(f"Speed options not chosen ({type(exc).__name__}: {exc}); the settings are used as given.", flush=True)
         return cfg

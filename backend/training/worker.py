@@ -228,14 +228,15 @@ def _train(state: WorkerState) -> int:
     state.enter_phase("preparing_data", "Preparing the dataset")
     train_ds, eval_ds = prepare_datasets(cfg, run_dir)
     eval_ds = cap_evaluation_rows(cfg, eval_ds)
-    train_ds, eval_ds = apply_long_prompt_policy(cfg, tokenizer, train_ds, eval_ds, emit)
+    train_ds, eval_ds, answer_tokens = apply_long_prompt_policy(cfg, tokenizer, train_ds, eval_ds, emit)
     _check_stop(stop)
 
     # Options left at their defaults are chosen for this data and device; each choice is logged,
     # and the memory estimate kept for comparison with the peak is of the run as chosen.
-    cfg = state.cfg = apply_speed_options(cfg, model, tokenizer, train_ds, run_dir if is_main_process() else None)
+    cfg = state.cfg = apply_speed_options(cfg, model, tokenizer, train_ds, run_dir if is_main_process() else None,
+                                          answer_tokens=answer_tokens)
     device = describe_precision(precision)
-    estimate = estimate_memory_quietly(cfg, model_path)
+    estimate = estimate_memory_quietly(cfg, model_path, answer_tokens)
 
     def on_train_begin(trainer_state):
         model_ = trainer.model
@@ -324,13 +325,14 @@ def _train(state: WorkerState) -> int:
     return 0
 
 
-def estimate_memory_quietly(cfg, model_path: str) -> dict | None:
+def estimate_memory_quietly(cfg, model_path: str, answer_tokens: int | None = None) -> dict | None:
     """The pre-training estimate, kept to compare with the measured peak. Never fails a run."""
     try:
         from backend.core.device_info import describe_device
         from backend.training.memory_estimate import estimate_memory, model_shape
 
-        return estimate_memory(cfg, describe_device(), shape=model_shape(model_path)).to_dict()
+        return estimate_memory(cfg, describe_device(), shape=model_shape(model_path),
+                               answer_tokens=answer_tokens).to_dict()
     except Exception as exc:  # noqa: BLE001 - an estimate is advice, not a requirement
         print(f"Memory estimate unavailable: {exc}", flush=True)
         return None
@@ -459,9 +461,11 @@ def apply_long_prompt_policy(cfg, tokenizer, train_ds, eval_ds, emit):
     """Examples whose prompt leaves too little room for their answer are cut from the
     prompt's start, dropped or refused per ``cfg.long_prompts``, counted with the model's
     own tokenizer, before TRL sees them (``backend.data.long_prompts``): no example reaches a
-    trainer with an empty answer."""
+    trainer with an empty answer. Also returns the longest trained answer for the memory
+    estimate (``memory_estimate.trained_answer_tokens_of_rows``)."""
     from backend.data.long_prompts import fit_dataset, outcome_text, refusal
     from backend.runs.config import ConfigError
+    from backend.training.memory_estimate import trained_answer_tokens_of_rows
 
     policy = getattr(cfg, "long_prompts", "truncate_left") or "truncate_left"
     train_ds, result = fit_dataset(train_ds, tokenizer, cfg.max_length, policy)
@@ -481,7 +485,7 @@ def apply_long_prompt_policy(cfg, tokenizer, train_ds, eval_ds, emit):
             print(f"Data (held out): {text}", flush=True)
         if len(eval_ds) == 0:
             eval_ds = None
-    return train_ds, eval_ds
+    return train_ds, eval_ds, trained_answer_tokens_of_rows(cfg, train_ds.column_names, result.fit.longest_answer)
 
 
 def check_rows_survived_tokenizing(cfg, rows_before: int, tokenized, emit) -> None:
