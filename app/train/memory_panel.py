@@ -13,19 +13,7 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from app.background_call import call_in_background
-from backend.training.memory_estimate import estimate_memory
-
-_PART_LABELS = {
-    "weights": "Base weights",
-    "lora": "LoRA adapter",
-    "optimizer": "Optimizer state",
-    "gradients": "Gradients",
-    "activations": "Activations",
-    "reference": "Reference pass",
-    "overhead": "Runtime overhead",
-}
-
-
+from backend.training.memory_estimate import PART_LABELS, estimate_memory
 
 
 def _mb(value: float | None) -> str:
@@ -148,9 +136,10 @@ class MemoryPanel(QWidget):
         self.bar.setStyleSheet(f"QProgressBar::chunk {{ background: {colour}; border-radius: 4px; }}")
         labels = getattr(est, "part_labels", {}) or {}
         rows = "".join(
-            f"<tr><td style='color:#4b5563'>{html.escape(labels.get(name) or _PART_LABELS.get(name, name))}</td>"
+            f"<tr><td style='color:#4b5563'>{html.escape(labels.get(name) or PART_LABELS.get(name, name))}</td>"
             f"<td align='right'>{_mb(mb)}</td></tr>"
-            for name, mb in sorted(est.parts.items(), key=lambda kv: -kv[1]) if mb
+            # A part that rounds to "0 MB" (a reference pass that costs almost nothing) reads as noise.
+            for name, mb in sorted(est.parts.items(), key=lambda kv: -kv[1]) if (mb or 0) >= 0.5
         )
         foot = "".join(f"<div style='color:#6b7280'>{html.escape(n)}</div>" for n in notes)
         self.parts.setText(f"<table width='100%' cellspacing='0' cellpadding='1'>{rows}</table>{foot}")
