@@ -309,7 +309,7 @@ class SampleTable(QWidget):
             groups.setdefault(row.get("group"), []).append(row.get("mark", MIDDLE))
         tied = sum(1 for marks in groups.values() if marks and all(m == TIE for m in marks))
         rewards = [r["reward"] for r in rows if isinstance(r.get("reward"), (int, float)) and math.isfinite(r["reward"])]
-        if len(groups) == len(rows):  # one answer per prompt (PPO): "8 groups of 8" would read as 64
+        if len(groups) == len(rows):  # one answer per prompt (no groups): "8 groups of 8" would read as 64
             counted = f"{len(rows)} completion{'s' * (len(rows) != 1)}, one per prompt"
         else:
             counted = f"{len(groups)} group{'s' * (len(groups) != 1)} of {len(rows)} completions"
