@@ -123,7 +123,12 @@ def build(ctx: BuildContext, scorer=None):
     ``score(prompts, completions)``, or a plain callable, as tests and benchmarks pass)."""
     from backend.methods.ppo_training.trainer import RolloutTrainer, attach_value_function
 
+    from transformers import set_seed
+
     cfg = ctx.cfg
+    # The adapters' random start is part of the run: seeded here, it does not depend on what
+    # the process drew before (a test session, a second trainer in one process).
+    set_seed(cfg.seed)
     model = attach_value_function(ctx.model, ctx.peft_config)
     if scorer is None:
         scorer = load_scorer(cfg, policy_model=model, tokenizer=ctx.tokenizer)
