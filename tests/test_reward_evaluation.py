@@ -5,6 +5,7 @@ DPO run, and the panel driven with pytest-qt."""
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -152,6 +153,7 @@ def test_panel_evaluates_a_run_shows_subsets_and_the_length_note(qtbot, tiny_rew
     cells = [[panel.table.item(r, c).text() for c in range(4)] for r in range(panel.table.rowCount())]
     assert cells == [["All pairs", "8", "5", "62.5%"], ["flipped", "3", "0", "0.0%"], ["kept", "5", "5", "100.0%"]]
     assert "62.5%" in panel.headline.text() and "Pearson r" in panel.length_banner._title.text()
+    assert re.search(r"mean reward chosen [+-]\d+\.\d{3}, rejected [+-]\d+\.\d{3}", panel.headline.text())
     assert panel.length_banner.isVisible() and panel.length_banner._text.text()
     assert panel.evaluate_button.isEnabled() and not panel.stop_button.isEnabled()
 

@@ -261,7 +261,10 @@ class RewardEvalPanel(QDialog):
             self.headline.setText("")
             self.length_banner.hide()
             return
-        self.headline.setText(f"Accuracy {_pct(report.accuracy)} ({report.correct} of {report.pairs} pairs) · "
+        # The mean rewards say how far apart the two sides sit, which accuracy alone hides.
+        means = ("" if report.mean_chosen is None else
+                 f" · mean reward chosen {report.mean_chosen:+.3f}, rejected {report.mean_rejected:+.3f}")
+        self.headline.setText(f"Accuracy {_pct(report.accuracy)} ({report.correct} of {report.pairs} pairs){means} · "
                               f"{report.reward_kind} of {report.source}")
         rows = [("All pairs", report.pairs, report.correct, report.accuracy)]
         rows += [(s.name, s.pairs, s.correct, s.accuracy) for s in report.subsets]
