@@ -202,6 +202,29 @@ def test_a_launch_without_the_required_inputs_is_refused_before_anything_loads(s
     assert problems and {name for name, _ in problems} <= set(spec.requires), problems
 
 
+def test_a_method_the_data_cannot_feed_is_refused_before_a_run_folder_exists(tmp_path, studio_home):
+    """`alignstudio train --method M` on data M cannot use: the method's own reason, no run folder
+    (it was made, and the worker refused the data after loading the model)."""
+    from backend.cli.main import main
+    from backend.data.loading import load_dataset_file
+    from backend.runs.preflight import run_preflight
+    from backend.runs.config import default_config
+
+    data = tmp_path / "thumbs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}?", "completion": f"A{i}.", "label": bool(i % 2)}) + "\n"
+                            for i in range(8)), encoding="utf-8")
+    usable = load_dataset_file(data).supported_methods
+    refused = [s for s in SPECS if s.key not in usable]
+    assert refused and usable
+    for spec in refused:
+        problems = dict(run_preflight(default_config(spec.key, data_path=str(data)), runs_root=tmp_path / "runs"))
+        assert problems["method"].startswith(f"thumbs.jsonl: {spec.label}"), problems
+    for key in usable:
+        assert "method" not in dict(run_preflight(default_config(key, data_path=str(data)), runs_root=tmp_path / "runs"))
+    assert main(["train", "--method", refused[0].key, "--data", str(data), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS, ids=KEYS)
 def test_method_trains_through_the_worker(spec, tiny_model_dir, easy_preferences, studio_home, tmp_path,

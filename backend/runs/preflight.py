@@ -78,7 +78,7 @@ def run_preflight(cfg: BaseRunConfig, *, runs_root: str | Path | None = None, da
         problems += disk_space_problems(disk_needs(cfg, root), free_space=free_space)
     if data_report is None and measure_data:
         data_report = measure_dataset(cfg)
-    problems += max_length_problems(cfg, data_report)
+    problems += method_data_problems(cfg, data_report) + max_length_problems(cfg, data_report)
     if notes is not None:
         from backend.data.report import method_advice
 
@@ -358,6 +358,20 @@ def measure_dataset(cfg: BaseRunConfig):
         return None
     folder = tokenizer_folder(cfg)
     return build_report(loaded, tokenizer_path=str(folder) if folder else None)
+
+
+def method_data_problems(cfg: BaseRunConfig, report) -> list[tuple[str, str]]:
+    """The method cannot train on this kind of data (pairs for a method of single answers,
+    say): refused here, with the method's own reason, before a run folder is made for it."""
+    if report is None or cfg.method in report.supported_methods:
+        return []
+    from backend.data.formats import DataFormat
+    from backend.data.loading import unsupported_reason
+    from backend.methods import find_method
+
+    if find_method(cfg.method) is None:
+        return []  # validate names an unknown method
+    return [("method", f"{Path(cfg.data_path).name}: {unsupported_reason(cfg.method, DataFormat(report.format))}")]
 
 
 def max_length_problems(cfg: BaseRunConfig, report) -> list[tuple[str, str]]:
