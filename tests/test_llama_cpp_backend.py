@@ -81,8 +81,10 @@ def test_adapters_a_gguf_lora_cannot_carry_are_refused_with_the_reason():
 
 def test_auto_does_not_write_a_gguf_copy_of_a_model_folder(tiny_llama_with_adapter):
     model_dir, _ = tiny_llama_with_adapter
-    with pytest.raises(LlamaCppRefused, match="no GGUF copy yet.*choose the llama.cpp backend"):
+    with pytest.raises(LlamaCppRefused, match="no GGUF copy yet.*choose the llama.cpp backend") as refused:
         base_gguf(str(model_dir), str(model_dir), convert=False, log=lambda m: None)
+    # A tiny model's copy is named in MB, not "0.0 GB"; the folder's name is quoted.
+    assert " MB besides" in str(refused.value) and f"'{model_dir.name}'" in str(refused.value)
 
 
 def test_the_backend_is_a_sampling_setting_checked_like_the_others():

@@ -56,6 +56,10 @@ class LlamaCppRefused(RuntimeError):
     """llama.cpp cannot serve this model here; the message says why, in a sentence."""
 
 
+def _size_text(n_bytes: int) -> str:
+    """1.2 GB, or 41 MB where a GB figure would round to 0.0."""
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e8 else f"{max(1, round(n_bytes / 1e6))} MB"
+
 def default_backend() -> str:
     value = os.environ.get(BACKEND_ENV, "").strip().lower()
     return value if value in BACKEND_CHOICES else "auto"
@@ -152,11 +156,12 @@ def base_gguf(model: str, model_path: str, convert: bool, log: Callable[[str], N
     target = gguf_dir() / f"{folder.name}-{_files_key(folder / 'config.json', *weights)}-f16.gguf"
     if target.is_file():
         return target
-    size_gb = sum(p.stat().st_size for p in weights) / 1e9
+    size = sum(p.stat().st_size for p in weights)
     if not convert:
+        # Quoted: a folder named "model" read as "the model model".
         raise LlamaCppRefused(
-            f"the model {source.label} has no GGUF copy yet, and 'auto' does not write one (an f16 copy takes "
-            f"about {size_gb:.1f} GB before this model's own size is counted); choose the llama.cpp backend to "
+            f"the model '{source.label}' has no GGUF copy yet, and 'auto' does not write one (an f16 copy takes "
+            f"about {_size_text(size)} besides this model's own files); choose the llama.cpp backend to "
             "convert it once")
     from backend.export.plan import CONVERTER_INSTALL, converter_dir, converter_installed
 
