@@ -108,9 +108,31 @@ QMenuBar { background: #ffffff; border-bottom: 1px solid #e5e7eb; }
 """
 
 
+# Fusion draws a spin box's buttons and a combo box's arrow as bare lines once a style sheet gives
+# their frame a border, so the arrows are images here.
+ARROW_RULES = """
+QSpinBox::up-button, QDoubleSpinBox::up-button, QSpinBox::down-button, QDoubleSpinBox::down-button {
+    subcontrol-origin: border; width: 18px; border-left: 1px solid #e5e7eb; background: transparent; }
+QSpinBox::up-button, QDoubleSpinBox::up-button { subcontrol-position: top right; }
+QSpinBox::down-button, QDoubleSpinBox::down-button { subcontrol-position: bottom right; }
+QSpinBox::up-button:hover, QDoubleSpinBox::up-button:hover, QSpinBox::down-button:hover,
+QDoubleSpinBox::down-button:hover { background: #eef2ff; }
+QSpinBox::up-arrow, QDoubleSpinBox::up-arrow { image: url("{up}"); width: 8px; height: 5px; }
+QSpinBox::down-arrow, QDoubleSpinBox::down-arrow, QComboBox::down-arrow { image: url("{down}"); width: 8px; height: 5px; }
+QComboBox::drop-down { subcontrol-origin: padding; subcontrol-position: center right; width: 20px; border: none; }
+"""
+
+
+def arrow_rules() -> str:
+    from backend.core.paths import resource_path
+
+    up, down = (resource_path("icons", name).as_posix() for name in ("spin_up.svg", "spin_down.svg"))
+    return ARROW_RULES.replace("{up}", up).replace("{down}", down)
+
+
 def apply_theme(app) -> None:
     if app.property("alignstudioThemed"):
         return
     app.setStyle("Fusion")
-    app.setStyleSheet(STYLESHEET)
+    app.setStyleSheet(STYLESHEET + arrow_rules())
     app.setProperty("alignstudioThemed", True)
