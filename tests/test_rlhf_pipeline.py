@@ -55,19 +55,31 @@ def test_each_stage_starts_from_the_one_before(qtbot, runs, easy_preferences):
     qtbot.addWidget(dialog)
     assert [len(finished_runs(stage, list_runs(root))) for stage in STAGES] == [1, 1, 0]
     assert dialog.picked_run(0) == str(sft) and dialog.picked_run(1) == str(reward)
-    # The supervised run has no merged model yet: the later stages cannot start from it.
-    assert not dialog.train_buttons[1].isEnabled() and not dialog.train_buttons[2].isEnabled()
-    assert "Merge the supervised run first" in dialog.notes[2].text()
+    # The supervised run has no merged model yet: a later stage's Train merges it first, then starts.
+    assert dialog.train_buttons[1].isEnabled() and dialog.train_buttons[2].isEnabled()
+    assert "merges it first" in dialog.notes[2].text()
     assert dialog.export_button.isEnabled()
     with qtbot.waitSignal(dialog.sig_export) as exported:
         dialog.export_button.click()
-    assert exported.args == [str(sft)]
+    assert exported.args == [str(sft), False]  # the button only opens Export
+    trained = []
+    dialog.sig_train.connect(trained.append)
+    with qtbot.waitSignal(dialog.sig_export) as merging:
+        dialog.train_buttons[1].click()
+    assert merging.args == [str(sft), True] and dialog.pending_stage == 1 and not trained
+    assert not any(b.isEnabled() for b in dialog.train_buttons)  # one merge at a time
+    assert "Merging the supervised run" in dialog.notes[1].text()
+    dialog.merge_finished(False)  # stopped or failed: nothing starts, the stage waits for another press
+    assert not trained and dialog.pending_stage is None and dialog.train_buttons[1].isEnabled()
+    dialog.train_buttons[1].click()
 
     merged = sft / "exports" / "a-supervised-merged-float32"
     merged.mkdir(parents=True)
     (merged / "config.json").write_text("{}")
     assert merged_model_of(sft) == str(merged)
-    dialog.refresh()
+    dialog.merge_finished(True)  # the stage that waited starts from the merged model
+    assert len(trained) == 1 and trained[0].model == str(merged)
+    assert trained[0].method == dialog.method_boxes[1].currentData()
     assert dialog.train_buttons[1].isEnabled() and dialog.train_buttons[2].isEnabled()
     assert "b-reward" in dialog.notes[2].text() and "a-supervised-merged-float32" in dialog.notes[2].text()
 
@@ -123,3 +135,31 @@ def test_the_window_opens_the_pipeline_and_a_stage_fills_the_train_tab(qtbot, st
     assert cfg.method == dialog.method_boxes[2].currentData() and cfg.reward_model == str(reward)
     assert cfg.model == str(merged) and Path(cfg.data_path) == easy_preferences
     window.grab().save(str(SHOTS / "window_after_stage3.png"))
+
+
+@pytest.mark.slow
+def test_a_stage_whose_merge_fails_in_the_export_worker_waits_with_the_reason(qtbot, studio_home, easy_preferences):
+    """The real wiring: Train on stage 2 opens Export, starts the merge in its worker; this
+    supervised run's adapter is not a real one, so the merge fails, Export says why, and
+    the stage does not start but can be pressed again."""
+    from backend.core.paths import runs_dir
+    from tests.gui_helpers import drop_paths, make_studio_window, wait_for_dataset
+
+    window = make_studio_window(qtbot)
+    assert drop_paths(window, [easy_preferences])
+    wait_for_dataset(qtbot, window)
+    fake_finished_run(runs_dir(), "a-supervised", stage_methods(STAGES[0])[0].key, easy_preferences)
+    started = []
+    window.start_training = lambda: started.append(window.build_config()[0]) or True
+    window.open_rlhf_pipeline()
+    dialog = window.rlhf_pipeline
+    dialog.train_buttons[1].click()
+    export = dialog.export_dialog
+    assert export.isVisible() and export.format_box.currentData() == "merged"
+    qtbot.waitUntil(lambda: dialog.pending_stage is None, timeout=120_000)
+    assert not started and dialog.train_buttons[1].isEnabled()
+    assert export.banner.isVisible() and not export.is_running()
+    # The reason reads as written: the banner escapes it once, not twice ("&#x27;").
+    assert "&amp;" not in export.banner._text.text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    export.grab().save(str(SHOTS / "pipeline_merge_failed.png"))

@@ -61,6 +61,9 @@ class ExportDialog(QDialog):
         self.quant_hint = QLabel()
         self.quant_hint.setObjectName("hint")
         self.quant_hint.setWordWrap(True)
+        # Room for two lines: a dialog sized from the one-line hint did not grow when it wrapped,
+        # and the second line was drawn under the combo box above it.
+        self.quant_hint.setMinimumHeight(2 * self.quant_hint.fontMetrics().lineSpacing() + 2)
         self.out_edit = QLineEdit(str(self.run_dir / "exports"))
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
@@ -149,7 +152,7 @@ class ExportDialog(QDialog):
         self._quant_changed()
         if fmt in ("gguf", "ollama") and not converter_installed():
             self.banner.show_notice("warning", "llama.cpp's converter is not installed",
-                                    f"A {fmt} export needs it in {html.escape(str(converter_dir()))}. "
+                                    f"A {fmt} export needs it in {converter_dir()}. "
                                     "installer/test.sh and installer/run_studio.sh install it there.")
             self.banner.show()
         elif self._export is None:
@@ -186,7 +189,7 @@ class ExportDialog(QDialog):
         try:
             export = ExportRun.start(request)  # checks the request first: a bad one is refused in a sentence
         except ExportError as exc:
-            self.banner.show_notice("error", "Cannot export", html.escape(str(exc)))
+            self.banner.show_notice("error", "Cannot export", str(exc))
             self.banner.show()
             return
         self._export = export
@@ -232,7 +235,7 @@ class ExportDialog(QDialog):
                                 + (f" Uploaded to {event.pushed_to}." if event.pushed_to else ""))
             self._show_checks(event.checks)
             self.open_button.setEnabled(True)
-            self.banner.show_notice("success", "Export finished", html.escape(event.path))
+            self.banner.show_notice("success", "Export finished", event.path)
             self.banner.show()
             self.sig_finished.emit(event)
         elif isinstance(event, ExportFailed):
@@ -242,7 +245,7 @@ class ExportDialog(QDialog):
             title = "Export stopped" if severity == "info" else "Export failed"
             self.progress.setValue(0)
             self.status.setText(title + ".")
-            self.banner.show_notice(severity, title, html.escape(event.message), details=event.traceback)
+            self.banner.show_notice(severity, title, event.message, details=event.traceback)
             self.banner.show()
             self.sig_finished.emit(event)
 

@@ -242,16 +242,16 @@ class RewardEvalPanel(QDialog):
             self.progress.setValue(0)
             if event.kind == "stopped":
                 self.status.setText("Stopped; no figures were kept.")
-                self.banner.show_notice("info", "Evaluation stopped", html.escape(event.message))
+                self.banner.show_notice("info", "Evaluation stopped", event.message)
             else:
                 self.status.setText("The evaluation failed.")
-                self.banner.show_notice("error", "Evaluation failed", html.escape(event.message),
+                self.banner.show_notice("error", "Evaluation failed", event.message,
                                         details=event.traceback if event.kind != "bad_request" else "")
             self.banner.show()
             self.sig_finished.emit(event)
 
     def _error(self, title: str, message: str) -> None:
-        self.banner.show_notice("error", title, html.escape(message))
+        self.banner.show_notice("error", title, message)
         self.banner.show()
 
     # ----------------------------------------------------------------- result

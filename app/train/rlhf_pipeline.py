@@ -3,7 +3,7 @@
 Each stage either picks a finished run or trains one with one click, and each starts
 from the previous stage's output: the reward model and the RL policy start from the
 supervised run's merged model (its Export → Merged model, in the run's ``exports/``
-folder), and the RL stage scores its answers with the chosen reward model run. A
+folder; a stage's Train makes that merge first when it is missing, then starts), and the RL stage scores its answers with the chosen reward model run. A
 stage with nothing picked falls back to the model in the Train tab. Which methods
 belong to which stage comes from their specs (group, model head, required inputs),
 never from their names.
@@ -93,7 +93,9 @@ class RLHFPipelineDialog(QDialog):
     """Three stage boxes; Train fills the Train tab with the stage's settings and starts it."""
 
     sig_train = Signal(object)  # a run config to put in the Train tab and start
-    sig_export = Signal(str)  # a run folder whose adapter should be merged (the Export dialog)
+    # A run folder whose adapter should be merged (the Export dialog), and whether to start the merge
+    # at once: a stage's Train does, then trains once merge_finished reports the merged model.
+    sig_export = Signal(str, bool)
 
     def __init__(self, list_runs: Callable[[], list], current: Callable[[], tuple[str, str]],
                  parent: QWidget | None = None):
@@ -102,6 +104,7 @@ class RLHFPipelineDialog(QDialog):
         self.setMinimumWidth(720)
         self._list_runs = list_runs
         self._current = current  # () -> (model, data path) of the Train tab
+        self.pending_stage: int | None = None  # a stage waiting for the supervised run's merge
         intro = QLabel("The classic RLHF pipeline in three stages. Pick a finished run for a stage or train one; "
                        "each stage starts from the one before it.")
         intro.setWordWrap(True)
@@ -116,7 +119,7 @@ class RLHFPipelineDialog(QDialog):
         self.export_button = QPushButton("Merge the supervised run…")
         self.export_button.setToolTip("Opens Export with the supervised run: a merged model is what stages 2 "
                                       "and 3 start from.")
-        self.export_button.clicked.connect(lambda: self.sig_export.emit(self.picked_run(0)))
+        self.export_button.clicked.connect(lambda: self.sig_export.emit(self.picked_run(0), False))
         refresh = QPushButton("Refresh runs")
         refresh.clicked.connect(self.refresh)
         row = QHBoxLayout()
@@ -205,17 +208,20 @@ class RLHFPipelineDialog(QDialog):
         needs_merge = bool(supervised) and not model
         self.export_button.setEnabled(bool(supervised))
         if needs_merge:
-            text = ("<b>Merge the supervised run first</b> (Export → Merged model): stages 2 and 3 start from "
-                    "its merged model.")
+            text = ("Starts from the supervised run's merged model, which it has not got yet: <b>Train this "
+                    "stage merges it first</b> (Export → Merged model, in the run's folder), then starts.")
             self.notes[1].setText(text)
-            self.notes[2].setText(text)
+            self.notes[2].setText(text + ("" if reward else
+                                          " <b>Pick or train a reward model in stage 2 first.</b>"))
         else:
             self.notes[1].setText(f"Starts from {_escape(why)}.")
             scorer = (f"scored by {_escape(Path(reward).name)}" if reward
                       else "<b>pick or train a reward model in stage 2 first</b>")
             self.notes[2].setText(f"Starts from {_escape(why)}, {scorer}.")
-        self.train_buttons[1].setEnabled(not needs_merge)
-        self.train_buttons[2].setEnabled(not needs_merge and bool(reward))
+        waiting = self.pending_stage is not None
+        self.train_buttons[0].setEnabled(not waiting)
+        self.train_buttons[1].setEnabled(not waiting)
+        self.train_buttons[2].setEnabled(not waiting and bool(reward))
 
     # ------------------------------------------------------------ actions
     def stage_config(self, index: int):
@@ -227,7 +233,23 @@ class RLHFPipelineDialog(QDialog):
         return stage_config(method, model, data, reward_model=self.picked_run(1) if index == 2 else "")
 
     def train_stage(self, index: int) -> None:
+        supervised = self.picked_run(0)
+        if index > 0 and supervised and not merged_model_of(supervised):
+            self.pending_stage = index
+            self._update_notes()
+            self.notes[index].setText("<b>Merging the supervised run…</b> this stage starts when the merge ends.")
+            self.sig_export.emit(supervised, True)
+            return
         self.sig_train.emit(self.stage_config(index))
+
+    def merge_finished(self, succeeded: bool) -> None:
+        """The supervised run's merge ended: the stage that waited for it starts now, or,
+        when the merge failed or was stopped, waits for another press (the Export window
+        says why)."""
+        index, self.pending_stage = self.pending_stage, None
+        self.refresh()
+        if index is not None and succeeded and merged_model_of(self.picked_run(0)):
+            self.train_stage(index)
 
 
 def open_pipeline(window) -> RLHFPipelineDialog:
@@ -250,13 +272,19 @@ def open_pipeline(window) -> RLHFPipelineDialog:
         else:  # the data loads in the background; Train is one press once it is in
             window.apply_config(cfg)
 
-    def export(run_dir: str) -> None:
+    def export(run_dir: str, start: bool) -> None:
         from app.runs.export_dialog import ExportDialog
+        from backend.export.events import ExportFinished
 
         dialog.export_dialog = ExportDialog(run_dir, parent=dialog)
         dialog.export_dialog.set_format("merged")
-        dialog.export_dialog.sig_finished.connect(lambda _event: dialog.refresh())
+        dialog.export_dialog.sig_finished.connect(
+            lambda event: dialog.merge_finished(isinstance(event, ExportFinished)))
         dialog.export_dialog.show()
+        if start:
+            dialog.export_dialog.start_export()
+            if not dialog.export_dialog.is_running():  # refused before it began; its banner says why
+                dialog.merge_finished(False)
 
     dialog = RLHFPipelineDialog(list_runs, current, parent=window)
     dialog.sig_train.connect(train)
