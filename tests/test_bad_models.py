@@ -80,7 +80,7 @@ def test_folder_without_config_json_is_not_a_model_folder(tmp_path):
 
 def test_adapter_folder_is_recognised_and_its_base_named(tmp_path):
     folder = _folder(tmp_path / "adapter", files=("adapter_model.safetensors",))
-    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Qwen/Qwen2.5-0.5B"}))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "Qwen/Qwen2.5-0.5B"}))
     err = _refusal(folder)
     assert "LoRA adapter, not a base model" in str(err) and "Qwen/Qwen2.5-0.5B" in str(err)
     assert "Compare tab" in str(err)

@@ -94,7 +94,8 @@ def _fake_run(tmp_path: Path, with_adapter=True, **cfg_values) -> Path:
               run / "config.yaml")
     if with_adapter:
         (run / "adapter").mkdir()
-        (run / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "x"}))
+        (run / "adapter" / "adapter_config.json").write_text(
+            json.dumps({"peft_type": "LORA", "base_model_name_or_path": "x"}))
     return run
 
 
@@ -107,19 +108,28 @@ def test_load_spec_from_run_adapter_and_checkpoint(tmp_path):
 
     ckpt = run / "checkpoints" / "checkpoint-10"
     ckpt.mkdir(parents=True)
-    (ckpt / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "ignored"}))
+    (ckpt / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "ignored"}))
     spec = resolve_load_spec(adapter_dir=ckpt)
     assert spec.run_dir == str(run.resolve()) and spec.model == "some/model" and spec.beta == 0.25
 
     loose = tmp_path / "loose"
     loose.mkdir()
-    (loose / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base"}))
+    (loose / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "base_model_name_or_path": "org/base"}))
     spec = resolve_load_spec(adapter_dir=loose)
     assert spec.model == "org/base" and spec.run_dir == "" and spec.beta == 0.1 and spec.quantization == "4bit"
     assert spec.base_key == resolve_load_spec(adapter_dir=loose, model="org/base").base_key
 
     base_only = resolve_load_spec(model="org/base")
     assert base_only.adapter_dir == ""
+
+    # A damaged config is named with its file, not left to PEFT's bare KeyError: 'peft_type'.
+    (loose / "adapter_config.json").write_text('{"base_model_name_or_path": "org/base"}')
+    with pytest.raises(AdapterLoadError, match=r"loose/adapter_config.json names no peft_type"):
+        resolve_load_spec(adapter_dir=loose)
+    (loose / "adapter_config.json").write_text('{"peft_type": "LO')
+    with pytest.raises(AdapterLoadError, match=r"loose/adapter_config.json is not valid JSON"):
+        resolve_load_spec(adapter_dir=loose)
 
 
 def test_load_spec_errors_say_what_to_do(tmp_path):

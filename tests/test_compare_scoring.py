@@ -101,7 +101,7 @@ def _run_folder(root, method: str):
 
     run = root / f"run-{method}"
     (run / "adapter").mkdir(parents=True)
-    (run / "adapter" / "adapter_config.json").write_text('{"base_model_name_or_path": "x"}')
+    (run / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA", "base_model_name_or_path": "x"}')
     save_yaml(default_config(method, model="some-model"), run / "config.yaml")
     return run
 

@@ -33,7 +33,7 @@ def fake_run(tmp_path: Path, with_adapter: bool = True) -> Path:
     save_yaml(default_config("dpo", model="some/model"), run / "config.yaml")
     if with_adapter:
         (run / "adapter").mkdir()
-        (run / "adapter" / "adapter_config.json").write_text("{}")
+        (run / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
     return run
 
 
@@ -50,7 +50,13 @@ def test_refusals_name_what_is_wrong(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="no saved adapter"):
         plan_export(ExportRequest(str(run), "adapter"))
     (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_config.json").write_text('{"peft_type": ')
+    with pytest.raises(ExportError, match="adapter_config.json is not valid JSON"):
+        plan_export(ExportRequest(str(run), "merged"))
     (run / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(ExportError, match="adapter_config.json names no peft_type"):
+        plan_export(ExportRequest(str(run), "merged"))
+    (run / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
     with pytest.raises(ExportError, match="Unknown export format 'onnx'"):
         plan_export(ExportRequest(str(run), "onnx"))
     with pytest.raises(ExportError, match="'q4_k_m' does not apply to a gguf export"):

@@ -146,7 +146,7 @@ def test_a_received_config_changes_neither_permissions_nor_the_studio_settings(q
 def test_compare_asks_before_loading_a_model_that_needs_permission(qtbot, window, tmp_path, tiny_model_dir):
     model, run_dir = copied_run_on_pickle_weights(tmp_path, tiny_model_dir)
     (run_dir / "adapter").mkdir()
-    (run_dir / "adapter" / "adapter_config.json").write_text("{}")
+    (run_dir / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
 
     seen: list = []
     answer_next_confirmation(False, seen)

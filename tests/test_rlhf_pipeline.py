@@ -139,9 +139,9 @@ def test_the_window_opens_the_pipeline_and_a_stage_fills_the_train_tab(qtbot, st
 
 @pytest.mark.slow
 def test_a_stage_whose_merge_fails_in_the_export_worker_waits_with_the_reason(qtbot, studio_home, easy_preferences):
-    """The real wiring: Train on stage 2 opens Export, starts the merge in its worker; this
-    supervised run's adapter is not a real one, so the merge fails, Export says why, and
-    the stage does not start but can be pressed again."""
+    """The real wiring: Train on stage 2 opens Export and starts the merge; this supervised
+    run's adapter is not a real one, so the merge is refused, Export says why, and the
+    stage does not start but can be pressed again."""
     from backend.core.paths import runs_dir
     from tests.gui_helpers import drop_paths, make_studio_window, wait_for_dataset
 
@@ -159,7 +159,8 @@ def test_a_stage_whose_merge_fails_in_the_export_worker_waits_with_the_reason(qt
     qtbot.waitUntil(lambda: dialog.pending_stage is None, timeout=120_000)
     assert not started and dialog.train_buttons[1].isEnabled()
     assert export.banner.isVisible() and not export.is_running()
-    # The reason reads as written: the banner escapes it once, not twice ("&#x27;").
+    # The reason names the file and reads as written: the banner escapes it once, not twice.
+    assert "adapter_config.json names no peft_type" in export.banner._text.text()
     assert "&amp;" not in export.banner._text.text()
     SHOTS.mkdir(parents=True, exist_ok=True)
     export.grab().save(str(SHOTS / "pipeline_merge_failed.png"))

@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from backend.models.adapter_loading import adapter_config_problem
 from backend.runs.folder import ADAPTER_DIR, CONFIG_FILE
 
 EXPORT_FORMATS = ("adapter", "merged", "gguf", "ollama")
@@ -90,6 +91,9 @@ def plan_export(request: ExportRequest) -> ExportPlan:
     if not (adapter / "adapter_config.json").is_file():
         raise ExportError(f"The run {run_dir.name} has no saved adapter yet (no {ADAPTER_DIR}/adapter_config.json): "
                           "let it finish or stop it, then export.")
+    problem = adapter_config_problem(adapter)
+    if problem:
+        raise ExportError(f"The run {run_dir.name} cannot be exported: {problem}.")
     fmt = request.format.strip().lower()
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"Unknown export format {request.format!r}; pick one of {', '.join(EXPORT_FORMATS)}.")

@@ -65,6 +65,22 @@ def _adapter_base_model(adapter_dir: Path) -> str:
     return str(config.get("base_model_name_or_path") or "")
 
 
+def adapter_config_problem(adapter_dir: Path) -> str:
+    """Why ``adapter_dir/adapter_config.json`` cannot describe an adapter, or "" when it can.
+    PEFT itself would fail later with a bare ``KeyError: 'peft_type'`` or a JSON error."""
+    path = adapter_dir / "adapter_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror or exc})"
+    except ValueError as exc:
+        return f"{path} is not valid JSON ({exc})"
+    if not isinstance(config, dict) or not config.get("peft_type"):
+        return (f"{path} names no peft_type, so it does not describe a PEFT adapter (a damaged or "
+                "hand-made file?)")
+    return ""
+
+
 def _check_adapter_folder(adapter_dir: Path) -> None:
     if not adapter_dir.is_dir():
         raise AdapterLoadError(f"The adapter folder {adapter_dir} does not exist.")
@@ -73,6 +89,9 @@ def _check_adapter_folder(adapter_dir: Path) -> None:
             f"{adapter_dir} holds no adapter_config.json, so it is not a LoRA adapter folder. "
             "Pick a run folder, its adapter/ folder or one of its checkpoints."
         )
+    problem = adapter_config_problem(adapter_dir)
+    if problem:
+        raise AdapterLoadError(problem + ".")
 
 
 def _refuse_reward_model(adapter_dir: Path) -> None:
