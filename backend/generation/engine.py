@@ -401,16 +401,22 @@ class GenerationEngine:
 
     def generate(self, prompts: list[Any], side: str, sampling: SamplingSettings, cancel: threading.Event,
                  on_token: TokenCallback | None = None, on_done: DoneCallback | None = None,
-                 first_row: int = 0, seeds: list[int] | None = None) -> list[dict[str, Answer]]:
+                 first_row: int = 0, seeds: list[int] | None = None,
+                 prompt_ids: list[list[int]] | None = None) -> list[dict[str, Answer]]:
         """Answer every prompt on the requested side(s), in lockstep. Returns one
         {side: Answer} per prompt; ``row`` numbers start at ``first_row``. ``seeds``
         gives each row its own seed (the same prompt repeated then samples different
-        answers in one batch); otherwise every row takes the sampling seed."""
+        answers in one batch); otherwise every row takes the sampling seed.
+        ``prompt_ids`` gives the prompts' tokens when the caller has cut them already
+        (a trainer's max prompt length); otherwise they are rendered here."""
         sides = self.sides(side)
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
         if seeds is not None and len(seeds) != len(prompts):
             raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
-        prompt_ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
+        if prompt_ids is None:
+            prompt_ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
+        elif len(prompt_ids) != len(prompts):
+            raise ValueError(f"{len(prompt_ids)} token lists for {len(prompts)} prompts")
         for ids in prompt_ids:
             if not ids:
                 raise ValueError("The prompt is empty: type something for the model to continue.")

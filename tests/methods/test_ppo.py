@@ -90,6 +90,53 @@ def test_the_first_update_starts_at_ratio_one_and_moves_log_probs_with_the_advan
     assert agree and sum(agree) / len(agree) >= 0.75, (moved.tolist(), advantage.tolist())
 
 
+def test_rollouts_sample_through_the_generation_engine_and_stop_at_the_next_token(tiny_model_dir, tmp_path):
+    """Rollouts go through the studio's generation engine: every answer is the engine's,
+    its stop token ends the mask, and the worker's Stop (the event callback's flag) ends
+    a rollout at the next token with no update made."""
+    import threading
+
+    import torch
+
+    from backend.generation.engine import GenerationEngine
+
+    trainer = build_direct_trainer(tiny_model_dir, tmp_path, lowercase_share, max_steps=2,
+                                   per_device_train_batch_size=4)
+    tokens_seen = []
+    batch = trainer.rollout(trainer.prompts_for_step(0))
+    assert isinstance(trainer._engine, GenerationEngine)
+    samples = batch["samples"]
+    assert samples.ids.shape[0] == 4 and samples.mask.shape[1] <= 8
+    for row, ended in zip(samples.ids[:, samples.context_length:], samples.ended.tolist()):
+        stops = [i for i, t in enumerate(row.tolist()) if t in trainer.stop_ids]
+        assert ended == bool(stops)
+    # The same seed draws the same answers: the row seeds come from torch's generator.
+    torch.manual_seed(5)
+    first = trainer.rollout(trainer.prompts_for_step(0))["samples"].completions
+    torch.manual_seed(5)
+    assert trainer.rollout(trainer.prompts_for_step(0))["samples"].completions == first
+
+    from transformers import TrainerCallback
+
+    class StopFlag(TrainerCallback):  # what the worker's event callback carries
+        stop_requested = threading.Event()
+
+    trainer.callback_handler.add_callback(StopFlag())
+    original = trainer._engine.forward
+
+    def forward_then_stop(*args, **kwargs):
+        tokens_seen.append(1)
+        StopFlag.stop_requested.set()  # Stop pressed while the first token is computed
+        return original(*args, **kwargs)
+
+    trainer._engine.forward = forward_then_stop
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    assert len(tokens_seen) == 1  # the rollout ended at the next token, not after 8
+    assert trainer.state.global_step == 0
+    assert all(torch.equal(before[n], p) for n, p in trainer.model.named_parameters() if p.requires_grad)
+
+
 @pytest.mark.slow
 def test_trains_through_the_worker_with_a_reward_model_run_and_resumes(tiny_model_dir, easy_preferences,
                                                                         tiny_reward_model_run, studio_home):

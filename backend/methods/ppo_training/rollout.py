@@ -109,25 +109,54 @@ class Samples:
     ended: torch.Tensor  # bool: the answer reached a stop token
 
 
-@torch.no_grad()
-def sample(model, tokenizer, prompts: list, *, max_prompt_tokens: int, max_new_tokens: int,
-           temperature: float, stop_ids: Sequence[int], pad_id: int, device) -> Samples:
-    """Sample one answer per prompt from the active adapter, in one batched generate call.
-    Plain ancestral sampling (no top-k/top-p) so the answers follow the distribution the
-    policy's log-probabilities describe."""
+def policy_engine(model, tokenizer):
+    """The studio's generation engine (the one Compare, Best-of-N and the preference jobs
+    use) over the training model: its decoding loop reads the cancel flag before every
+    token, so Stop does not wait for a whole rollout. The policy adapter must be the
+    active one; the engine samples from whatever adapter is active ("aligned" side)."""
+    from backend.generation.engine import GenerationEngine
+    from backend.models.adapter_loading import LoadedModel
+
+    return GenerationEngine(LoadedModel(model=model, tokenizer=tokenizer, precision=None, spec=None,
+                                        model_path="", model_label="policy", chat_template_added=False,
+                                        adapter_name=POLICY_ADAPTER))
+
+
+def sample(engine, prompts: list, *, max_prompt_tokens: int, max_new_tokens: int, temperature: float,
+           stop_ids: Sequence[int], pad_id: int, cancel=None) -> Samples | None:
+    """Sample one answer per prompt from the active adapter, the whole batch decoded
+    together by ``engine`` (``policy_engine``). Plain ancestral sampling (no top-k/top-p)
+    so the answers follow the distribution the policy's log-probabilities describe; each
+    row's seed is drawn from torch's generator, which the run's seed sets. Returns None
+    when ``cancel`` was set before every answer ended."""
+    import threading
+
+    from backend.generation.protocol import SamplingSettings
+
+    tokenizer = engine.tokenizer
     prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, max_prompt_tokens, pad_id)
-    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
-                         do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                         eos_token_id=list(stop_ids), pad_token_id=pad_id, use_cache=True)
-    completion = out[:, prompt_ids.shape[1]:]
+    rows = [prompt_ids[i][prompt_mask[i].bool()].tolist() for i in range(len(prompts))]
+    seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
+    settings = SamplingSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0, top_k=0,
+                                stop_strings=[], backend="transformers")
+    cancel = cancel if cancel is not None else threading.Event()
+    answers = [a["aligned"] for a in engine.generate(list(prompts), "aligned", settings, cancel, seeds=seeds,
+                                                      prompt_ids=rows)]
+    if any(a.finish_reason == "cancelled" for a in answers):
+        return None
+    width = max(1, max(len(a.ids) for a in answers))
+    completion = torch.full((len(answers), width), pad_id, dtype=torch.long)
+    for i, a in enumerate(answers):
+        if a.ids:
+            completion[i, :len(a.ids)] = torch.tensor(a.ids, dtype=torch.long)
     mask = response_mask(completion, stop_ids)
     completion = torch.where(mask.bool(), completion, torch.full_like(completion, pad_id))
-    ended = (torch.isin(completion, torch.tensor(list(stop_ids), device=completion.device)) & mask.bool()).any(1)
+    ended = torch.tensor([a.finish_reason == "stop" for a in answers])
+    device = engine.device
     texts = tokenizer.batch_decode(completion, skip_special_tokens=True)
-    return Samples(prompts=list(prompts), completions=texts, ids=torch.cat([prompt_ids, completion], 1),
-                   attention_mask=torch.cat([prompt_mask, mask], 1), context_length=prompt_ids.shape[1],
-                   mask=mask.float(), ended=ended)
+    return Samples(prompts=list(prompts), completions=texts, ids=torch.cat([prompt_ids, completion], 1).to(device),
+                   attention_mask=torch.cat([prompt_mask, mask], 1).to(device), context_length=prompt_ids.shape[1],
+                   mask=mask.float().to(device), ended=ended.to(device))
 
 
 def score_function(scorer) -> Callable[[list, list[str]], list[float]]:

@@ -5,9 +5,10 @@ studio's worker relies on working unchanged: ``state`` and ``control``, the call
 handler (the event callback's logs, stops and checkpoints), the optimizer and the
 learning-rate schedule built from the shared settings, trackers, checkpoint rotation
 and resume. Each global step is one PPO iteration: sample answers to a batch of
-prompts, score them, then run several epochs of clipped policy and value updates on
-that batch in mini-batches (gradient accumulation over micro-batches). The schedule
-advances once per iteration.
+prompts (through the studio's generation engine, which ends a rollout at the next
+token when the user presses Stop), score them, then run several epochs of clipped
+policy and value updates on that batch in mini-batches (gradient accumulation over
+micro-batches). The schedule advances once per iteration.
 
 Checkpoints hold the policy adapter at their root (as every method's do), the value
 adapter and head under ``value_model/``, plus the optimizer, schedule, RNG and state.
@@ -26,8 +27,9 @@ from transformers import Trainer, TrainerState
 from transformers.trainer_utils import TrainOutput
 
 from backend.methods.ppo_training import losses
-from backend.methods.ppo_training.rollout import (POLICY_ADAPTER, VALUE_ADAPTER, AdapterSwitch, Samples, sample,
-                                                  score_function, token_logprobs, token_values)
+from backend.methods.ppo_training.rollout import (POLICY_ADAPTER, VALUE_ADAPTER, AdapterSwitch, Samples,
+                                                  policy_engine, sample, score_function, token_logprobs,
+                                                  token_values)
 
 VALUE_DIR = "value_model"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -94,6 +96,15 @@ class RolloutTrainer(Trainer):
         self.rollout_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * \
             settings.num_mini_batches
         self._generator = torch.Generator().manual_seed(args.seed)
+        self._engine = None  # the generation engine over this model, made at the first rollout
+
+    def _stop_flag(self):
+        """The worker's Stop (the event callback's flag), so a rollout ends at the next token;
+        None where no callback carries one (a trainer built outside the worker)."""
+        import threading
+
+        return next((cb.stop_requested for cb in self.callback_handler.callbacks
+                     if isinstance(getattr(cb, "stop_requested", None), threading.Event)), None)
 
     # ------------------------------------------------------------------ schedule
     def batches_per_epoch(self) -> int:
@@ -116,15 +127,19 @@ class RolloutTrainer(Trainer):
 
     # ------------------------------------------------------------------ rollout
     @torch.no_grad()
-    def rollout(self, prompts: list) -> dict:
+    def rollout(self, prompts: list) -> dict | None:
         """Sample, score and read back log-probs, reference log-probs and values; then the
-        per-token rewards and GAE advantages for the update."""
+        per-token rewards and GAE advantages for the update. None when Stop came while sampling."""
         s, model = self.settings, self.model
         model.eval()
         self.switch.use(POLICY_ADAPTER)
-        samples = sample(model, self.processing_class, prompts, max_prompt_tokens=s.max_prompt_length,
+        if self._engine is None:
+            self._engine = policy_engine(model, self.processing_class)
+        samples = sample(self._engine, prompts, max_prompt_tokens=s.max_prompt_length,
                          max_new_tokens=s.max_completion_length, temperature=s.temperature,
-                         stop_ids=self.stop_ids, pad_id=self.pad_id, device=self.args.device)
+                         stop_ids=self.stop_ids, pad_id=self.pad_id, cancel=self._stop_flag())
+        if samples is None:
+            return None
         micro = self.args.per_device_train_batch_size
         logprobs, ref_logprobs, values = [], [], []
         for rows in _chunks(len(prompts), micro):
@@ -264,6 +279,9 @@ class RolloutTrainer(Trainer):
         while self.state.global_step < max_steps:
             self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
             batch = self.rollout(self.prompts_for_step(self.state.global_step))
+            if batch is None:  # stopped mid-rollout: the last finished step is what gets saved
+                self.control.should_training_stop = True
+                break
             self.record_samples(batch)
             stats = self.update(batch)
             metrics = self.step_metrics(batch, stats)
@@ -306,6 +324,8 @@ class RolloutTrainer(Trainer):
         scores, kls, rlhf = [], [], []
         for rows in _chunks(len(prompts), self.args.per_device_eval_batch_size):
             batch = self.rollout(prompts[rows])
+            if batch is None:  # Stop while sampling: no figures from half an evaluation
+                return {}
             scores += batch["raw_scores"].tolist()
             kls += batch["kl"].sum(1).tolist()
             rlhf += (batch["scores"] + batch["non_score"]).tolist()
