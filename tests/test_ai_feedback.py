@@ -79,6 +79,8 @@ def test_disagreeing_orders_drop_the_pair_and_the_agreement_rate_counts_them(tmp
     assert {r["reason"] for r in seen if not r["kept"]} == {DISAGREE}
     assert report["agreement_rate"] == pytest.approx(4 / 6)
     assert report["dropped"] == {DISAGREE: 2}
+    # Two of six chose by place: counted, but too few for the note that blames the judge's position bias.
+    assert report["position_picks"] == {"first": 2} and report["judge_note"] == ""
     assert report["file_label_agreement"] == 1.0  # the judge's chosen is the file's chosen on every kept pair
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["source_line"] for r in rows] == [1, 3, 4, 6]
@@ -259,6 +261,43 @@ def test_a_position_biased_tiny_judge_keeps_nothing(tmp_path, tiny_model_dir):
     assert all(e.reason == DISAGREE and (e.p_ab > 0.5) != (e.p_ba > 0.5) for e in rows)
     assert events[-1].report["agreement_rate"] == 0.0
     assert request.output.read_text() == ""
+    # The report says why in plain words: the judge chose by the place an answer was shown in.
+    place = "first" if rows[0].p_ab > 0.5 else "second"
+    assert events[-1].report["position_picks"] == {place: 4}
+    assert f"in 4 of 4 pairs it preferred whichever answer was shown {place}" in events[-1].report["judge_note"]
+
+
+@pytest.mark.gui
+def test_a_judge_that_picks_by_position_is_named_in_the_report_the_cli_and_the_window(tmp_path, capsys, qtbot):
+    from app.train.preference_generation_dialog import summary_text
+    from backend.cli.generate import _print_summary
+    from backend.generation.preferences.judging import Verdict
+
+    assert Verdict(0.9, 0.1).position_pick == "first" and Verdict(0.2, 0.7).position_pick == "second"
+    assert Verdict(0.8, 0.7).position_pick == "" and Verdict(0.5, 0.1).position_pick == ""
+    data = write_pairs(tmp_path / "pairs.jsonl", 5)
+    inputs = read_input_rows(data)
+    judge = ControlledJudge({row.prompt for row in inputs.rows[:3]})
+    request = GenerationRequest(job=AI_FEEDBACK, input_path=str(data), output_path=str(tmp_path / "out.jsonl"))
+    report, _stats = run_job(request, inputs, FakeModels(judge), PartialFile(request))
+    assert report["kept"] == 2 and report["position_picks"] == {"first": 3}
+    note = report["judge_note"]
+    assert "in 3 of 5 pairs it preferred whichever answer was shown first" in note and "larger" in note
+    _print_summary(report)
+    assert f"note: {note}" in capsys.readouterr().out
+
+    from app.train.preference_generation_dialog import PreferenceGenerationDialog
+    from backend.generation.preferences.events import JobFinished
+
+    dialog = PreferenceGenerationDialog(str(data))
+    qtbot.addWidget(dialog)
+    dialog._on_event(JobFinished(path=str(request.output), report_path=str(request.report), report=report))
+    assert dialog.banner.severity() == "warning" and "chose by position" in dialog.banner._text.text()
+    nothing = dict(report, kept=0)
+    dialog._on_event(JobFinished(path=str(request.output), report_path=str(request.report), report=nothing))
+    assert dialog.banner.title() == "No preference pairs kept" and "chose by position" in dialog.banner._text.text()
+    assert not dialog.open_button.isEnabled()  # nothing to open in the Data panel
+    assert "2 pairs from 5 rows" in summary_text(report)
 
 
 @pytest.mark.slow

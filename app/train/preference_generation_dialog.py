@@ -387,13 +387,19 @@ class PreferenceGenerationDialog(QDialog):
             self._add_result(event)
         elif isinstance(event, JobFinished):
             self._job = None
-            self._result_path = event.path
+            self._result_path = event.path if event.report["kept"] else ""  # an empty file has nothing to open
             self._set_running(False)
             self.progress.setValue(100)
             self.status.setText(f"Wrote {event.report['kept']} preference pairs to {event.path}.")
             self.summary.setText(summary_text(event.report))
-            self.banner.show_notice("success", "Preference data ready",
-                                    f"{event.path}\nOpen it in the Data panel to train on it.")
+            note = event.report.get("judge_note") or ""
+            if event.report["kept"]:
+                self.banner.show_notice("warning" if note else "success", "Preference data ready",
+                                        f"{event.path}\nOpen it in the Data panel to train on it."
+                                        + (f"\n{note}" if note else ""))
+            else:  # an empty file is not "ready": say why nothing was kept
+                self.banner.show_notice("warning", "No preference pairs kept",
+                                        note or "Every row was dropped; the table says why for each.")
             self.banner.setVisible(True)
             self._paths_changed()
         elif isinstance(event, JobFailed):

@@ -163,3 +163,5 @@ def _print_summary(report: dict) -> None:
         print(f"  dropped {n}: {reason}")
     if report.get("seconds_per_row") is not None:
         print(f"{report['seconds_per_row']:.2f} s per row")
+    if report.get("judge_note"):
+        print(f"note: {report['judge_note']}")

@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol
 
 from backend.generation.preferences.constitution import critique_messages, principle_for_row, revision_messages
 from backend.generation.preferences.inputs import InputRow, InputRows
-from backend.generation.preferences.judging import PairwiseJudge, judge_both_orders
+from backend.generation.preferences.judging import PairwiseJudge, Verdict, judge_both_orders
 from backend.generation.preferences.partial_file import PartialFile
 from backend.generation.preferences.request import AI_FEEDBACK, GenerationRequest, RequestError
 
@@ -57,6 +57,7 @@ class JobStats:
     row_seconds: float = 0.0
     dropped: Counter = field(default_factory=Counter)
     principles: Counter = field(default_factory=Counter)
+    position_picks: Counter = field(default_factory=Counter)  # "first"/"second": chosen by place, not answer
 
     def add(self, record: dict[str, Any]) -> None:
         self.done += 1
@@ -70,6 +71,9 @@ class JobStats:
         if "p_ab" in record:
             self.judged += 1
             self.agreed += 1 if record.get("agree") else 0
+            pick = Verdict(record["p_ab"], record["p_ba"]).position_pick
+            if pick:
+                self.position_picks[pick] += 1
         if record.get("file_label_agrees") is not None:
             self.file_label_known += 1
             self.file_label_agreed += 1 if record["file_label_agrees"] else 0
@@ -87,7 +91,20 @@ class JobStats:
                 "dropped": dict(self.dropped), "judged": self.judged, "agreement_rate": self.agreement_rate,
                 "file_label_agreement": (self.file_label_agreed / self.file_label_known
                                          if self.file_label_known else None),
-                "seconds_per_row": self.seconds_per_row, "principles_used": dict(self.principles)}
+                "seconds_per_row": self.seconds_per_row, "principles_used": dict(self.principles),
+                "position_picks": dict(self.position_picks), "judge_note": self.judge_note()}
+
+    def judge_note(self) -> str:
+        """Plain words when the judge mostly chose by position: then its two orders disagree,
+        pairs are dropped, and a low agreement rate alone does not say why."""
+        if not self.judged:
+            return ""
+        place, count = max(self.position_picks.items(), key=lambda kv: kv[1], default=("", 0))
+        if count * 2 < self.judged:
+            return ""
+        return (f"The judge chose by position, not by answer: in {count} of {self.judged} pairs it preferred "
+                f"whichever answer was shown {place}, so its two orders disagreed and the pair was dropped. A "
+                "small model often does this; a larger instruct model as the judge is the fix.")
 
 
 def row_seed(request: GenerationRequest, index: int, k: int) -> int:

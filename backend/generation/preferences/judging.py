@@ -62,6 +62,17 @@ class Verdict:
         return self.first_order_prefers if self.agree else 0
 
     @property
+    def position_pick(self) -> str:
+        """"first" or "second" when both orders preferred whichever answer sat in that
+        place: the judge chose by position, not by answer. "" otherwise."""
+        sides = (_side(self.p_ab), _side(self.p_ba))
+        if sides == (1, 2):  # answer 1 won when shown first, answer 2 won when it was shown first
+            return "first"
+        if sides == (2, 1):
+            return "second"
+        return ""
+
+    @property
     def confidence(self) -> float:
         """The judge's mean probability for the winner over both orders (0 without a winner)."""
         if not self.agree:
