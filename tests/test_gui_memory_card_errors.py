@@ -19,7 +19,7 @@ def test_the_launch_estimate_failing_is_said_on_the_card(qtbot, capsys):
     panel = MemoryPanel()
     qtbot.addWidget(panel)
 
-    def broken(config, device):
+    def broken(config, device, answer_tokens=None):
         raise KeyError("hidden_size")
 
     panel._estimate_fn = broken
@@ -27,5 +27,5 @@ def test_the_launch_estimate_failing_is_said_on_the_card(qtbot, capsys):
     assert "The memory estimate failed" in panel.headline.text() and "hidden_size" in panel.headline.text()
     assert "KeyError: 'hidden_size'" in capsys.readouterr().err
 
-    panel._estimate_fn = lambda config, device: "an estimate"
+    panel._estimate_fn = lambda config, device, answer_tokens=None: "an estimate"
     assert panel.estimate_now(default_config("sft"), {"kind": "cpu"}) == "an estimate"

@@ -68,6 +68,7 @@ def test_each_stage_starts_from_the_one_before(qtbot, runs, easy_preferences):
         dialog.train_buttons[1].click()
     assert merging.args == [str(sft), True] and dialog.pending_stage == 1 and not trained
     assert not any(b.isEnabled() for b in dialog.train_buttons)  # one merge at a time
+    assert not dialog.export_button.isEnabled()
     assert "Merging the supervised run" in dialog.notes[1].text()
     dialog.merge_finished(False)  # stopped or failed: nothing starts, the stage waits for another press
     assert not trained and dialog.pending_stage is None and dialog.train_buttons[1].isEnabled()

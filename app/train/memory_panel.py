@@ -79,8 +79,6 @@ class MemoryPanel(QWidget):
             return None
 
     def _estimate(self, config, device: dict, answer_tokens: int | None):
-        if answer_tokens is None:
-            return self._estimate_fn(config, device)
         return self._estimate_fn(config, device, answer_tokens=answer_tokens)
 
     def _run(self) -> None:

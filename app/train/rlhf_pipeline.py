@@ -206,7 +206,8 @@ class RLHFPipelineDialog(QDialog):
         self.notes[0].setText(f"Starts from {_escape(base or 'the embedded model')}, on "
                               f"{_escape(Path(data).name) if data else 'the dataset in the Train tab'}.")
         needs_merge = bool(supervised) and not model
-        self.export_button.setEnabled(bool(supervised))
+        waiting = self.pending_stage is not None
+        self.export_button.setEnabled(bool(supervised) and not waiting)  # one merge at a time
         if needs_merge:
             text = ("Starts from the supervised run's merged model, which it has not got yet: <b>Train this "
                     "stage merges it first</b> (Export → Merged model, in the run's folder), then starts.")
@@ -218,7 +219,6 @@ class RLHFPipelineDialog(QDialog):
             scorer = (f"scored by {_escape(Path(reward).name)}" if reward
                       else "<b>pick or train a reward model in stage 2 first</b>")
             self.notes[2].setText(f"Starts from {_escape(why)}, {scorer}.")
-        waiting = self.pending_stage is not None
         self.train_buttons[0].setEnabled(not waiting)
         self.train_buttons[1].setEnabled(not waiting)
         self.train_buttons[2].setEnabled(not waiting and bool(reward))
